@@ -1,0 +1,275 @@
+//! `cocalc-db check`: the boot-time health check.
+//!
+//! Steps, each timed: resolve the configuration; for a persistent embedded
+//! cluster, make sure its directory is writable; open the database (which
+//! also detects a directory locked by another process); run `SELECT 1` and
+//! read `server_version`; close.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use db::{AnyPool, BackendKind, Config, DataDir, Pool};
+
+use crate::config::{self, DbArgs};
+use crate::output;
+
+/// One finished step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Step {
+    /// Its name, as used in failure messages.
+    pub(crate) name: &'static str,
+    /// How long it took.
+    pub(crate) elapsed: Duration,
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Report {
+    /// The backend.
+    pub(crate) backend: BackendKind,
+    /// The server's `server_version`.
+    pub(crate) server_version: String,
+    /// Where the data is: `("data directory", path)` or
+    /// `("server", redacted URL)`.
+    pub(crate) location: (&'static str, String),
+    /// `durable` or `relaxed`, for the embedded backend.
+    pub(crate) durability: Option<&'static str>,
+    /// The steps, in order.
+    pub(crate) steps: Vec<Step>,
+}
+
+/// A failed step and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    step: &'static str,
+    cause: String,
+}
+
+/// Times the steps as they finish.
+struct Steps(Vec<Step>);
+
+impl Steps {
+    /// Runs `f` as step `name`; records its time on success.
+    async fn run<T, E, F>(&mut self, name: &'static str, f: F) -> Result<T, Failure>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: std::error::Error + 'static,
+    {
+        let start = Instant::now();
+        let result = f.await;
+        let elapsed = start.elapsed();
+        match result {
+            Ok(v) => {
+                tracing::debug!(
+                    step = name,
+                    elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                    "check step done"
+                );
+                self.0.push(Step { name, elapsed });
+                Ok(v)
+            }
+            Err(e) => Err(Failure {
+                step: name,
+                cause: output::error_chain(&e),
+            }),
+        }
+    }
+}
+
+/// Runs the check and prints its report, or one failure line.
+pub(crate) async fn run(args: &DbArgs) -> ExitCode {
+    match check(args).await {
+        Ok(report) => output::print("check", &render(&report)),
+        Err(f) => output::fail("check", &format!("{}: {}", f.step, f.cause)),
+    }
+}
+
+/// The steps of the check.
+async fn check(args: &DbArgs) -> Result<Report, Failure> {
+    let mut steps = Steps(Vec::new());
+    let config = steps
+        .run("configuration", async { config::from_process(args) })
+        .await?;
+    if config.backend == BackendKind::Pglite
+        && let DataDir::Path(dir) = &config.pglite.data_dir
+    {
+        steps
+            .run("data directory", async { probe_writable(dir) })
+            .await?;
+    }
+    let pool = steps.run("open", AnyPool::connect(&config)).await?;
+    let version = steps.run("query", query(&pool)).await;
+    // Close even when the query failed, so the embedded cluster shuts down
+    // cleanly and its lock is released.
+    let start = Instant::now();
+    pool.close().await;
+    let server_version = version?;
+    steps.0.push(Step {
+        name: "close",
+        elapsed: start.elapsed(),
+    });
+    Ok(Report {
+        backend: config.backend,
+        server_version,
+        location: location(&config),
+        durability: (config.backend == BackendKind::Pglite).then_some(
+            if config.pglite.relaxed_durability {
+                "relaxed"
+            } else {
+                "durable"
+            },
+        ),
+        steps: steps.0,
+    })
+}
+
+/// `SELECT 1`, checked, then `server_version`.
+async fn query(pool: &AnyPool) -> db::Result<String> {
+    let one: i32 = pool.query_one("SELECT 1", &[]).await?.try_get(0)?;
+    if one != 1 {
+        return Err(db::Error::Protocol(format!("SELECT 1 returned {one}")));
+    }
+    pool.server_version().await
+}
+
+/// Creates `dir` if needed, then creates, writes, syncs and removes a probe
+/// file in it.
+fn probe_writable(dir: &Path) -> Result<(), db::Error> {
+    let context = |what: &str| format!("{what} in {}", dir.display());
+    fs::create_dir_all(dir)
+        .map_err(|e| db::Error::backend(format!("creating the directory {}", dir.display()), e))?;
+    let probe = dir.join(format!(".cocalc-db-check-{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|mut f| {
+            f.write_all(b"cocalc-db check\n")?;
+            f.sync_all()
+        })
+        .map_err(|e| db::Error::backend(context("writing a probe file"), e))?;
+    fs::remove_file(&probe).map_err(|e| db::Error::backend(context("removing a probe file"), e))
+}
+
+/// Where the data is, with any password redacted.
+fn location(config: &Config) -> (&'static str, String) {
+    if config.backend == BackendKind::Pglite {
+        let dir = match &config.pglite.data_dir {
+            DataDir::Memory => "memory:// (temporary)".to_owned(),
+            dir => dir.to_string(),
+        };
+        return ("data directory", dir);
+    }
+    let pg = &config.postgres;
+    if let Some(url) = &pg.url {
+        return ("server", db::redact_url(url));
+    }
+    let parts: Vec<String> = [
+        ("host", pg.host.clone()),
+        ("port", pg.port.map(|p| p.to_string())),
+        ("user", pg.user.clone()),
+        ("dbname", pg.database.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+    .collect();
+    if parts.is_empty() {
+        ("server", "libpq defaults".to_owned())
+    } else {
+        ("server", parts.join(" "))
+    }
+}
+
+/// The report as text.
+pub(crate) fn render(report: &Report) -> String {
+    let mut fields = vec![
+        ("backend", report.backend.to_string()),
+        ("server version", report.server_version.clone()),
+        (report.location.0, report.location.1.clone()),
+    ];
+    if let Some(d) = report.durability {
+        fields.push(("durability", d.to_owned()));
+    }
+    let mut out = String::new();
+    for (label, value) in fields {
+        out.push_str(&format!("{:<16}{value}\n", format!("{label}:")));
+    }
+    out.push_str("steps:\n");
+    let total: Duration = report.steps.iter().map(|s| s.elapsed).sum();
+    for step in &report.steps {
+        out.push_str(&format!("  {:<16}{:>9}\n", step.name, ms(step.elapsed)));
+    }
+    out.push_str(&format!("  {:<16}{:>9}\n", "total", ms(total)));
+    out.push_str("ok\n");
+    out
+}
+
+/// `12.3 ms`.
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_layout() {
+        let report = Report {
+            backend: BackendKind::Pglite,
+            server_version: "17.5".into(),
+            location: ("data directory", "/home/ada/.cocalc/pglite".into()),
+            durability: Some("durable"),
+            steps: vec![
+                Step {
+                    name: "configuration",
+                    elapsed: Duration::from_micros(300),
+                },
+                Step {
+                    name: "open",
+                    elapsed: Duration::from_millis(512),
+                },
+            ],
+        };
+        assert_eq!(
+            render(&report),
+            "backend:        pglite\n\
+             server version: 17.5\n\
+             data directory: /home/ada/.cocalc/pglite\n\
+             durability:     durable\n\
+             steps:\n  \
+               configuration      0.3 ms\n  \
+               open             512.0 ms\n  \
+               total            512.3 ms\n\
+             ok\n"
+        );
+    }
+
+    #[test]
+    fn postgres_location_is_redacted() {
+        let config = Config::new().postgres_url("postgres://hub:secret@db.example:5432/hub");
+        assert_eq!(
+            location(&config),
+            (
+                "server",
+                "postgres://hub:<redacted>@db.example:5432/hub".into()
+            )
+        );
+        assert_eq!(
+            location(&Config::new()),
+            ("server", "libpq defaults".into())
+        );
+    }
+
+    #[test]
+    fn probe_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("new").join("data");
+        probe_writable(&dir).expect("writable");
+        assert_eq!(fs::read_dir(&dir).expect("read dir").count(), 0);
+    }
+}

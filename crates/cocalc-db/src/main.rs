@@ -1,0 +1,130 @@
+//! `cocalc-db`: the hub database's command-line tool.
+//!
+//! It runs on either backend of the `db` crate. Unlike the library, whose
+//! default is a PostgreSQL server, the binary defaults to the embedded
+//! backend with its data in `~/.cocalc/pglite`, as the packaged single-binary
+//! edition does (see `config.rs` for the precedence rules).
+//!
+//! Output goes through `std::io::Write` on locked handles (see `output.rs`),
+//! so a closed pipe is not a panic.
+
+mod check;
+mod config;
+mod json;
+mod output;
+mod sql;
+mod text;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cocalc-db",
+    version,
+    about = "Health check and SQL shell for the CoCalc hub's database (PostgreSQL or embedded PGlite)",
+    after_help = "\
+Configuration, highest precedence first: the flags above; the environment \
+(COCALC_DB=postgres|pglite, COCALC_PGLITE_DATA_DIR, COCALC_PGLITE_RELAXED_DURABILITY=1, \
+DATABASE_URL, PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD); then this binary's \
+defaults: the embedded backend with its data in ~/.cocalc/pglite."
+)]
+struct Cli {
+    /// Database selection, shared by every command.
+    #[command(flatten)]
+    db: config::DbArgs,
+
+    /// Log to stderr: -v info, -vv debug, -vvv trace [default: warn];
+    /// RUST_LOG adds per-target directives
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot-time health check: resolve the configuration, check the data
+    /// directory, open the database, run a query; report each step's time.
+    /// Exits 1 with one line on stderr on failure.
+    Check,
+    /// Run one SQL statement and print its rows as a table (or JSON).
+    Sql(sql::SqlArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match &cli.command {
+        Command::Check => check::run(&cli.db).await,
+        Command::Sql(args) => sql::run(&cli.db, args).await,
+    }
+}
+
+/// Logs to stderr. The overall level is warn, or what `-v` asks for;
+/// `RUST_LOG` adds per-target directives (`RUST_LOG=db=debug`) and, without
+/// `-v`, may also change the overall level.
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    // Logging, not database configuration: `Config::from_env` stays the only
+    // reader of the database variables.
+    let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    // Of two directives for the same target, the later one wins.
+    let directives = if verbose == 0 {
+        format!("{level},{rust_log}")
+    } else {
+        format!("{rust_log},{level}")
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::builder().parse_lossy(directives))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["cocalc-db", "sql", "select 1", "--json", "--db", "pglite"])
+            .expect("parse");
+        assert_eq!(cli.db.db, Some(config::DbChoice::Pglite));
+        assert!(matches!(cli.command, Command::Sql(ref a) if a.json));
+    }
+
+    #[test]
+    fn data_dir_and_database_url_conflict() {
+        let r = Cli::try_parse_from([
+            "cocalc-db",
+            "--data-dir",
+            "/x",
+            "--database-url",
+            "postgres://h/db",
+            "check",
+        ]);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! Runs the built `cocalc-db` binary on the embedded backend.
+//!
+//! Each embedded open takes about half a second, so the tests are few.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use db::{Config, DataDir, PglitePool, Pool};
+
+/// Variables that would make a test depend on the caller's environment.
+const CONFIG_VARS: &[&str] = &[
+    "COCALC_DB",
+    "COCALC_PGLITE_DATA_DIR",
+    "COCALC_PGLITE_RELAXED_DURABILITY",
+    "DATABASE_URL",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGPASSWORD",
+    "RUST_LOG",
+];
+
+/// The cache pglite-oxide already uses, so that a fresh `HOME` does not
+/// unpack its runtime (about 100 MB) again.
+fn real_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The binary with a clean configuration environment and `HOME` at `home`.
+fn cocalc_db(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cocalc-db"));
+    for var in CONFIG_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", home)
+        .env("XDG_CACHE_HOME", real_cache_dir());
+    cmd
+}
+
+/// The binary on the embedded cluster in `<home>/data`.
+fn on_data_dir(home: &Path) -> Command {
+    let mut cmd = cocalc_db(home);
+    cmd.env("COCALC_DB", "pglite")
+        .env("COCALC_PGLITE_DATA_DIR", home.join("data"));
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run cocalc-db");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_reports_the_embedded_backend() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (code, out, err) = run(on_data_dir(home.path()).arg("check"));
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("backend:        pglite"), "{out}");
+    assert!(out.contains("server version: 17"), "{out}");
+    assert!(
+        out.contains(&home.path().join("data").display().to_string()),
+        "{out}"
+    );
+    assert!(out.contains("durability:     durable"), "{out}");
+    for step in [
+        "configuration",
+        "data directory",
+        "open",
+        "query",
+        "close",
+        "total",
+    ] {
+        assert!(out.contains(step), "missing step {step}:\n{out}");
+    }
+}
+
+#[test]
+fn the_binary_defaults_to_pglite_in_home() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (code, out, err) = run(cocalc_db(home.path()).arg("check"));
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let dir = home.path().join(".cocalc").join("pglite");
+    assert!(out.contains(&dir.display().to_string()), "{out}");
+    assert!(dir.is_dir());
+}
+
+#[test]
+fn sql_prints_json_tables_and_server_errors() {
+    let home = tempfile::tempdir().expect("tempdir");
+
+    let (code, out, err) = run(on_data_dir(home.path()).args(["sql", "select 1 as one", "--json"]));
+    assert_eq!((code, out.as_str()), (0, "[{\"one\":1}]\n"), "{err}");
+
+    let (code, out, err) = run(on_data_dir(home.path()).args([
+        "sql",
+        "select 1 as one, null::text as two union all select 20, 'x'",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        " one | two\n-----+------\n   1 | NULL\n  20 | x\n(2 rows)\n"
+    );
+
+    let (code, out, err) = run(on_data_dir(home.path()).args(["sql", "selec 1"]));
+    assert_eq!(code, 1, "stdout: {out}");
+    assert!(
+        err.starts_with("cocalc-db sql: ERROR 42601: syntax error"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn an_unknown_backend_lists_the_accepted_ones() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = run(cocalc_db(home.path())
+        .env("COCALC_DB", "pglit")
+        .arg("check"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("cocalc-db check: configuration: "), "{err}");
+    assert!(err.contains("postgres, pglite"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_held_by_another_process_names_its_pid() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path().join("data");
+    let held = PglitePool::open(&Config::new().pglite(DataDir::Path(dir)))
+        .await
+        .expect("open the data directory in the test process");
+
+    let (code, out, err) = run(on_data_dir(home.path()).arg("check"));
+    held.close().await;
+
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.starts_with("cocalc-db check: open: "), "{err}");
+    let holder = format!("in use by process {}", std::process::id());
+    assert!(err.contains(&holder), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -1,0 +1,371 @@
+//! Configuration: which backend, and how to reach it.
+//!
+//! [`Config::from_env`] is the only place in the workspace that reads the
+//! environment.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which backend a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// A PostgreSQL server (the library default).
+    Postgres,
+    /// The embedded PGlite backend.
+    Pglite,
+}
+
+impl BackendKind {
+    /// The accepted spellings, for error messages.
+    pub const ACCEPTED: &'static str = "postgres, pglite";
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Postgres => "postgres",
+            BackendKind::Pglite => "pglite",
+        })
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" | "" => Ok(BackendKind::Postgres),
+            "pglite" => Ok(BackendKind::Pglite),
+            _ => Err(ConfigError::UnknownBackend(s.to_owned())),
+        }
+    }
+}
+
+/// The configuration is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `COCALC_DB` (or `--db`) holds an unknown backend name.
+    #[error("unknown database backend {0:?} in COCALC_DB; accepted values: {accepted}", accepted = BackendKind::ACCEPTED)]
+    UnknownBackend(String),
+    /// A variable holds a value of the wrong form.
+    #[error("{variable}={value:?} is invalid: {reason}")]
+    InvalidValue {
+        /// The variable.
+        variable: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+}
+
+/// Where the embedded cluster lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum DataDir {
+    /// A temporary cluster, removed when the pool closes (`memory://`).
+    Memory,
+    /// A persistent cluster in this directory.
+    Path(PathBuf),
+}
+
+impl DataDir {
+    /// Parses `memory://` or a path.
+    pub fn parse(s: &str) -> DataDir {
+        if s.trim() == "memory://" {
+            DataDir::Memory
+        } else {
+            DataDir::Path(PathBuf::from(s))
+        }
+    }
+}
+
+impl fmt::Display for DataDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataDir::Memory => f.write_str("memory://"),
+            DataDir::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// How to reach a PostgreSQL server.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PostgresConfig {
+    /// A `postgres://` URL; the `PG*` fields override its parts when set.
+    pub url: Option<String>,
+    /// Host name or socket directory (`PGHOST`).
+    pub host: Option<String>,
+    /// Port (`PGPORT`).
+    pub port: Option<u16>,
+    /// User (`PGUSER`).
+    pub user: Option<String>,
+    /// Database (`PGDATABASE`).
+    pub database: Option<String>,
+    /// Password (`PGPASSWORD`).
+    pub password: Option<String>,
+    /// Maximum connections in the pool.
+    pub max_connections: u32,
+    /// Prepared statements cached per connection.
+    pub statement_cache_capacity: usize,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// How to open the embedded backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PgliteConfig {
+    /// Where the cluster lives.
+    pub data_dir: DataDir,
+    /// Trade crash durability for speed.
+    pub relaxed_durability: bool,
+}
+
+impl Default for PgliteConfig {
+    fn default() -> Self {
+        PgliteConfig {
+            data_dir: DataDir::Memory,
+            relaxed_durability: false,
+        }
+    }
+}
+
+/// The whole configuration of a pool.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Config {
+    /// Which backend.
+    pub backend: BackendKind,
+    /// Server settings, used when `backend` is Postgres.
+    pub postgres: PostgresConfig,
+    /// Embedded settings, used when `backend` is PGlite.
+    pub pglite: PgliteConfig,
+    /// How long to wait for a session before failing.
+    #[serde(with = "millis")]
+    pub acquire_timeout: Duration,
+    /// Statements slower than this are logged at WARN.
+    #[serde(with = "millis")]
+    pub slow_statement_threshold: Duration,
+}
+
+mod millis {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: BackendKind::Postgres,
+            postgres: PostgresConfig {
+                max_connections: 10,
+                statement_cache_capacity: 100,
+                ..PostgresConfig::default()
+            },
+            pglite: PgliteConfig::default(),
+            acquire_timeout: Duration::from_secs(30),
+            slow_statement_threshold: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults: Postgres through libpq's defaults, 10 connections,
+    /// a 30 s acquire timeout.
+    pub fn new() -> Self {
+        Config::default()
+    }
+
+    /// Reads `COCALC_DB`, `COCALC_PGLITE_DATA_DIR`,
+    /// `COCALC_PGLITE_RELAXED_DURABILITY`, `DATABASE_URL` and `PGHOST`,
+    /// `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`.
+    ///
+    /// An unknown `COCALC_DB` is an error listing the accepted values, so a
+    /// typo never silently picks a backend.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = lookup("COCALC_DB") {
+            c.backend = v.parse()?;
+        }
+        if let Some(v) = lookup("COCALC_PGLITE_DATA_DIR").filter(|v| !v.trim().is_empty()) {
+            c.pglite.data_dir = DataDir::parse(&v);
+        }
+        if let Some(v) = lookup("COCALC_PGLITE_RELAXED_DURABILITY") {
+            c.pglite.relaxed_durability = parse_flag("COCALC_PGLITE_RELAXED_DURABILITY", &v)?;
+        }
+        c.postgres.url = lookup("DATABASE_URL").filter(|v| !v.is_empty());
+        c.postgres.host = lookup("PGHOST").filter(|v| !v.is_empty());
+        if let Some(v) = lookup("PGPORT").filter(|v| !v.is_empty()) {
+            c.postgres.port = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
+                variable: "PGPORT",
+                value: v.clone(),
+                reason: "expected a port number",
+            })?);
+        }
+        c.postgres.user = lookup("PGUSER").filter(|v| !v.is_empty());
+        c.postgres.database = lookup("PGDATABASE").filter(|v| !v.is_empty());
+        c.postgres.password = lookup("PGPASSWORD");
+        Ok(c)
+    }
+
+    /// Selects the backend.
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Selects Postgres at `url`.
+    pub fn postgres_url(mut self, url: impl Into<String>) -> Self {
+        self.backend = BackendKind::Postgres;
+        self.postgres.url = Some(url.into());
+        self
+    }
+
+    /// Selects the embedded backend with its data in `data_dir`.
+    pub fn pglite(mut self, data_dir: DataDir) -> Self {
+        self.backend = BackendKind::Pglite;
+        self.pglite.data_dir = data_dir;
+        self
+    }
+
+    /// Trades crash durability for speed on the embedded backend.
+    pub fn relaxed_durability(mut self, on: bool) -> Self {
+        self.pglite.relaxed_durability = on;
+        self
+    }
+
+    /// Maximum server connections.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.postgres.max_connections = n.max(1);
+        self
+    }
+
+    /// How long to wait for a session.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Statements slower than this are logged at WARN.
+    pub fn slow_statement_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_statement_threshold = threshold;
+        self
+    }
+}
+
+fn parse_flag(variable: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            variable,
+            value: v.to_owned(),
+            reason: "expected 1 or 0",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn unset_means_postgres() {
+        let c = Config::from_lookup(env(&[])).expect("config");
+        assert_eq!(c.backend, BackendKind::Postgres);
+        assert_eq!(c.pglite.data_dir, DataDir::Memory);
+    }
+
+    #[test]
+    fn pglite_with_dir_and_relaxed_durability() {
+        let c = Config::from_lookup(env(&[
+            ("COCALC_DB", "pglite"),
+            ("COCALC_PGLITE_DATA_DIR", "/tmp/x"),
+            ("COCALC_PGLITE_RELAXED_DURABILITY", "1"),
+        ]))
+        .expect("config");
+        assert_eq!(c.backend, BackendKind::Pglite);
+        assert_eq!(c.pglite.data_dir, DataDir::Path("/tmp/x".into()));
+        assert!(c.pglite.relaxed_durability);
+    }
+
+    #[test]
+    fn a_typo_is_an_error_that_lists_accepted_values() {
+        let err = Config::from_lookup(env(&[("COCALC_DB", "pglit")])).expect_err("typo");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"pglit\"") && msg.contains("postgres, pglite"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_port_and_flag_are_errors() {
+        assert!(Config::from_lookup(env(&[("PGPORT", "x")])).is_err());
+        assert!(
+            Config::from_lookup(env(&[("COCALC_PGLITE_RELAXED_DURABILITY", "maybe")])).is_err()
+        );
+    }
+
+    #[test]
+    fn debug_redacts_passwords() {
+        let c = Config::new().postgres_url("postgres://u:secret@h/db");
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+}

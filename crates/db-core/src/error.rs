@@ -1,0 +1,281 @@
+//! The one error type of the database layer.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::config::ConfigError;
+use crate::convert::FromValueError;
+use crate::sqlstate::SqlState;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a dependency, kept as the `source()` of an [`Error`].
+pub type BoxDynError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong talking to a database through this layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server reported an error; SQLSTATE and every field are kept.
+    #[error(transparent)]
+    Database(Box<DbError>),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Waiting for a session timed out.
+    #[error("timed out after {waited:?} waiting to {phase}{}", holder_suffix(.holder))]
+    PoolTimedOut {
+        /// What was being waited for.
+        phase: TimeoutPhase,
+        /// How long.
+        waited: Duration,
+        /// Where the embedded backend is held, when known.
+        holder: Option<String>,
+        /// The last connection error, when connecting was what failed.
+        #[source]
+        source: Option<BoxDynError>,
+    },
+    /// The calling task already holds the embedded backend and asked for another
+    /// session, which could never be granted.
+    #[error(
+        "would deadlock: this task already holds the embedded database session acquired at {held_at}; \
+         use that session (or its transaction) instead of the pool"
+    )]
+    WouldDeadlock {
+        /// `file:line:column` of the acquire that holds the backend.
+        held_at: String,
+    },
+    /// The pool or backend was closed.
+    #[error("the database pool is closed")]
+    Closed,
+    /// `query_one` found no row.
+    #[error("query returned no rows where exactly one was expected")]
+    RowNotFound,
+    /// `query_one` / `query_opt` found more than one row.
+    #[error("query returned {0} rows where at most one was expected")]
+    TooManyRows(usize),
+    /// A column name that the row does not have.
+    #[error("no column named {0:?} in the result")]
+    ColumnNotFound(String),
+    /// A column position past the end of the row.
+    #[error("column index {index} is out of range for a row of {len} columns")]
+    ColumnIndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The number of columns.
+        len: usize,
+    },
+    /// A column value did not convert to the requested Rust type.
+    #[error("column {column:?}: {source}")]
+    ColumnDecode {
+        /// The column name.
+        column: String,
+        /// Why.
+        #[source]
+        source: FromValueError,
+    },
+    /// A result value could not be decoded from the wire.
+    #[error("decoding column {column:?}: {source}")]
+    Decode {
+        /// The column name.
+        column: String,
+        /// Why.
+        #[source]
+        source: CodecError,
+    },
+    /// A parameter could not be encoded.
+    #[error("encoding parameter ${position}: {source}")]
+    Encode {
+        /// 1-based parameter position.
+        position: usize,
+        /// Why.
+        #[source]
+        source: CodecError,
+    },
+    /// A transaction can no longer be used: an operation on it was cancelled
+    /// midway and the session rolled it back.
+    #[error("the transaction was rolled back because an operation on it was cancelled")]
+    TransactionLost,
+    /// An advisory lock was not acquired in time.
+    #[error("advisory lock {key} was not acquired within {timeout:?}")]
+    LockTimeout {
+        /// The lock key.
+        key: i64,
+        /// How long was waited.
+        timeout: Duration,
+    },
+    /// An embedded data directory is in use by another process.
+    #[error("the embedded data directory {path} is in use by {}", holder_pid(.pid))]
+    DataDirLocked {
+        /// The directory.
+        path: String,
+        /// The PID holding it, when it could be read.
+        pid: Option<u32>,
+    },
+    /// The server sent something this layer does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A failure in the backend library or the connection, outside SQL.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: BoxDynError,
+    },
+}
+
+fn holder_suffix(holder: &Option<String>) -> String {
+    holder
+        .as_ref()
+        .map(|h| format!("; the embedded database session is held at {h}"))
+        .unwrap_or_default()
+}
+
+fn holder_pid(pid: &Option<u32>) -> String {
+    pid.map_or_else(|| "another process".to_owned(), |p| format!("process {p}"))
+}
+
+impl Error {
+    /// Wraps a dependency's error with what was being done.
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxDynError>) -> Self {
+        Error::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The server error, if this is one.
+    pub fn as_db_error(&self) -> Option<&DbError> {
+        match self {
+            Error::Database(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE of a server error.
+    pub fn code(&self) -> Option<&SqlState> {
+        self.as_db_error().map(|e| &e.code)
+    }
+
+    /// Whether this is a unique violation (`23505`).
+    pub fn is_unique_violation(&self) -> bool {
+        self.code() == Some(&SqlState::UNIQUE_VIOLATION)
+    }
+
+    /// Whether the connection or pool is gone.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        Error::Database(Box::new(e))
+    }
+}
+
+/// Which wait timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutPhase {
+    /// Waiting for a free session.
+    Acquire,
+    /// Opening a new connection.
+    Connect,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Acquire => "acquire a session",
+            TimeoutPhase::Connect => "connect",
+        })
+    }
+}
+
+/// An error reported by the server, with every field it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbError {
+    /// `ERROR`, `FATAL` or `PANIC`.
+    pub severity: String,
+    /// The SQLSTATE.
+    pub code: SqlState,
+    /// The primary message.
+    pub message: String,
+    /// Detail, if any.
+    pub detail: Option<String>,
+    /// Hint, if any.
+    pub hint: Option<String>,
+    /// 1-based character position in the statement, if any.
+    pub position: Option<u32>,
+    /// Schema name, if any.
+    pub schema: Option<String>,
+    /// Table name, if any.
+    pub table: Option<String>,
+    /// Column name, if any.
+    pub column: Option<String>,
+    /// Constraint name, if any.
+    pub constraint: Option<String>,
+}
+
+impl DbError {
+    /// Builds an error from the fields of a protocol `ErrorResponse`, given
+    /// as `(field type byte, value)` pairs.
+    pub fn from_fields<'a>(fields: impl IntoIterator<Item = (u8, &'a str)>) -> Self {
+        let mut e = DbError {
+            severity: String::new(),
+            code: SqlState::from_code(""),
+            message: String::new(),
+            detail: None,
+            hint: None,
+            position: None,
+            schema: None,
+            table: None,
+            column: None,
+            constraint: None,
+        };
+        for (kind, value) in fields {
+            let v = || Some(value.to_owned());
+            match kind {
+                b'V' => e.severity = value.to_owned(),
+                b'S' if e.severity.is_empty() => e.severity = value.to_owned(),
+                b'C' => e.code = SqlState::from_code(value),
+                b'M' => e.message = value.to_owned(),
+                b'D' => e.detail = v(),
+                b'H' => e.hint = v(),
+                b'P' => e.position = value.parse().ok(),
+                b's' => e.schema = v(),
+                b't' => e.table = v(),
+                b'c' => e.column = v(),
+                b'n' => e.constraint = v(),
+                _ => {}
+            }
+        }
+        e
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.severity,
+            self.code.code(),
+            self.message
+        )?;
+        if let Some(detail) = &self.detail {
+            write!(f, " (DETAIL: {detail})")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " (HINT: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DbError {}

@@ -1,0 +1,225 @@
+//! The traits the hub codes against: [`Executor`], [`Client`] and [`Pool`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::config::BackendKind;
+use crate::error::{Error, Result};
+use crate::notify::NotificationStream;
+use crate::row::{QueryResult, Row};
+use crate::transaction::{SessionState, Transaction};
+use crate::value::Value;
+
+/// Runs statements: implemented by held sessions ([`Client`]s) and by
+/// [`Transaction`]s.
+///
+/// Parameters are `$1`, `$2`, ... bound from `params`; build them with
+/// [`params!`](crate::params) or `Value::from`.
+///
+/// # Cancel safety
+///
+/// Dropping a returned future before it completes never leaves the session in
+/// a state another caller can observe: a statement that already reached the
+/// server finishes there, and an open transaction it leaves behind is rolled
+/// back before the session runs anything else.
+pub trait Executor: Send {
+    /// Runs one statement and returns its rows and command-tag row count.
+    fn run<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<QueryResult>> + Send + 'a;
+
+    /// Runs one or more `;`-separated statements without parameters (the
+    /// simple query protocol), for scripts such as DDL.
+    fn batch_execute<'a>(
+        &'a mut self,
+        sql: &'a str,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    /// Runs a statement and returns the row count of its command tag
+    /// (`SELECT n` included).
+    fn execute<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        async move { Ok(self.run(sql, params).await?.rows_affected) }
+    }
+
+    /// Runs a statement and returns its rows.
+    fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        async move { Ok(self.run(sql, params).await?.rows) }
+    }
+
+    /// Runs a statement that returns exactly one row.
+    fn query_one<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        async move { self.query_opt(sql, params).await?.ok_or(Error::RowNotFound) }
+    }
+
+    /// Runs a statement that returns at most one row.
+    fn query_opt<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        async move { single(self.run(sql, params).await?.rows) }
+    }
+}
+
+/// The one row of `rows`, `None` for none, an error for more.
+pub fn single(mut rows: Vec<Row>) -> Result<Option<Row>> {
+    match rows.len() {
+        0 => Ok(None),
+        1 => Ok(rows.pop()),
+        n => Err(Error::TooManyRows(n)),
+    }
+}
+
+/// A session held exclusively by its owner until dropped, when it goes back
+/// to the pool (rolled back and with its advisory locks released).
+pub trait Client: Executor + Sized {
+    /// The transaction bookkeeping of this session; used by [`Transaction`].
+    #[doc(hidden)]
+    fn session_state(&mut self) -> &mut SessionState;
+
+    /// Runs transaction-control SQL without first flushing pending rollbacks.
+    #[doc(hidden)]
+    fn simple_raw<'a>(&'a mut self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    /// Starts a transaction. It rolls back when dropped without
+    /// [`Transaction::commit`].
+    fn begin(&mut self) -> impl Future<Output = Result<Transaction<'_, Self>>> + Send {
+        Transaction::start(self)
+    }
+
+    /// Takes the session-level advisory lock `key`, waiting up to `timeout`.
+    /// Re-entrant: each successful call needs one [`Client::unlock`].
+    fn lock(&mut self, key: i64, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes the advisory lock `key` if it is free (or already ours).
+    fn try_lock(&mut self, key: i64) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Releases one hold of `key`; `false` if this session did not hold it.
+    fn unlock(&mut self, key: i64) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// An advisory lock held by a pool-level guard; released by
+/// [`AdvisoryLock::unlock`] or when dropped.
+pub trait AdvisoryLock: Send + Sync {
+    /// The lock key.
+    fn key(&self) -> i64;
+
+    /// Releases the lock now and reports failures (dropping also releases it).
+    fn unlock(self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A cloneable handle to a backend: the entry point of the hub.
+pub trait Pool: Clone + Send + Sync + 'static {
+    /// A held session.
+    type Client: Client + 'static;
+    /// A pool-level advisory lock guard.
+    type Lock: AdvisoryLock + 'static;
+
+    /// Which backend this is.
+    fn backend(&self) -> BackendKind;
+
+    /// Holds a session until the returned client is dropped.
+    ///
+    /// On PGlite a held session owns the whole backend: calling this again
+    /// from the task that holds one fails at once with
+    /// [`Error::WouldDeadlock`].
+    fn acquire(&self) -> impl Future<Output = Result<Self::Client>> + Send;
+
+    /// Runs one statement on a session of its own (autocommit).
+    fn run<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<QueryResult>> + Send + 'a;
+
+    /// Runs a `;`-separated script on a session of its own.
+    fn batch_execute<'a>(&'a self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    /// [`Pool::run`], returning the command tag's row count.
+    fn execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        async move { Ok(self.run(sql, params).await?.rows_affected) }
+    }
+
+    /// [`Pool::run`], returning the rows.
+    fn query<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        async move { Ok(self.run(sql, params).await?.rows) }
+    }
+
+    /// [`Pool::run`] for exactly one row.
+    fn query_one<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        async move { single(self.run(sql, params).await?.rows)?.ok_or(Error::RowNotFound) }
+    }
+
+    /// [`Pool::run`] for at most one row.
+    fn query_opt<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        async move { single(self.run(sql, params).await?.rows) }
+    }
+
+    /// Takes advisory lock `key` for a guard of its own, polling until
+    /// `timeout`. Exclusive against every other session, in this process and,
+    /// on a server, in every other.
+    fn lock(&self, key: i64, timeout: Duration) -> impl Future<Output = Result<Self::Lock>> + Send;
+
+    /// Takes advisory lock `key` if it is free.
+    fn try_lock(&self, key: i64) -> impl Future<Output = Result<Option<Self::Lock>>> + Send;
+
+    /// Subscribes to notifications on `channel`. `LISTEN` is in effect when
+    /// this returns; the stream reports lost notifications explicitly
+    /// ([`ListenEvent::Lagged`](crate::ListenEvent::Lagged),
+    /// [`ListenEvent::Reconnected`](crate::ListenEvent::Reconnected)).
+    fn listen(&self, channel: &str) -> impl Future<Output = Result<NotificationStream>> + Send;
+
+    /// The server's `server_version` (for example `15.18` or `17.5`).
+    fn server_version(&self) -> impl Future<Output = Result<String>> + Send {
+        async move {
+            let row = self.query_one("SHOW server_version", &[]).await?;
+            row.try_get::<String, _>(0)
+        }
+    }
+
+    /// Closes the pool: waits for held sessions to finish, then shuts the
+    /// backend down. Later calls fail with [`Error::Closed`].
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Builds a `&[Value]` parameter list from anything convertible to [`Value`].
+///
+/// ```
+/// let params = db_core::params![1_i64, "two", None::<String>];
+/// assert_eq!(params.len(), 3);
+/// ```
+#[macro_export]
+macro_rules! params {
+    () => { [] as [$crate::Value; 0] };
+    ($($v:expr),+ $(,)?) => { [$($crate::Value::from($v)),+] };
+}

@@ -1,0 +1,37 @@
+//! The core of the hub's database layer: the traits every backend implements
+//! ([`Pool`], [`Client`], [`Executor`]), transactions as guards, the value and
+//! row model, errors and configuration.
+//!
+//! This crate holds no backend code. `db-postgres` implements the traits on a
+//! PostgreSQL server, `db-pglite` on embedded PGlite, and the `db` facade
+//! picks one from [`Config`].
+
+mod codec;
+mod config;
+mod convert;
+mod error;
+mod executor;
+mod ident;
+mod notify;
+mod row;
+mod sqlstate;
+mod trace;
+mod transaction;
+mod types;
+mod value;
+
+pub use codec::{AddressFamilies, CodecError, decode, encode, encode_with};
+pub use config::{
+    BackendKind, Config, ConfigError, DataDir, PgliteConfig, PostgresConfig, redact_url,
+};
+pub use convert::{FromValue, FromValueError, SqlType};
+pub use error::{BoxDynError, DbError, Error, Result, TimeoutPhase};
+pub use executor::{AdvisoryLock, Client, Executor, Pool, single};
+pub use ident::quote_ident;
+pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};
+pub use row::{Column, ColumnIndex, FromRow, QueryResult, Row};
+pub use sqlstate::SqlState;
+pub use trace::{finish as finish_query_span, query_span, rows_from_command_tag};
+pub use transaction::{SessionState, Transaction, flush_pending};
+pub use types::Type;
+pub use value::{Array, BitString, Inet, Interval, Numeric, ParseNumericError, Value};

@@ -1,0 +1,218 @@
+//! Result rows.
+
+use std::sync::Arc;
+
+use crate::convert::FromValue;
+use crate::error::{Error, Result};
+use crate::types::Type;
+use crate::value::Value;
+
+/// A result column: its name and SQL type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    name: String,
+    type_: Type,
+}
+
+impl Column {
+    /// A column description.
+    pub fn new(name: impl Into<String>, type_: Type) -> Self {
+        Column {
+            name: name.into(),
+            type_,
+        }
+    }
+
+    /// The column name as the server reported it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The column's SQL type.
+    pub fn type_(&self) -> Type {
+        self.type_
+    }
+}
+
+/// One result row. Column descriptions are shared by all rows of a result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    columns: Arc<[Column]>,
+    values: Vec<Value>,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for usize {}
+    impl Sealed for &str {}
+}
+
+/// Something that selects a column: its position or its name.
+pub trait ColumnIndex: sealed::Sealed + Copy {
+    /// The position in `columns`, or the error to report.
+    fn position(self, columns: &[Column]) -> Result<usize>;
+}
+
+impl ColumnIndex for usize {
+    fn position(self, columns: &[Column]) -> Result<usize> {
+        if self < columns.len() {
+            Ok(self)
+        } else {
+            Err(Error::ColumnIndexOutOfRange {
+                index: self,
+                len: columns.len(),
+            })
+        }
+    }
+}
+
+impl ColumnIndex for &str {
+    fn position(self, columns: &[Column]) -> Result<usize> {
+        columns
+            .iter()
+            .position(|c| c.name == self)
+            .ok_or_else(|| Error::ColumnNotFound(self.to_owned()))
+    }
+}
+
+impl Row {
+    /// A row of `values` described by `columns` (same length).
+    pub fn new(columns: Arc<[Column]>, values: Vec<Value>) -> Self {
+        Row { columns, values }
+    }
+
+    /// The column descriptions.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The values, in column order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// Takes the values out of the row.
+    pub fn into_values(self) -> Vec<Value> {
+        self.values
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The raw value of a column.
+    pub fn try_value<I: ColumnIndex>(&self, index: I) -> Result<&Value> {
+        let i = index.position(&self.columns)?;
+        self.values.get(i).ok_or(Error::ColumnIndexOutOfRange {
+            index: i,
+            len: self.values.len(),
+        })
+    }
+
+    /// Reads a column as `T`: by position (`0`) or by name (`"id"`).
+    ///
+    /// Fails with [`Error::ColumnNotFound`], [`Error::ColumnIndexOutOfRange`] or
+    /// [`Error::ColumnDecode`] (wrong type, or NULL into a non-`Option`).
+    pub fn try_get<T: FromValue, I: ColumnIndex>(&self, index: I) -> Result<T> {
+        let i = index.position(&self.columns)?;
+        let value = self.try_value(i)?;
+        T::from_value(value).map_err(|source| Error::ColumnDecode {
+            column: self.columns[i].name.clone(),
+            source,
+        })
+    }
+
+    /// Like [`Row::try_get`], for columns the caller knows are there.
+    ///
+    /// # Panics
+    ///
+    /// Panics where [`Row::try_get`] would return an error.
+    #[track_caller]
+    pub fn get<T: FromValue, I: ColumnIndex>(&self, index: I) -> T {
+        match self.try_get(index) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Maps the whole row to `T` in one call.
+    ///
+    /// ```
+    /// # use db_core::{Row, Column, Type, Value, FromRow};
+    /// # use std::sync::Arc;
+    /// # let columns: Arc<[Column]> = vec![Column::new("id", Type::INT8), Column::new("name", Type::TEXT)].into();
+    /// # let row = Row::new(columns, vec![Value::Int8(7), Value::Text("ada".into())]);
+    /// let (id, name): (i64, String) = row.decode()?;
+    /// assert_eq!((id, name.as_str()), (7, "ada"));
+    /// # Ok::<(), db_core::Error>(())
+    /// ```
+    pub fn decode<T: FromRow>(&self) -> Result<T> {
+        T::from_row(self)
+    }
+}
+
+/// A type built from a whole row: tuples (by position) and the hub's structs.
+pub trait FromRow: Sized {
+    /// Builds `Self` from `row`.
+    fn from_row(row: &Row) -> Result<Self>;
+}
+
+macro_rules! tuple_from_row {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: FromValue),+> FromRow for ($($t,)+) {
+            fn from_row(row: &Row) -> Result<Self> {
+                Ok(($(row.try_get::<$t, usize>($i)?,)+))
+            }
+        }
+    };
+}
+
+tuple_from_row!(A 0);
+tuple_from_row!(A 0, B 1);
+tuple_from_row!(A 0, B 1, C 2);
+tuple_from_row!(A 0, B 1, C 2, D 3);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+/// Implements [`FromRow`] for a struct by reading each field from the column
+/// of the same name, so mapping rows to structs is one line.
+///
+/// ```
+/// use db_core::{from_row, Row, Column, Type, Value};
+/// # use std::sync::Arc;
+/// struct Account { id: i64, email: Option<String> }
+/// from_row!(Account { id, email });
+/// # let columns: Arc<[Column]> = vec![Column::new("id", Type::INT8), Column::new("email", Type::TEXT)].into();
+/// # let row = Row::new(columns, vec![Value::Int8(1), Value::Null]);
+/// let account: Account = row.decode()?;
+/// assert_eq!(account.id, 1);
+/// # Ok::<(), db_core::Error>(())
+/// ```
+#[macro_export]
+macro_rules! from_row {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl $crate::FromRow for $ty {
+            fn from_row(row: &$crate::Row) -> $crate::Result<Self> {
+                Ok($ty { $($field: row.try_get(stringify!($field))?),+ })
+            }
+        }
+    };
+}
+
+/// The outcome of one statement: its rows and the count from its command tag.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryResult {
+    /// The rows returned, if any.
+    pub rows: Vec<Row>,
+    /// The row count of the command tag (`SELECT 3`, `INSERT 0 2`, ...); 0 for
+    /// commands without one (DDL).
+    pub rows_affected: u64,
+}

@@ -1,0 +1,124 @@
+//! A held session: exclusive use of the embedded backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use db_core::{Client, Executor, QueryResult, Result, SessionState, Value};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use crate::driver::Request;
+use crate::lock::SessionId;
+use crate::pool::Shared;
+use crate::wire;
+
+/// A session holding the embedded backend until dropped.
+///
+/// While it is alive no statement of any other session runs on the backend;
+/// dropping it rolls back anything it left open and releases its advisory
+/// locks before the next session gets the backend.
+pub struct PgliteClient {
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+    session: SessionId,
+    state: SessionState,
+}
+
+impl std::fmt::Debug for PgliteClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgliteClient")
+            .field("session", &self.session)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl PgliteClient {
+    pub(crate) fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Self {
+        let session = shared.session_id();
+        PgliteClient {
+            shared,
+            permit: Some(permit),
+            session,
+            state: SessionState::default(),
+        }
+    }
+
+    async fn simple(&mut self, sql: &str) -> Result<()> {
+        let span = db_core::query_span("pglite", sql);
+        let started = Instant::now();
+        let response = self
+            .shared
+            .request(|reply| Request::Simple {
+                sql: sql.to_owned(),
+                reply,
+            })
+            .instrument(span.clone())
+            .await;
+        let result = response.and_then(|r| wire::read_result(&r.data, None, false));
+        let outcome = result.as_ref().map(|r| (0, r.rows_affected));
+        db_core::finish_query_span(&span, started, self.shared.slow_statement, outcome);
+        result.map(drop)
+    }
+}
+
+impl Drop for PgliteClient {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.shared.release(self.session, permit);
+        }
+    }
+}
+
+impl Executor for PgliteClient {
+    async fn run(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult> {
+        db_core::flush_pending(self).await?;
+        let span = db_core::query_span("pglite", sql);
+        let started = Instant::now();
+        let encoded = wire::encode_params(params);
+        let result = async {
+            let params = encoded?;
+            let response = self
+                .shared
+                .request(|reply| Request::Run {
+                    sql: sql.to_owned(),
+                    params,
+                    reply,
+                })
+                .await?;
+            wire::read_result(&response.data, response.columns, true)
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = result.as_ref().map(|r| (r.rows.len(), r.rows_affected));
+        db_core::finish_query_span(&span, started, self.shared.slow_statement, outcome);
+        result
+    }
+
+    async fn batch_execute(&mut self, sql: &str) -> Result<()> {
+        db_core::flush_pending(self).await?;
+        self.simple(sql).await
+    }
+}
+
+impl Client for PgliteClient {
+    fn session_state(&mut self) -> &mut SessionState {
+        &mut self.state
+    }
+
+    async fn simple_raw(&mut self, sql: &str) -> Result<()> {
+        self.simple(sql).await
+    }
+
+    async fn lock(&mut self, key: i64, timeout: Duration) -> Result<()> {
+        self.shared.locks.lock(key, self.session, timeout).await
+    }
+
+    async fn try_lock(&mut self, key: i64) -> Result<bool> {
+        Ok(self.shared.locks.try_lock(key, self.session))
+    }
+
+    async fn unlock(&mut self, key: i64) -> Result<bool> {
+        Ok(self.shared.locks.unlock(key, self.session))
+    }
+}

@@ -1,0 +1,327 @@
+//! The driver thread: the one owner of the `Pglite` instance.
+//!
+//! `Pglite` is a single PostgreSQL backend that takes `&mut self` for every
+//! call, so it lives on a thread of its own and serves requests in arrival
+//! order. The lease queue in `pool.rs` guarantees that only the session
+//! holding the backend sends statements; the channel therefore never holds
+//! more than that session's request, its release, and a close.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use db_core::{Column, DataDir, Error, ListenerHub, PgliteConfig, Result};
+use pglite_oxide::{ExecProtocolOptions, Pglite};
+use tokio::sync::oneshot;
+
+use crate::wire::{self, EncodedParams, Messages};
+
+/// Prepared statements kept per backend before the oldest is closed.
+const STATEMENT_CACHE_CAPACITY: usize = 512;
+
+/// A request to the driver thread.
+pub(crate) enum Request {
+    /// One statement through the extended protocol.
+    Run {
+        sql: String,
+        params: EncodedParams,
+        reply: oneshot::Sender<Result<Response>>,
+    },
+    /// A script through the simple protocol.
+    Simple {
+        sql: String,
+        reply: oneshot::Sender<Result<Response>>,
+    },
+    /// A session gave the backend back: roll back whatever it left open.
+    Release,
+    /// Shut the backend down.
+    Close { reply: oneshot::Sender<Result<()>> },
+}
+
+/// The raw response and the columns it is described by.
+pub(crate) struct Response {
+    pub(crate) data: Vec<u8>,
+    pub(crate) columns: Option<Arc<[Column]>>,
+}
+
+struct Statement {
+    name: String,
+    oids: Vec<u32>,
+    columns: Arc<[Column]>,
+}
+
+struct Driver {
+    pglite: Pglite,
+    hub: Arc<ListenerHub>,
+    statements: HashMap<String, Vec<Statement>>,
+    order: VecDeque<(String, String)>,
+    next_statement: u64,
+    /// The transaction status of the last `ReadyForQuery`: `I`, `T` or `E`.
+    status: u8,
+}
+
+/// Opens the backend on a new thread and returns the request sender once it
+/// is ready.
+pub(crate) async fn spawn(
+    config: &PgliteConfig,
+    hub: Arc<ListenerHub>,
+) -> Result<mpsc::Sender<Request>> {
+    let (tx, rx) = mpsc::channel::<Request>();
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+    let config = config.clone();
+    thread::Builder::new()
+        .name("pglite-driver".into())
+        // The WebAssembly runtime recurses deeply on some statements.
+        .stack_size(32 * 1024 * 1024)
+        .spawn(move || {
+            let pglite = match open(&config) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut driver = Driver {
+                pglite,
+                hub,
+                statements: HashMap::new(),
+                order: VecDeque::new(),
+                next_statement: 0,
+                status: b'I',
+            };
+            let _ = ready_tx.send(Ok(()));
+            driver.serve(rx);
+        })
+        .map_err(|e| Error::backend("starting the PGlite driver thread", e))?;
+    ready_rx
+        .await
+        .map_err(|_| Error::Protocol("the PGlite driver thread exited while opening".into()))??;
+    Ok(tx)
+}
+
+fn open(config: &PgliteConfig) -> Result<Pglite> {
+    let _span = tracing::info_span!("db.pglite.open", data_dir = %config.data_dir).entered();
+    let builder = Pglite::builder().relaxed_durability(config.relaxed_durability);
+    let builder = match &config.data_dir {
+        DataDir::Memory => builder.temporary(),
+        DataDir::Path(p) => builder.path(p.clone()),
+        _ => builder.temporary(),
+    };
+    let mut pglite = builder.open().map_err(|e| {
+        Error::backend(
+            format!("opening the embedded database at {}", config.data_dir),
+            e,
+        )
+    })?;
+    // Same session defaults as the server backend: UTC, so `timestamp`
+    // values and `now()` agree across backends.
+    pglite
+        .exec("SET TimeZone = 'UTC'", None)
+        .map_err(|e| Error::backend("setting the session time zone", e))?;
+    Ok(pglite)
+}
+
+impl Driver {
+    fn serve(&mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(request) = rx.recv() {
+            match request {
+                Request::Run { sql, params, reply } => {
+                    let _ = reply.send(self.run(&sql, &params));
+                }
+                Request::Simple { sql, reply } => {
+                    let result = self.simple(&sql).map(|data| Response {
+                        data,
+                        columns: None,
+                    });
+                    let _ = reply.send(result);
+                }
+                Request::Release => self.release(),
+                Request::Close { reply } => {
+                    let _ = reply.send(self.close());
+                    return;
+                }
+            }
+        }
+        // Every handle is gone without an explicit close.
+        let _ = self.close();
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.pglite
+            .close()
+            .map_err(|e| Error::backend("closing the embedded database", e))
+    }
+
+    fn round_trip(&mut self, message: &[u8]) -> Result<Vec<u8>> {
+        let data = self
+            .pglite
+            .exec_protocol_raw(message, ExecProtocolOptions::no_sync())
+            .map_err(|e| Error::backend("embedded database round trip", e))?;
+        Ok(data)
+    }
+
+    /// Scans a response for what the driver itself needs: notifications to
+    /// fan out, the transaction status, and the first error's SQLSTATE.
+    fn scan(&mut self, data: &[u8]) -> Scan {
+        let mut scan = Scan::default();
+        for msg in Messages::new(data) {
+            let Ok((tag, body)) = msg else { break };
+            match tag {
+                b'1' => scan.parsed = true,
+                b'T' => scan.columns = wire::row_description(body).ok(),
+                b'n' => scan.columns = Some(Arc::from(Vec::new())),
+                b'E' if scan.error.is_none() => {
+                    scan.error = wire::error_response(body)
+                        .ok()
+                        .map(|e| (e.code.code().to_owned(), e.message));
+                }
+                b'A' => {
+                    if let Ok(n) = wire::notification(body) {
+                        self.hub.dispatch(n);
+                    }
+                }
+                b'Z' => {
+                    if let Some(&s) = body.first() {
+                        self.status = s;
+                    }
+                }
+                _ => {}
+            }
+        }
+        scan
+    }
+
+    fn simple(&mut self, sql: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(sql.len() + 8);
+        wire::query(&mut buf, sql)?;
+        let data = self.round_trip(&buf)?;
+        self.scan(&data);
+        Ok(data)
+    }
+
+    fn release(&mut self) {
+        if self.status != b'I'
+            && let Err(e) = self.simple("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rolling back a released embedded session failed");
+        }
+    }
+
+    fn cached(&self, sql: &str, oids: &[u32]) -> Option<&Statement> {
+        self.statements.get(sql)?.iter().find(|s| s.oids == oids)
+    }
+
+    fn forget(&mut self, sql: &str, oids: &[u32]) -> Option<String> {
+        let list = self.statements.get_mut(sql)?;
+        let i = list.iter().position(|s| s.oids == oids)?;
+        let name = list.swap_remove(i).name;
+        if list.is_empty() {
+            self.statements.remove(sql);
+        }
+        Some(name)
+    }
+
+    fn run(&mut self, sql: &str, params: &EncodedParams) -> Result<Response> {
+        let response = self.run_once(sql, params)?;
+        // After DDL changed a cached statement's result type, PostgreSQL
+        // refuses to reuse it; outside a transaction it is safe to prepare it
+        // again and retry.
+        if response.retry && self.status == b'I' {
+            return Ok(self.run_once(sql, params)?.response);
+        }
+        Ok(response.response)
+    }
+
+    fn run_once(&mut self, sql: &str, params: &EncodedParams) -> Result<Attempt> {
+        let mut buf = Vec::with_capacity(sql.len() + params.bind.len() + 64);
+        if let Some(stmt) = self.cached(sql, &params.oids) {
+            let columns = Arc::clone(&stmt.columns);
+            wire::bind(&mut buf, &stmt.name, params)?;
+            wire::execute(&mut buf)?;
+            wire::sync(&mut buf)?;
+            let data = self.round_trip(&buf)?;
+            let scan = self.scan(&data);
+            let retry = scan
+                .error
+                .as_ref()
+                .is_some_and(|(code, msg)| code == "0A000" && msg.contains("cached plan"));
+            if retry && let Some(name) = self.forget(sql, &params.oids) {
+                self.close_statement(&name);
+            }
+            return Ok(Attempt {
+                response: Response {
+                    data,
+                    columns: Some(columns),
+                },
+                retry,
+            });
+        }
+        if self.order.len() >= STATEMENT_CACHE_CAPACITY
+            && let Some((old_sql, old_name)) = self.order.pop_front()
+        {
+            if let Some(list) = self.statements.get_mut(&old_sql) {
+                list.retain(|s| s.name != old_name);
+                if list.is_empty() {
+                    self.statements.remove(&old_sql);
+                }
+            }
+            wire::close_statement(&mut buf, &old_name)?;
+        }
+        self.next_statement += 1;
+        let name = format!("db_s{}", self.next_statement);
+        wire::parse(&mut buf, &name, sql, &params.oids)?;
+        wire::bind(&mut buf, &name, params)?;
+        wire::describe_portal(&mut buf)?;
+        wire::execute(&mut buf)?;
+        wire::sync(&mut buf)?;
+        let data = self.round_trip(&buf)?;
+        let scan = self.scan(&data);
+        if scan.parsed {
+            if let Some(columns) = scan.columns.clone() {
+                self.order.push_back((sql.to_owned(), name.clone()));
+                self.statements
+                    .entry(sql.to_owned())
+                    .or_default()
+                    .push(Statement {
+                        name,
+                        oids: params.oids.clone(),
+                        columns,
+                    });
+            } else {
+                // Parsed but failed before describing: drop it, it would be
+                // re-parsed next time anyway.
+                self.close_statement(&name);
+            }
+        }
+        Ok(Attempt {
+            response: Response {
+                data,
+                columns: scan.columns,
+            },
+            retry: false,
+        })
+    }
+
+    fn close_statement(&mut self, name: &str) {
+        let mut buf = Vec::new();
+        if wire::close_statement(&mut buf, name).is_ok()
+            && wire::sync(&mut buf).is_ok()
+            && let Ok(data) = self.round_trip(&buf)
+        {
+            self.scan(&data);
+        }
+    }
+}
+
+struct Attempt {
+    response: Response,
+    retry: bool,
+}
+
+#[derive(Default)]
+struct Scan {
+    parsed: bool,
+    columns: Option<Arc<[Column]>>,
+    error: Option<(String, String)>,
+}

@@ -1,0 +1,22 @@
+//! The hub's database traits on embedded PostgreSQL: PGlite (PostgreSQL 17
+//! compiled to WebAssembly) through `pglite-oxide`.
+//!
+//! One PGlite instance is one PostgreSQL backend session. [`PglitePool`] owns
+//! it on a driver thread, speaks the wire protocol to it directly (binary
+//! values, cached prepared statements, one round trip per statement), and
+//! turns it into many logical sessions that take turns: a held
+//! [`PgliteClient`] or an open transaction owns the backend, the others wait
+//! in FIFO order, so no statement ever runs inside another session's
+//! transaction. Advisory locks are kept in process, because inside one
+//! backend PostgreSQL's own would exclude nobody.
+
+mod client;
+mod data_dir;
+mod driver;
+mod lock;
+mod pool;
+mod wire;
+
+pub use client::PgliteClient;
+pub use lock::PgliteLock;
+pub use pool::PglitePool;

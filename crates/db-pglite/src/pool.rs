@@ -1,0 +1,390 @@
+//! The pool: one embedded backend shared by every session of the process,
+//! handed out in fair FIFO order.
+
+use std::collections::HashMap;
+use std::panic::Location;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak, mpsc};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use db_core::{
+    BackendKind, Config, DataDir, Error, Executor, ListenCommand, ListenerHub, NotificationStream,
+    Pool, QueryResult, Result, TimeoutPhase, Value,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::client::PgliteClient;
+use crate::data_dir::DirLock;
+use crate::driver::{self, Request, Response};
+use crate::lock::{LockTable, PgliteLock, SessionId};
+
+/// Notifications buffered per subscriber before it is told it lagged.
+const NOTIFY_BUFFER: usize = 1024;
+
+/// Who holds the backend, for deadlock detection and error messages.
+#[derive(Clone, Copy)]
+struct Holder {
+    task: Option<tokio::task::Id>,
+    thread: ThreadId,
+    location: &'static Location<'static>,
+}
+
+impl Holder {
+    fn current(location: &'static Location<'static>) -> Holder {
+        Holder {
+            task: tokio::task::try_id(),
+            thread: std::thread::current().id(),
+            location,
+        }
+    }
+
+    fn same_caller(&self, other: &Holder) -> bool {
+        match (self.task, other.task) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.thread == other.thread,
+            _ => false,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    lease: Arc<Semaphore>,
+    holder: Mutex<Option<Holder>>,
+    pub(crate) locks: Arc<LockTable>,
+    hub: Arc<ListenerHub>,
+    next_session: AtomicU64,
+    closed: AtomicBool,
+    acquire_timeout: Duration,
+    pub(crate) slow_statement: Duration,
+    registry_key: Option<PathBuf>,
+    dir_lock: Mutex<Option<DirLock>>,
+}
+
+impl Shared {
+    pub(crate) fn send(&self, request: Request) -> Result<()> {
+        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = requests.as_ref().ok_or(Error::Closed)?;
+        sender.send(request).map_err(|_| Error::Closed)
+    }
+
+    pub(crate) async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
+    ) -> Result<Response> {
+        let (reply, response) = oneshot::channel();
+        self.send(make(reply))?;
+        response.await.map_err(|_| Error::Closed)?
+    }
+
+    pub(crate) fn session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Gives the backend back: the driver rolls back what the session left
+    /// open before the next session's first statement, because the release
+    /// is queued ahead of it.
+    pub(crate) fn release(&self, session: SessionId, permit: OwnedSemaphorePermit) {
+        self.locks.release_all(session);
+        let _ = self.send(Request::Release);
+        *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        drop(permit);
+    }
+
+    async fn lease(&self, location: &'static Location<'static>) -> Result<OwnedSemaphorePermit> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let me = Holder::current(location);
+        let held = *self.holder.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = held
+            && h.same_caller(&me)
+        {
+            return Err(Error::WouldDeadlock {
+                held_at: h.location.to_string(),
+            });
+        }
+        let started = Instant::now();
+        let permit = match tokio::time::timeout(
+            self.acquire_timeout,
+            Arc::clone(&self.lease).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => {
+                let holder = self
+                    .holder
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .map(|h| h.location.to_string());
+                return Err(Error::PoolTimedOut {
+                    phase: TimeoutPhase::Acquire,
+                    waited: started.elapsed(),
+                    holder,
+                    source: None,
+                });
+            }
+        };
+        *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = Some(me);
+        Ok(permit)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.hub.close();
+        if let Some(key) = &self.registry_key {
+            let mut open = registry().lock().unwrap_or_else(PoisonError::into_inner);
+            if open
+                .get(key)
+                .is_some_and(|w| w.as_ptr() == std::ptr::from_ref(self))
+            {
+                open.remove(key);
+            }
+        }
+        // Dropping the sender ends the driver thread, which closes PGlite.
+    }
+}
+
+type Registry = Mutex<HashMap<PathBuf, Weak<Shared>>>;
+
+/// Open persistent backends of this process, by canonical data directory.
+fn registry() -> &'static Registry {
+    static OPEN: OnceLock<Registry> = OnceLock::new();
+    OPEN.get_or_init(Registry::default)
+}
+
+/// Serializes opens so two tasks opening one directory share one backend.
+fn open_lock() -> &'static tokio::sync::Mutex<()> {
+    static LOCK: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+}
+
+/// A cloneable handle to an embedded PostgreSQL backend.
+///
+/// All sessions share the one backend: a held [`PgliteClient`] (or an open
+/// transaction on it) owns it exclusively, others wait in FIFO order, and a
+/// task that already holds it gets [`Error::WouldDeadlock`] instead of a hang.
+///
+/// ```no_run
+/// use db_core::{Client, Config, DataDir, Executor, Pool, params};
+/// # async fn demo() -> db_core::Result<()> {
+/// let pool = db_pglite::PglitePool::open(&Config::new().pglite(DataDir::Memory)).await?;
+/// pool.execute("CREATE TABLE t (id int8 PRIMARY KEY, name text)", &[]).await?;
+/// let mut client = pool.acquire().await?;
+/// let mut tx = client.begin().await?;
+/// tx.execute("INSERT INTO t VALUES ($1, $2)", &params![1_i64, "ada"]).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PglitePool {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PglitePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PglitePool").finish_non_exhaustive()
+    }
+}
+
+impl PglitePool {
+    /// Opens the embedded backend described by `config.pglite`.
+    ///
+    /// A persistent directory already open in this process is shared, not
+    /// opened twice; one held by another process fails with
+    /// [`Error::DataDirLocked`] naming it and, when known, the holder's PID.
+    pub async fn open(config: &Config) -> Result<PglitePool> {
+        let _serial = open_lock().lock().await;
+        let key = match &config.pglite.data_dir {
+            DataDir::Path(p) => {
+                std::fs::create_dir_all(p).map_err(|e| {
+                    Error::backend(format!("creating the data directory {}", p.display()), e)
+                })?;
+                Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            }
+            _ => None,
+        };
+        if let Some(key) = &key {
+            let open = registry().lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(shared) = open.get(key).and_then(Weak::upgrade)
+                && !shared.closed.load(Ordering::Acquire)
+            {
+                return Ok(PglitePool { shared });
+            }
+        }
+        let dir_lock = key.as_deref().map(DirLock::acquire).transpose()?;
+        let (hub, commands) = ListenerHub::new(NOTIFY_BUFFER);
+        let sender = driver::spawn(&config.pglite, Arc::clone(&hub)).await?;
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Some(sender)),
+            lease: Arc::new(Semaphore::new(1)),
+            holder: Mutex::new(None),
+            locks: Arc::new(LockTable::default()),
+            hub,
+            next_session: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            acquire_timeout: config.acquire_timeout,
+            slow_statement: config.slow_statement_threshold,
+            registry_key: key.clone(),
+            dir_lock: Mutex::new(dir_lock),
+        });
+        if let Some(key) = key {
+            registry()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key, Arc::downgrade(&shared));
+        }
+        tokio::spawn(listen_commands(Arc::downgrade(&shared), commands));
+        Ok(PglitePool { shared })
+    }
+
+    #[track_caller]
+    fn lease_client(&self) -> impl Future<Output = Result<PgliteClient>> + Send + 'static {
+        let location = Location::caller();
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let permit = shared.lease(location).await?;
+            Ok(PgliteClient::new(shared, permit))
+        }
+    }
+}
+
+/// Carries out LISTEN/UNLISTEN for the hub, each in a lease of its own so it
+/// never runs inside another session's transaction.
+async fn listen_commands(
+    shared: Weak<Shared>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<ListenCommand>,
+) {
+    while let Some(command) = commands.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        let pool = PglitePool { shared };
+        match command {
+            ListenCommand::Listen(channel, ack) => {
+                let sql = format!("LISTEN {}", db_core::quote_ident(&channel));
+                let _ = ack.send(pool.batch_execute(&sql).await);
+            }
+            ListenCommand::Unlisten(channel) if pool.shared.hub.unlisten_confirmed(&channel) => {
+                let sql = format!("UNLISTEN {}", db_core::quote_ident(&channel));
+                if let Err(e) = pool.batch_execute(&sql).await {
+                    tracing::warn!(error = %e, channel, "UNLISTEN failed");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Pool for PglitePool {
+    type Client = PgliteClient;
+    type Lock = PgliteLock;
+
+    fn backend(&self) -> BackendKind {
+        BackendKind::Pglite
+    }
+
+    #[track_caller]
+    fn acquire(&self) -> impl Future<Output = Result<PgliteClient>> + Send {
+        self.lease_client()
+    }
+
+    #[track_caller]
+    fn run<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<QueryResult>> + Send + 'a {
+        let client = self.lease_client();
+        async move { client.await?.run(sql, params).await }
+    }
+
+    #[track_caller]
+    fn batch_execute<'a>(&'a self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a {
+        let client = self.lease_client();
+        async move { client.await?.batch_execute(sql).await }
+    }
+
+    async fn lock(&self, key: i64, timeout: Duration) -> Result<PgliteLock> {
+        let session = self.shared.session_id();
+        self.shared.locks.lock(key, session, timeout).await?;
+        Ok(PgliteLock::new(
+            Arc::clone(&self.shared.locks),
+            key,
+            session,
+        ))
+    }
+
+    async fn try_lock(&self, key: i64) -> Result<Option<PgliteLock>> {
+        let session = self.shared.session_id();
+        Ok(self
+            .shared
+            .locks
+            .try_lock(key, session)
+            .then(|| PgliteLock::new(Arc::clone(&self.shared.locks), key, session)))
+    }
+
+    #[track_caller]
+    fn listen(&self, channel: &str) -> impl Future<Output = Result<NotificationStream>> + Send {
+        let location = Location::caller();
+        let shared = Arc::clone(&self.shared);
+        let channel = channel.to_owned();
+        async move {
+            // LISTEN needs the backend; waiting for it while holding it would
+            // never end.
+            let me = Holder::current(location);
+            let held = *shared.holder.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(h) = held
+                && h.same_caller(&me)
+            {
+                return Err(Error::WouldDeadlock {
+                    held_at: h.location.to_string(),
+                });
+            }
+            shared.hub.subscribe(&channel).await
+        }
+    }
+
+    async fn close(&self) {
+        let shared = &self.shared;
+        if shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wait for the session in progress, then refuse everyone else.
+        let permit = Arc::clone(&shared.lease).acquire_owned().await;
+        shared.lease.close();
+        let (reply, done) = oneshot::channel();
+        if shared.send(Request::Close { reply }).is_ok()
+            && let Ok(Err(e)) = done.await
+        {
+            tracing::warn!(error = %e, "closing the embedded database");
+        }
+        shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        shared.hub.close();
+        // The directory may be opened again, in this process or another.
+        shared
+            .dir_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(key) = &shared.registry_key {
+            let mut open = registry().lock().unwrap_or_else(PoisonError::into_inner);
+            if open
+                .get(key)
+                .is_some_and(|w| w.as_ptr() == Arc::as_ptr(&self.shared))
+            {
+                open.remove(key);
+            }
+        }
+        drop(permit);
+    }
+}

@@ -1,0 +1,349 @@
+//! The PostgreSQL frontend/backend protocol, as far as this backend speaks it:
+//! building extended-query and simple-query messages, and reading the
+//! responses PGlite returns for them.
+
+use std::sync::Arc;
+
+use db_core::{
+    AddressFamilies, Column, DbError, Error, Notification, QueryResult, Result, Row, Type, Value,
+};
+
+/// Appends a message with a type byte and a length-prefixed body.
+fn message(
+    buf: &mut Vec<u8>,
+    tag: u8,
+    body: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    buf.push(tag);
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    body(buf)?;
+    let len = i32::try_from(buf.len() - start)
+        .map_err(|_| Error::Protocol("message longer than 2 GiB".into()))?;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+fn cstr(buf: &mut Vec<u8>, s: &str) -> Result<()> {
+    if s.as_bytes().contains(&0) {
+        return Err(Error::Protocol(
+            "statement text or name contains a NUL byte, which PostgreSQL cannot accept".into(),
+        ));
+    }
+    buf.extend_from_slice(s.as_bytes());
+    buf.push(0);
+    Ok(())
+}
+
+/// Parameters encoded once on the caller's thread: their type OIDs and the
+/// parameter section of a Bind message.
+#[derive(Debug, Default)]
+pub(crate) struct EncodedParams {
+    pub(crate) oids: Vec<u32>,
+    pub(crate) bind: Vec<u8>,
+}
+
+/// Encodes `params` in binary format.
+pub(crate) fn encode_params(params: &[Value]) -> Result<EncodedParams> {
+    let count = i16::try_from(params.len()).map_err(|_| {
+        Error::Protocol(format!(
+            "{} parameters exceed the protocol's 32767",
+            params.len()
+        ))
+    })?;
+    let mut bind = Vec::with_capacity(8 + params.len() * 12);
+    bind.extend_from_slice(&1i16.to_be_bytes());
+    bind.extend_from_slice(&1i16.to_be_bytes());
+    bind.extend_from_slice(&count.to_be_bytes());
+    let mut oids = Vec::with_capacity(params.len());
+    for (i, p) in params.iter().enumerate() {
+        oids.push(p.type_of().oid());
+        if p.is_null() {
+            bind.extend_from_slice(&(-1i32).to_be_bytes());
+            continue;
+        }
+        let start = bind.len();
+        bind.extend_from_slice(&[0; 4]);
+        db_core::encode_with(p, &mut bind, AddressFamilies::Wasi).map_err(|source| {
+            Error::Encode {
+                position: i + 1,
+                source,
+            }
+        })?;
+        let len = i32::try_from(bind.len() - start - 4)
+            .map_err(|_| Error::Protocol(format!("parameter ${} is larger than 2 GiB", i + 1)))?;
+        bind[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(EncodedParams { oids, bind })
+}
+
+/// `Parse` of a named statement.
+pub(crate) fn parse(buf: &mut Vec<u8>, name: &str, sql: &str, oids: &[u32]) -> Result<()> {
+    message(buf, b'P', |b| {
+        cstr(b, name)?;
+        cstr(b, sql)?;
+        let n =
+            i16::try_from(oids.len()).map_err(|_| Error::Protocol("too many parameters".into()))?;
+        b.extend_from_slice(&n.to_be_bytes());
+        for oid in oids {
+            b.extend_from_slice(&oid.to_be_bytes());
+        }
+        Ok(())
+    })
+}
+
+/// `Bind` of the unnamed portal, all results in binary.
+pub(crate) fn bind(buf: &mut Vec<u8>, statement: &str, params: &EncodedParams) -> Result<()> {
+    message(buf, b'B', |b| {
+        b.push(0);
+        cstr(b, statement)?;
+        if params.bind.is_empty() {
+            b.extend_from_slice(&[0, 0, 0, 0]);
+        } else {
+            b.extend_from_slice(&params.bind);
+        }
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        Ok(())
+    })
+}
+
+/// `Describe` of the unnamed portal.
+pub(crate) fn describe_portal(buf: &mut Vec<u8>) -> Result<()> {
+    message(buf, b'D', |b| {
+        b.extend_from_slice(b"P\0");
+        Ok(())
+    })
+}
+
+/// `Execute` of the unnamed portal, all rows.
+pub(crate) fn execute(buf: &mut Vec<u8>) -> Result<()> {
+    message(buf, b'E', |b| {
+        b.push(0);
+        b.extend_from_slice(&0i32.to_be_bytes());
+        Ok(())
+    })
+}
+
+/// `Close` of a named statement.
+pub(crate) fn close_statement(buf: &mut Vec<u8>, name: &str) -> Result<()> {
+    message(buf, b'C', |b| {
+        b.push(b'S');
+        cstr(b, name)
+    })
+}
+
+/// `Sync`.
+pub(crate) fn sync(buf: &mut Vec<u8>) -> Result<()> {
+    message(buf, b'S', |_| Ok(()))
+}
+
+/// A simple `Query`.
+pub(crate) fn query(buf: &mut Vec<u8>, sql: &str) -> Result<()> {
+    message(buf, b'Q', |b| cstr(b, sql))
+}
+
+/// Reads backend messages from a response buffer.
+pub(crate) struct Messages<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Messages<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Messages { buf }
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<(u8, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let Some(header) = self.buf.get(..5) else {
+            self.buf = &[];
+            return Some(Err(Error::Protocol("truncated message header".into())));
+        };
+        let tag = header[0];
+        let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        let Some(end) = usize::try_from(len).ok().filter(|&l| l >= 4).map(|l| l + 1) else {
+            self.buf = &[];
+            return Some(Err(Error::Protocol(format!(
+                "invalid length {len} of message {:?}",
+                tag as char
+            ))));
+        };
+        let Some(body) = self.buf.get(5..end) else {
+            self.buf = &[];
+            return Some(Err(Error::Protocol(format!(
+                "truncated message {:?}",
+                tag as char
+            ))));
+        };
+        self.buf = &self.buf[end..];
+        Some(Ok((tag, body)))
+    }
+}
+
+/// A cursor over one message body.
+struct Body<'a>(&'a [u8]);
+
+impl<'a> Body<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(Error::Protocol("message body truncated".into()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16> {
+        let b = self.bytes(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32> {
+        let b = self.bytes(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn cstr(&mut self) -> Result<&'a str> {
+        let end = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| Error::Protocol("unterminated string".into()))?;
+        let s = std::str::from_utf8(&self.0[..end])
+            .map_err(|_| Error::Protocol("string is not UTF-8".into()))?;
+        self.0 = &self.0[end + 1..];
+        Ok(s)
+    }
+}
+
+/// Decodes a `RowDescription`.
+pub(crate) fn row_description(body: &[u8]) -> Result<Arc<[Column]>> {
+    let mut b = Body(body);
+    let n = b.i16()?;
+    let mut columns = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for _ in 0..n {
+        let name = b.cstr()?.to_owned();
+        b.bytes(6)?;
+        let oid = b.i32()? as u32;
+        b.bytes(8)?;
+        columns.push(Column::new(name, Type::from_oid(oid)));
+    }
+    Ok(columns.into())
+}
+
+/// Decodes an `ErrorResponse` (or `NoticeResponse`).
+pub(crate) fn error_response(body: &[u8]) -> Result<DbError> {
+    let mut b = Body(body);
+    let mut fields = Vec::new();
+    loop {
+        let kind = b.bytes(1)?[0];
+        if kind == 0 {
+            break;
+        }
+        fields.push((kind, b.cstr()?));
+    }
+    Ok(DbError::from_fields(fields))
+}
+
+/// Decodes a `NotificationResponse`.
+pub(crate) fn notification(body: &[u8]) -> Result<Notification> {
+    let mut b = Body(body);
+    let process_id = b.i32()?;
+    let channel = b.cstr()?.to_owned();
+    let payload = b.cstr()?.to_owned();
+    Ok(Notification {
+        channel,
+        payload,
+        process_id,
+    })
+}
+
+fn data_row(body: &[u8], columns: &Arc<[Column]>) -> Result<Row> {
+    let mut b = Body(body);
+    let n = usize::try_from(b.i16()?).unwrap_or(0);
+    if n != columns.len() {
+        return Err(Error::Protocol(format!(
+            "data row has {n} values for {} columns",
+            columns.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(n);
+    for column in columns.iter() {
+        let len = b.i32()?;
+        if len < 0 {
+            values.push(Value::Null);
+            continue;
+        }
+        let raw = b.bytes(usize::try_from(len).unwrap_or(0))?;
+        let value = db_core::decode(column.type_(), raw).map_err(|source| Error::Decode {
+            column: column.name().to_owned(),
+            source,
+        })?;
+        values.push(value);
+    }
+    Ok(Row::new(Arc::clone(columns), values))
+}
+
+/// Reads the response to one extended-protocol statement (or to a simple
+/// query, whose rows are ignored): its rows, the command tag's count, and the
+/// first error.
+pub(crate) fn read_result(
+    data: &[u8],
+    mut columns: Option<Arc<[Column]>>,
+    keep_rows: bool,
+) -> Result<QueryResult> {
+    let mut result = QueryResult::default();
+    let mut error = None;
+    for msg in Messages::new(data) {
+        let (tag, body) = msg?;
+        match tag {
+            b'T' => columns = Some(row_description(body)?),
+            b'D' if keep_rows && error.is_none() => {
+                let cols = columns
+                    .as_ref()
+                    .ok_or_else(|| Error::Protocol("data row without a row description".into()))?;
+                match data_row(body, cols) {
+                    Ok(row) => result.rows.push(row),
+                    Err(e) => error = Some(e),
+                }
+            }
+            b'C' => {
+                let tag = Body(body).cstr()?;
+                result.rows_affected = db_core::rows_from_command_tag(tag);
+            }
+            b'E' if error.is_none() => error = Some(Error::from(error_response(body)?)),
+            b'N' => {
+                let notice = error_response(body)?;
+                tracing::info!(target: "db::notice", code = %notice.code, "{}", notice.message);
+            }
+            _ => {}
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_a_protocol_error_not_a_panic() {
+        assert!(read_result(&[b'D', 0, 0, 0, 2], None, true).is_err());
+        assert!(read_result(&[b'T', 0, 0, 0, 6, 0, 1], None, true).is_err());
+        assert!(read_result(b"C", None, true).is_err());
+    }
+
+    #[test]
+    fn nul_in_sql_is_rejected_before_sending() {
+        assert!(query(&mut Vec::new(), "select 1\0").is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! A held server session: [`PgClient`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use db_core::{
+    Client, Column, Error, Executor, QueryResult, Result, SessionState, Value, finish_query_span,
+    flush_pending, query_span,
+};
+use futures::TryStreamExt as _;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, Postgres};
+use sqlx::{Either, Executor as _, Row as _};
+use tracing::Instrument as _;
+
+use crate::encode;
+use crate::error::{breaks_connection, from_sqlx};
+
+/// The `db.system.name` of every span.
+const SYSTEM: &str = "postgresql";
+
+/// How long the clean-up of a dirty session may take before the connection
+/// is closed instead of reused.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first and the longest pause between two tries of an advisory lock.
+const LOCK_BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(50));
+
+/// Settings every client of a pool shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Statements slower than this are logged at WARN.
+    pub(crate) slow: Duration,
+    /// Whether statements are prepared as named, cached statements
+    /// (`false` when the statement cache is disabled).
+    pub(crate) persistent: bool,
+}
+
+/// A server session held exclusively until dropped; from
+/// [`Pool::acquire`](db_core::Pool::acquire) on a [`PgPool`](crate::PgPool).
+///
+/// Statements are prepared (and cached per connection) and exchange values in
+/// binary format; [`Executor::batch_execute`] uses the simple query protocol.
+///
+/// # Release
+///
+/// Dropping a client returns its connection to the pool, clean: if a
+/// transaction may be open (a dropped [`Transaction`](db_core::Transaction),
+/// a cancelled statement, a raw `BEGIN`) or advisory locks may be held, a
+/// task is spawned on the current Tokio runtime that runs `ROLLBACK` and
+/// `SELECT pg_advisory_unlock_all()` before the connection goes back. If that
+/// fails, takes longer than 10 s, or no runtime is available, the connection
+/// is closed instead of reused. A connection that saw an I/O or protocol
+/// error is always closed.
+///
+/// # Cancel safety
+///
+/// Every method may be cancelled: what a cancelled statement leaves behind is
+/// recorded before its first `.await` and undone before the session runs
+/// anything else or goes back to the pool.
+pub struct PgClient {
+    conn: Option<PoolConnection<Postgres>>,
+    state: SessionState,
+    /// Hold counts of the advisory locks taken through [`Client::lock`].
+    locks: HashMap<i64, u32>,
+    /// Advisory locks may be held that `locks` does not count: taken by raw
+    /// SQL, or by a lock call that was cancelled midway.
+    untracked_locks: bool,
+    /// The connection saw an I/O or protocol error and must not be reused.
+    broken: bool,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for PgClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgClient")
+            .field("state", &self.state)
+            .field("locks", &self.locks)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgClient {
+    pub(crate) fn new(conn: PoolConnection<Postgres>, shared: Arc<Shared>) -> Self {
+        PgClient {
+            conn: Some(conn),
+            state: SessionState::default(),
+            locks: HashMap::new(),
+            untracked_locks: false,
+            broken: false,
+            shared,
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut PgConnection> {
+        self.conn.as_deref_mut().ok_or(Error::Closed)
+    }
+
+    /// Notes what a statement about to run may leave behind.
+    fn note(&mut self, sql: &str) {
+        self.state.note_statement(sql);
+        if mentions_advisory_lock(sql) {
+            self.untracked_locks = true;
+        }
+    }
+
+    /// Maps a sqlx error from running `sql`, remembering a broken connection.
+    fn fail(&mut self, error: sqlx::Error, sql: &str) -> Error {
+        if breaks_connection(&error) {
+            self.broken = true;
+        }
+        let mut error = from_sqlx(error, || "running a statement on postgres".to_owned());
+        if let Error::Database(db) = &mut error {
+            // A position past the end points into the parameter-type comment
+            // appended by `encode::statement_text`: it means "end of input".
+            let end = u32::try_from(sql.chars().count() + 1).unwrap_or(u32::MAX);
+            if db.position.is_some_and(|p| p > end) {
+                db.position = Some(end);
+            }
+        }
+        error
+    }
+
+    /// Runs `sql` with `params` as a prepared statement.
+    async fn prepared(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult> {
+        let args = encode::arguments(params)?;
+        let text = encode::statement_text(sql, params);
+        let persistent = self.shared.persistent;
+        let conn = self.conn()?;
+        let mut stream = conn.fetch_many(sqlx::query_with(&text, args).persistent(persistent));
+        let mut result = QueryResult::default();
+        let mut columns: Option<Arc<[Column]>> = None;
+        loop {
+            match stream.try_next().await {
+                Ok(Some(Either::Left(done))) => {
+                    result.rows_affected += done.rows_affected();
+                    columns = None;
+                }
+                Ok(Some(Either::Right(row))) => {
+                    let columns = match &columns {
+                        Some(c) => c,
+                        None => columns.insert(encode::columns(&row)?),
+                    };
+                    result.rows.push(encode::decode_row(&row, columns)?);
+                }
+                Ok(None) => return Ok(result),
+                Err(e) => {
+                    drop(stream);
+                    return Err(self.fail(e, sql));
+                }
+            }
+        }
+    }
+
+    /// Runs `sql` through the simple query protocol, in a span of its own.
+    async fn simple(&mut self, sql: &str) -> Result<()> {
+        let span = query_span(SYSTEM, sql);
+        let started = Instant::now();
+        let result = async {
+            let conn = self.conn()?;
+            // A `&str` query runs through the simple query protocol. (sqlx's
+            // `raw_sql(..).execute(..)` is an unboxed generic future that
+            // fails the `Send` check of trait futures.)
+            match conn.execute(sql).await {
+                Ok(done) => Ok(done.rows_affected()),
+                Err(e) => Err(self.fail(e, sql)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        finish_query_span(
+            &span,
+            started,
+            self.shared.slow,
+            result.as_ref().map(|affected| (0, *affected)),
+        );
+        result.map(drop)
+    }
+
+    /// Runs a one-row, one-boolean advisory lock function on `key`.
+    async fn lock_call(&mut self, sql: &str, key: i64) -> Result<bool> {
+        let row = self.query_one(sql, &[Value::Int8(key)]).await?;
+        row.try_get::<bool, _>(0)
+    }
+}
+
+impl Executor for PgClient {
+    async fn run(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult> {
+        flush_pending(self).await?;
+        self.note(sql);
+        let span = query_span(SYSTEM, sql);
+        let started = Instant::now();
+        let result = self.prepared(sql, params).instrument(span.clone()).await;
+        finish_query_span(
+            &span,
+            started,
+            self.shared.slow,
+            result.as_ref().map(|r| (r.rows.len(), r.rows_affected)),
+        );
+        result
+    }
+
+    async fn batch_execute(&mut self, sql: &str) -> Result<()> {
+        flush_pending(self).await?;
+        self.note(sql);
+        self.simple(sql).await
+    }
+}
+
+impl Client for PgClient {
+    fn session_state(&mut self) -> &mut SessionState {
+        &mut self.state
+    }
+
+    async fn simple_raw(&mut self, sql: &str) -> Result<()> {
+        self.simple(sql).await
+    }
+
+    /// Takes the session-level advisory lock `key`, polling
+    /// `pg_try_advisory_lock` with a backoff from 2 ms to 50 ms until
+    /// `timeout`, then failing with [`Error::LockTimeout`].
+    async fn lock(&mut self, key: i64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = LOCK_BACKOFF.0;
+        loop {
+            if self.try_lock(key).await? {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::LockTimeout { key, timeout });
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(LOCK_BACKOFF.1);
+        }
+    }
+
+    async fn try_lock(&mut self, key: i64) -> Result<bool> {
+        // `note` marks the locks untracked before the statement's first
+        // await, so a cancelled call still unlocks on release; once the
+        // outcome is counted the mark is lifted again.
+        let before = self.untracked_locks;
+        let taken = self
+            .lock_call("SELECT pg_try_advisory_lock($1)", key)
+            .await?;
+        if taken {
+            *self.locks.entry(key).or_default() += 1;
+        }
+        self.untracked_locks = before;
+        Ok(taken)
+    }
+
+    async fn unlock(&mut self, key: i64) -> Result<bool> {
+        if !self.untracked_locks && !self.locks.contains_key(&key) {
+            // Certainly not held; asking would only make the server warn.
+            return Ok(false);
+        }
+        let before = self.untracked_locks;
+        let released = self.lock_call("SELECT pg_advisory_unlock($1)", key).await?;
+        if released && let Some(count) = self.locks.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.locks.remove(&key);
+            }
+        }
+        self.untracked_locks = before;
+        Ok(released)
+    }
+}
+
+/// Whether a released session must be rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollback {
+    No,
+    /// A transaction guard is open: certainly.
+    Yes,
+    /// A raw `BEGIN` ran, or a `BEGIN` was cancelled: only if the server
+    /// says a transaction is open (a `ROLLBACK` outside one makes the server
+    /// warn, and sqlx log that warning).
+    IfOpen,
+}
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if self.broken {
+            conn.close_on_drop();
+            return;
+        }
+        let rollback = if self.state.depth() > 0 {
+            Rollback::Yes
+        } else if self.state.needs_reset() {
+            Rollback::IfOpen
+        } else {
+            Rollback::No
+        };
+        let unlock = self.untracked_locks || !self.locks.is_empty();
+        if rollback == Rollback::No && !unlock {
+            return; // clean: `conn` goes back to the pool
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(clean_up(conn, rollback, unlock));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    target: "db::pool",
+                    "a dirty postgres session was dropped outside a Tokio runtime; closing it"
+                );
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+/// Resets a dirty session, then lets it go back to the pool; closes it if the
+/// reset fails or takes too long.
+async fn clean_up(mut conn: PoolConnection<Postgres>, rollback: Rollback, unlock: bool) {
+    let outcome = tokio::time::timeout(CLEANUP_TIMEOUT, reset(&mut conn, rollback, unlock)).await;
+    let failure = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {CLEANUP_TIMEOUT:?}"),
+    };
+    tracing::warn!(
+        target: "db::pool",
+        error = %failure,
+        "resetting a released postgres session failed; closing it"
+    );
+    conn.close_on_drop();
+}
+
+async fn reset(conn: &mut PgConnection, rollback: Rollback, unlock: bool) -> sqlx::Result<()> {
+    let rollback = match rollback {
+        Rollback::No => false,
+        Rollback::Yes => true,
+        Rollback::IfOpen => in_transaction(conn).await?,
+    };
+    let sql = match (rollback, unlock) {
+        (false, false) => return Ok(()),
+        (true, false) => "ROLLBACK",
+        (false, true) => "SELECT pg_advisory_unlock_all()",
+        (true, true) => "ROLLBACK; SELECT pg_advisory_unlock_all()",
+    };
+    conn.execute(sql).await.map(drop)
+}
+
+/// Whether the session is inside a transaction block.
+///
+/// `now()` is the start of the current transaction and
+/// `statement_timestamp()` the start of the current simple-protocol query;
+/// PostgreSQL documents them as equal exactly in the first command of a
+/// transaction, so they differ only inside a block opened earlier. An
+/// aborted block rejects the query with `25P02`.
+async fn in_transaction(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    match conn.fetch_one("SELECT now() = statement_timestamp()").await {
+        Ok(row) => {
+            let first_command = row.try_get_raw(0)?.as_str().map_err(sqlx::Error::Decode)?;
+            Ok(first_command != "t")
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `sql` may take a session-level advisory lock
+/// (`pg_advisory_lock`, `pg_try_advisory_lock`, `..._shared`).
+fn mentions_advisory_lock(sql: &str) -> bool {
+    const NEEDLE: &[u8] = b"advisory_lock";
+    sql.as_bytes()
+        .windows(NEEDLE.len())
+        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_advisory_lock;
+
+    #[test]
+    fn advisory_lock_statements_are_noticed() {
+        assert!(mentions_advisory_lock("SELECT pg_advisory_lock(1)"));
+        assert!(mentions_advisory_lock(
+            "select PG_TRY_ADVISORY_LOCK_SHARED($1)"
+        ));
+        assert!(!mentions_advisory_lock("SELECT pg_advisory_unlock(1)"));
+        assert!(!mentions_advisory_lock("SELECT pg_advisory_xact_lock(1)"));
+        assert!(!mentions_advisory_lock("SELECT 1"));
+    }
+}

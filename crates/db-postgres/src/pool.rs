@@ -1,0 +1,299 @@
+//! The pool: [`PgPool`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use db_core::{
+    BackendKind, Client, Config, Error, Executor, ListenerHub, NotificationStream, Pool,
+    PostgresConfig, QueryResult, Result, Value, redact_url,
+};
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::{PgClient, Shared};
+use crate::error::Target;
+use crate::listener::ListenerTask;
+use crate::lock::PgAdvisoryLock;
+
+/// Events each subscriber may have buffered before it is told it lagged.
+const LISTEN_BUFFER: usize = 1024;
+
+/// A pool of connections to a PostgreSQL server; cheap to clone (all clones
+/// share one pool).
+///
+/// Built by [`PgPool::connect`] from [`Config`]; used through
+/// [`db_core::Pool`].
+///
+/// * At most `config.postgres.max_connections` connections, waited for up to
+///   `config.acquire_timeout`; each caches up to
+///   `config.postgres.statement_cache_capacity` prepared statements.
+/// * Every session's `TimeZone` is `UTC`.
+/// * Notifications use one more connection of their own, opened on the first
+///   [`Pool::listen`] and not counted against `max_connections`.
+/// * A pool-level lock guard ([`PgAdvisoryLock`]) holds one pooled connection
+///   while it lives.
+#[derive(Clone)]
+pub struct PgPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: sqlx::Pool<Postgres>,
+    target: Target,
+    shared: Arc<Shared>,
+    hub: Arc<ListenerHub>,
+    closed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for PgPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgPool")
+            .field("server", &self.inner.target.description())
+            .field("size", &self.inner.pool.size())
+            .field("idle", &self.inner.pool.num_idle())
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The sqlx connect options for `config`.
+///
+/// Starts from `config.url` when set, then overrides host, port, user,
+/// database and password with the fields that are `Some`. This crate never
+/// reads the environment itself ([`Config::from_env`] does), but sqlx fills
+/// what neither the URL nor the fields give from libpq's variables (`PGHOST`,
+/// `PGPORT`, `PGUSER`, `PGSSLMODE`, `PGAPPNAME`, `PGOPTIONS`, ...) and libpq's
+/// defaults, as libpq would. The password file (`~/.pgpass`) is not read.
+fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
+    let mut options = match &config.url {
+        Some(url) => url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| Error::backend(format!("invalid postgres URL {}", redact_url(url)), e))?,
+        None => PgConnectOptions::new_without_pgpass(),
+    };
+    if let Some(host) = &config.host {
+        options = options.host(host);
+    }
+    if let Some(port) = config.port {
+        options = options.port(port);
+    }
+    if let Some(user) = &config.user {
+        options = options.username(user);
+    }
+    if let Some(database) = &config.database {
+        options = options.database(database);
+    }
+    if let Some(password) = &config.password {
+        options = options.password(password);
+    }
+    // sqlx already sends `TimeZone=UTC` as a startup parameter; the option
+    // states it where it is configured.
+    Ok(options
+        .statement_cache_capacity(config.statement_cache_capacity)
+        .options([("TimeZone", "UTC")]))
+}
+
+impl PgPool {
+    /// Connects to the server described by `config.postgres` (whatever
+    /// `config.backend` says).
+    ///
+    /// One connection is opened and closed first, so an unreachable server,
+    /// a refused connection or bad credentials fail here at once with their
+    /// real cause (`Error::Database` with the SQLSTATE for errors the server
+    /// reports, otherwise an error naming the server, password redacted).
+    /// Waiting longer than `config.acquire_timeout` for it fails with
+    /// [`Error::PoolTimedOut`] in the connect phase. Pool connections are
+    /// then opened on demand.
+    ///
+    /// Must be called within a Tokio runtime: the pool spawns its
+    /// notification task here.
+    pub async fn connect(config: &Config) -> Result<PgPool> {
+        let options = connect_options(&config.postgres)?;
+        let target = Target::new(options.clone());
+        let probe = target.connect(config.acquire_timeout).await?;
+        let _ = probe.close().await;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(config.postgres.max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options);
+
+        let (hub, commands) = ListenerHub::new(LISTEN_BUFFER);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = ListenerTask {
+            hub: Arc::clone(&hub),
+            commands,
+            shutdown: shutdown_rx,
+            pool: listen_pool,
+            target: target.clone(),
+        };
+        let listener = tokio::spawn(task.run());
+        tracing::debug!(target: "db::pool", server = target.description(), "postgres pool ready");
+
+        Ok(PgPool {
+            inner: Arc::new(Inner {
+                pool,
+                target,
+                shared: Arc::new(Shared {
+                    slow: config.slow_statement_threshold,
+                    persistent: config.postgres.statement_cache_capacity > 0,
+                }),
+                hub,
+                closed: AtomicBool::new(false),
+                shutdown,
+                listener: Mutex::new(Some(listener)),
+            }),
+        })
+    }
+
+    /// [`PgPool::connect`] with the defaults of [`Config::new`] and the server
+    /// at `url` (`postgres://user:password@host:port/database`).
+    pub async fn connect_url(url: &str) -> Result<PgPool> {
+        PgPool::connect(&Config::new().postgres_url(url)).await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Pool for PgPool {
+    type Client = PgClient;
+    type Lock = PgAdvisoryLock;
+
+    fn backend(&self) -> BackendKind {
+        BackendKind::Postgres
+    }
+
+    /// Checks out a connection, waiting up to `config.acquire_timeout`.
+    ///
+    /// A timeout is [`Error::PoolTimedOut`] with the time waited; its phase
+    /// is `Connect`, with the connection error as its source, when the pool
+    /// could not open a connection (sqlx keeps retrying a refused
+    /// connection until the timeout), otherwise `Acquire`.
+    async fn acquire(&self) -> Result<PgClient> {
+        self.check_open()?;
+        let inner = &self.inner;
+        let started = Instant::now();
+        match inner.pool.acquire().await {
+            Ok(conn) => Ok(PgClient::new(conn, Arc::clone(&inner.shared))),
+            Err(sqlx::Error::PoolTimedOut) => {
+                let connecting = inner.pool.size() < inner.pool.options().get_max_connections();
+                Err(inner.target.timed_out(started.elapsed(), connecting).await)
+            }
+            Err(e) => Err(inner.target.connect_error(e)),
+        }
+    }
+
+    async fn run(&self, sql: &str, params: &[Value]) -> Result<QueryResult> {
+        // Through a client, so a statement that leaves a transaction open
+        // is rolled back before the connection is reused.
+        self.acquire().await?.run(sql, params).await
+    }
+
+    async fn batch_execute(&self, sql: &str) -> Result<()> {
+        self.acquire().await?.batch_execute(sql).await
+    }
+
+    /// Checks out a connection and polls `pg_try_advisory_lock` on it until
+    /// `timeout` (which includes the wait for the connection).
+    async fn lock(&self, key: i64, timeout: Duration) -> Result<PgAdvisoryLock> {
+        let deadline = Instant::now() + timeout;
+        let mut client = self.acquire().await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.lock(key, left).await {
+            Ok(()) => Ok(PgAdvisoryLock::new(key, client)),
+            Err(Error::LockTimeout { key, .. }) => Err(Error::LockTimeout { key, timeout }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn try_lock(&self, key: i64) -> Result<Option<PgAdvisoryLock>> {
+        let mut client = self.acquire().await?;
+        Ok(client
+            .try_lock(key)
+            .await?
+            .then(|| PgAdvisoryLock::new(key, client)))
+    }
+
+    async fn listen(&self, channel: &str) -> Result<NotificationStream> {
+        self.check_open()?;
+        self.inner.hub.subscribe(channel).await
+    }
+
+    /// Closes the pool: ends every notification stream, stops the listening
+    /// task, then waits for checked-out clients and lock guards to be
+    /// returned and closes every connection.
+    async fn close(&self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        inner.hub.close();
+        inner.shutdown.send_replace(true);
+        let listener = inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(listener) = listener {
+            let _ = listener.await;
+        }
+        inner.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_override_the_url() {
+        let mut config = PostgresConfig::default();
+        config.url = Some("postgres://alice:secret@db.example:6543/app".into());
+        let o = connect_options(&config).expect("options");
+        assert_eq!(
+            (o.get_host(), o.get_port(), o.get_username()),
+            ("db.example", 6543, "alice")
+        );
+        assert_eq!(o.get_database(), Some("app"));
+        assert!(o.get_options().is_some_and(|s| s.contains("TimeZone=UTC")));
+
+        config.host = Some("/run/pg".into());
+        config.port = Some(5433);
+        config.user = Some("bob".into());
+        config.database = Some("other".into());
+        let o = connect_options(&config).expect("options");
+        assert_eq!(
+            (o.get_host(), o.get_port(), o.get_username()),
+            ("/run/pg", 5433, "bob")
+        );
+        assert_eq!(o.get_database(), Some("other"));
+        let target = Target::new(o);
+        assert_eq!(target.description(), "postgres://bob@/run/pg:5433/other");
+    }
+
+    #[test]
+    fn a_bad_url_is_an_error_without_the_password() {
+        let mut config = PostgresConfig::default();
+        config.url = Some("postgres://u:secret@host:notaport/db".into());
+        let err = connect_options(&config).expect_err("bad URL");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}

@@ -1,0 +1,181 @@
+//! Enum dispatch over the two backends.
+
+use std::future::Future;
+use std::time::Duration;
+
+use db_core::{
+    AdvisoryLock, BackendKind, Client, Config, Executor, NotificationStream, Pool, QueryResult,
+    Result, SessionState, Value,
+};
+use db_pglite::{PgliteClient, PgliteLock, PglitePool};
+use db_postgres::{PgAdvisoryLock, PgClient, PgPool};
+use futures::TryFutureExt;
+use futures::future::Either;
+
+/// A pool on whichever backend the configuration selected.
+#[derive(Debug, Clone)]
+pub enum AnyPool {
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+    /// The embedded backend.
+    Pglite(PglitePool),
+}
+
+/// A held session of an [`AnyPool`].
+#[derive(Debug)]
+pub enum AnyClient {
+    /// On a PostgreSQL server.
+    Postgres(PgClient),
+    /// On the embedded backend.
+    Pglite(PgliteClient),
+}
+
+/// A pool-level advisory lock of an [`AnyPool`].
+#[derive(Debug)]
+pub enum AnyLock {
+    /// On a PostgreSQL server.
+    Postgres(PgAdvisoryLock),
+    /// On the embedded backend.
+    Pglite(PgliteLock),
+}
+
+impl AnyPool {
+    /// Opens the backend `config` selects.
+    pub async fn connect(config: &Config) -> Result<AnyPool> {
+        match config.backend {
+            BackendKind::Pglite => PglitePool::open(config).await.map(AnyPool::Pglite),
+            _ => PgPool::connect(config).await.map(AnyPool::Postgres),
+        }
+    }
+
+    /// Opens the backend the environment selects ([`Config::from_env`]).
+    pub async fn from_env() -> Result<AnyPool> {
+        AnyPool::connect(&Config::from_env()?).await
+    }
+}
+
+macro_rules! both {
+    ($self:expr, $name:ident => $body:expr) => {
+        match $self {
+            Self::Postgres($name) => Either::Left($body),
+            Self::Pglite($name) => Either::Right($body),
+        }
+    };
+}
+
+impl Pool for AnyPool {
+    type Client = AnyClient;
+    type Lock = AnyLock;
+
+    fn backend(&self) -> BackendKind {
+        match self {
+            AnyPool::Postgres(_) => BackendKind::Postgres,
+            AnyPool::Pglite(_) => BackendKind::Pglite,
+        }
+    }
+
+    #[track_caller]
+    fn acquire(&self) -> impl Future<Output = Result<AnyClient>> + Send {
+        match self {
+            AnyPool::Postgres(p) => Either::Left(p.acquire().map_ok(AnyClient::Postgres)),
+            AnyPool::Pglite(p) => Either::Right(p.acquire().map_ok(AnyClient::Pglite)),
+        }
+    }
+
+    #[track_caller]
+    fn run<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<QueryResult>> + Send + 'a {
+        both!(self, p => p.run(sql, params))
+    }
+
+    #[track_caller]
+    fn batch_execute<'a>(&'a self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a {
+        both!(self, p => p.batch_execute(sql))
+    }
+
+    fn lock(&self, key: i64, timeout: Duration) -> impl Future<Output = Result<AnyLock>> + Send {
+        match self {
+            AnyPool::Postgres(p) => Either::Left(p.lock(key, timeout).map_ok(AnyLock::Postgres)),
+            AnyPool::Pglite(p) => Either::Right(p.lock(key, timeout).map_ok(AnyLock::Pglite)),
+        }
+    }
+
+    fn try_lock(&self, key: i64) -> impl Future<Output = Result<Option<AnyLock>>> + Send {
+        match self {
+            AnyPool::Postgres(p) => {
+                Either::Left(p.try_lock(key).map_ok(|l| l.map(AnyLock::Postgres)))
+            }
+            AnyPool::Pglite(p) => Either::Right(p.try_lock(key).map_ok(|l| l.map(AnyLock::Pglite))),
+        }
+    }
+
+    #[track_caller]
+    fn listen(&self, channel: &str) -> impl Future<Output = Result<NotificationStream>> + Send {
+        both!(self, p => p.listen(channel))
+    }
+
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        both!(self, p => p.close())
+    }
+}
+
+impl Executor for AnyClient {
+    fn run<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<QueryResult>> + Send + 'a {
+        both!(self, c => c.run(sql, params))
+    }
+
+    fn batch_execute<'a>(
+        &'a mut self,
+        sql: &'a str,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        both!(self, c => c.batch_execute(sql))
+    }
+}
+
+impl Client for AnyClient {
+    fn session_state(&mut self) -> &mut SessionState {
+        match self {
+            AnyClient::Postgres(c) => c.session_state(),
+            AnyClient::Pglite(c) => c.session_state(),
+        }
+    }
+
+    fn simple_raw<'a>(&'a mut self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a {
+        both!(self, c => c.simple_raw(sql))
+    }
+
+    fn lock(&mut self, key: i64, timeout: Duration) -> impl Future<Output = Result<()>> + Send {
+        both!(self, c => c.lock(key, timeout))
+    }
+
+    fn try_lock(&mut self, key: i64) -> impl Future<Output = Result<bool>> + Send {
+        both!(self, c => c.try_lock(key))
+    }
+
+    fn unlock(&mut self, key: i64) -> impl Future<Output = Result<bool>> + Send {
+        both!(self, c => c.unlock(key))
+    }
+}
+
+impl AdvisoryLock for AnyLock {
+    fn key(&self) -> i64 {
+        match self {
+            AnyLock::Postgres(l) => l.key(),
+            AnyLock::Pglite(l) => l.key(),
+        }
+    }
+
+    fn unlock(self) -> impl Future<Output = Result<()>> + Send {
+        match self {
+            AnyLock::Postgres(l) => Either::Left(l.unlock()),
+            AnyLock::Pglite(l) => Either::Right(l.unlock()),
+        }
+    }
+}

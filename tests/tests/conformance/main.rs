@@ -1,0 +1,14 @@
+//! The cross-backend conformance suite. Every test runs on the backend the
+//! matrix selects (`COCALC_DB`), and must behave identically on all of them.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod errors;
+mod lifecycle;
+mod locks;
+mod notify;
+mod pglite;
+mod rows;
+mod transactions;
+mod types;
+
+pub use conformance::TestDb;

@@ -1,0 +1,95 @@
+//! What only the embedded backend has: a data directory owned by one process.
+//! These tests open their own embedded databases, whatever the matrix cell.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use db::{Config, DataDir, PglitePool, Pool};
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::new().pglite(DataDir::Path(dir.to_path_buf()))
+}
+
+fn hold(dir: &std::path::Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hold-data-dir"))
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_directory_is_shared_within_a_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = PglitePool::open(&config(dir.path())).await.unwrap();
+    let b = PglitePool::open(&config(dir.path())).await.unwrap();
+    a.batch_execute("CREATE TABLE shared (v int); INSERT INTO shared VALUES (1)")
+        .await
+        .unwrap();
+    let n: i64 = b
+        .query_one("SELECT count(*) FROM shared", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // One backend: a session held through `a` excludes `b`'s caller too.
+    let held = a.acquire().await.unwrap();
+    assert!(matches!(
+        b.acquire().await,
+        Err(db::Error::WouldDeadlock { .. })
+    ));
+    drop(held);
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_gets_a_clear_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = hold(dir.path());
+    let err = PglitePool::open(&config(dir.path())).await.unwrap_err();
+    match &err {
+        db::Error::DataDirLocked { path, pid } => {
+            assert_eq!(*pid, Some(child.id()));
+            assert!(path.contains(&*dir.path().to_string_lossy()), "{err}");
+        }
+        other => panic!("expected DataDirLocked, got {other}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("process {}", child.id())),
+        "{err}"
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+    assert_eq!(pool.execute("SELECT 1", &[]).await.unwrap(), 1);
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_leaves_a_directory_that_reopens_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+    pool.batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before the crash')")
+        .await
+        .unwrap();
+    pool.close().await;
+    drop(pool);
+    let mut child = hold(dir.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+    let v: String = pool
+        .query_one("SELECT v FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "before the crash");
+    pool.close().await;
+}
