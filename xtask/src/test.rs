@@ -18,8 +18,12 @@ const DEFAULT_PG: [u32; 2] = [13, 15];
 pub(crate) fn run(flags: &TestFlags) -> Result<()> {
     let mut cells = Vec::new();
     if flags.db.includes_pglite() {
-        // The whole workspace: unit tests, doctests and the conformance suite.
-        let mut cargo = cargo_test(&["--workspace"], &flags.cargo_args);
+        // Every crate's own unit tests, doctests and CLI tests (they need no
+        // server: what they open is embedded), then the conformance suite.
+        let mut cargo = cargo_test(&["--workspace", "--exclude", "conformance"], &flags.cargo_args);
+        cargo.env("COCALC_DB", "pglite").env_remove("DATABASE_URL");
+        cells.push(run_cell("unit, doc and CLI tests".into(), cargo));
+        let mut cargo = cargo_test(&["-p", "conformance"], &flags.cargo_args);
         cargo.env("COCALC_DB", "pglite").env_remove("DATABASE_URL");
         cells.push(run_cell(pglite_label(), cargo));
     }

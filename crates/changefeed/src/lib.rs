@@ -1,0 +1,1 @@
+//! Change feeds (work in progress).

@@ -1,0 +1,1 @@
+//! Declarative schema sync (work in progress).
