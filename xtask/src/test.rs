@@ -20,7 +20,10 @@ pub(crate) fn run(flags: &TestFlags) -> Result<()> {
     if flags.db.includes_pglite() {
         // Every crate's own unit tests, doctests and CLI tests (they need no
         // server: what they open is embedded), then the conformance suite.
-        let mut cargo = cargo_test(&["--workspace", "--exclude", "conformance"], &flags.cargo_args);
+        let mut cargo = cargo_test(
+            &["--workspace", "--exclude", "conformance"],
+            &flags.cargo_args,
+        );
         cargo.env("COCALC_DB", "pglite").env_remove("DATABASE_URL");
         cells.push(run_cell("unit, doc and CLI tests".into(), cargo));
         let mut cargo = cargo_test(&["-p", "conformance"], &flags.cargo_args);

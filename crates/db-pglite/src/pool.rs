@@ -93,19 +93,24 @@ impl Shared {
         drop(permit);
     }
 
+    /// Fails fast when the calling task already holds the backend: waiting
+    /// for it would never end.
+    fn check_not_holding(&self, location: &'static Location<'static>) -> Result<Holder> {
+        let me = Holder::current(location);
+        let held = *self.holder.lock().unwrap_or_else(PoisonError::into_inner);
+        match held {
+            Some(h) if h.same_caller(&me) => Err(Error::WouldDeadlock {
+                held_at: h.location.to_string(),
+            }),
+            _ => Ok(me),
+        }
+    }
+
     async fn lease(&self, location: &'static Location<'static>) -> Result<OwnedSemaphorePermit> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let me = Holder::current(location);
-        let held = *self.holder.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(h) = held
-            && h.same_caller(&me)
-        {
-            return Err(Error::WouldDeadlock {
-                held_at: h.location.to_string(),
-            });
-        }
+        let me = self.check_not_holding(location)?;
         let started = Instant::now();
         let permit = match tokio::time::timeout(
             self.acquire_timeout,
@@ -335,17 +340,8 @@ impl Pool for PglitePool {
         let shared = Arc::clone(&self.shared);
         let channel = channel.to_owned();
         async move {
-            // LISTEN needs the backend; waiting for it while holding it would
-            // never end.
-            let me = Holder::current(location);
-            let held = *shared.holder.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(h) = held
-                && h.same_caller(&me)
-            {
-                return Err(Error::WouldDeadlock {
-                    held_at: h.location.to_string(),
-                });
-            }
+            // LISTEN runs in a lease of its own.
+            shared.check_not_holding(location)?;
             shared.hub.subscribe(&channel).await
         }
     }
