@@ -10,15 +10,19 @@ usage: cargo xtask <command> [options]
 commands:
   test [--db pglite|postgres|all] [--pg 13,15] [-- <cargo test args>]
       Run the tests against each database backend and print a result matrix
-      (default: --db all). The pglite cell runs `cargo test --workspace`; each
-      postgres cell starts a throwaway server and runs `cargo test -p
-      conformance` against it. --pg lists the PostgreSQL major versions
+      (default: --db all). --db pglite runs every crate's own tests and then
+      the conformance suite on PGlite; each postgres cell starts a throwaway
+      server and runs `cargo test -p conformance` against it. --pg lists the PostgreSQL major versions
       (default 13,15); without --pg, a server already named by $DATABASE_URL
       is used instead. Arguments after `--` are appended to every `cargo test`,
       e.g. `-- some_test_name` or `-- -- --nocapture`.
   pg [--pg 15]
       Start a throwaway PostgreSQL server (default version 15), print its
       DATABASE_URL and keep it running until Enter or end of input (Ctrl-D).
+  bench [--quick] [--json FILE]
+      Run every benchmark contender (db-pglite, pglite-oxide, Node PGlite,
+      db-postgres and sqlx on a throwaway PostgreSQL 15) in release mode and
+      print medians, p99 and the tracked ratios; --json also writes them.
   help
       Print this message.
 ";
@@ -29,6 +33,16 @@ pub(crate) enum Command {
     Help,
     Test(TestFlags),
     Pg { major: u32 },
+    Bench(BenchFlags),
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, PartialEq, Eq, Default)]
+pub(crate) struct BenchFlags {
+    /// Fewer rounds and iterations, for a quick look.
+    pub(crate) quick: bool,
+    /// Where to write the figures as JSON.
+    pub(crate) json: Option<String>,
 }
 
 /// Options of `cargo xtask test`.
@@ -68,6 +82,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
     match command.as_str() {
         "test" => parse_test(args),
         "pg" => parse_pg(args),
+        "bench" => parse_bench(args),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown command `{other}`")),
     }
@@ -92,6 +107,21 @@ fn parse_test(mut args: impl Iterator<Item = String>) -> Result<Command> {
         return Err("--pg only applies to --db postgres or --db all".into());
     }
     Ok(Command::Test(TestFlags { db, pg, cargo_args }))
+}
+
+fn parse_bench(mut args: impl Iterator<Item = String>) -> Result<Command> {
+    let mut flags = BenchFlags::default();
+    while let Some(arg) = args.next() {
+        if arg == "--quick" {
+            flags.quick = true;
+            continue;
+        }
+        match option(&arg, &["--json"], &mut args)? {
+            None => return Ok(Command::Help),
+            Some((_, value)) => set_once(&mut flags.json, "--json", value)?,
+        }
+    }
+    Ok(Command::Bench(flags))
 }
 
 fn parse_pg(mut args: impl Iterator<Item = String>) -> Result<Command> {

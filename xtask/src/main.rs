@@ -4,11 +4,13 @@
 //!   (embedded PGlite and real PostgreSQL servers) and prints a result matrix.
 //! - `cargo xtask pg` starts a throwaway PostgreSQL server for running tests by
 //!   hand.
+//! - `cargo xtask bench` runs the benchmark contenders side by side.
 
 // xtask is a command-line tool: talking to the terminal is its job, so the
 // workspace's "no printing" lints (meant for library code) do not apply.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod flags;
 mod postgres;
 mod test;
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         }
         flags::Command::Test(flags) => test::run(&flags),
         flags::Command::Pg { major } => postgres::serve(major),
+        flags::Command::Bench(flags) => bench::run(&flags),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,192 @@
+//! `cargo xtask bench`: runs every contender on every workload in one
+//! invocation, alternating contenders round by round, and prints medians,
+//! p99 and the ratios the project tracks; `--json FILE` writes the same.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a report generator's job is printing
+
+mod contender;
+mod node;
+mod stats;
+mod workloads;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::stats::Summary;
+
+/// Command-line options, passed by `cargo xtask bench`.
+#[derive(Debug, Default)]
+struct Options {
+    quick: bool,
+    json: Option<PathBuf>,
+    postgres_url: Option<String>,
+    node_dir: Option<PathBuf>,
+    embedded_only: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--embedded-only" => o.embedded_only = true,
+            "--json" => o.json = Some(args.next().ok_or("--json needs a file")?.into()),
+            "--postgres-url" => {
+                o.postgres_url = Some(args.next().ok_or("--postgres-url needs a URL")?)
+            }
+            "--node-dir" => {
+                o.node_dir = Some(args.next().ok_or("--node-dir needs a directory")?.into())
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(o)
+}
+
+/// One contender's figures on one workload.
+#[derive(Debug, Serialize)]
+struct Entry {
+    contender: String,
+    summary: Option<Summary>,
+    note: Option<String>,
+}
+
+/// One workload's table.
+#[derive(Debug, Serialize)]
+struct Workload {
+    name: String,
+    unit: String,
+    entries: Vec<Entry>,
+}
+
+/// A tracked ratio and its target.
+#[derive(Debug, Serialize)]
+struct Ratio {
+    what: String,
+    value: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+/// The whole report.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    workloads: Vec<Workload>,
+    ratios: Vec<Ratio>,
+    figures: Vec<(String, String)>,
+}
+
+impl Report {
+    fn median(&self, workload: &str, contender: &str) -> Option<f64> {
+        self.workloads
+            .iter()
+            .find(|w| w.name == workload)?
+            .entries
+            .iter()
+            .find(|e| e.contender == contender)?
+            .summary
+            .map(|s| s.median_us)
+    }
+
+    fn ratio(&mut self, what: &str, value: Option<f64>, target: &str, met: impl Fn(f64) -> bool) {
+        self.ratios.push(Ratio {
+            what: what.to_owned(),
+            value,
+            target: target.to_owned(),
+            met: value.map(met),
+        });
+    }
+
+    fn print(&self) {
+        for w in &self.workloads {
+            println!("\n## {} ({})", w.name, w.unit);
+            println!(
+                "{:<36} {:>12} {:>12} {:>9}",
+                "contender", "median µs", "p99 µs", "samples"
+            );
+            for e in &w.entries {
+                match (&e.summary, &e.note) {
+                    (Some(s), _) => println!(
+                        "{:<36} {:>12.1} {:>12.1} {:>9}",
+                        e.contender, s.median_us, s.p99_us, s.samples
+                    ),
+                    (None, Some(note)) => println!("{:<36} {note}", e.contender),
+                    (None, None) => println!("{:<36} -", e.contender),
+                }
+            }
+        }
+        if !self.figures.is_empty() {
+            println!("\n## figures");
+            for (k, v) in &self.figures {
+                println!("{k:<58} {v}");
+            }
+        }
+        println!("\n## ratios");
+        for r in &self.ratios {
+            let value = r
+                .value
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+            let met = match r.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "n/a",
+            };
+            println!("{:<58} {:>8}  target {:<10} {met}", r.what, value, r.target);
+        }
+    }
+}
+
+fn main() {
+    let options = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(workloads::run(&options));
+    match result {
+        Ok(report) if options.embedded_only => {
+            // Child mode: the peak memory of a process running only the
+            // embedded backend, for the parent to report.
+            let _ = report;
+            println!("{}", stats_peak_rss_kib().unwrap_or(0));
+        }
+        Ok(report) => {
+            report.print();
+            if let Some(path) = &options.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => {
+                        if let Err(e) = std::fs::write(path, json) {
+                            eprintln!("bench: writing {}: {e}", path.display());
+                            std::process::exit(1);
+                        }
+                    }
+                    Err(e) => eprintln!("bench: {e}"),
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Peak resident set size of this process (`VmHWM`), in KiB.
+fn stats_peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,488 @@
+//! The workloads, run on every contender that can run them.
+
+use std::time::Instant;
+
+use db::{Client, Config, DataDir, Executor, PglitePool, Pool, Value};
+use pglite_oxide::Pglite;
+
+use crate::contender::{BenchResult, Contender, Kind, Stmt, timed};
+use crate::stats::Samples;
+use crate::{Entry, Options, Report, Workload};
+
+const SETUP: &str = "
+DROP TABLE IF EXISTS bench_kv, bench_ins, bench_bulk, bench_types, bench_counter;
+CREATE TABLE bench_kv (id int8 PRIMARY KEY, v text NOT NULL);
+INSERT INTO bench_kv SELECT g, md5(g::text) FROM generate_series(1, 10000) g;
+CREATE TABLE bench_ins (id bigserial PRIMARY KEY, v text);
+CREATE TABLE bench_bulk (id int8, v text);
+CREATE TABLE bench_counter (id int PRIMARY KEY, n int8 NOT NULL);
+INSERT INTO bench_counter SELECT g, 0 FROM generate_series(0, 63) g;
+CREATE TABLE bench_types (
+    id int8 PRIMARY KEY, i2 int2, i4 int4, f4 real, f8 float8, n numeric(20,10),
+    t text, vc varchar(32), c char(8), b boolean, ts timestamp, tz timestamptz,
+    d date, iv interval, j jsonb, u uuid, ip inet, bits bit varying(16), by bytea,
+    ai int4[], at text[]);
+INSERT INTO bench_types SELECT g, (g % 1000)::int2, g, g / 3.0, g / 7.0, g / 11.0,
+    md5(g::text), left(md5(g::text), 20), 'c' || (g % 10), g % 2 = 0,
+    timestamp '2024-01-01' + g * interval '1 minute', timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
+    date '2024-01-01' + g, g * interval '1 second', jsonb_build_object('g', g, 'a', jsonb_build_array(g, 'x')),
+    md5(g::text)::uuid, ('10.0.' || (g % 250) || '.1')::inet, (g % 65536)::bit(16)::varbit,
+    decode(md5(g::text), 'hex'), ARRAY[g, NULL, g + 1], ARRAY['a', NULL, md5(g::text)]
+FROM generate_series(1, 1000) g;
+";
+
+struct Plan {
+    rounds: usize,
+    point: usize,
+    insert: usize,
+    tx: usize,
+    bulk: usize,
+    wide: usize,
+    concurrent: usize,
+}
+
+fn plan(quick: bool) -> Plan {
+    if quick {
+        Plan {
+            rounds: 2,
+            point: 300,
+            insert: 100,
+            tx: 3,
+            bulk: 1,
+            wide: 5,
+            concurrent: 640,
+        }
+    } else {
+        Plan {
+            rounds: 5,
+            point: 2000,
+            insert: 500,
+            tx: 10,
+            bulk: 2,
+            wide: 20,
+            concurrent: 3200,
+        }
+    }
+}
+
+/// A pseudo-random but repeatable key sequence.
+fn key(i: usize) -> i64 {
+    (i.wrapping_mul(2_654_435_761) % 10_000) as i64 + 1
+}
+
+pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
+    let p = plan(o.quick);
+    let mut report = Report::default();
+    let mut contenders = Vec::new();
+
+    let started = Instant::now();
+    let pglite = PglitePool::open(&Config::new().pglite(DataDir::Memory)).await?;
+    let open_temp = started.elapsed();
+    contenders.push(Contender::DbPglite(pglite.clone()));
+    if !o.embedded_only {
+        let started = Instant::now();
+        let oxide = Pglite::temporary()?;
+        let open_oxide = started.elapsed();
+        contenders.push(Contender::Oxide(
+            Box::new(oxide),
+            Kind::OxideQuery,
+            Vec::new(),
+        ));
+        contenders.push(Contender::Oxide(
+            Box::new(Pglite::temporary()?),
+            Kind::OxideRaw,
+            Vec::new(),
+        ));
+        report.figures.push((
+            "open a temporary database: db-pglite".into(),
+            format!("{:.0} ms", open_temp.as_secs_f64() * 1e3),
+        ));
+        report.figures.push((
+            "open a temporary database: pglite-oxide Pglite::temporary".into(),
+            format!("{:.0} ms", open_oxide.as_secs_f64() * 1e3),
+        ));
+        if let Some(url) = &o.postgres_url {
+            contenders.push(Contender::DbPostgres(db::PgPool::connect_url(url).await?));
+            contenders.push(Contender::Sqlx(sqlx::PgPool::connect(url).await?));
+        }
+    }
+    let mut server_ready = false;
+    for c in &mut contenders {
+        let shares_server = matches!(c.kind(), Kind::DbPostgres | Kind::Sqlx);
+        if shares_server && server_ready {
+            continue;
+        }
+        c.batch(SETUP).await?;
+        server_ready |= shares_server;
+    }
+
+    let point = measure(
+        &mut contenders,
+        p.rounds,
+        "point SELECT by primary key",
+        "per statement",
+        |_| true,
+        |c, i| {
+            Box::pin(async move {
+                let params = [Value::Int8(key(i))];
+                let rows = c
+                    .run(&Stmt {
+                        sql: "SELECT id, v FROM bench_kv WHERE id = $1",
+                        params: &params,
+                    })
+                    .await?;
+                if rows != 1 && c.kind() != Kind::OxideRaw {
+                    return Err(format!("{}: expected one row, got {rows}", c.kind().name()).into());
+                }
+                Ok(())
+            })
+        },
+        p.point,
+    )
+    .await?;
+    report.workloads.push(point);
+
+    let not_raw = |k: Kind| k != Kind::OxideRaw;
+    report.workloads.push(
+        measure(
+            &mut contenders,
+            p.rounds,
+            "autocommit INSERT",
+            "per statement",
+            not_raw,
+            |c, i| {
+                Box::pin(async move {
+                    let params = [Value::Text(format!("row {i}"))];
+                    c.run(&Stmt {
+                        sql: "INSERT INTO bench_ins (v) VALUES ($1)",
+                        params: &params,
+                    })
+                    .await
+                    .map(drop)
+                })
+            },
+            p.insert,
+        )
+        .await?,
+    );
+    report.workloads.push(
+        measure(
+            &mut contenders,
+            p.rounds,
+            "100-statement transaction",
+            "per transaction",
+            not_raw,
+            |c, _| {
+                Box::pin(async move {
+                    let params = [Value::Text("in a transaction".into())];
+                    c.transaction(
+                        &Stmt {
+                            sql: "INSERT INTO bench_ins (v) VALUES ($1)",
+                            params: &params,
+                        },
+                        100,
+                    )
+                    .await
+                })
+            },
+            p.tx,
+        )
+        .await?,
+    );
+    let ids: Vec<i64> = (0..10_000).collect();
+    let texts: Vec<String> = (0..10_000).map(|i| format!("bulk {i}")).collect();
+    let bulk_params: std::sync::Arc<[Value]> = vec![Value::from(ids), Value::from(texts)].into();
+    let mut bulk = measure(&mut contenders, p.rounds, "INSERT of 10,000 rows in one statement", "per statement", not_raw, |c, _| {
+        let params = std::sync::Arc::clone(&bulk_params);
+        Box::pin(async move {
+            let stmt = Stmt { sql: "INSERT INTO bench_bulk (id, v) SELECT * FROM unnest($1::int8[], $2::text[])", params: &params };
+            c.run(&stmt).await.map(drop)
+        })
+    }, p.bulk)
+    .await?;
+    bulk.entries.push(Entry {
+        contender: "COPY (any contender)".into(),
+        summary: None,
+        note: Some("not measured: the db-core API has no COPY yet".into()),
+    });
+    report.workloads.push(bulk);
+    report.workloads.push(
+        measure(
+            &mut contenders,
+            p.rounds,
+            "SELECT of 1,000 rows, every column type",
+            "per statement",
+            not_raw,
+            |c, _| {
+                Box::pin(async move {
+                    let rows = c
+                        .run(&Stmt {
+                            sql: "SELECT * FROM bench_types",
+                            params: &[],
+                        })
+                        .await?;
+                    if rows != 1000 {
+                        return Err(
+                            format!("{}: expected 1000 rows, got {rows}", c.kind().name()).into(),
+                        );
+                    }
+                    Ok(())
+                })
+            },
+            p.wide,
+        )
+        .await?,
+    );
+
+    concurrency(
+        &mut report,
+        "db-pglite",
+        &db::AnyPool::Pglite(pglite.clone()),
+        p.concurrent,
+    )
+    .await?;
+    for c in &contenders {
+        if let Contender::DbPostgres(pg) = c {
+            concurrency(
+                &mut report,
+                "db-postgres",
+                &db::AnyPool::Postgres(pg.clone()),
+                p.concurrent,
+            )
+            .await?;
+        }
+    }
+    if !o.embedded_only {
+        persistent_open(&mut report).await?;
+        crate::node::run(o, &mut report, p.point.min(1000), p.insert).await;
+        peak_memory(&mut report, o.quick);
+        ratios(&mut report);
+    }
+    pglite.close().await;
+    Ok(report)
+}
+
+type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = BenchResult<()>> + 'a>>;
+
+/// Runs `op` `per_round` times per contender per round, alternating the
+/// contenders round by round, and collects per-operation times.
+async fn measure<F>(
+    contenders: &mut [Contender],
+    rounds: usize,
+    name: &str,
+    unit: &str,
+    applies: impl Fn(Kind) -> bool,
+    op: F,
+    per_round: usize,
+) -> BenchResult<Workload>
+where
+    F: for<'a> Fn(&'a mut Contender, usize) -> BoxFuture<'a>,
+{
+    let mut samples: Vec<Samples> = vec![Samples::default(); contenders.len()];
+    let mut i = 0;
+    for _ in 0..rounds {
+        for (c, s) in contenders.iter_mut().zip(&mut samples) {
+            if !applies(c.kind()) {
+                continue;
+            }
+            // One untimed warm-up per round and contender.
+            op(c, i).await?;
+            for _ in 0..per_round {
+                i += 1;
+                s.push(timed(op(c, i)).await?);
+            }
+        }
+    }
+    let entries = contenders
+        .iter()
+        .zip(samples)
+        .filter(|(c, _)| applies(c.kind()))
+        .map(|(c, s)| Entry {
+            contender: c.kind().name().to_owned(),
+            summary: s.summary(),
+            note: None,
+        })
+        .collect();
+    Ok(Workload {
+        name: name.to_owned(),
+        unit: unit.to_owned(),
+        entries,
+    })
+}
+
+/// 1 task, then 32 tasks, running short transactions; reports the
+/// throughput ratio and the worst wait against the median.
+async fn concurrency(
+    report: &mut Report,
+    label: &str,
+    pool: &db::AnyPool,
+    total: usize,
+) -> BenchResult<()> {
+    async fn worker(pool: db::AnyPool, n: usize, id: i32) -> BenchResult<Samples> {
+        let mut s = Samples::default();
+        for _ in 0..n {
+            let t = Instant::now();
+            let mut c = pool.acquire().await?;
+            let mut tx = c.begin().await?;
+            tx.execute(
+                "UPDATE bench_counter SET n = n + 1 WHERE id = $1",
+                &[Value::Int4(id)],
+            )
+            .await?;
+            tx.commit().await?;
+            s.push(t.elapsed());
+        }
+        Ok(s)
+    }
+    let t = Instant::now();
+    let single = worker(pool.clone(), total, 0).await?;
+    let single_rate = total as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..32)
+        .map(|k| tokio::spawn(worker(pool.clone(), total / 32, k % 64)))
+        .collect();
+    let mut all = Samples::default();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let multi_rate = (total / 32 * 32) as f64 / t.elapsed().as_secs_f64();
+    let s = all.summary().ok_or("no samples")?;
+    let single_s = single.summary().ok_or("no samples")?;
+    report.workloads.push(Workload {
+        name: format!("short transactions, {label}"),
+        unit: "per transaction, acquire to commit".into(),
+        entries: vec![
+            Entry {
+                contender: format!("{label}, 1 task"),
+                summary: Some(single_s),
+                note: None,
+            },
+            Entry {
+                contender: format!("{label}, 32 tasks"),
+                summary: Some(s),
+                note: None,
+            },
+        ],
+    });
+    report.figures.push((
+        format!("{label}: transactions/s, 1 task"),
+        format!("{single_rate:.0}"),
+    ));
+    report.figures.push((
+        format!("{label}: transactions/s, 32 tasks"),
+        format!("{multi_rate:.0}"),
+    ));
+    let ratio = multi_rate / single_rate;
+    report.ratio(
+        &format!("{label}: 32-task / 1-task throughput"),
+        Some(ratio),
+        ">= 0.9",
+        |v| v >= 0.9,
+    );
+    let wait = s.max_us / s.median_us;
+    report.ratio(
+        &format!("{label}: worst / median wait, 32 tasks"),
+        Some(wait),
+        "<= 50",
+        |v| v <= 50.0,
+    );
+    Ok(())
+}
+
+async fn persistent_open(report: &mut Report) -> BenchResult<()> {
+    let dir = tempfile::tempdir()?;
+    let config = Config::new().pglite(DataDir::Path(dir.path().join("data")));
+    let pool = PglitePool::open(&config).await?;
+    pool.batch_execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (1)")
+        .await?;
+    pool.close().await;
+    drop(pool);
+    let mut s = Samples::default();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let pool = PglitePool::open(&config).await?;
+        pool.execute("SELECT v FROM kept", &[]).await?;
+        s.push(t.elapsed());
+        pool.close().await;
+    }
+    let median = s.summary().map(|s| s.median_us / 1e6);
+    report.figures.push((
+        "open an existing persistent database: db-pglite".into(),
+        format!("{:.0} ms", median.unwrap_or(0.0) * 1e3),
+    ));
+    report.ratio("persistent open, seconds", median, "< 0.5", |v| v < 0.5);
+    Ok(())
+}
+
+/// Runs the embedded-only workloads in a child process and reads its peak RSS.
+fn peak_memory(report: &mut Report, quick: bool) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--embedded-only");
+    if quick {
+        cmd.arg("--quick");
+    }
+    let kib = cmd
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+    let mb = kib.map(|k| k / 1024.0);
+    report.figures.push((
+        "peak RSS of a process running the db-pglite workloads".into(),
+        mb.map_or("n/a".into(), |m| format!("{m:.0} MB")),
+    ));
+    report.ratio(
+        "peak memory of the embedded process, MB",
+        mb,
+        "< 300",
+        |v| v < 300.0,
+    );
+}
+
+fn ratios(report: &mut Report) {
+    let point = "point SELECT by primary key";
+    let db = report.median(point, Kind::DbPglite.name());
+    let raw = report.median(point, Kind::OxideRaw.name());
+    let query = report.median(point, Kind::OxideQuery.name());
+    let node = report.median(point, crate::node::NAME);
+    let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    report.ratio(
+        "db-pglite point SELECT / raw wire",
+        div(db, raw),
+        "<= 1.3",
+        |v| v <= 1.3,
+    );
+    report.ratio(
+        "Pglite::query point SELECT / db-pglite",
+        div(query, db),
+        ">= 1.8",
+        |v| v >= 1.8,
+    );
+    report.ratio(
+        "Node PGlite point SELECT / db-pglite",
+        div(node, db),
+        ">= 6",
+        |v| v >= 6.0,
+    );
+    let names: Vec<String> = report.workloads.iter().map(|w| w.name.clone()).collect();
+    for w in names {
+        let pg = report.median(&w, Kind::DbPostgres.name());
+        let sqlx = report.median(&w, Kind::Sqlx.name());
+        if pg.is_some() || sqlx.is_some() {
+            report.ratio(
+                &format!("db-postgres / sqlx: {w}"),
+                div(pg, sqlx),
+                "<= 1.1",
+                |v| v <= 1.1,
+            );
+        }
+    }
+}
