@@ -7,7 +7,9 @@ use db_core::{Client, Executor, QueryResult, Result, SessionState, Value};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::driver::Request;
+use tokio::sync::oneshot;
+
+use crate::driver::{Request, Response};
 use crate::lock::SessionId;
 use crate::pool::Shared;
 use crate::wire;
@@ -22,6 +24,9 @@ pub struct PgliteClient {
     permit: Option<OwnedSemaphorePermit>,
     session: SessionId,
     state: SessionState,
+    /// The backend reported no open transaction after this session's last
+    /// statement, and no statement is in flight.
+    idle: bool,
 }
 
 impl std::fmt::Debug for PgliteClient {
@@ -41,15 +46,28 @@ impl PgliteClient {
             permit: Some(permit),
             session,
             state: SessionState::default(),
+            idle: true,
         }
+    }
+
+    /// Sends a request and waits for its response, tracking whether the
+    /// backend is left idle. Cancelling the wait leaves `idle` false, so the
+    /// release rolls back whatever the statement may have opened.
+    async fn call(
+        &mut self,
+        make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
+    ) -> Result<Response> {
+        self.idle = false;
+        let response = self.shared.request(make).await?;
+        self.idle = response.status == b'I';
+        Ok(response)
     }
 
     async fn simple(&mut self, sql: &str) -> Result<()> {
         let span = db_core::query_span("pglite", sql);
         let started = Instant::now();
         let response = self
-            .shared
-            .request(|reply| Request::Simple {
+            .call(|reply| Request::Simple {
                 sql: sql.to_owned(),
                 reply,
             })
@@ -65,7 +83,7 @@ impl PgliteClient {
 impl Drop for PgliteClient {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            self.shared.release(self.session, permit);
+            self.shared.release(self.session, permit, self.idle);
         }
     }
 }
@@ -79,8 +97,7 @@ impl Executor for PgliteClient {
         let result = async {
             let params = encoded?;
             let response = self
-                .shared
-                .request(|reply| Request::Run {
+                .call(|reply| Request::Run {
                     sql: sql.to_owned(),
                     params,
                     reply,

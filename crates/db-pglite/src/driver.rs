@@ -39,11 +39,18 @@ pub(crate) enum Request {
     Close { reply: oneshot::Sender<Result<()>> },
 }
 
-/// The raw response and the columns it is described by.
+/// The raw response, the columns it is described by, and the transaction
+/// status the backend reported after it.
 pub(crate) struct Response {
     pub(crate) data: Vec<u8>,
     pub(crate) columns: Option<Arc<[Column]>>,
+    pub(crate) status: u8,
 }
+
+/// How long the driver keeps polling for the next request before it sleeps:
+/// a session running statements in a loop sends the next one within
+/// microseconds, and catching it awake saves a thread wake-up per statement.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 struct Statement {
     name: String,
@@ -123,8 +130,22 @@ fn open(config: &PgliteConfig) -> Result<Pglite> {
 }
 
 impl Driver {
+    fn next(rx: &mpsc::Receiver<Request>) -> Option<Request> {
+        let started = std::time::Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(request) => return Some(request),
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) if started.elapsed() < SPIN => {
+                    std::thread::yield_now();
+                }
+                Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+            }
+        }
+    }
+
     fn serve(&mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(request) = rx.recv() {
+        while let Some(request) = Driver::next(&rx) {
             match request {
                 Request::Run { sql, params, reply } => {
                     let _ = reply.send(self.run(&sql, &params));
@@ -133,6 +154,7 @@ impl Driver {
                     let result = self.simple(&sql).map(|data| Response {
                         data,
                         columns: None,
+                        status: self.status,
                     });
                     let _ = reply.send(result);
                 }
@@ -227,10 +249,13 @@ impl Driver {
         // After DDL changed a cached statement's result type, PostgreSQL
         // refuses to reuse it; outside a transaction it is safe to prepare it
         // again and retry.
-        if response.retry && self.status == b'I' {
-            return Ok(self.run_once(sql, params)?.response);
-        }
-        Ok(response.response)
+        let mut response = if response.retry && self.status == b'I' {
+            self.run_once(sql, params)?.response
+        } else {
+            response.response
+        };
+        response.status = self.status;
+        Ok(response)
     }
 
     fn run_once(&mut self, sql: &str, params: &EncodedParams) -> Result<Attempt> {
@@ -253,6 +278,7 @@ impl Driver {
                 response: Response {
                     data,
                     columns: Some(columns),
+                    status: self.status,
                 },
                 retry,
             });
@@ -298,6 +324,7 @@ impl Driver {
             response: Response {
                 data,
                 columns: scan.columns,
+                status: self.status,
             },
             retry: false,
         })

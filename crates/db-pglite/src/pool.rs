@@ -83,12 +83,15 @@ impl Shared {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Gives the backend back: the driver rolls back what the session left
-    /// open before the next session's first statement, because the release
-    /// is queued ahead of it.
-    pub(crate) fn release(&self, session: SessionId, permit: OwnedSemaphorePermit) {
+    /// Gives the backend back. Unless the session's last response showed the
+    /// backend idle, the driver rolls back what the session left open before
+    /// the next session's first statement, because the release is queued
+    /// ahead of it.
+    pub(crate) fn release(&self, session: SessionId, permit: OwnedSemaphorePermit, idle: bool) {
         self.locks.release_all(session);
-        let _ = self.send(Request::Release);
+        if !idle {
+            let _ = self.send(Request::Release);
+        }
         *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = None;
         drop(permit);
     }
