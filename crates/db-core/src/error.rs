@@ -259,6 +259,18 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// Whether a cached prepared statement was refused because DDL changed
+    /// its result type since it was prepared (`0A000`, "cached plan must not
+    /// change result type"). Nothing ran; preparing it again succeeds.
+    pub fn is_stale_cached_plan(&self) -> bool {
+        self.code == SqlState::FEATURE_NOT_SUPPORTED
+            && self
+                .message
+                .contains("cached plan must not change result type")
+    }
+}
+
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 
-use db_core::{Column, DataDir, Error, ListenerHub, PgliteConfig, Result};
+use db_core::{Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result};
 use pglite_oxide::{ExecProtocolOptions, Pglite};
 use tokio::sync::oneshot;
 
@@ -194,9 +194,7 @@ impl Driver {
                 b'T' => scan.columns = wire::row_description(body).ok(),
                 b'n' => scan.columns = Some(Arc::from(Vec::new())),
                 b'E' if scan.error.is_none() => {
-                    scan.error = wire::error_response(body)
-                        .ok()
-                        .map(|e| (e.code.code().to_owned(), e.message));
+                    scan.error = wire::error_response(body).ok();
                 }
                 b'A' => {
                     if let Ok(n) = wire::notification(body) {
@@ -270,7 +268,7 @@ impl Driver {
             let retry = scan
                 .error
                 .as_ref()
-                .is_some_and(|(code, msg)| code == "0A000" && msg.contains("cached plan"));
+                .is_some_and(DbError::is_stale_cached_plan);
             if retry && let Some(name) = self.forget(sql, &params.oids) {
                 self.close_statement(&name);
             }
@@ -350,5 +348,5 @@ struct Attempt {
 struct Scan {
     parsed: bool,
     columns: Option<Arc<[Column]>>,
-    error: Option<(String, String)>,
+    error: Option<DbError>,
 }

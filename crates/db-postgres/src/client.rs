@@ -193,7 +193,17 @@ impl Executor for PgClient {
         self.note(sql);
         let span = query_span(SYSTEM, sql);
         let started = Instant::now();
-        let result = self.prepared(sql, params).instrument(span.clone()).await;
+        let mut result = self.prepared(sql, params).instrument(span.clone()).await;
+        // DDL changed the result type of a cached statement. Outside a
+        // transaction nothing ran and preparing it again is safe: retry once,
+        // as the embedded backend does, so both behave the same.
+        let stale = matches!(&result, Err(Error::Database(e)) if e.is_stale_cached_plan());
+        if stale && !self.state.needs_reset() {
+            if let Ok(conn) = self.conn() {
+                let _ = sqlx::Connection::clear_cached_statements(conn).await;
+            }
+            result = self.prepared(sql, params).instrument(span.clone()).await;
+        }
         finish_query_span(
             &span,
             started,
