@@ -23,6 +23,9 @@ commands:
       Run every benchmark contender (db-pglite, pglite-oxide, Node PGlite,
       db-postgres and sqlx on a throwaway PostgreSQL 15) in release mode and
       print medians, p99 and the tracked ratios; --json also writes them.
+  codegen [--check]
+      Regenerate crates/db-core/src/sqlstate.rs from PostgreSQL's errcodes.txt;
+      with --check, fail if the committed file is out of date.
   help
       Print this message.
 ";
@@ -34,6 +37,7 @@ pub(crate) enum Command {
     Test(TestFlags),
     Pg { major: u32 },
     Bench(BenchFlags),
+    Codegen { check: bool },
 }
 
 /// Options of `cargo xtask bench`.
@@ -83,6 +87,11 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
         "test" => parse_test(args),
         "pg" => parse_pg(args),
         "bench" => parse_bench(args),
+        "codegen" => match args.next().as_deref() {
+            None => Ok(Command::Codegen { check: false }),
+            Some("--check") => Ok(Command::Codegen { check: true }),
+            Some(other) => Err(format!("unexpected argument `{other}` to codegen")),
+        },
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!("unknown command `{other}`")),
     }

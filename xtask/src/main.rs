@@ -11,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod codegen;
 mod flags;
 mod postgres;
 mod test;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         flags::Command::Test(flags) => test::run(&flags),
         flags::Command::Pg { major } => postgres::serve(major),
         flags::Command::Bench(flags) => bench::run(&flags),
+        flags::Command::Codegen { check } => codegen::run(check),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
