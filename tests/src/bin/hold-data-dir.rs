@@ -1,15 +1,21 @@
-//! Opens an embedded data directory and holds it until stdin closes, so the
-//! conformance suite can test what a second process sees.
+//! Opens an embedded data directory for the conformance suite's
+//! multi-process tests: `hold-data-dir DIR` holds it until stdin closes;
+//! `hold-data-dir DIR --write` inserts rows in a loop and prints the id of
+//! each one after its commit returned, until it is killed.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use db::{Config, DataDir, PglitePool, Pool};
+use std::io::Write;
+
+use db::{Config, DataDir, Executor, PglitePool, Pool, params};
 
 #[tokio::main]
 async fn main() {
-    let Some(dir) = std::env::args().nth(1) else {
-        eprintln!("usage: hold-data-dir DIR");
+    let mut args = std::env::args().skip(1);
+    let Some(dir) = args.next() else {
+        eprintln!("usage: hold-data-dir DIR [--write]");
         std::process::exit(2);
     };
+    let write = args.next().as_deref() == Some("--write");
     let pool = match PglitePool::open(&Config::new().pglite(DataDir::Path(dir.into()))).await {
         Ok(p) => p,
         Err(e) => {
@@ -18,6 +24,37 @@ async fn main() {
         }
     };
     println!("ready");
+    if write {
+        if let Err(e) = write_forever(&pool).await {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
     let _ = tokio::task::spawn_blocking(|| std::io::read_to_string(std::io::stdin())).await;
     pool.close().await;
+}
+
+async fn write_forever(pool: &PglitePool) -> db::Result<()> {
+    pool.batch_execute("CREATE TABLE IF NOT EXISTS acked (id int8 PRIMARY KEY, pad text)")
+        .await?;
+    let start: i64 = pool
+        .query_one("SELECT coalesce(max(id), 0) FROM acked", &[])
+        .await?
+        .get(0);
+    let mut stdout = std::io::stdout().lock();
+    for id in start + 1.. {
+        pool.execute(
+            "INSERT INTO acked VALUES ($1, repeat('x', 200))",
+            &params![id],
+        )
+        .await?;
+        // Printed only once the commit returned: the promise under test.
+        if writeln!(stdout, "{id}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -93,3 +93,43 @@ async fn a_killed_holder_leaves_a_directory_that_reopens_intact() {
     assert_eq!(v, "before the crash");
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_commit_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged = 0i64;
+    for round in 0..3u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hold-data-dir"))
+            .arg(dir.path())
+            .arg("--write")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        // Let it write a varying number of rows, then kill it mid-stream.
+        let target = acknowledged + 20 + 37 * round as i64;
+        while acknowledged < target {
+            acknowledged = lines.next().unwrap().unwrap().parse().unwrap();
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Anything printed after our last read was acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            acknowledged = line.parse().unwrap_or(acknowledged);
+        }
+        let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+        let row = pool
+            .query_one("SELECT count(*), coalesce(max(id), 0) FROM acked", &[])
+            .await
+            .unwrap();
+        let (count, max): (i64, i64) = row.decode().unwrap();
+        assert!(
+            max >= acknowledged,
+            "round {round}: acknowledged {acknowledged}, found up to {max}"
+        );
+        assert_eq!(count, max, "round {round}: ids must be contiguous");
+        pool.close().await;
+    }
+}
