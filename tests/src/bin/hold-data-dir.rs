@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use db::{Config, DataDir, Executor, PglitePool, Pool, params};
+use db::{Config, DataDir, PglitePool, Pool, params};
 
 #[tokio::main]
 async fn main() {
@@ -24,11 +24,9 @@ async fn main() {
         }
     };
     println!("ready");
-    if write {
-        if let Err(e) = write_forever(&pool).await {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
+    if write && let Err(e) = write_forever(&pool).await {
+        eprintln!("{e}");
+        std::process::exit(1);
     }
     let _ = tokio::task::spawn_blocking(|| std::io::read_to_string(std::io::stdin())).await;
     pool.close().await;
