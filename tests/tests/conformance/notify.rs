@@ -154,3 +154,36 @@ async fn a_subscriber_that_falls_behind_is_told_so() {
         "every notification is either received or counted as lost"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_survives_losing_its_connection() {
+    let db = TestDb::new().await;
+    let mut stream = db.pool.listen("events").await.unwrap();
+    notify(&db, "before").await;
+    assert_eq!(next_payload(&mut stream).await, "before");
+    // A server's listener has a connection of its own; PGlite's is the one
+    // backend, which no other session can terminate.
+    let killed = db
+        .pool
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND datname = current_database() \
+             AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    match db.backend() {
+        db::BackendKind::Pglite => assert_eq!(killed, 0),
+        _ => {
+            assert_eq!(killed, 1, "the listener connection was not found");
+            match tokio::time::timeout(Duration::from_secs(20), stream.recv()).await {
+                Ok(Ok(ListenEvent::Reconnected)) => {}
+                other => panic!("expected Reconnected, got {other:?}"),
+            }
+        }
+    }
+    // LISTEN is in effect again: nothing sent from now on is lost.
+    notify(&db, "after").await;
+    assert_eq!(next_payload(&mut stream).await, "after");
+}
