@@ -247,7 +247,7 @@ impl PglitePool {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(key, Arc::downgrade(&shared));
         }
-        tokio::spawn(listen_commands(Arc::downgrade(&shared), commands));
+        spawn_listen_thread(Arc::downgrade(&shared), commands)?;
         Ok(PglitePool { shared })
     }
 
@@ -260,6 +260,24 @@ impl PglitePool {
             Ok(PgliteClient::new(shared, permit))
         }
     }
+}
+
+/// Runs [`listen_commands`] on a small thread of its own rather than on the
+/// caller's runtime, so the pool keeps working when it outlives the runtime
+/// that opened it (a pool shared by several `#[tokio::test]`s, say).
+fn spawn_listen_thread(
+    shared: Weak<Shared>,
+    commands: tokio::sync::mpsc::UnboundedReceiver<ListenCommand>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::backend("starting the PGlite listen thread", e))?;
+    std::thread::Builder::new()
+        .name("pglite-listen".into())
+        .spawn(move || runtime.block_on(listen_commands(shared, commands)))
+        .map_err(|e| Error::backend("starting the PGlite listen thread", e))?;
+    Ok(())
 }
 
 /// Carries out LISTEN/UNLISTEN for the hub, each in a lease of its own so it

@@ -133,3 +133,26 @@ async fn every_acknowledged_commit_survives_kill_9() {
         pool.close().await;
     }
 }
+
+/// A pool outlives the runtime that opened it, as when several
+/// `#[tokio::test]`s share one embedded database.
+#[test]
+fn a_pool_outlives_the_runtime_that_opened_it() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let pool = first
+        .block_on(PglitePool::open(&Config::new().pglite(DataDir::Memory)))
+        .unwrap();
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let mut events = pool.listen("later").await.unwrap();
+        pool.execute("NOTIFY later, 'still here'", &[])
+            .await
+            .unwrap();
+        match tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(db::ListenEvent::Notification(n))) => assert_eq!(n.payload, "still here"),
+            other => panic!("expected the notification, got {other:?}"),
+        }
+        pool.close().await;
+    });
+}
