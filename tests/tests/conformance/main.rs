@@ -8,6 +8,7 @@ mod locks;
 mod notify;
 mod pglite;
 mod rows;
+mod testing;
 mod transactions;
 mod types;
 
