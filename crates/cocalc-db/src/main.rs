@@ -10,8 +10,10 @@
 
 mod check;
 mod config;
+mod feed;
 mod json;
 mod output;
+mod schema;
 mod sql;
 mod text;
 
@@ -58,6 +60,15 @@ enum Command {
     Check,
     /// Run one SQL statement and print its rows as a table (or JSON).
     Sql(sql::SqlArgs),
+    /// Declarative schema sync: plan, sync, introspect.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+    /// Change feeds: enable, disable, list.
+    #[command(subcommand)]
+    Feed(feed::FeedCommand),
+    /// Print the changes to a table as they happen, one JSON object per
+    /// event, until Ctrl-C or SIGTERM.
+    Watch(feed::WatchArgs),
 }
 
 #[tokio::main]
@@ -67,6 +78,9 @@ async fn main() -> ExitCode {
     match &cli.command {
         Command::Check => check::run(&cli.db).await,
         Command::Sql(args) => sql::run(&cli.db, args).await,
+        Command::Schema(command) => schema::run(&cli.db, command).await,
+        Command::Feed(command) => feed::run_feed(&cli.db, command).await,
+        Command::Watch(args) => feed::run_watch(&cli.db, args).await,
     }
 }
 

@@ -51,7 +51,8 @@ pub(crate) fn with_database(url: &str, database: &str) -> String {
 /// of the server backend belong to the runtime that made them, and every
 /// test has a runtime of its own.
 async fn admin(url: &str) -> Result<AnyPool> {
-    AnyPool::connect(&Config::new().postgres_url(url).max_connections(1)).await
+    // Two: the advisory lock guard holds one connection while the other works.
+    AnyPool::connect(&Config::new().postgres_url(url).max_connections(2)).await
 }
 
 impl Template {
@@ -108,7 +109,24 @@ impl Template {
                 quote_ident(&building),
                 quote_ident(&self.name)
             );
-            admin.batch_execute(&rename).await?;
+            // The setup pool is closed, but the server may not have seen its
+            // sessions end yet; they belong to nobody else.
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    &[building.as_str().into()],
+                )
+                .await?;
+            let mut tries = 0;
+            loop {
+                match admin.batch_execute(&rename).await {
+                    Err(e) if e.code() == Some(&db::SqlState::OBJECT_IN_USE) && tries < 250 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => break other?,
+                }
+            }
         }
         drop(lock);
         admin.close().await;

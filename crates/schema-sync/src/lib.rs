@@ -1,1 +1,103 @@
-//! Declarative schema sync (work in progress).
+//! Declarative schema sync: table specs, diffed against the live catalog into
+//! reviewable plans whose SQL runs on PostgreSQL 13 and newer and on PGlite.
+//!
+//! ```no_run
+//! # async fn demo<P: db_core::Pool>(pool: P) -> Result<(), schema_sync::SyncError> {
+//! use schema_sync::{Column, Index, Options, Schema, Table};
+//! let schema = Schema::new().table(
+//!     Table::new("accounts")
+//!         .column(Column::new("account_id", "UUID"))
+//!         .column(Column::new("email", "VARCHAR(254)").unique())
+//!         .column(Column::new("created", "TIMESTAMP").not_null().default("now()"))
+//!         .primary_key(["account_id"])
+//!         .index(Index::new("accounts_created_idx", ["created DESC"])),
+//! );
+//! let plan = schema_sync::plan(&pool, &schema, &Options::new()).await?;
+//! println!("{plan}");
+//! let report = schema_sync::sync(&pool, &schema, &Options::new()).await?;
+//! assert!(schema_sync::plan(&pool, &schema, &Options::new()).await?.is_empty());
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! # The interchange format (JSON or TOML)
+//!
+//! The JSON form is the shape of `shared/fixtures/cocalc-control-plane-schema.json`,
+//! which loads unchanged. Unknown fields anywhere are ignored (the fixture's
+//! `format`, `source`, `counts`, `skipped`, `durability`, `kind`,
+//! `source_query`, `comment`, `nullability_declared`, ...).
+//!
+//! ```json
+//! { "tables": [ {
+//!     "name": "t",
+//!     "columns": [ { "name": "id", "type": "BIGINT", "not_null": false,
+//!                    "default": null, "check": null, "unique": false,
+//!                    "null_backfill": null } ],
+//!     "primary_key": ["id"],
+//!     "indexes": [ { "name": "t_lower_x_idx", "unique": false, "method": "btree",
+//!                    "keys": ["lower(x) text_pattern_ops"], "where": null,
+//!                    "include": [] } ] } ] }
+//! ```
+//!
+//! - `type` is SQL text (`VARCHAR(32)`, `TEXT[]`, `SERIAL`, `NUMERIC(20,10)`).
+//! - `default`, `check` (without `CHECK` and outer parentheses), `null_backfill`,
+//!   index `keys` (with ordering and operator class) and `where` are SQL
+//!   expressions, emitted verbatim. A `default` may also be a JSON number or
+//!   boolean. All of these, `not_null`, `unique`, `primary_key`, `indexes`,
+//!   `method` (default `btree`) and `include` are optional.
+//! - Identifiers (table, column, index names) may hold any characters; they are
+//!   always quoted. At most 63 bytes.
+//! - TOML uses the same field names (`[[tables]]`, `[[tables.columns]]`,
+//!   `[[tables.indexes]]`); absent optional fields mean null/false/empty.
+//!
+//! # Semantics
+//!
+//! - Comparison is on canonical forms: the server canonicalizes the spec's
+//!   existing tables (created in a scratch schema inside a transaction that
+//!   is rolled back) and the result is cached in `schema_sync.state` after
+//!   each sync, so a plan for an unchanged spec is one introspection (three
+//!   catalog queries) and an in-memory diff.
+//! - Serial columns compare as `serial`/`bigserial`; their owned sequence
+//!   default is not compared.
+//! - Column checks are named `<table>_<column>_check` (PostgreSQL's own
+//!   scheme); UNIQUE columns get PostgreSQL's default `<table>_<column>_key`.
+//! - Indexes created by schema-sync carry `COMMENT ON INDEX ... IS
+//!   'schema-sync:v1:<sha256>'`; only such indexes are ever replaced or dropped.
+//!   Unknown indexes, extra tables and columns, and constraints outside the
+//!   model are reported as [`Drift`]. Columns and tables are dropped only with
+//!   `allow_destructive`, which also admits narrowing type changes.
+//! - Primary keys are added to tables without one, or swapped (`DROP
+//!   CONSTRAINT <table>_pkey, ADD PRIMARY KEY (...)`, PostgreSQL's default
+//!   name) when the spec's differs.
+//! - [`sync`] takes the advisory lock [`LOCK_KEY`] through `Pool::lock`
+//!   (polled), runs every transactional change in one transaction (with
+//!   `SET LOCAL lock_timeout` / `statement_timeout` on PostgreSQL), checks
+//!   NOT NULL preconditions first ([`SyncError::NullRows`] names the column
+//!   and the count), refuses `DESTRUCTIVE` hazards unless allowed, and before
+//!   committing verifies that the plan from the new state is empty.
+//!   Concurrent index builds (PostgreSQL only, never PGlite) run after the
+//!   commit and are checked for validity.
+//! - What the server rejects (a type, default, check or index expression) is
+//!   reported as [`SyncError::Rejected`] with the table and the column or
+//!   index, from the server's error position.
+//! - The offline diff ([`diff`], [`snapshot::plan_between`]) compares with a
+//!   light offline normalization and writes SQL from the spec as written, so
+//!   it yields the same changes as the live plan for the same two states.
+
+mod apply;
+mod ddl;
+mod introspect;
+mod normalize;
+mod plan;
+pub mod snapshot;
+mod spec;
+mod validate;
+
+pub use apply::{LOCK_KEY, NAMESPACE, Options, Report, SyncError, canonicalize, plan, sync};
+pub use ddl::{OWNER_MARKER, check_name, index_marker, is_owner_marker, pkey_name, unique_name};
+pub use introspect::{LiveSchema, OtherConstraint, introspect};
+pub use normalize::{normalize, normalize_type};
+pub use plan::{
+    Change, ChangeKind, DiffOptions, Drift, DriftKind, Hazard, HazardKind, NullCheck, Plan, diff,
+};
+pub use spec::{Column, FormatError, Index, Schema, Table};
+pub use validate::{MAX_IDENTIFIER_BYTES, ValidationError, ValidationErrors, validate};

@@ -2,12 +2,14 @@
 //! matrix selects (`COCALC_DB`), and must behave identically on all of them.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod changefeed;
 mod errors;
 mod lifecycle;
 mod locks;
 mod notify;
 mod pglite;
 mod rows;
+mod schema_sync;
 mod testing;
 mod transactions;
 mod types;

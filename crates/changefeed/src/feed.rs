@@ -1,0 +1,684 @@
+//! The reader: one poller per [`Feed`], fanning out to subscriptions.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use db_core::{Client, Executor, Pool};
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, JsonRow, LogRow, Spec};
+use crate::filter::Filter;
+use crate::schema::{self, FeedInfo, Names, Retention};
+
+/// Log rows read per statement by the poller and by catching-up subscribers.
+const BATCH: i64 = 500;
+/// On PGlite (which has no autovacuum), vacuum the log after this many
+/// offsets were assigned: every assignment leaves a dead row version, and a
+/// bloated log slows writers and readers alike.
+const VACUUM_EVERY: u64 = 2_000;
+/// Attempts at a snapshot that conflicts with a concurrent reader.
+const SNAPSHOT_ATTEMPTS: u32 = 20;
+
+/// How a [`Feed`] reads and keeps the log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Poll this often even without a notification (a lost notification
+    /// only delays delivery by this much).
+    pub poll_interval: Duration,
+    /// Events buffered per subscription before it is dropped with
+    /// [`Error::Lagged`].
+    pub subscriber_buffer: usize,
+    /// What the poller prunes from the log.
+    pub retention: Retention,
+    /// How often the poller prunes (when `retention` limits anything).
+    pub prune_interval: Duration,
+    /// The schema of the feed's tables and of the watched tables; the
+    /// connection's `current_schema()` when `None`.
+    pub schema: Option<String>,
+    /// After a nudge, wait this long for more before reading, so that a
+    /// stream of small commits costs one read per interval rather than one
+    /// per commit (writers share the backend with the reader on PGlite).
+    /// Zero by default: a tokio sleep costs about 1-2 ms of latency.
+    pub coalesce: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            poll_interval: Duration::from_millis(250),
+            subscriber_buffer: 1024,
+            retention: Retention::unlimited(),
+            prune_interval: Duration::from_secs(60),
+            schema: None,
+            coalesce: Duration::ZERO,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: poll every 250 ms, buffer 1024 events per subscriber,
+    /// keep the whole log.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Sets [`Options::poll_interval`].
+    pub fn poll_interval(mut self, every: Duration) -> Options {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Sets [`Options::subscriber_buffer`].
+    pub fn subscriber_buffer(mut self, events: usize) -> Options {
+        self.subscriber_buffer = events.max(1);
+        self
+    }
+
+    /// Sets [`Options::retention`].
+    pub fn retention(mut self, retention: Retention) -> Options {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets [`Options::prune_interval`].
+    pub fn prune_interval(mut self, every: Duration) -> Options {
+        self.prune_interval = every;
+        self
+    }
+
+    /// Sets [`Options::coalesce`].
+    pub fn coalesce(mut self, wait: Duration) -> Options {
+        self.coalesce = wait;
+        self
+    }
+
+    /// Sets [`Options::schema`].
+    pub fn schema(mut self, schema: impl Into<String>) -> Options {
+        self.schema = Some(schema.into());
+        self
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Start {
+    /// With the changes assigned offsets after the subscription was made.
+    Now,
+    /// With the matching rows as they are ([`Event::SnapshotRow`]), then
+    /// [`Event::SnapshotEnd`], then every later change: nothing missed,
+    /// nothing twice.
+    Snapshot,
+    /// With the changes after this offset; [`Error::ResyncRequired`] if
+    /// some were pruned.
+    AfterOffset(i64),
+}
+
+/// What a subscription asks for: a table, optionally some columns and a
+/// filter.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Query {
+    /// The table.
+    pub table: String,
+    /// The columns wanted (the key columns are always included); all when
+    /// `None`.
+    pub columns: Option<Vec<String>>,
+    /// Only rows matching this; all when `None`.
+    pub filter: Option<Filter>,
+}
+
+impl Query {
+    /// Every column of every row of `table`.
+    pub fn table(table: impl Into<String>) -> Query {
+        Query {
+            table: table.into(),
+            columns: None,
+            filter: None,
+        }
+    }
+
+    /// Only these columns (and the key).
+    pub fn columns<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Query {
+        self.columns = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Only rows matching `filter`.
+    pub fn filter(mut self, filter: Filter) -> Query {
+        self.filter = Some(filter);
+        self
+    }
+}
+
+struct SubShared {
+    terminal: Mutex<Option<Error>>,
+    live: AtomicBool,
+}
+
+impl SubShared {
+    /// Records why the subscription ends; its sender is dropped right after.
+    fn end(&self, error: Error) {
+        let mut t = self.terminal.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.is_none() {
+            *t = Some(error);
+        }
+    }
+}
+
+/// A live subscription registered with the poller.
+struct Live {
+    spec: Arc<Spec>,
+    /// Every event up to this offset has been queued.
+    cursor: i64,
+    sender: mpsc::Sender<Event>,
+    shared: Arc<SubShared>,
+}
+
+struct Hub {
+    /// The offset through which the poller has fanned out.
+    last: i64,
+    subs: Vec<Live>,
+    closed: bool,
+}
+
+struct Inner<P: Pool> {
+    pool: P,
+    names: Names,
+    options: Options,
+    hub: Mutex<Hub>,
+    stopped: AtomicBool,
+}
+
+impl<P: Pool> Inner<P> {
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A change-feed reader on one pool: one poller task that reads the change
+/// log and fans it out to every [`Subscription`] made through it.
+///
+/// Make one per process (and backend) and share it; dropping it (or
+/// [`Feed::close`]) stops the poller and ends the subscriptions with
+/// [`Error::Closed`].
+pub struct Feed<P: Pool> {
+    inner: Arc<Inner<P>>,
+    poller: JoinHandle<()>,
+}
+
+impl<P: Pool> std::fmt::Debug for Feed<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("schema", &self.inner.names.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Pool> Feed<P> {
+    /// Creates the feed's tables if needed, listens for nudges and starts
+    /// the poller. Must be called within a Tokio runtime.
+    pub async fn start(pool: P, options: Options) -> Result<Feed<P>> {
+        let schema = match &options.schema {
+            Some(s) => s.clone(),
+            None => schema::current_schema(&pool).await?,
+        };
+        let names = Names::new(&schema);
+        schema::ensure_base(&pool, &names).await?;
+        let stream = pool.listen(schema::CHANNEL).await?;
+        schema::stamp_pool(&pool, &names).await?;
+        let (last, _) = schema::positions(&pool, &names).await?;
+        let inner = Arc::new(Inner {
+            pool,
+            names,
+            options,
+            hub: Mutex::new(Hub {
+                last,
+                subs: Vec::new(),
+                closed: false,
+            }),
+            stopped: AtomicBool::new(false),
+        });
+        let poller = tokio::spawn(run(Arc::clone(&inner), stream));
+        Ok(Feed { inner, poller })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &P {
+        &self.inner.pool
+    }
+
+    /// Enables a feed on `table` (in the feed's schema): installs the shared
+    /// trigger function once and the trigger on the table once; enabling
+    /// again changes nothing. Returns the table's key columns.
+    pub async fn enable(&self, table: &str) -> Result<Vec<String>> {
+        schema::enable(&self.inner.pool, &self.inner.names, table).await
+    }
+
+    /// Disables the feed on `table`: removes its trigger, and the trigger
+    /// function when no feed is left. Its changes stay in the log until
+    /// pruned. Returns whether a feed was enabled.
+    pub async fn disable(&self, table: &str) -> Result<bool> {
+        schema::disable(&self.inner.pool, &self.inner.names, table).await
+    }
+
+    /// The enabled feeds with their retained offsets and log size.
+    pub async fn list(&self) -> Result<Vec<FeedInfo>> {
+        schema::list(&self.inner.pool, &self.inner.names).await
+    }
+
+    /// Prunes the log now as [`Options::retention`] allows; returns the
+    /// number of changes removed.
+    pub async fn prune(&self) -> Result<u64> {
+        self.prune_with(self.inner.options.retention).await
+    }
+
+    /// Prunes the log now as `retention` allows.
+    pub async fn prune_with(&self, retention: Retention) -> Result<u64> {
+        schema::prune(&self.inner.pool, &self.inner.names, retention).await
+    }
+
+    /// `(last offset assigned, offsets pruned through)`: a subscription can
+    /// resume after any offset at or above the second.
+    pub async fn positions(&self) -> Result<(i64, i64)> {
+        schema::stamp_pool(&self.inner.pool, &self.inner.names).await?;
+        schema::positions(&self.inner.pool, &self.inner.names).await
+    }
+
+    /// Subscribes to the changes of `query.table`, which needs an enabled
+    /// feed ([`Error::NotEnabled`] otherwise).
+    pub async fn subscribe(&self, query: Query, start: Start) -> Result<Subscription> {
+        let inner = &self.inner;
+        if inner.hub().closed {
+            return Err(Error::Closed);
+        }
+        let key_columns = schema::feed_keys(&inner.pool, &inner.names, &query.table).await?;
+        let spec = Arc::new(Spec {
+            table: query.table,
+            columns: query.columns,
+            filter: query.filter,
+            key_columns,
+        });
+        let (cursor, snapshot) = match start {
+            Start::Now => {
+                schema::stamp_pool(&inner.pool, &inner.names).await?;
+                (schema::positions(&inner.pool, &inner.names).await?.0, None)
+            }
+            Start::AfterOffset(offset) => {
+                let (_, pruned) = schema::positions(&inner.pool, &inner.names).await?;
+                if pruned > offset {
+                    return Err(Error::ResyncRequired {
+                        pruned_before: pruned + 1,
+                    });
+                }
+                (offset, None)
+            }
+            Start::Snapshot => {
+                let (offset, rows) = self.snapshot(&spec).await?;
+                (offset, Some(rows))
+            }
+        };
+        let (sender, receiver) = mpsc::channel(inner.options.subscriber_buffer);
+        let shared = Arc::new(SubShared {
+            terminal: Mutex::new(None),
+            live: AtomicBool::new(false),
+        });
+        let task = tokio::spawn(join(
+            Arc::clone(inner),
+            Arc::clone(&spec),
+            cursor,
+            snapshot,
+            sender,
+            Arc::clone(&shared),
+        ));
+        Ok(Subscription {
+            receiver,
+            shared,
+            task,
+            last_offset: cursor,
+        })
+    }
+
+    /// The matching rows and the offset they are consistent with, read in
+    /// one REPEATABLE READ transaction that also assigns offsets to every
+    /// change it sees: so the changes it contains are exactly those at or
+    /// below the offset.
+    async fn snapshot(&self, spec: &Spec) -> Result<(i64, Vec<JsonRow>)> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_snapshot(spec).await {
+                Err(Error::Db(e))
+                    if attempt < SNAPSHOT_ATTEMPTS
+                        && e.code().is_some_and(|c| c.code() == "40001") =>
+                {
+                    tracing::debug!(target: "changefeed", table = spec.table, "snapshot conflicted with a concurrent reader; retrying");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_snapshot(&self, spec: &Spec) -> Result<(i64, Vec<JsonRow>)> {
+        let names = &self.inner.names;
+        let mut client = self.inner.pool.acquire().await?;
+        let mut tx = client.begin().await?;
+        tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await?;
+        schema::stamp(&mut tx, names).await?;
+        let offset = tx
+            .query_one(&format!("SELECT last_pos FROM {}", names.state), &[])
+            .await?
+            .try_get::<i64, _>(0)?;
+        let rows = tx
+            .query(
+                &format!("SELECT to_jsonb(t) FROM {} t", names.table(&spec.table)),
+                &[],
+            )
+            .await?;
+        tx.commit().await?;
+        drop(client);
+        let mut out = Vec::new();
+        for r in rows {
+            match r.try_get::<Json, _>(0)? {
+                Json::Object(m) => out.extend(spec.snapshot_row(&m)),
+                other => return Err(Error::Corrupt(format!("row image {other}"))),
+            }
+        }
+        Ok((offset, out))
+    }
+
+    /// Stops the poller and ends every subscription with [`Error::Closed`].
+    pub fn close(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        self.poller.abort();
+        close_all(&self.inner, || Error::Closed);
+    }
+}
+
+impl<P: Pool> Drop for Feed<P> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn close_all<P: Pool>(inner: &Inner<P>, error: impl Fn() -> Error) {
+    let mut hub = inner.hub();
+    hub.closed = true;
+    for live in hub.subs.drain(..) {
+        live.shared.end(error());
+    }
+}
+
+/// The events of one subscription.
+///
+/// Events arrive in offset order. After an error from [`Subscription::recv`]
+/// the subscription is over; [`Error::Lagged`] and the offsets of the
+/// events say where to resume.
+pub struct Subscription {
+    receiver: mpsc::Receiver<Event>,
+    shared: Arc<SubShared>,
+    task: JoinHandle<()>,
+    last_offset: i64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("last_offset", &self.last_offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The next event. Once it returns an error the subscription is over.
+    ///
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn recv(&mut self) -> Result<Event> {
+        match self.receiver.recv().await {
+            Some(event) => {
+                if let Some(offset) = event.offset() {
+                    self.last_offset = offset;
+                }
+                Ok(event)
+            }
+            None => Err(self
+                .shared
+                .terminal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .unwrap_or(Error::Closed)),
+        }
+    }
+
+    /// Whether the subscription has caught up with the feed's poller (after
+    /// its snapshot and any backlog, which it reads with backpressure) and is
+    /// now fed by it, so that falling behind ends it with [`Error::Lagged`].
+    pub fn is_live(&self) -> bool {
+        self.shared.live.load(Ordering::Acquire)
+    }
+
+    /// The offset of the last event received (or where the subscription
+    /// started).
+    pub fn last_offset(&self) -> i64 {
+        self.last_offset
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Delivers the snapshot, catches up from `cursor` by reading the log
+/// itself (with backpressure), then hands the subscription to the poller.
+async fn join<P: Pool>(
+    inner: Arc<Inner<P>>,
+    spec: Arc<Spec>,
+    mut cursor: i64,
+    snapshot: Option<Vec<JsonRow>>,
+    sender: mpsc::Sender<Event>,
+    shared: Arc<SubShared>,
+) {
+    if let Some(rows) = snapshot {
+        for row in rows {
+            if sender.send(Event::SnapshotRow { row }).await.is_err() {
+                return;
+            }
+        }
+        if sender
+            .send(Event::SnapshotEnd { offset: cursor })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let mut events = Vec::new();
+    loop {
+        {
+            let mut hub = inner.hub();
+            if hub.closed {
+                shared.end(Error::Closed);
+                return;
+            }
+            if cursor >= hub.last {
+                shared.live.store(true, Ordering::Release);
+                hub.subs.push(Live {
+                    spec,
+                    cursor,
+                    sender,
+                    shared,
+                });
+                return;
+            }
+        }
+        let batch =
+            match schema::read(&inner.pool, &inner.names, cursor, Some(&spec.table), BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    shared.end(e);
+                    return;
+                }
+            };
+        if batch.pruned_through > cursor {
+            shared.end(Error::ResyncRequired {
+                pruned_before: batch.pruned_through + 1,
+            });
+            return;
+        }
+        for row in &batch.rows {
+            events.clear();
+            spec.events(row, &mut events);
+            for event in events.drain(..) {
+                if sender.send(event).await.is_err() {
+                    return;
+                }
+            }
+        }
+        cursor = batch.through;
+    }
+}
+
+/// The poller: reads on every nudge and every `poll_interval`.
+async fn run<P: Pool>(inner: Arc<Inner<P>>, mut stream: db_core::NotificationStream) {
+    let mut last_prune = Instant::now();
+    let mut failures = 0u32;
+    let mut stamped_since_vacuum = 0u64;
+    let embedded = inner.pool.backend() == db_core::BackendKind::Pglite;
+    loop {
+        if inner.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        match poll(&inner).await {
+            Ok(stamped) => {
+                failures = 0;
+                stamped_since_vacuum += stamped;
+                if embedded && stamped_since_vacuum >= VACUUM_EVERY {
+                    stamped_since_vacuum = 0;
+                    let sql = format!("VACUUM {}", inner.names.log);
+                    if let Err(e) = inner.pool.batch_execute(&sql).await {
+                        tracing::warn!(target: "changefeed", error = %e, "vacuuming the change log failed");
+                    }
+                }
+            }
+            Err(Error::Db(db_core::Error::Closed)) | Err(Error::Closed) => {
+                close_all(&inner, || Error::Closed);
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(target: "changefeed", error = %e, failures, "reading the change log failed; retrying");
+            }
+        }
+        let retention = inner.options.retention;
+        if (retention.max_age.is_some() || retention.max_rows.is_some())
+            && last_prune.elapsed() >= inner.options.prune_interval
+        {
+            last_prune = Instant::now();
+            if let Err(e) = schema::prune(&inner.pool, &inner.names, retention).await {
+                tracing::warn!(target: "changefeed", error = %e, "pruning the change log failed");
+            }
+        }
+        let pause = if failures > 0 {
+            inner.options.poll_interval * failures.min(20)
+        } else {
+            inner.options.poll_interval
+        };
+        tokio::select! {
+            event = stream.recv() => match event {
+                Ok(_) => {
+                    // Coalesce: one read covers every nudge of the interval.
+                    if !inner.options.coalesce.is_zero() {
+                        tokio::time::sleep(inner.options.coalesce).await;
+                    }
+                    while let Ok(Some(_)) = stream.try_recv() {}
+                }
+                Err(_) => {
+                    close_all(&inner, || Error::Closed);
+                    return;
+                }
+            },
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Assigns offsets to newly committed changes and fans out everything after
+/// the poller's position. Returns how many offsets it assigned.
+async fn poll<P: Pool>(inner: &Inner<P>) -> Result<u64> {
+    let stamped = schema::stamp_pool(&inner.pool, &inner.names).await?;
+    loop {
+        let (after, idle) = {
+            let hub = inner.hub();
+            (hub.last, hub.subs.is_empty())
+        };
+        if idle {
+            let (last_pos, _) = schema::positions(&inner.pool, &inner.names).await?;
+            let mut hub = inner.hub();
+            // Skipping ahead is only right while nobody would miss it.
+            if hub.subs.is_empty() {
+                hub.last = hub.last.max(last_pos);
+                return Ok(stamped);
+            }
+            continue;
+        }
+        let batch = schema::read(&inner.pool, &inner.names, after, None, BATCH).await?;
+        let full = batch.rows.len() as i64 >= BATCH;
+        fan_out(
+            &mut inner.hub(),
+            &batch.rows,
+            batch.pruned_through,
+            batch.through,
+        );
+        if !full {
+            return Ok(stamped);
+        }
+    }
+}
+
+fn fan_out(hub: &mut Hub, rows: &[LogRow], pruned_through: i64, through: i64) {
+    let mut events = Vec::new();
+    hub.subs.retain_mut(|live| {
+        if pruned_through > live.cursor {
+            live.shared.end(Error::ResyncRequired {
+                pruned_before: pruned_through + 1,
+            });
+            return false;
+        }
+        for row in rows {
+            if row.pos <= live.cursor {
+                continue;
+            }
+            events.clear();
+            live.spec.events(row, &mut events);
+            if !events.is_empty() {
+                // All of one change's events or none, so that the resume
+                // offset is exact.
+                if live.sender.capacity() < events.len() {
+                    live.shared.end(Error::Lagged {
+                        last_offset: live.cursor,
+                    });
+                    return false;
+                }
+                for event in events.drain(..) {
+                    if live.sender.try_send(event).is_err() {
+                        return false;
+                    }
+                }
+            }
+            live.cursor = row.pos;
+        }
+        live.cursor = live.cursor.max(through);
+        !live.sender.is_closed()
+    });
+    hub.last = hub.last.max(through);
+}

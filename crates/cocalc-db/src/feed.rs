@@ -1,0 +1,264 @@
+//! `cocalc-db feed enable|disable|list` and `cocalc-db watch`.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use changefeed::{Event, Feed, Filter, Options, Query, Start};
+use clap::{Args, Subcommand};
+use db::{AnyPool, Pool};
+use serde_json::{Map, Value as Json};
+
+use crate::config::{self, DbArgs};
+use crate::output;
+
+/// `cocalc-db feed ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum FeedCommand {
+    /// Enable a change feed on a table (installs its trigger once).
+    Enable {
+        /// The table.
+        table: String,
+    },
+    /// Disable the change feed on a table (removes its trigger).
+    Disable {
+        /// The table.
+        table: String,
+    },
+    /// List the enabled feeds with their retained offsets and log size.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `cocalc-db watch`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WatchArgs {
+    /// The table (a feed must be enabled on it).
+    pub(crate) table: String,
+    /// Only these columns (comma-separated; the key is always included).
+    #[arg(long, value_name = "A,B")]
+    pub(crate) columns: Option<String>,
+    /// Only rows matching this filter, e.g. "owner = 'ada' AND n >= 3".
+    #[arg(long = "where", value_name = "EXPR")]
+    pub(crate) filter: Option<String>,
+    /// Where to start: now, snapshot, or an offset to continue after.
+    #[arg(long, default_value = "now", value_name = "now|snapshot|OFFSET")]
+    pub(crate) from: String,
+}
+
+async fn open(db: &DbArgs, command: &str) -> Result<Feed<AnyPool>, ExitCode> {
+    let config = config::from_process(db)
+        .map_err(|e| output::fail(command, &format!("configuration: {e}")))?;
+    let pool = AnyPool::connect(&config)
+        .await
+        .map_err(|e| output::fail(command, &format!("open: {}", output::error_chain(&e))))?;
+    match Feed::start(pool.clone(), Options::new()).await {
+        Ok(feed) => Ok(feed),
+        Err(e) => {
+            pool.close().await;
+            Err(output::fail(command, &output::error_chain(&e)))
+        }
+    }
+}
+
+async fn finish(feed: Feed<AnyPool>) {
+    let pool = feed.pool().clone();
+    drop(feed);
+    pool.close().await;
+}
+
+/// Runs `cocalc-db feed ...`.
+pub(crate) async fn run_feed(db: &DbArgs, command: &FeedCommand) -> ExitCode {
+    let feed = match open(db, "feed").await {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let result = match command {
+        FeedCommand::Enable { table } => feed.enable(table).await.map(|keys| {
+            format!(
+                "enabled a change feed on {table} (key: {})\n",
+                keys.join(", ")
+            )
+        }),
+        FeedCommand::Disable { table } => feed.disable(table).await.map(|was| {
+            if was {
+                format!("disabled the change feed on {table}\n")
+            } else {
+                format!("no change feed was enabled on {table}\n")
+            }
+        }),
+        FeedCommand::List { json } => feed.list().await.map(|feeds| {
+            if *json {
+                let mut text = serde_json::to_string_pretty(&feeds).unwrap_or_default();
+                text.push('\n');
+                text
+            } else if feeds.is_empty() {
+                "no change feeds\n".to_owned()
+            } else {
+                let mut out =
+                    String::from("table\tkey\tfirst offset\tlast offset\tlog rows\tlog bytes\n");
+                let opt = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
+                for f in feeds {
+                    out.push_str(&format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\n",
+                        f.table,
+                        f.key_columns.join(","),
+                        opt(f.first_offset),
+                        opt(f.last_offset),
+                        f.log_rows,
+                        f.log_bytes
+                    ));
+                }
+                out
+            }
+        }),
+    };
+    finish(feed).await;
+    match result {
+        Ok(text) => output::print("feed", &text),
+        Err(e) => output::fail("feed", &output::error_chain(&e)),
+    }
+}
+
+/// One event as one JSON object: its kind, offset and the row's columns
+/// (the event's own keys win over columns of the same name).
+pub(crate) fn event_json(event: &Event) -> Json {
+    let mut out = Map::new();
+    let (kind, offset, row) = match event {
+        Event::Insert { offset, row } => ("insert", Some(*offset), Some(row)),
+        Event::Update {
+            offset,
+            row,
+            changed,
+            old,
+        } => {
+            out.insert("changed".into(), Json::from(changed.clone()));
+            out.insert("old".into(), Json::Object(old.clone()));
+            ("update", Some(*offset), Some(row))
+        }
+        Event::Delete { offset, key } => ("delete", Some(*offset), Some(key)),
+        Event::SnapshotRow { row } => ("snapshot_row", None, Some(row)),
+        Event::SnapshotEnd { offset } => ("snapshot_end", Some(*offset), None),
+        _ => ("unknown", event.offset(), None),
+    };
+    out.insert("kind".into(), Json::from(kind));
+    if let Some(offset) = offset {
+        out.insert("offset".into(), Json::from(offset));
+    }
+    for (k, v) in row.into_iter().flatten() {
+        if !out.contains_key(k) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Json::Object(out)
+}
+
+fn parse_start(from: &str) -> Result<Start, String> {
+    match from {
+        "now" => Ok(Start::Now),
+        "snapshot" => Ok(Start::Snapshot),
+        n => n
+            .parse::<i64>()
+            .map(Start::AfterOffset)
+            .map_err(|_| format!("--from {n:?}: expected now, snapshot or an offset")),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs `cocalc-db watch`: prints one JSON object per event, flushed, until
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn run_watch(db: &DbArgs, args: &WatchArgs) -> ExitCode {
+    let start = match parse_start(&args.from) {
+        Ok(s) => s,
+        Err(e) => return output::fail("watch", &e),
+    };
+    let mut query = Query::table(args.table.clone());
+    if let Some(columns) = &args.columns {
+        query = query.columns(columns.split(',').map(str::trim).filter(|c| !c.is_empty()));
+    }
+    if let Some(filter) = &args.filter {
+        match filter.parse::<Filter>() {
+            Ok(f) => query = query.filter(f),
+            Err(e) => return output::fail("watch", &e.to_string()),
+        }
+    }
+    let feed = match open(db, "watch").await {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let mut sub = match feed.subscribe(query, start).await {
+        Ok(s) => s,
+        Err(e) => {
+            finish(feed).await;
+            return output::fail("watch", &output::error_chain(&e));
+        }
+    };
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let code = loop {
+        let event = tokio::select! {
+            () = &mut stop => break ExitCode::SUCCESS,
+            event = sub.recv() => event,
+        };
+        match event {
+            Ok(event) => {
+                let mut out = io::stdout().lock();
+                let line = event_json(&event).to_string();
+                match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break ExitCode::SUCCESS,
+                    Err(e) => break output::fail("watch", &format!("writing the output: {e}")),
+                }
+            }
+            Err(e) => break output::fail("watch", &output::error_chain(&e)),
+        }
+    };
+    drop(sub);
+    finish(feed).await;
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn events_print_kind_offset_and_columns() {
+        let row = match json!({"id": 1, "kind": "x"}) {
+            Json::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let e = Event::Insert { offset: 7, row };
+        assert_eq!(
+            event_json(&e),
+            json!({"kind": "insert", "offset": 7, "id": 1})
+        );
+        assert!(matches!(parse_start("12"), Ok(Start::AfterOffset(12))));
+        assert!(parse_start("later").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! `cocalc-db schema ...`: plan, sync and introspect with schema-sync.
+//!
+//! - `schema plan --spec FILE` prints the plan; exits 0 when there is nothing
+//!   to do, 2 when changes are pending, 1 on error.
+//! - `schema sync --spec FILE [--allow-destructive] [--dry-run]` applies it.
+//! - `schema introspect [--format json|toml]` prints the live schema as a spec.
+//!
+//! A spec file ending in `.toml` is read as TOML, anything else as JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use db::{AnyPool, Pool};
+use schema_sync::{Options, Schema};
+
+use crate::config::{self, DbArgs};
+use crate::output;
+
+/// The `schema` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum SchemaCommand {
+    /// Print the plan that would make the database match the spec. Exit
+    /// status: 0 nothing to do, 2 changes pending, 1 error.
+    Plan(SpecArgs),
+    /// Make the database match the spec.
+    Sync(SyncArgs),
+    /// Print the live `public` schema as a spec.
+    Introspect(IntrospectArgs),
+}
+
+/// `--spec FILE`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SpecArgs {
+    /// The spec file (`.toml` for TOML, otherwise JSON).
+    #[arg(long)]
+    pub(crate) spec: PathBuf,
+}
+
+/// Arguments of `schema sync`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SyncArgs {
+    /// The spec.
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    /// Drop columns and tables the spec does not declare, and allow narrowing
+    /// type changes.
+    #[arg(long)]
+    pub(crate) allow_destructive: bool,
+    /// Print the plan and check its hazards, change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+/// Output formats of `schema introspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// JSON (the interchange format).
+    Json,
+    /// TOML.
+    Toml,
+}
+
+/// Arguments of `schema introspect`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct IntrospectArgs {
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub(crate) format: Format,
+}
+
+fn read_spec(path: &Path) -> Result<Schema, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "toml") {
+        Schema::from_toml(&text)
+    } else {
+        Schema::from_json(&text)
+    };
+    parsed.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn open(db: &DbArgs, name: &str) -> Result<AnyPool, ExitCode> {
+    let config =
+        config::from_process(db).map_err(|e| output::fail(name, &format!("configuration: {e}")))?;
+    AnyPool::connect(&config)
+        .await
+        .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))
+}
+
+/// Runs a `schema` subcommand.
+pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
+    let name = match command {
+        SchemaCommand::Plan(_) => "schema plan",
+        SchemaCommand::Sync(_) => "schema sync",
+        SchemaCommand::Introspect(_) => "schema introspect",
+    };
+    let spec = match command {
+        SchemaCommand::Plan(a) => Some(&a.spec),
+        SchemaCommand::Sync(a) => Some(&a.spec.spec),
+        SchemaCommand::Introspect(_) => None,
+    };
+    let spec = match spec.map(|p| read_spec(p)).transpose() {
+        Ok(s) => s,
+        Err(e) => return output::fail(name, &e),
+    };
+    let pool = match open(db, name).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let code = match (command, spec) {
+        (SchemaCommand::Plan(_), Some(spec)) => {
+            match schema_sync::plan(&pool, &spec, &Options::new()).await {
+                Ok(plan) => {
+                    let code = output::print(name, &plan.to_string());
+                    if code != ExitCode::SUCCESS || plan.is_empty() {
+                        code
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => output::fail(name, &output::error_chain(&e)),
+            }
+        }
+        (SchemaCommand::Sync(args), Some(spec)) => {
+            let options = Options::new()
+                .allow_destructive(args.allow_destructive)
+                .dry_run(args.dry_run);
+            match schema_sync::sync(&pool, &spec, &options).await {
+                Ok(report) => {
+                    let verb = if report.applied {
+                        "applied"
+                    } else if args.dry_run {
+                        "would apply (dry run)"
+                    } else {
+                        "nothing to apply"
+                    };
+                    let mut text = report.plan.to_string();
+                    text.push_str(&format!(
+                        "-- {verb}: {} change(s)\n",
+                        report.plan.changes.len()
+                    ));
+                    output::print(name, &text)
+                }
+                Err(e) => output::fail(name, &output::error_chain(&e)),
+            }
+        }
+        (SchemaCommand::Introspect(args), _) => {
+            let live = pool.acquire().await.map_err(schema_sync::SyncError::from);
+            let live = match live {
+                Ok(mut client) => {
+                    // One more pass through the server reaches the fixed point
+                    // of its deparser (IN checks on varchar columns print
+                    // differently after a re-parse), so that syncing this
+                    // output into an empty database introspects identically.
+                    match schema_sync::introspect(&mut client, schema_sync::NAMESPACE).await {
+                        Ok(live) => schema_sync::canonicalize(&mut client, &live.schema).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match live {
+                Ok(live) => {
+                    let text = match args.format {
+                        Format::Json => live.to_json().map(|t| t + "\n"),
+                        Format::Toml => live.to_toml(),
+                    };
+                    match text {
+                        Ok(t) => output::print(name, &t),
+                        Err(e) => output::fail(name, &e.to_string()),
+                    }
+                }
+                Err(e) => output::fail(name, &output::error_chain(&e)),
+            }
+        }
+        _ => output::fail(name, "internal error: missing spec"),
+    };
+    pool.close().await;
+    code
+}

@@ -1,0 +1,601 @@
+//! Planning against a live database, and applying plans.
+
+use std::time::Duration;
+
+use db_core::{BackendKind, Client, DbError, Executor, Pool, Value, quote_ident};
+use sha2::{Digest, Sha256};
+
+use crate::ddl::{create_index, create_table};
+use crate::introspect::{LiveSchema, introspect};
+use crate::plan::{
+    Change, ChangeKind, DiffOptions, Drift, DriftKind, HazardKind, Plan, diff_rendered,
+};
+use crate::spec::{Schema, Table};
+use crate::validate::{ValidationErrors, validate};
+
+/// The advisory lock key that serializes schema syncs (`"schemasy"`).
+pub const LOCK_KEY: i64 = 0x7363_6865_6d61_7379;
+
+/// The namespace schema-sync manages.
+pub const NAMESPACE: &str = "public";
+
+const FORMAT: &str = "schema-sync/1";
+
+/// Everything that can go wrong planning or applying.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The spec failed validation; nothing was sent to the server.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    /// The server rejected part of the spec (a type, default, check or
+    /// index expression) while canonicalizing or creating it.
+    #[error("table {table:?}{}: the server rejected the spec: {source}", rejected_where(.column, .index))]
+    Rejected {
+        /// The table.
+        table: String,
+        /// The column, when the server's error position points into one.
+        column: Option<String>,
+        /// The index, when an index definition was rejected.
+        index: Option<String>,
+        /// The server's error.
+        #[source]
+        source: Box<db_core::Error>,
+    },
+    /// Rows would violate a NOT NULL the spec asks for, and no
+    /// `null_backfill` was given.
+    #[error(
+        "table {table:?}, column {column:?}: cannot set NOT NULL, {count} row(s) are NULL; \
+         give the column a null_backfill expression or fix the rows"
+    )]
+    NullRows {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// How many rows are NULL.
+        count: i64,
+    },
+    /// The plan has destructive changes and `allow_destructive` is off.
+    #[error("the plan has destructive changes and allow_destructive is off:\n{0}")]
+    HazardsNotAllowed(String),
+    /// A change failed on the server; the transaction was rolled back.
+    #[error("applying `{change}` failed: {source}")]
+    ApplyFailed {
+        /// The change's description and SQL.
+        change: String,
+        /// The server's error.
+        #[source]
+        source: Box<db_core::Error>,
+    },
+    /// After applying, the database still differs from the spec (a bug in
+    /// schema-sync); the transaction was rolled back.
+    #[error("the database did not converge; remaining plan:\n{0}")]
+    NotConverged(String),
+    /// A concurrently built index ended up invalid and was dropped.
+    #[error("concurrent build of index {0:?} failed and left an invalid index (dropped)")]
+    InvalidIndex(String),
+    /// The catalog returned something unexpected.
+    #[error("unexpected catalog contents: {0}")]
+    Catalog(String),
+    /// The cached canonical schema could not be read or written.
+    #[error("schema-sync bookkeeping: {0}")]
+    Cache(#[from] serde_json::Error),
+    /// Any other database error.
+    #[error(transparent)]
+    Db(#[from] db_core::Error),
+}
+
+fn rejected_where(column: &Option<String>, index: &Option<String>) -> String {
+    match (column, index) {
+        (Some(c), _) => format!(", column {c:?}"),
+        (None, Some(i)) => format!(", index {i:?}"),
+        _ => String::new(),
+    }
+}
+
+/// How [`sync`] and [`plan`] behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Drop columns and tables the spec does not declare, and allow
+    /// narrowing type changes (hazard `DESTRUCTIVE`).
+    pub allow_destructive: bool,
+    /// On PostgreSQL, build indexes on existing tables with `CREATE INDEX
+    /// CONCURRENTLY` outside the transaction (ignored on PGlite).
+    pub concurrent_indexes: bool,
+    /// `SET LOCAL lock_timeout` inside the apply transaction (PostgreSQL).
+    pub lock_timeout: Option<Duration>,
+    /// `SET LOCAL statement_timeout` inside the apply transaction (PostgreSQL).
+    pub statement_timeout: Option<Duration>,
+    /// How long to wait for another sync to finish (the advisory lock).
+    pub lock_wait: Duration,
+    /// Plan, check hazards, but change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            allow_destructive: false,
+            concurrent_indexes: false,
+            lock_timeout: None,
+            statement_timeout: None,
+            lock_wait: Duration::from_secs(120),
+            dry_run: false,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults.
+    pub fn new() -> Self {
+        Options::default()
+    }
+
+    /// Sets [`Options::allow_destructive`].
+    #[must_use]
+    pub fn allow_destructive(mut self, yes: bool) -> Self {
+        self.allow_destructive = yes;
+        self
+    }
+
+    /// Sets [`Options::concurrent_indexes`].
+    #[must_use]
+    pub fn concurrent_indexes(mut self, yes: bool) -> Self {
+        self.concurrent_indexes = yes;
+        self
+    }
+
+    /// Sets [`Options::lock_timeout`].
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`Options::statement_timeout`].
+    #[must_use]
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`Options::lock_wait`].
+    #[must_use]
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Sets [`Options::dry_run`].
+    #[must_use]
+    pub fn dry_run(mut self, yes: bool) -> Self {
+        self.dry_run = yes;
+        self
+    }
+
+    fn diff_options(&self, backend: BackendKind) -> DiffOptions {
+        DiffOptions::new()
+            .allow_destructive(self.allow_destructive)
+            .concurrent_indexes(self.concurrent_indexes && backend == BackendKind::Postgres)
+    }
+}
+
+/// What [`sync`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// The plan that was applied (or, for a dry run, would be).
+    pub plan: Plan,
+    /// Whether anything was written.
+    pub applied: bool,
+    /// Whether the cached canonical spec was used (no canonicalization).
+    pub cache_hit: bool,
+}
+
+struct Prepared {
+    live: LiveSchema,
+    desired: Schema,
+    plan: Plan,
+    spec_hash: String,
+    server_version: String,
+    cache_hit: bool,
+}
+
+fn sha256(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+async fn read_state<E: Executor>(
+    ex: &mut E,
+) -> Result<(String, Option<(String, String)>), SyncError> {
+    let row = ex
+        .query_one(
+            "SELECT current_setting('server_version'), to_regclass('schema_sync.state') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    let version: String = row.try_get(0)?;
+    let exists: bool = row.try_get(1)?;
+    if !exists {
+        return Ok((version, None));
+    }
+    let row = ex
+        .query_opt(
+            "SELECT spec_hash, canonical FROM schema_sync.state WHERE id = 1",
+            &[],
+        )
+        .await?;
+    let state = match row {
+        Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+        None => None,
+    };
+    Ok((version, state))
+}
+
+async fn write_state<E: Executor>(
+    ex: &mut E,
+    prepared: &Prepared,
+    canonical: &Schema,
+    live: &Schema,
+) -> Result<(), SyncError> {
+    ex.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS schema_sync;
+         CREATE TABLE IF NOT EXISTS schema_sync.state (
+             id integer PRIMARY KEY,
+             spec_hash text NOT NULL,
+             live_hash text NOT NULL,
+             server_version text NOT NULL,
+             canonical text NOT NULL,
+             updated_at timestamp with time zone NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let canonical = serde_json::to_string(canonical)?;
+    let live_hash = sha256(&[&serde_json::to_string(live)?]);
+    ex.execute(
+        "INSERT INTO schema_sync.state (id, spec_hash, live_hash, server_version, canonical)
+         VALUES (1, $1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET spec_hash = EXCLUDED.spec_hash,
+             live_hash = EXCLUDED.live_hash, server_version = EXCLUDED.server_version,
+             canonical = EXCLUDED.canonical, updated_at = now()",
+        &[
+            Value::Text(prepared.spec_hash.clone()),
+            Value::Text(live_hash),
+            Value::Text(prepared.server_version.clone()),
+            Value::Text(canonical),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}_{nanos}", std::process::id())
+}
+
+fn rejected(table: &Table, ranges: &[(usize, usize, String)], source: db_core::Error) -> SyncError {
+    let column = source.as_db_error().and_then(|e: &DbError| {
+        e.column.clone().or_else(|| {
+            let p = usize::try_from(e.position?).ok()?;
+            ranges
+                .iter()
+                .find(|(s, end, _)| p >= *s && p < *end)
+                .map(|(_, _, c)| c.clone())
+        })
+    });
+    SyncError::Rejected {
+        table: table.name.clone(),
+        column,
+        index: None,
+        source: Box::new(source),
+    }
+}
+
+/// Lets the server canonicalize `tables`: creates them in a scratch schema
+/// inside a transaction that is rolled back, and reads them back.
+pub async fn canonicalize<C: Client>(client: &mut C, tables: &Schema) -> Result<Schema, SyncError> {
+    if tables.tables.is_empty() {
+        return Ok(Schema::default());
+    }
+    let ns = format!("schema_sync_canon_{}", unique_suffix());
+    let mut tx = client.begin().await?;
+    tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(&ns)))
+        .await?;
+    for t in &tables.tables {
+        let (sql, ranges) = create_table(Some(&ns), t);
+        if let Err(e) = tx.batch_execute(&sql).await {
+            return Err(rejected(t, &ranges, e));
+        }
+    }
+    for t in &tables.tables {
+        for i in &t.indexes {
+            let sql = create_index(Some(&ns), &t.name, i, &i.name, false);
+            if let Err(source) = tx.batch_execute(&sql).await {
+                return Err(SyncError::Rejected {
+                    table: t.name.clone(),
+                    column: None,
+                    index: Some(i.name.clone()),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    let canonical = introspect(&mut tx, &ns).await?;
+    tx.rollback().await?;
+    Ok(canonical.schema)
+}
+
+async fn prepare<C: Client>(
+    client: &mut C,
+    schema: &Schema,
+    diff: &DiffOptions,
+) -> Result<Prepared, SyncError> {
+    let (server_version, state) = read_state(client).await?;
+    let spec_hash = sha256(&[FORMAT, &server_version, &serde_json::to_string(schema)?]);
+    let live = introspect(client, NAMESPACE).await?;
+    let cached = match state {
+        Some((hash, canonical)) if hash == spec_hash => {
+            Some(serde_json::from_str::<Schema>(&canonical)?)
+        }
+        _ => None,
+    };
+    let cache_hit = cached.is_some();
+    let desired = match cached {
+        Some(c) => c,
+        None => {
+            // Only tables that exist need canonical forms: new ones are
+            // created from the spec as written.
+            let existing = Schema {
+                tables: schema
+                    .tables
+                    .iter()
+                    .filter(|t| live.schema.get(&t.name).is_some())
+                    .cloned()
+                    .collect(),
+            };
+            let canonical = canonicalize(client, &existing).await?;
+            Schema {
+                tables: schema
+                    .tables
+                    .iter()
+                    .map(|t| canonical.get(&t.name).unwrap_or(t).clone())
+                    .collect(),
+            }
+        }
+    };
+    let mut plan = diff_rendered(&live.schema, &desired, schema, diff);
+    for c in &live.other_constraints {
+        if schema.get(&c.table).is_some() {
+            plan.drift.push(Drift {
+                kind: DriftKind::Constraint,
+                table: c.table.clone(),
+                object: Some(c.name.clone()),
+                message: format!(
+                    "constraint {} on {} ({}) is not in the spec; left alone",
+                    quote_ident(&c.name),
+                    quote_ident(&c.table),
+                    c.definition
+                ),
+            });
+        }
+    }
+    Ok(Prepared {
+        live,
+        desired,
+        plan,
+        spec_hash,
+        server_version,
+        cache_hit,
+    })
+}
+
+/// The plan that would make the live database match `schema`. Reads only.
+pub async fn plan<P: Pool>(
+    pool: &P,
+    schema: &Schema,
+    options: &Options,
+) -> Result<Plan, SyncError> {
+    validate(schema)?;
+    let mut client = pool.acquire().await?;
+    let diff = options.diff_options(pool.backend());
+    Ok(prepare(&mut client, schema, &diff).await?.plan)
+}
+
+fn describe(change: &Change) -> String {
+    change.to_string().trim_end().to_owned()
+}
+
+async fn run_change<E: Executor>(
+    ex: &mut E,
+    change: &Change,
+    schema: &Schema,
+) -> Result<(), SyncError> {
+    if let Some(check) = &change.null_check {
+        let count: i64 = ex.query_one(&check.count_sql, &[]).await?.try_get(0)?;
+        if count > 0 {
+            return Err(SyncError::NullRows {
+                table: check.table.clone(),
+                column: check.column.clone(),
+                count,
+            });
+        }
+    }
+    for statement in &change.statements {
+        if let Err(source) = ex.batch_execute(statement).await {
+            // A new table or index is sent as written: report the server's
+            // rejection with the table and column or index it concerns.
+            let table = schema.get(&change.table);
+            return Err(match (change.kind, table) {
+                (ChangeKind::CreateTable, Some(t)) => rejected(t, &create_table(None, t).1, source),
+                (ChangeKind::CreateIndex, Some(t)) if source.as_db_error().is_some() => {
+                    SyncError::Rejected {
+                        table: t.name.clone(),
+                        column: None,
+                        index: change.object.clone(),
+                        source: Box::new(source),
+                    }
+                }
+                _ => SyncError::ApplyFailed {
+                    change: describe(change),
+                    source: Box::new(source),
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// Makes the live database match `schema`: serialized by an advisory lock,
+/// all transactional changes in one transaction, verified (the plan after
+/// the changes must be empty) before commit, and the canonical spec cached
+/// so the next plan for the same spec is one introspection.
+pub async fn sync<P: Pool>(
+    pool: &P,
+    schema: &Schema,
+    options: &Options,
+) -> Result<Report, SyncError> {
+    validate(schema)?;
+    let backend = pool.backend();
+    let diff = options.diff_options(backend);
+    let lock = pool.lock(LOCK_KEY, options.lock_wait).await?;
+    let result = sync_locked(pool, schema, options, &diff).await;
+    drop(lock);
+    result
+}
+
+async fn sync_locked<P: Pool>(
+    pool: &P,
+    schema: &Schema,
+    options: &Options,
+    diff: &DiffOptions,
+) -> Result<Report, SyncError> {
+    let mut client = pool.acquire().await?;
+    let prepared = prepare(&mut client, schema, diff).await?;
+    let destructive: Vec<String> = prepared
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.hazards.iter().any(|h| h.kind == HazardKind::Destructive))
+        .map(describe)
+        .collect();
+    if !destructive.is_empty() && !options.allow_destructive {
+        return Err(SyncError::HazardsNotAllowed(destructive.join("\n\n")));
+    }
+    let report = |applied| Report {
+        plan: prepared.plan.clone(),
+        applied,
+        cache_hit: prepared.cache_hit,
+    };
+    if options.dry_run || (prepared.plan.is_empty() && prepared.cache_hit) {
+        return Ok(report(false));
+    }
+    let later: Vec<&Change> = prepared
+        .plan
+        .changes
+        .iter()
+        .filter(|c| !c.transactional)
+        .collect();
+    let mut tx = client.begin().await?;
+    if pool.backend() == BackendKind::Postgres {
+        if let Some(t) = options.lock_timeout {
+            tx.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", millis(t)))
+                .await?;
+        }
+        if let Some(t) = options.statement_timeout {
+            tx.batch_execute(&format!("SET LOCAL statement_timeout = '{}ms'", millis(t)))
+                .await?;
+        }
+    }
+    for change in prepared.plan.changes.iter().filter(|c| c.transactional) {
+        tracing::debug!(target: "schema_sync", kind = ?change.kind, table = %change.table, "applying change");
+        run_change(&mut tx, change, schema).await?;
+    }
+    if later.is_empty() {
+        let canonical = verify(&mut tx, schema, &prepared, diff).await?;
+        write_state(&mut tx, &prepared, &canonical.0, &canonical.1).await?;
+        tx.commit().await?;
+    } else {
+        tx.commit().await?;
+        for change in later {
+            run_change(&mut client, change, schema).await?;
+            if let Some(name) = &change.object {
+                let valid = client
+                    .query_opt(
+                        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+                        &[Value::Text(quote_ident(name))],
+                    )
+                    .await?;
+                let valid = match valid {
+                    Some(r) => r.try_get::<bool, _>(0)?,
+                    None => false,
+                };
+                if !valid {
+                    client
+                        .batch_execute(&format!("DROP INDEX IF EXISTS {}", quote_ident(name)))
+                        .await?;
+                    return Err(SyncError::InvalidIndex(name.clone()));
+                }
+            }
+        }
+        let mut tx = client.begin().await?;
+        let canonical = verify(&mut tx, schema, &prepared, diff).await?;
+        write_state(&mut tx, &prepared, &canonical.0, &canonical.1).await?;
+        tx.commit().await?;
+    }
+    tracing::info!(
+        target: "schema_sync",
+        changes = prepared.plan.changes.len(),
+        cache_hit = prepared.cache_hit,
+        "schema sync applied"
+    );
+    Ok(report(true))
+}
+
+/// Introspects after the changes and checks that nothing is left to do.
+/// Returns the canonical spec to cache (tables created by this sync are
+/// canonical as created) and the live schema.
+async fn verify<E: Executor>(
+    ex: &mut E,
+    schema: &Schema,
+    prepared: &Prepared,
+    diff: &DiffOptions,
+) -> Result<(Schema, Schema), SyncError> {
+    let after = introspect(ex, NAMESPACE).await?;
+    let canonical = Schema {
+        tables: schema
+            .tables
+            .iter()
+            .map(|t| {
+                let created = prepared.live.schema.get(&t.name).is_none();
+                let source = if created {
+                    after.schema.get(&t.name)
+                } else {
+                    None
+                };
+                source
+                    .or_else(|| prepared.desired.get(&t.name))
+                    .unwrap_or(t)
+                    .clone()
+            })
+            .collect(),
+    };
+    let remaining = diff_rendered(&after.schema, &canonical, schema, diff);
+    if !remaining.is_empty() {
+        return Err(SyncError::NotConverged(remaining.to_string()));
+    }
+    Ok((canonical, after.schema))
+}

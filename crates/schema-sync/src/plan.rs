@@ -1,0 +1,909 @@
+//! Plans: ordered changes with their SQL and hazards, and the pure diff of
+//! two schemas that produces them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use db_core::quote_ident;
+use serde::Serialize;
+
+use crate::ddl::{
+    check_name, column_definition, comment_index, create_index, create_table, ident_list,
+    pkey_name, temp_index_name, unique_name,
+};
+use crate::normalize::{is_serial, normalize_table, storage_type};
+use crate::spec::{Column, Index, Schema, Table};
+
+/// What a hazard is about. Names are stable (`SCREAMING_SNAKE_CASE` in
+/// serde and in the rendered plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum HazardKind {
+    /// Holds an `ACCESS EXCLUSIVE` (or `SHARE`) lock while it scans or
+    /// rewrites: reads and/or writes of the table wait.
+    TakesStrongLock,
+    /// Rewrites every row of the table.
+    RewritesTable,
+    /// Can lose data (dropping a column or table, narrowing a type).
+    Destructive,
+    /// Builds an index; takes time proportional to the table.
+    IndexBuild,
+    /// Drops an index schema-sync owns; queries using it may slow down.
+    IndexDropped,
+}
+
+impl HazardKind {
+    /// The stable name (`TAKES_STRONG_LOCK`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HazardKind::TakesStrongLock => "TAKES_STRONG_LOCK",
+            HazardKind::RewritesTable => "REWRITES_TABLE",
+            HazardKind::Destructive => "DESTRUCTIVE",
+            HazardKind::IndexBuild => "INDEX_BUILD",
+            HazardKind::IndexDropped => "INDEX_DROPPED",
+        }
+    }
+}
+
+impl fmt::Display for HazardKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hazard of one change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hazard {
+    /// The kind.
+    pub kind: HazardKind,
+    /// Why, for the reviewer.
+    pub message: String,
+}
+
+fn hazard(kind: HazardKind, message: impl Into<String>) -> Hazard {
+    Hazard {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// What a change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChangeKind {
+    /// `CREATE TABLE`.
+    CreateTable,
+    /// `ADD COLUMN`.
+    AddColumn,
+    /// `ALTER COLUMN ... TYPE ... USING`.
+    ChangeType,
+    /// `SET DEFAULT`.
+    SetDefault,
+    /// `DROP DEFAULT`.
+    DropDefault,
+    /// `SET NOT NULL` (after an optional backfill).
+    SetNotNull,
+    /// `DROP NOT NULL`.
+    DropNotNull,
+    /// `ADD CONSTRAINT ... CHECK`.
+    AddCheck,
+    /// `DROP CONSTRAINT` of a column check.
+    DropCheck,
+    /// `ADD CONSTRAINT ... UNIQUE`.
+    AddUnique,
+    /// `ADD PRIMARY KEY` on a table without one.
+    AddPrimaryKey,
+    /// Drop the primary key (`<table>_pkey`) and add the spec's.
+    ChangePrimaryKey,
+    /// `CREATE INDEX` (and its ownership marker).
+    CreateIndex,
+    /// Rebuild an owned index under a temporary name, drop the old, rename.
+    ReplaceIndex,
+    /// `DROP INDEX` of an owned index the spec no longer lists.
+    DropIndex,
+    /// `DROP COLUMN` (only with `allow_destructive`).
+    DropColumn,
+    /// `DROP TABLE` (only with `allow_destructive`).
+    DropTable,
+}
+
+impl ChangeKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ChangeKind::CreateTable => "create table",
+            ChangeKind::AddColumn => "add column",
+            ChangeKind::ChangeType => "change type of",
+            ChangeKind::SetDefault => "set default of",
+            ChangeKind::DropDefault => "drop default of",
+            ChangeKind::SetNotNull => "set not null on",
+            ChangeKind::DropNotNull => "drop not null on",
+            ChangeKind::AddCheck => "add check on",
+            ChangeKind::DropCheck => "drop check on",
+            ChangeKind::AddUnique => "add unique on",
+            ChangeKind::AddPrimaryKey => "add primary key to",
+            ChangeKind::ChangePrimaryKey => "change primary key of",
+            ChangeKind::CreateIndex => "create index",
+            ChangeKind::ReplaceIndex => "replace index",
+            ChangeKind::DropIndex => "drop index",
+            ChangeKind::DropColumn => "drop column",
+            ChangeKind::DropTable => "drop table",
+        }
+    }
+}
+
+/// A check run before a change: the change fails with
+/// [`SyncError::NullRows`](crate::SyncError::NullRows) if the count is not 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NullCheck {
+    /// The table.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// A query returning the number of rows that would violate NOT NULL.
+    pub count_sql: String,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// What it does.
+    pub kind: ChangeKind,
+    /// The table it changes.
+    pub table: String,
+    /// The column, index or constraint it changes, if any.
+    pub object: Option<String>,
+    /// The statements as reviewable text, each ending in `;`.
+    pub sql: String,
+    /// The same statements, one per element, as they are executed.
+    #[serde(skip)]
+    pub statements: Vec<String>,
+    /// Its hazards (empty: safe).
+    pub hazards: Vec<Hazard>,
+    /// Whether it can run inside a transaction (`false` for concurrent
+    /// index builds).
+    pub transactional: bool,
+    /// A NULL check to run first, for NOT NULL without a backfill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub null_check: Option<NullCheck>,
+}
+
+/// What kind of drift was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum DriftKind {
+    /// A table the spec does not declare.
+    ExtraTable,
+    /// A column the spec does not declare.
+    ExtraColumn,
+    /// An index schema-sync does not own and the spec does not declare.
+    UnknownIndex,
+    /// An index the spec declares differently, not owned by schema-sync.
+    UnownedIndexDiffers,
+    /// A constraint outside the model, or one the spec does not declare.
+    Constraint,
+    /// A column whose serial-ness differs from the spec.
+    Serial,
+}
+
+/// Something in the database that differs from the spec and is left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The kind.
+    pub kind: DriftKind,
+    /// The table.
+    pub table: String,
+    /// The column, index or constraint, if any.
+    pub object: Option<String>,
+    /// A description.
+    pub message: String,
+}
+
+/// An ordered list of changes, and the drift left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The changes, in order.
+    pub changes: Vec<Change>,
+    /// Differences that are reported, never changed.
+    pub drift: Vec<Drift>,
+}
+
+impl Plan {
+    /// Whether there is nothing to do (drift does not count).
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Every hazard kind in the plan.
+    pub fn hazard_kinds(&self) -> BTreeSet<HazardKind> {
+        self.changes
+            .iter()
+            .flat_map(|c| c.hazards.iter().map(|h| h.kind))
+            .collect()
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "-- {} ", self.kind.describe())?;
+        match &self.object {
+            Some(o)
+                if matches!(
+                    self.kind,
+                    ChangeKind::CreateIndex | ChangeKind::ReplaceIndex | ChangeKind::DropIndex
+                ) =>
+            {
+                write!(f, "{} on {}", quote_ident(o), quote_ident(&self.table))?;
+            }
+            Some(o) => write!(f, "{}.{}", quote_ident(&self.table), quote_ident(o))?,
+            None => write!(f, "{}", quote_ident(&self.table))?,
+        }
+        if !self.transactional {
+            write!(f, " (outside a transaction)")?;
+        }
+        writeln!(f)?;
+        for h in &self.hazards {
+            writeln!(f, "--   hazard {}: {}", h.kind, h.message)?;
+        }
+        if let Some(check) = &self.null_check {
+            writeln!(
+                f,
+                "--   fails if column {} has NULL rows",
+                quote_ident(&check.column)
+            )?;
+        }
+        writeln!(f, "{}", self.sql)
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changes.is_empty() {
+            writeln!(f, "-- nothing to do")?;
+        }
+        for (i, change) in self.changes.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{change}")?;
+        }
+        if !self.drift.is_empty() {
+            writeln!(f, "\n-- drift (reported, left alone):")?;
+            for d in &self.drift {
+                writeln!(f, "--   {}", d.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a diff may change the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiffOptions {
+    /// Plan `DROP COLUMN` / `DROP TABLE` for columns and tables the spec does
+    /// not declare (otherwise they are drift).
+    pub allow_destructive: bool,
+    /// Build indexes on existing tables with `CREATE INDEX CONCURRENTLY`,
+    /// outside the transaction (PostgreSQL only).
+    pub concurrent_indexes: bool,
+}
+
+impl DiffOptions {
+    /// The defaults: nothing destructive, indexes built in the transaction.
+    pub fn new() -> Self {
+        DiffOptions::default()
+    }
+
+    /// Sets [`DiffOptions::allow_destructive`].
+    #[must_use]
+    pub fn allow_destructive(mut self, yes: bool) -> Self {
+        self.allow_destructive = yes;
+        self
+    }
+
+    /// Sets [`DiffOptions::concurrent_indexes`].
+    #[must_use]
+    pub fn concurrent_indexes(mut self, yes: bool) -> Self {
+        self.concurrent_indexes = yes;
+        self
+    }
+}
+
+/// The plan that turns `current` into `desired`. Both are compared in
+/// normalized form; the SQL is written from `desired`. Indexes of `current`
+/// are replaced or dropped only if marked `owned`.
+pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
+    diff_rendered(current, desired, desired, options)
+}
+
+/// [`diff`] comparing against `desired` (canonical forms) while writing SQL
+/// from `render` (the spec as written; same tables, columns and indexes).
+pub(crate) fn diff_rendered(
+    current: &Schema,
+    desired: &Schema,
+    render: &Schema,
+    options: &DiffOptions,
+) -> Plan {
+    let mut d = Differ {
+        plan: Plan::default(),
+        options,
+    };
+    for rt in &render.tables {
+        let dt = desired.get(&rt.name).unwrap_or(rt);
+        match current.get(&rt.name) {
+            None => d.create_table(rt),
+            Some(ct) => d.alter_table(&normalize_table(ct), &normalize_table(dt), rt),
+        }
+    }
+    let mut drops = Vec::new();
+    for ct in &current.tables {
+        if render.get(&ct.name).is_some() {
+            continue;
+        }
+        if options.allow_destructive {
+            drops.push(Change {
+                kind: ChangeKind::DropTable,
+                table: ct.name.clone(),
+                object: None,
+                sql: format!("DROP TABLE {};", quote_ident(&ct.name)),
+                statements: vec![format!("DROP TABLE {}", quote_ident(&ct.name))],
+                hazards: vec![hazard(
+                    HazardKind::Destructive,
+                    "drops the table and all its rows",
+                )],
+                transactional: true,
+                null_check: None,
+            });
+        } else {
+            d.drift(
+                DriftKind::ExtraTable,
+                &ct.name,
+                None,
+                format!("table {} is not in the spec", quote_ident(&ct.name)),
+            );
+        }
+    }
+    d.plan.changes.extend(drops);
+    d.plan
+}
+
+struct Differ<'o> {
+    plan: Plan,
+    options: &'o DiffOptions,
+}
+
+fn cols(t: &str, c: &str) -> String {
+    format!("{}.{}", quote_ident(t), quote_ident(c))
+}
+
+impl Differ<'_> {
+    fn push(
+        &mut self,
+        kind: ChangeKind,
+        table: &str,
+        object: Option<&str>,
+        sql: Vec<String>,
+        hazards: Vec<Hazard>,
+    ) {
+        self.plan.changes.push(Change {
+            kind,
+            table: table.to_owned(),
+            object: object.map(str::to_owned),
+            sql: sql
+                .iter()
+                .map(|s| format!("{s};"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            statements: sql,
+            hazards,
+            transactional: true,
+            null_check: None,
+        });
+    }
+
+    fn drift(&mut self, kind: DriftKind, table: &str, object: Option<&str>, message: String) {
+        self.plan.drift.push(Drift {
+            kind,
+            table: table.to_owned(),
+            object: object.map(str::to_owned),
+            message,
+        });
+    }
+
+    fn create_table(&mut self, t: &Table) {
+        let (sql, _) = create_table(None, t);
+        self.push(ChangeKind::CreateTable, &t.name, None, vec![sql], vec![]);
+        for i in &t.indexes {
+            self.create_index(&t.name, i, true);
+        }
+    }
+
+    fn create_index(&mut self, table: &str, index: &Index, new_table: bool) {
+        let concurrent = self.options.concurrent_indexes && !new_table;
+        let sql = vec![
+            create_index(None, table, index, &index.name, concurrent),
+            comment_index(None, &index.name, index),
+        ];
+        let hazards = if new_table {
+            vec![]
+        } else {
+            vec![hazard(
+                HazardKind::IndexBuild,
+                if concurrent {
+                    "builds the index concurrently; writes continue"
+                } else {
+                    "builds the index while blocking writes to the table"
+                },
+            )]
+        };
+        self.push(
+            ChangeKind::CreateIndex,
+            table,
+            Some(&index.name),
+            sql,
+            hazards,
+        );
+        if concurrent && let Some(c) = self.plan.changes.last_mut() {
+            c.transactional = false;
+        }
+    }
+
+    fn alter_table(&mut self, cur: &Table, des: &Table, render: &Table) {
+        let t = &render.name;
+        let qt = quote_ident(t);
+        for rc in &render.columns {
+            let Some(dc) = des.get_column(&rc.name) else {
+                continue;
+            };
+            match cur.get_column(&rc.name) {
+                None => self.add_column(render, dc, rc),
+                Some(cc) => self.alter_column(cur, des, render, cc, dc, rc),
+            }
+        }
+        // Primary key.
+        if cur.primary_key != des.primary_key {
+            if cur.primary_key.is_empty() {
+                self.push(
+                    ChangeKind::AddPrimaryKey,
+                    t,
+                    None,
+                    vec![format!(
+                        "ALTER TABLE {qt} ADD PRIMARY KEY ({})",
+                        ident_list(&render.primary_key)
+                    )],
+                    vec![
+                        hazard(HazardKind::IndexBuild, "builds the primary-key index"),
+                        hazard(
+                            HazardKind::TakesStrongLock,
+                            "holds an ACCESS EXCLUSIVE lock during the build",
+                        ),
+                    ],
+                );
+            } else {
+                let mut sql = format!(
+                    "ALTER TABLE {qt} DROP CONSTRAINT {}",
+                    quote_ident(&pkey_name(t))
+                );
+                let mut hazards = vec![hazard(
+                    HazardKind::TakesStrongLock,
+                    "holds an ACCESS EXCLUSIVE lock while the key is swapped",
+                )];
+                if !render.primary_key.is_empty() {
+                    sql.push_str(&format!(
+                        ", ADD PRIMARY KEY ({})",
+                        ident_list(&render.primary_key)
+                    ));
+                    hazards.push(hazard(
+                        HazardKind::IndexBuild,
+                        "builds the new primary-key index",
+                    ));
+                }
+                self.push(ChangeKind::ChangePrimaryKey, t, None, vec![sql], hazards);
+                // Columns that leave the key keep NOT NULL unless the spec
+                // drops it; that can only happen once the key is gone.
+                for name in &cur.primary_key {
+                    let keeps = des.primary_key.contains(name);
+                    if let (false, Some(dc)) = (keeps, des.get_column(name))
+                        && !dc.not_null
+                    {
+                        self.push(
+                            ChangeKind::DropNotNull,
+                            t,
+                            Some(name),
+                            vec![format!(
+                                "ALTER TABLE {qt} ALTER COLUMN {} DROP NOT NULL",
+                                quote_ident(name)
+                            )],
+                            vec![],
+                        );
+                    }
+                }
+            }
+        }
+        // Indexes.
+        for ri in &render.indexes {
+            let di = des.get_index(&ri.name).unwrap_or(ri);
+            match cur.get_index(&ri.name) {
+                None => self.create_index(t, ri, false),
+                Some(ci) if same_index(ci, di) => {}
+                Some(ci) if ci.owned => self.replace_index(t, ri),
+                Some(_) => self.drift(DriftKind::UnownedIndexDiffers, t, Some(&ri.name), format!(
+                    "index {} on {qt} differs from the spec but was not created by schema-sync; left alone",
+                    quote_ident(&ri.name)
+                )),
+            }
+        }
+        for ci in &cur.indexes {
+            if render.get_index(&ci.name).is_some() {
+                continue;
+            }
+            if ci.owned {
+                self.push(
+                    ChangeKind::DropIndex,
+                    t,
+                    Some(&ci.name),
+                    vec![format!("DROP INDEX {}", quote_ident(&ci.name))],
+                    vec![hazard(
+                        HazardKind::IndexDropped,
+                        "drops an index schema-sync created that the spec no longer lists",
+                    )],
+                );
+            } else {
+                self.drift(DriftKind::UnknownIndex, t, Some(&ci.name), format!(
+                    "index {} on {qt} is not in the spec and not owned by schema-sync; left alone",
+                    quote_ident(&ci.name)
+                ));
+            }
+        }
+        // Extra columns.
+        for cc in &cur.columns {
+            if render.get_column(&cc.name).is_some() {
+                continue;
+            }
+            if self.options.allow_destructive {
+                self.push(
+                    ChangeKind::DropColumn,
+                    t,
+                    Some(&cc.name),
+                    vec![format!(
+                        "ALTER TABLE {qt} DROP COLUMN {}",
+                        quote_ident(&cc.name)
+                    )],
+                    vec![hazard(
+                        HazardKind::Destructive,
+                        "drops the column and its data",
+                    )],
+                );
+            } else {
+                self.drift(
+                    DriftKind::ExtraColumn,
+                    t,
+                    Some(&cc.name),
+                    format!("column {} is not in the spec", cols(t, &cc.name)),
+                );
+            }
+        }
+    }
+
+    fn add_column(&mut self, render: &Table, dc: &Column, rc: &Column) {
+        let t = &render.name;
+        let qt = quote_ident(t);
+        let qc = quote_ident(&rc.name);
+        let mut sql = Vec::new();
+        let mut null_check = None;
+        let mut hazards = Vec::new();
+        let needs_fill = dc.not_null && rc.default.is_none() && !is_serial(&dc.type_);
+        match (&rc.null_backfill, needs_fill) {
+            (Some(fill), true) => {
+                sql.push(format!(
+                    "ALTER TABLE {qt} ADD COLUMN {}",
+                    column_definition(rc, false)
+                ));
+                sql.push(format!("UPDATE {qt} SET {qc} = {fill} WHERE {qc} IS NULL"));
+                sql.push(format!("ALTER TABLE {qt} ALTER COLUMN {qc} SET NOT NULL"));
+            }
+            (None, true) => {
+                sql.push(format!(
+                    "ALTER TABLE {qt} ADD COLUMN {} NOT NULL",
+                    column_definition(rc, false)
+                ));
+                null_check = Some(NullCheck {
+                    table: t.clone(),
+                    column: rc.name.clone(),
+                    count_sql: format!("SELECT count(*) FROM {qt}"),
+                });
+            }
+            _ => sql.push(format!(
+                "ALTER TABLE {qt} ADD COLUMN {}",
+                column_definition(rc, true)
+            )),
+        }
+        if let Some(check) = &rc.check {
+            sql.push(format!(
+                "ALTER TABLE {qt} ADD CONSTRAINT {} CHECK ({check})",
+                quote_ident(&check_name(t, &rc.name))
+            ));
+        }
+        if rc.unique {
+            hazards.push(hazard(HazardKind::IndexBuild, "builds the UNIQUE index"));
+        }
+        self.push(ChangeKind::AddColumn, t, Some(&rc.name), sql, hazards);
+        if let Some(c) = self.plan.changes.last_mut() {
+            c.null_check = null_check;
+        }
+    }
+
+    fn alter_column(
+        &mut self,
+        cur: &Table,
+        des: &Table,
+        render: &Table,
+        cc: &Column,
+        dc: &Column,
+        rc: &Column,
+    ) {
+        let t = &render.name;
+        let qt = quote_ident(t);
+        let qc = quote_ident(&rc.name);
+        let serial_involved = is_serial(&cc.type_) || is_serial(&dc.type_);
+        // After a type change the server re-types the column's default and
+        // checks; they are written again so they match the spec's canonical form.
+        let retyped = cc.type_ != dc.type_ && storage_type(&cc.type_) != storage_type(&dc.type_);
+        if cc.type_ != dc.type_ {
+            if !retyped {
+                self.drift(
+                    DriftKind::Serial,
+                    t,
+                    Some(&rc.name),
+                    format!(
+                        "column {} is {}, the spec says {}; serial-ness is not changed",
+                        cols(t, &rc.name),
+                        cc.type_,
+                        dc.type_
+                    ),
+                );
+            } else {
+                let target = storage_type(&dc.type_);
+                let render_type = if is_serial(&dc.type_) {
+                    target
+                } else {
+                    rc.type_.as_str()
+                };
+                let (rewrite, destructive) = type_change(storage_type(&cc.type_), target);
+                let mut hazards = vec![hazard(
+                    HazardKind::TakesStrongLock,
+                    "holds an ACCESS EXCLUSIVE lock while the column is converted",
+                )];
+                if rewrite {
+                    hazards.push(hazard(HazardKind::RewritesTable, format!(
+                        "converts every row from {} to {target} and rebuilds the table's indexes",
+                        cc.type_
+                    )));
+                }
+                if destructive {
+                    hazards.push(hazard(
+                        HazardKind::Destructive,
+                        format!("{} to {target} may fail or lose data (narrowing)", cc.type_),
+                    ));
+                }
+                self.push(
+                    ChangeKind::ChangeType,
+                    t,
+                    Some(&rc.name),
+                    vec![format!(
+                        "ALTER TABLE {qt} ALTER COLUMN {qc} TYPE {render_type} USING {qc}::{render_type}"
+                    )],
+                    hazards,
+                );
+            }
+        }
+        if !serial_involved && (cc.default != dc.default || (retyped && rc.default.is_some())) {
+            match &rc.default {
+                Some(d) => self.push(
+                    ChangeKind::SetDefault,
+                    t,
+                    Some(&rc.name),
+                    vec![format!(
+                        "ALTER TABLE {qt} ALTER COLUMN {qc} SET DEFAULT {d}"
+                    )],
+                    vec![],
+                ),
+                None => self.push(
+                    ChangeKind::DropDefault,
+                    t,
+                    Some(&rc.name),
+                    vec![format!("ALTER TABLE {qt} ALTER COLUMN {qc} DROP DEFAULT")],
+                    vec![],
+                ),
+            }
+        }
+        if dc.not_null && !cc.not_null {
+            let mut sql = Vec::new();
+            if let Some(fill) = &rc.null_backfill {
+                sql.push(format!("UPDATE {qt} SET {qc} = {fill} WHERE {qc} IS NULL"));
+            }
+            sql.push(format!("ALTER TABLE {qt} ALTER COLUMN {qc} SET NOT NULL"));
+            self.push(
+                ChangeKind::SetNotNull,
+                t,
+                Some(&rc.name),
+                sql,
+                vec![hazard(
+                    HazardKind::TakesStrongLock,
+                    "scans the table under an ACCESS EXCLUSIVE lock",
+                )],
+            );
+            if rc.null_backfill.is_none()
+                && let Some(c) = self.plan.changes.last_mut()
+            {
+                c.null_check = Some(NullCheck {
+                    table: t.clone(),
+                    column: rc.name.clone(),
+                    count_sql: format!("SELECT count(*) FROM {qt} WHERE {qc} IS NULL"),
+                });
+            }
+        } else if !dc.not_null && cc.not_null && !cur.primary_key.contains(&cc.name) {
+            self.push(
+                ChangeKind::DropNotNull,
+                t,
+                Some(&rc.name),
+                vec![format!("ALTER TABLE {qt} ALTER COLUMN {qc} DROP NOT NULL")],
+                vec![],
+            );
+        }
+        if cc.check != dc.check || (retyped && rc.check.is_some()) {
+            let name = quote_ident(&check_name(t, &rc.name));
+            if cc.check.is_some() {
+                self.push(
+                    ChangeKind::DropCheck,
+                    t,
+                    Some(&rc.name),
+                    vec![format!("ALTER TABLE {qt} DROP CONSTRAINT {name}")],
+                    vec![],
+                );
+            }
+            if let Some(check) = &rc.check {
+                self.push(
+                    ChangeKind::AddCheck,
+                    t,
+                    Some(&rc.name),
+                    vec![format!(
+                        "ALTER TABLE {qt} ADD CONSTRAINT {name} CHECK ({check})"
+                    )],
+                    vec![hazard(
+                        HazardKind::TakesStrongLock,
+                        "scans the table under an ACCESS EXCLUSIVE lock to validate the check",
+                    )],
+                );
+            }
+        }
+        if dc.unique && !cc.unique {
+            self.push(
+                ChangeKind::AddUnique,
+                t,
+                Some(&rc.name),
+                vec![format!(
+                    "ALTER TABLE {qt} ADD CONSTRAINT {} UNIQUE ({qc})",
+                    quote_ident(&unique_name(t, &rc.name))
+                )],
+                vec![
+                    hazard(HazardKind::IndexBuild, "builds the UNIQUE index"),
+                    hazard(
+                        HazardKind::TakesStrongLock,
+                        "holds an ACCESS EXCLUSIVE lock during the build",
+                    ),
+                ],
+            );
+        } else if !dc.unique && cc.unique && des.primary_key != [cc.name.clone()] {
+            self.drift(
+                DriftKind::Constraint,
+                t,
+                Some(&rc.name),
+                format!(
+                    "column {} has a UNIQUE constraint the spec does not declare; left alone",
+                    cols(t, &rc.name)
+                ),
+            );
+        }
+    }
+
+    fn replace_index(&mut self, table: &str, index: &Index) {
+        let tmp = temp_index_name(&index.name);
+        let sql = vec![
+            format!("DROP INDEX IF EXISTS {}", quote_ident(&tmp)),
+            create_index(None, table, index, &tmp, false),
+            format!("DROP INDEX {}", quote_ident(&index.name)),
+            format!(
+                "ALTER INDEX {} RENAME TO {}",
+                quote_ident(&tmp),
+                quote_ident(&index.name)
+            ),
+            comment_index(None, &index.name, index),
+        ];
+        self.push(
+            ChangeKind::ReplaceIndex,
+            table,
+            Some(&index.name),
+            sql,
+            vec![hazard(
+                HazardKind::IndexBuild,
+                "builds the new definition under a temporary name, then swaps it in",
+            )],
+        );
+    }
+}
+
+fn same_index(a: &Index, b: &Index) -> bool {
+    a.unique == b.unique
+        && a.method == b.method
+        && a.keys == b.keys
+        && a.where_ == b.where_
+        && a.include == b.include
+}
+
+fn varchar_len(t: &str) -> Option<Option<u32>> {
+    if t == "character varying" {
+        return Some(None);
+    }
+    t.strip_prefix("character varying(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+}
+
+/// `(rewrites the table, may lose data)` for a type change between
+/// normalized types.
+fn type_change(from: &str, to: &str) -> (bool, bool) {
+    let ints = ["smallint", "integer", "bigint"];
+    let rank = |t: &str| ints.iter().position(|i| *i == t);
+    if let (Some(a), Some(b)) = (varchar_len(from), varchar_len(to)) {
+        return match (a, b) {
+            (_, None) => (false, false),
+            (Some(a), Some(b)) if b >= a => (false, false),
+            _ => (true, true),
+        };
+    }
+    if to == "text" && (varchar_len(from).is_some() || from == "text") {
+        return (false, false);
+    }
+    if to == "text" && from.starts_with("character(") {
+        return (true, false);
+    }
+    if let (Some(a), Some(b)) = (rank(from), rank(to)) {
+        return (true, b < a);
+    }
+    if rank(from).is_some() && (to == "numeric" || to == "text") {
+        return (true, false);
+    }
+    if from == "real" && to == "double precision" {
+        return (true, false);
+    }
+    if from == "timestamp without time zone" && to == "timestamp with time zone" {
+        return (true, false);
+    }
+    (true, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_change;
+
+    #[test]
+    fn narrowing_is_destructive() {
+        assert_eq!(type_change("integer", "bigint"), (true, false));
+        assert_eq!(type_change("bigint", "integer"), (true, true));
+        assert_eq!(
+            type_change("character varying(8)", "character varying(16)"),
+            (false, false)
+        );
+        assert_eq!(
+            type_change("character varying(16)", "character varying(8)"),
+            (true, true)
+        );
+        assert_eq!(type_change("character varying(16)", "text"), (false, false));
+        assert_eq!(type_change("text", "integer"), (true, true));
+    }
+}

@@ -1,0 +1,346 @@
+//! The spec model: schemas, tables, columns and indexes, with serde (JSON,
+//! TOML) and a builder API.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A set of tables in the `public` schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    /// The tables, in the order they are created.
+    #[serde(default)]
+    pub tables: Vec<Table>,
+}
+
+/// One table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// The table name (any characters; always quoted in SQL).
+    pub name: String,
+    /// The columns, in declaration order.
+    #[serde(default)]
+    pub columns: Vec<Column>,
+    /// The primary-key columns, in key order (empty: no primary key).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// The indexes (primary keys and column `unique` flags are not listed here).
+    #[serde(default)]
+    pub indexes: Vec<Index>,
+}
+
+/// One column.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// The column name.
+    pub name: String,
+    /// The SQL type, as SQL text (`VARCHAR(32)`, `TEXT[]`, `SERIAL`, ...).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `NOT NULL`. Primary-key columns are NOT NULL implicitly.
+    #[serde(default)]
+    pub not_null: bool,
+    /// The default, as an SQL expression (a JSON number or boolean is accepted
+    /// and used as its literal text).
+    #[serde(
+        default,
+        deserialize_with = "sql_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub default: Option<String>,
+    /// A CHECK expression, without `CHECK` and the outer parentheses.
+    #[serde(
+        default,
+        deserialize_with = "sql_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub check: Option<String>,
+    /// A column-level UNIQUE constraint.
+    #[serde(default)]
+    pub unique: bool,
+    /// The expression NULL rows are set to when an existing nullable column
+    /// is made NOT NULL.
+    #[serde(
+        default,
+        deserialize_with = "sql_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub null_backfill: Option<String>,
+}
+
+/// One index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// The index name (indexes share one namespace with tables).
+    pub name: String,
+    /// `UNIQUE`.
+    #[serde(default)]
+    pub unique: bool,
+    /// The access method: `btree` (default), `gin`, `gist`, `hash`, ...
+    #[serde(default = "btree")]
+    pub method: String,
+    /// Key expressions as SQL text, with ordering and operator class
+    /// (`lower(name) text_pattern_ops`, `created DESC`).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// A partial-index predicate.
+    #[serde(
+        rename = "where",
+        default,
+        deserialize_with = "sql_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub where_: Option<String>,
+    /// `INCLUDE` columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Whether schema-sync owns this index (set by introspection from the
+    /// ownership marker; never read from or written to a spec file).
+    #[serde(skip)]
+    pub owned: bool,
+}
+
+fn btree() -> String {
+    "btree".to_owned()
+}
+
+/// Reads an optional SQL text that may be written as a JSON/TOML string,
+/// number or boolean.
+fn sql_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Option::<Text>::deserialize(d)? {
+        None => None,
+        Some(Text::S(s)) => Some(s),
+        Some(Text::I(i)) => Some(i.to_string()),
+        Some(Text::F(f)) => Some(f.to_string()),
+        Some(Text::B(b)) => Some(if b { "true" } else { "false" }.to_owned()),
+    })
+}
+
+/// A spec file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Invalid JSON.
+    #[error("invalid JSON schema spec: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Invalid TOML.
+    #[error("invalid TOML schema spec: {0}")]
+    TomlRead(#[from] toml::de::Error),
+    /// The schema could not be written as TOML.
+    #[error("cannot write the schema as TOML: {0}")]
+    TomlWrite(#[from] toml::ser::Error),
+}
+
+impl Schema {
+    /// An empty schema.
+    pub fn new() -> Self {
+        Schema::default()
+    }
+
+    /// Adds a table (builder).
+    #[must_use]
+    pub fn table(mut self, table: Table) -> Self {
+        self.tables.push(table);
+        self
+    }
+
+    /// Reads the JSON interchange format (unknown fields are ignored).
+    pub fn from_json(text: &str) -> Result<Self, FormatError> {
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// Reads the TOML form (`[[tables]]`, `[[tables.columns]]`, ...).
+    pub fn from_toml(text: &str) -> Result<Self, FormatError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Writes pretty JSON.
+    pub fn to_json(&self) -> Result<String, FormatError> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+
+    /// Writes TOML.
+    pub fn to_toml(&self) -> Result<String, FormatError> {
+        Ok(toml::to_string(self)?)
+    }
+
+    /// The table named `name`.
+    pub fn get(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+impl Table {
+    /// A table without columns.
+    pub fn new(name: impl Into<String>) -> Self {
+        Table {
+            name: name.into(),
+            ..Table::default()
+        }
+    }
+
+    /// Adds a column (builder).
+    #[must_use]
+    pub fn column(mut self, column: Column) -> Self {
+        self.columns.push(column);
+        self
+    }
+
+    /// Sets the primary key (builder).
+    #[must_use]
+    pub fn primary_key<I: IntoIterator<Item = S>, S: Into<String>>(mut self, columns: I) -> Self {
+        self.primary_key = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds an index (builder).
+    #[must_use]
+    pub fn index(mut self, index: Index) -> Self {
+        self.indexes.push(index);
+        self
+    }
+
+    /// The column named `name`.
+    pub fn get_column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The index named `name`.
+    pub fn get_index(&self, name: &str) -> Option<&Index> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+}
+
+impl Column {
+    /// A nullable column of SQL type `type_`.
+    pub fn new(name: impl Into<String>, type_: impl Into<String>) -> Self {
+        Column {
+            name: name.into(),
+            type_: type_.into(),
+            ..<Column as Default>::default()
+        }
+    }
+
+    /// Makes it NOT NULL (builder).
+    #[must_use]
+    pub fn not_null(mut self) -> Self {
+        self.not_null = true;
+        self
+    }
+
+    /// Sets the default expression (builder).
+    #[must_use]
+    pub fn default(mut self, expr: impl Into<String>) -> Self {
+        self.default = Some(expr.into());
+        self
+    }
+
+    /// Sets the CHECK expression (builder).
+    #[must_use]
+    pub fn check(mut self, expr: impl Into<String>) -> Self {
+        self.check = Some(expr.into());
+        self
+    }
+
+    /// Makes it UNIQUE (builder).
+    #[must_use]
+    pub fn unique(mut self) -> Self {
+        self.unique = true;
+        self
+    }
+
+    /// Sets the NULL backfill expression (builder).
+    #[must_use]
+    pub fn null_backfill(mut self, expr: impl Into<String>) -> Self {
+        self.null_backfill = Some(expr.into());
+        self
+    }
+}
+
+impl Index {
+    /// A btree index on `keys`.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(
+        name: impl Into<String>,
+        keys: I,
+    ) -> Self {
+        Index {
+            name: name.into(),
+            unique: false,
+            method: btree(),
+            keys: keys.into_iter().map(Into::into).collect(),
+            where_: None,
+            include: Vec::new(),
+            owned: false,
+        }
+    }
+
+    /// Makes it UNIQUE (builder).
+    #[must_use]
+    pub fn unique(mut self) -> Self {
+        self.unique = true;
+        self
+    }
+
+    /// Sets the access method (builder).
+    #[must_use]
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = method.into();
+        self
+    }
+
+    /// Sets the partial-index predicate (builder).
+    #[must_use]
+    pub fn where_(mut self, predicate: impl Into<String>) -> Self {
+        self.where_ = Some(predicate.into());
+        self
+    }
+
+    /// Sets the INCLUDE columns (builder).
+    #[must_use]
+    pub fn include<I: IntoIterator<Item = S>, S: Into<String>>(mut self, columns: I) -> Self {
+        self.include = columns.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_may_be_numbers_or_booleans() {
+        let s = Schema::from_json(
+            r#"{"format":"x","tables":[{"name":"t","durability":"hard","columns":[
+                {"name":"a","type":"INTEGER","default":0,"nullability_declared":true},
+                {"name":"b","type":"BOOLEAN","default":false},
+                {"name":"c","type":"TEXT","default":"'x'","check":null}]}]}"#,
+        )
+        .unwrap_or_default();
+        let t = &s.tables[0];
+        assert_eq!(t.columns[0].default.as_deref(), Some("0"));
+        assert_eq!(t.columns[1].default.as_deref(), Some("false"));
+        assert_eq!(t.columns[2].default.as_deref(), Some("'x'"));
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let s = Schema::new().table(
+            Table::new("t")
+                .column(Column::new("id", "BIGINT").not_null())
+                .column(Column::new("x", "TEXT").default("'a'"))
+                .primary_key(["id"])
+                .index(Index::new("t_x_idx", ["lower(x)"]).where_("x IS NOT NULL")),
+        );
+        let text = s.to_toml().unwrap_or_default();
+        let back = Schema::from_toml(&text).unwrap_or_default();
+        assert_eq!(s, back);
+        let json = s.to_json().unwrap_or_default();
+        assert_eq!(Schema::from_json(&json).unwrap_or_default(), s);
+    }
+}

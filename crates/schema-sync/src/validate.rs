@@ -1,0 +1,415 @@
+//! Validation of a spec before any SQL is generated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::spec::Schema;
+
+/// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1` bytes).
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// One problem in a spec. Every variant names the table, and the column or
+/// index where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// A table without a name (`position` is its 0-based place in the spec).
+    #[error("table #{position} has an empty name")]
+    EmptyTableName {
+        /// 0-based position in `tables`.
+        position: usize,
+    },
+    /// A column without a name.
+    #[error("table {table:?}: column #{position} has an empty name")]
+    EmptyColumnName {
+        /// The table.
+        table: String,
+        /// 0-based position in `columns`.
+        position: usize,
+    },
+    /// An index without a name.
+    #[error("table {table:?}: index #{position} has an empty name")]
+    EmptyIndexName {
+        /// The table.
+        table: String,
+        /// 0-based position in `indexes`.
+        position: usize,
+    },
+    /// A column without a type.
+    #[error("table {table:?}, column {column:?}: the type is empty")]
+    EmptyType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// An index without key expressions.
+    #[error("table {table:?}, index {index:?}: no key expressions")]
+    EmptyIndexKeys {
+        /// The table.
+        table: String,
+        /// The index.
+        index: String,
+    },
+    /// Two tables with one name.
+    #[error("table {table:?} is declared more than once")]
+    DuplicateTable {
+        /// The table.
+        table: String,
+    },
+    /// Two columns with one name in a table.
+    #[error("table {table:?}, column {column:?}: declared more than once")]
+    DuplicateColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// An index name used twice, or equal to a table name (indexes and
+    /// tables share one namespace).
+    #[error("table {table:?}, index {index:?}: the name is already used by {other}")]
+    DuplicateIndex {
+        /// The table of the second use.
+        table: String,
+        /// The index.
+        index: String,
+        /// What else uses the name.
+        other: String,
+    },
+    /// A primary-key column that the table does not declare.
+    #[error("table {table:?}: primary key column {column:?} does not exist")]
+    UnknownPrimaryKeyColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// A primary-key column listed twice.
+    #[error("table {table:?}: primary key column {column:?} is listed more than once")]
+    DuplicatePrimaryKeyColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// An INCLUDE column that the table does not declare.
+    #[error("table {table:?}, index {index:?}: INCLUDE column {column:?} does not exist")]
+    UnknownIncludeColumn {
+        /// The table.
+        table: String,
+        /// The index.
+        index: String,
+        /// The column.
+        column: String,
+    },
+    /// A name PostgreSQL would silently truncate.
+    #[error(
+        "table {table:?}{}: name {name:?} is {bytes} bytes long; PostgreSQL keeps at most 63",
+        what.as_ref().map(|w| format!(", {w}")).unwrap_or_default()
+    )]
+    NameTooLong {
+        /// The table.
+        table: String,
+        /// `column "x"` or `index "y"`, or `None` for the table name itself.
+        what: Option<String>,
+        /// The name.
+        name: String,
+        /// Its length in bytes.
+        bytes: usize,
+    },
+}
+
+/// Every problem found in a spec (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the schema spec is invalid:")?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+fn check_len(errors: &mut Vec<ValidationError>, table: &str, what: Option<String>, name: &str) {
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        errors.push(ValidationError::NameTooLong {
+            table: table.to_owned(),
+            what,
+            name: name.to_owned(),
+            bytes: name.len(),
+        });
+    }
+}
+
+/// Checks a spec; returns every problem at once.
+pub fn validate(schema: &Schema) -> Result<(), ValidationErrors> {
+    let mut errors = Vec::new();
+    let mut tables = BTreeSet::new();
+    // Relation names: tables and indexes share pg_class's namespace.
+    let mut relations: BTreeMap<&str, String> = BTreeMap::new();
+    for table in &schema.tables {
+        relations
+            .entry(&table.name)
+            .or_insert_with(|| format!("table {:?}", table.name));
+    }
+    for (position, table) in schema.tables.iter().enumerate() {
+        let t = table.name.as_str();
+        if t.is_empty() {
+            errors.push(ValidationError::EmptyTableName { position });
+        }
+        if !tables.insert(t) {
+            errors.push(ValidationError::DuplicateTable {
+                table: t.to_owned(),
+            });
+        }
+        check_len(&mut errors, t, None, t);
+        let mut columns = BTreeSet::new();
+        for (position, column) in table.columns.iter().enumerate() {
+            let c = column.name.as_str();
+            if c.is_empty() {
+                errors.push(ValidationError::EmptyColumnName {
+                    table: t.to_owned(),
+                    position,
+                });
+                continue;
+            }
+            if !columns.insert(c) {
+                errors.push(ValidationError::DuplicateColumn {
+                    table: t.to_owned(),
+                    column: c.to_owned(),
+                });
+            }
+            if column.type_.trim().is_empty() {
+                errors.push(ValidationError::EmptyType {
+                    table: t.to_owned(),
+                    column: c.to_owned(),
+                });
+            }
+            check_len(&mut errors, t, Some(format!("column {c:?}")), c);
+        }
+        let mut pk = BTreeSet::new();
+        for column in &table.primary_key {
+            if !columns.contains(column.as_str()) {
+                errors.push(ValidationError::UnknownPrimaryKeyColumn {
+                    table: t.to_owned(),
+                    column: column.clone(),
+                });
+            }
+            if !pk.insert(column.as_str()) {
+                errors.push(ValidationError::DuplicatePrimaryKeyColumn {
+                    table: t.to_owned(),
+                    column: column.clone(),
+                });
+            }
+        }
+        for (position, index) in table.indexes.iter().enumerate() {
+            let i = index.name.as_str();
+            if i.is_empty() {
+                errors.push(ValidationError::EmptyIndexName {
+                    table: t.to_owned(),
+                    position,
+                });
+                continue;
+            }
+            check_len(&mut errors, t, Some(format!("index {i:?}")), i);
+            if let Some(other) = relations.get(i) {
+                errors.push(ValidationError::DuplicateIndex {
+                    table: t.to_owned(),
+                    index: i.to_owned(),
+                    other: other.clone(),
+                });
+            } else {
+                relations.insert(i, format!("index {i:?} of table {t:?}"));
+            }
+            if index.keys.iter().all(|k| k.trim().is_empty()) {
+                errors.push(ValidationError::EmptyIndexKeys {
+                    table: t.to_owned(),
+                    index: i.to_owned(),
+                });
+            }
+            for column in &index.include {
+                if !columns.contains(column.as_str()) {
+                    errors.push(ValidationError::UnknownIncludeColumn {
+                        table: t.to_owned(),
+                        index: i.to_owned(),
+                        column: column.clone(),
+                    });
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::spec::{Column, Index, Table};
+
+    fn errors(schema: &Schema) -> Vec<ValidationError> {
+        validate(schema).err().map(|e| e.0).unwrap_or_default()
+    }
+
+    fn t() -> Table {
+        Table::new("t")
+            .column(Column::new("id", "int"))
+            .primary_key(["id"])
+    }
+
+    #[test]
+    fn a_valid_spec_passes() {
+        assert_eq!(errors(&Schema::new().table(t())), vec![]);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_names() {
+        let long = "x".repeat(64);
+        let cases: Vec<(Schema, ValidationError)> = vec![
+            (
+                Schema::new().table(Table::new("")),
+                ValidationError::EmptyTableName { position: 0 },
+            ),
+            (
+                Schema::new().table(t()).table(t()),
+                ValidationError::DuplicateTable { table: "t".into() },
+            ),
+            (
+                Schema::new().table(t().column(Column::new("id", "text"))),
+                ValidationError::DuplicateColumn {
+                    table: "t".into(),
+                    column: "id".into(),
+                },
+            ),
+            (
+                Schema::new().table(t().column(Column::new("", "text"))),
+                ValidationError::EmptyColumnName {
+                    table: "t".into(),
+                    position: 1,
+                },
+            ),
+            (
+                Schema::new().table(t().column(Column::new("c", " "))),
+                ValidationError::EmptyType {
+                    table: "t".into(),
+                    column: "c".into(),
+                },
+            ),
+            (
+                Schema::new().table(t().primary_key(["nope"])),
+                ValidationError::UnknownPrimaryKeyColumn {
+                    table: "t".into(),
+                    column: "nope".into(),
+                },
+            ),
+            (
+                Schema::new().table(t().primary_key(["id", "id"])),
+                ValidationError::DuplicatePrimaryKeyColumn {
+                    table: "t".into(),
+                    column: "id".into(),
+                },
+            ),
+            (
+                Schema::new().table(t().index(Index::new("i", ["id"]).include(["nope"]))),
+                ValidationError::UnknownIncludeColumn {
+                    table: "t".into(),
+                    index: "i".into(),
+                    column: "nope".into(),
+                },
+            ),
+            (
+                Schema::new().table(
+                    t().index(Index::new("i", ["id"]))
+                        .index(Index::new("i", ["id"])),
+                ),
+                ValidationError::DuplicateIndex {
+                    table: "t".into(),
+                    index: "i".into(),
+                    other: "index \"i\" of table \"t\"".into(),
+                },
+            ),
+            (
+                Schema::new().table(t().index(Index::new("t", ["id"]))),
+                ValidationError::DuplicateIndex {
+                    table: "t".into(),
+                    index: "t".into(),
+                    other: "table \"t\"".into(),
+                },
+            ),
+            (
+                Schema::new().table(t().index(Index::new("", ["id"]))),
+                ValidationError::EmptyIndexName {
+                    table: "t".into(),
+                    position: 0,
+                },
+            ),
+            (
+                Schema::new().table(t().index(Index::new("i", Vec::<String>::new()))),
+                ValidationError::EmptyIndexKeys {
+                    table: "t".into(),
+                    index: "i".into(),
+                },
+            ),
+            (
+                Schema::new().table(Table::new(long.clone())),
+                ValidationError::NameTooLong {
+                    table: long.clone(),
+                    what: None,
+                    name: long.clone(),
+                    bytes: 64,
+                },
+            ),
+            (
+                Schema::new().table(t().column(Column::new(long.clone(), "int"))),
+                ValidationError::NameTooLong {
+                    table: "t".into(),
+                    what: Some(format!("column {long:?}")),
+                    name: long.clone(),
+                    bytes: 64,
+                },
+            ),
+            (
+                // 22 three-byte characters: 66 bytes, 22 characters.
+                Schema::new().table(t().index(Index::new("é".repeat(33), ["id"]))),
+                ValidationError::NameTooLong {
+                    table: "t".into(),
+                    what: Some(format!("index {:?}", "é".repeat(33))),
+                    name: "é".repeat(33),
+                    bytes: 66,
+                },
+            ),
+        ];
+        for (schema, expected) in cases {
+            let found = errors(&schema);
+            assert!(
+                found.contains(&expected),
+                "expected {expected:?} in {found:?}"
+            );
+            let text = ValidationErrors(found).to_string();
+            assert!(text.contains("is invalid"), "{text}");
+        }
+    }
+
+    #[test]
+    fn messages_name_table_and_column() {
+        let e = ValidationError::UnknownIncludeColumn {
+            table: "t".into(),
+            index: "i".into(),
+            column: "c".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "table \"t\", index \"i\": INCLUDE column \"c\" does not exist"
+        );
+        assert!(validate(&Schema::new().table(t())).is_ok());
+    }
+}

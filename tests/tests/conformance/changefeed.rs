@@ -1,0 +1,968 @@
+//! Change feeds: every committed change delivered exactly once, in order,
+//! filtered, resumable, with snapshots and explicit resync errors.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ::changefeed::{
+    Error, Event, Feed, Filter, JsonRow, Options, Query, Retention, Start, Subscription,
+};
+use db::{AnyPool, BackendKind, Client, Executor, Pool, params};
+use serde_json::{Value as Json, json};
+
+use crate::TestDb;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn next(sub: &mut Subscription) -> Event {
+    match tokio::time::timeout(WAIT, sub.recv()).await {
+        Ok(Ok(event)) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Asserts that nothing more arrives for a while.
+async fn quiet(sub: &mut Subscription) {
+    if let Ok(event) = tokio::time::timeout(Duration::from_millis(600), sub.recv()).await {
+        panic!("unexpected {event:?}");
+    }
+}
+
+fn obj(v: Json) -> JsonRow {
+    match v {
+        Json::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+async fn setup(db: &TestDb) -> Feed<AnyPool> {
+    db.pool
+        .batch_execute(
+            "CREATE TABLE items (id int8 PRIMARY KEY, owner text, n int8, body text);
+             CREATE TABLE other (id int8 PRIMARY KEY, v int8)",
+        )
+        .await
+        .unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    feed.enable("items").await.unwrap();
+    feed
+}
+
+fn stripped(event: Event) -> Event {
+    // Offsets are checked separately.
+    match event {
+        Event::Insert { row, .. } => Event::Insert { offset: 0, row },
+        Event::Update {
+            row, changed, old, ..
+        } => Event::Update {
+            offset: 0,
+            row,
+            changed,
+            old,
+        },
+        Event::Delete { key, .. } => Event::Delete { offset: 0, key },
+        other => other,
+    }
+}
+
+fn insert(row: Json) -> Event {
+    Event::Insert {
+        offset: 0,
+        row: obj(row),
+    }
+}
+
+fn delete(key: Json) -> Event {
+    Event::Delete {
+        offset: 0,
+        key: obj(key),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_update_delete_in_order_with_offsets() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    let mut sub = feed
+        .subscribe(Query::table("items"), Start::Now)
+        .await
+        .unwrap();
+    db.pool
+        .execute("INSERT INTO items VALUES (1, 'ada', 1, 'x')", &[])
+        .await
+        .unwrap();
+    db.pool
+        .execute("UPDATE items SET n = 2, body = 'y' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    db.pool
+        .execute("DELETE FROM items WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let events = [
+        next(&mut sub).await,
+        next(&mut sub).await,
+        next(&mut sub).await,
+    ];
+    let offsets: Vec<i64> = events.iter().map(|e| e.offset().unwrap()).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    let events: Vec<Event> = events.into_iter().map(stripped).collect();
+    assert_eq!(
+        events,
+        vec![
+            insert(json!({"id": 1, "owner": "ada", "n": 1, "body": "x"})),
+            Event::Update {
+                offset: 0,
+                row: obj(json!({"id": 1, "owner": "ada", "n": 2, "body": "y"})),
+                changed: vec!["body".into(), "n".into()],
+                old: obj(json!({"n": 1, "body": "x"})),
+            },
+            delete(json!({"id": 1})),
+        ]
+    );
+    // Tables without a feed say nothing.
+    db.pool
+        .execute("INSERT INTO other VALUES (1, 1)", &[])
+        .await
+        .unwrap();
+    quiet(&mut sub).await;
+    assert_eq!(sub.last_offset(), offsets[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_entering_and_leaving_the_filter_are_inserts_and_deletes() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    let filter: Filter = "owner = 'ada' AND n >= 10".parse().unwrap();
+    let mut sub = feed
+        .subscribe(
+            Query::table("items").columns(["n"]).filter(filter),
+            Start::Now,
+        )
+        .await
+        .unwrap();
+    let run = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move { pool.execute(sql, &[]).await.unwrap() }
+    };
+    run("INSERT INTO items VALUES (1, 'ada', 5, 'x')").await; // not matching
+    run("UPDATE items SET n = 10 WHERE id = 1").await; // enters
+    run("UPDATE items SET body = 'y' WHERE id = 1").await; // unselected column only
+    run("UPDATE items SET n = 11 WHERE id = 1").await; // changes
+    run("UPDATE items SET owner = 'bob' WHERE id = 1").await; // leaves
+    run("UPDATE items SET n = 12 WHERE id = 1").await; // still out
+    run("DELETE FROM items WHERE id = 1").await; // was out
+    run("INSERT INTO items VALUES (2, 'ada', 20, 'z')").await; // matching
+    run("DELETE FROM items WHERE id = 2").await; // leaves
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(stripped(next(&mut sub).await));
+    }
+    assert_eq!(
+        got,
+        vec![
+            insert(json!({"id": 1, "n": 10})),
+            Event::Update {
+                offset: 0,
+                row: obj(json!({"id": 1, "n": 11})),
+                changed: vec!["n".into()],
+                old: obj(json!({"n": 10})),
+            },
+            delete(json!({"id": 1})),
+            insert(json!({"id": 2, "n": 20})),
+            delete(json!({"id": 2})),
+        ]
+    );
+    quiet(&mut sub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_subscribers_with_different_filters() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    let mut ada = feed
+        .subscribe(
+            Query::table("items").filter("owner = 'ada'".parse().unwrap()),
+            Start::Now,
+        )
+        .await
+        .unwrap();
+    let mut big = feed
+        .subscribe(
+            Query::table("items")
+                .columns(["n"])
+                .filter("n IN (100, 200) AND body IS NOT NULL".parse().unwrap()),
+            Start::Now,
+        )
+        .await
+        .unwrap();
+    db.pool
+        .batch_execute(
+            "INSERT INTO items VALUES (1, 'ada', 1, 'a');
+             INSERT INTO items VALUES (2, 'bob', 100, 'b');
+             INSERT INTO items VALUES (3, 'ada', 200, 'c');
+             INSERT INTO items VALUES (4, 'bob', 200, NULL)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        [next(&mut ada).await, next(&mut ada).await].map(stripped),
+        [
+            insert(json!({"id": 1, "owner": "ada", "n": 1, "body": "a"})),
+            insert(json!({"id": 3, "owner": "ada", "n": 200, "body": "c"})),
+        ]
+    );
+    assert_eq!(
+        [next(&mut big).await, next(&mut big).await].map(stripped),
+        [
+            insert(json!({"id": 2, "n": 100})),
+            insert(json!({"id": 3, "n": 200})),
+        ]
+    );
+    quiet(&mut ada).await;
+    quiet(&mut big).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_changes_produce_nothing() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    let mut sub = feed
+        .subscribe(Query::table("items"), Start::Now)
+        .await
+        .unwrap();
+    let mut c = db.pool.acquire().await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("INSERT INTO items VALUES (1, 'ada', 1, 'x')", &[])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("INSERT INTO items VALUES (2, 'ada', 2, 'kept')", &[])
+        .await
+        .unwrap();
+    let mut sp = tx.begin().await.unwrap();
+    sp.execute("INSERT INTO items VALUES (3, 'ada', 3, 'savepoint')", &[])
+        .await
+        .unwrap();
+    sp.rollback().await.unwrap();
+    tx.commit().await.unwrap();
+    {
+        let mut tx = c.begin().await.unwrap();
+        tx.execute("INSERT INTO items VALUES (4, 'ada', 4, 'dropped')", &[])
+            .await
+            .unwrap();
+        // Dropped without commit: rolled back.
+    }
+    drop(c);
+    db.pool
+        .execute("INSERT INTO items VALUES (5, 'ada', 5, 'last')", &[])
+        .await
+        .unwrap();
+    let got = [next(&mut sub).await, next(&mut sub).await].map(stripped);
+    assert_eq!(
+        got,
+        [
+            insert(json!({"id": 2, "owner": "ada", "n": 2, "body": "kept"})),
+            insert(json!({"id": 5, "owner": "ada", "n": 5, "body": "last"})),
+        ]
+    );
+    quiet(&mut sub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mib_row_does_not_fail_the_writer() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    let mut sub = feed
+        .subscribe(Query::table("items").columns(["body"]), Start::Now)
+        .await
+        .unwrap();
+    let body = "é".repeat(512 * 1024); // 1 MiB of UTF-8
+    db.pool
+        .execute(
+            "INSERT INTO items VALUES (1, 'ada', 1, $1)",
+            &params![body.as_str()],
+        )
+        .await
+        .unwrap();
+    db.pool
+        .execute("UPDATE items SET body = body || 'x' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    match next(&mut sub).await {
+        Event::Insert { row, .. } => assert_eq!(row["body"].as_str(), Some(body.as_str())),
+        other => panic!("{other:?}"),
+    }
+    match next(&mut sub).await {
+        Event::Update { row, old, .. } => {
+            assert_eq!(row["body"].as_str().map(str::len), Some(body.len() + 1));
+            assert_eq!(old["body"].as_str(), Some(body.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_live_without_gap_or_overlap() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    db.pool
+        .execute(
+            "INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 50) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    // A writer keeps inserting while the snapshot is taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let pool = db.pool.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut id = 1000_i64;
+            while !stop.load(Ordering::Relaxed) || id < 1020 {
+                id += 1;
+                pool.execute(
+                    "INSERT INTO items VALUES ($1, 'ada', $1, NULL)",
+                    &params![id],
+                )
+                .await
+                .unwrap();
+                tokio::task::yield_now().await;
+            }
+            id
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut sub = feed
+        .subscribe(
+            Query::table("items")
+                .columns(["n"])
+                .filter("n > 10".parse().unwrap()),
+            Start::Snapshot,
+        )
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let last_id = writer.await.unwrap();
+    let mut seen = BTreeMap::new();
+    let mut snapshot_ended = false;
+    let mut end_offset = 0;
+    // Every matching row, exactly once, either in the snapshot or live.
+    let expected = 40 + (last_id - 1000);
+    while (seen.len() as i64) < expected {
+        match next(&mut sub).await {
+            Event::SnapshotRow { row } => {
+                assert!(!snapshot_ended, "snapshot row after the end marker");
+                let id = row["id"].as_i64().unwrap();
+                assert!(seen.insert(id, "snapshot").is_none(), "duplicate {id}");
+            }
+            Event::SnapshotEnd { offset } => {
+                snapshot_ended = true;
+                end_offset = offset;
+            }
+            Event::Insert { row, offset } => {
+                assert!(snapshot_ended, "live event before the end marker");
+                assert!(offset > end_offset);
+                let id = row["id"].as_i64().unwrap();
+                assert!(seen.insert(id, "live").is_none(), "duplicate {id}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(snapshot_ended || seen.len() as i64 == expected);
+    let ids: Vec<i64> = seen.keys().copied().collect();
+    let want: Vec<i64> = (11..=50).chain(1001..=last_id).collect();
+    assert_eq!(ids, want);
+    quiet(&mut sub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_an_offset_even_with_a_new_reader() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    let mut sub = feed
+        .subscribe(Query::table("items").columns(["n"]), Start::Now)
+        .await
+        .unwrap();
+    for i in 1..=3_i64 {
+        db.pool
+            .execute(
+                "INSERT INTO items VALUES ($1, 'ada', $1, NULL)",
+                &params![i],
+            )
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        next(&mut sub).await;
+    }
+    let resume_at = sub.last_offset();
+    drop(sub);
+    // The reader goes away too (a process restart), and changes continue.
+    drop(feed);
+    for i in 4..=5_i64 {
+        db.pool
+            .execute(
+                "INSERT INTO items VALUES ($1, 'ada', $1, NULL)",
+                &params![i],
+            )
+            .await
+            .unwrap();
+    }
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    let mut sub = feed
+        .subscribe(
+            Query::table("items").columns(["n"]),
+            Start::AfterOffset(resume_at),
+        )
+        .await
+        .unwrap();
+    for i in 3..=6_i64 {
+        if i == 6 {
+            db.pool
+                .execute("INSERT INTO items VALUES (6, 'ada', 6, NULL)", &[])
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            stripped(next(&mut sub).await),
+            insert(json!({"id": i, "n": i}))
+        );
+    }
+    quiet(&mut sub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_a_pruned_offset_is_an_explicit_error() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    for i in 1..=10_i64 {
+        db.pool
+            .execute(
+                "INSERT INTO items VALUES ($1, 'ada', $1, NULL)",
+                &params![i],
+            )
+            .await
+            .unwrap();
+    }
+    let (last, pruned) = feed.positions().await.unwrap();
+    assert_eq!(pruned, 0);
+    // Offsets increase but need not be dense (concurrent readers assigning
+    // them may leave gaps).
+    let offsets: Vec<i64> = db
+        .pool
+        .query("SELECT pos FROM changefeed_log ORDER BY pos", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(offsets.len(), 10);
+    assert!(offsets[9] <= last);
+    assert_eq!(
+        feed.prune_with(Retention::unlimited().max_rows(4))
+            .await
+            .unwrap(),
+        6
+    );
+    let (_, pruned) = feed.positions().await.unwrap();
+    assert_eq!(pruned, offsets[5]);
+    match feed
+        .subscribe(Query::table("items"), Start::AfterOffset(0))
+        .await
+    {
+        Err(Error::ResyncRequired { pruned_before }) => assert_eq!(pruned_before, pruned + 1),
+        other => panic!("expected ResyncRequired, got {other:?}"),
+    }
+    // Right at the boundary nothing is missing.
+    let mut sub = feed
+        .subscribe(
+            Query::table("items").columns(["n"]),
+            Start::AfterOffset(pruned),
+        )
+        .await
+        .unwrap();
+    for i in 7..=10_i64 {
+        assert_eq!(
+            stripped(next(&mut sub).await),
+            insert(json!({"id": i, "n": i}))
+        );
+    }
+    // Pruning by age never touches recent changes.
+    assert_eq!(
+        feed.prune_with(Retention::unlimited().max_age(Duration::from_secs(3600)))
+            .await
+            .unwrap(),
+        0
+    );
+    let listed = feed.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].table, "items");
+    assert_eq!(listed[0].key_columns, vec!["id".to_owned()]);
+    assert_eq!(listed[0].log_rows, 4);
+    assert_eq!(listed[0].last_offset, Some(offsets[9]));
+    // Everything older than now goes with a zero age.
+    assert_eq!(
+        feed.prune_with(Retention::unlimited().max_age(Duration::ZERO))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(feed.positions().await.unwrap().1, offsets[9]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_is_idempotent_and_disable_removes_the_trigger() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    assert_eq!(feed.enable("items").await.unwrap(), vec!["id".to_owned()]);
+    feed.enable("other").await.unwrap();
+    let triggers = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            pool.query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'changefeed_capture'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+        }
+    };
+    let functions = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            pool.query_one(
+                "SELECT count(*) FROM pg_proc WHERE proname = 'changefeed_capture'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+        }
+    };
+    assert_eq!(triggers(&db).await, 2);
+    assert_eq!(functions(&db).await, 1);
+    let mut sub = feed
+        .subscribe(Query::table("items"), Start::Now)
+        .await
+        .unwrap();
+    db.pool
+        .execute("INSERT INTO items VALUES (1, 'ada', 1, NULL)", &[])
+        .await
+        .unwrap();
+    next(&mut sub).await;
+    assert!(feed.disable("items").await.unwrap());
+    assert!(!feed.disable("items").await.unwrap());
+    assert_eq!(triggers(&db).await, 1);
+    assert_eq!(functions(&db).await, 1);
+    db.pool
+        .execute("INSERT INTO items VALUES (2, 'ada', 2, NULL)", &[])
+        .await
+        .unwrap();
+    quiet(&mut sub).await;
+    match feed.subscribe(Query::table("items"), Start::Now).await {
+        Err(Error::NotEnabled(t)) => assert_eq!(t, "items"),
+        other => panic!("expected NotEnabled, got {other:?}"),
+    }
+    assert!(feed.disable("other").await.unwrap());
+    assert_eq!(triggers(&db).await, 0);
+    assert_eq!(functions(&db).await, 0);
+    assert!(feed.list().await.unwrap().is_empty());
+    // Errors name the problem.
+    db.pool
+        .execute("CREATE TABLE nokey (v int8)", &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        feed.enable("nokey").await,
+        Err(Error::NoPrimaryKey(_))
+    ));
+    assert!(matches!(
+        feed.enable("missing").await,
+        Err(Error::NoSuchTable(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_told_where_to_resume() {
+    let db = TestDb::new().await;
+    db.pool
+        .execute(
+            "CREATE TABLE items (id int8 PRIMARY KEY, owner text, n int8, body text)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new().subscriber_buffer(8))
+        .await
+        .unwrap();
+    feed.enable("items").await.unwrap();
+    let mut sub = feed
+        .subscribe(Query::table("items").columns(["n"]), Start::Now)
+        .await
+        .unwrap();
+    // Catching up is done with backpressure; only a live subscription lags.
+    tokio::time::timeout(WAIT, async {
+        while !sub.is_live() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    db.pool
+        .execute(
+            "INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 100) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    // A slow subscriber: it reads nothing while the burst is fanned out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ids = Vec::new();
+    let resume_at = loop {
+        match tokio::time::timeout(WAIT, sub.recv()).await {
+            Ok(Ok(Event::Insert { row, .. })) => ids.push(row["id"].as_i64().unwrap()),
+            Ok(Err(Error::Lagged { last_offset })) => break last_offset,
+            other => panic!("expected events then Lagged, got {other:?} after {ids:?}"),
+        }
+    };
+    assert!(ids.len() < 100, "{ids:?}");
+    let mut sub = feed
+        .subscribe(
+            Query::table("items").columns(["n"]),
+            Start::AfterOffset(resume_at),
+        )
+        .await
+        .unwrap();
+    while ids.len() < 100 {
+        match next(&mut sub).await {
+            Event::Insert { row, .. } => ids.push(row["id"].as_i64().unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ids, (1..=100).collect::<Vec<i64>>());
+}
+
+/// A tiny deterministic generator (the suite has no `rand`).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Change {
+    Insert(i64, i64),
+    Update(i64, i64),
+    Delete(i64, i64),
+}
+
+/// Applies events to a model of the table, checking that each one follows
+/// from the state before it; returns the changes they stand for.
+fn replay(state: &mut BTreeMap<i64, i64>, event: &Event, out: &mut Vec<Change>) {
+    let id_v = |row: &JsonRow| (row["id"].as_i64().unwrap(), row["v"].as_i64().unwrap());
+    match event {
+        Event::SnapshotRow { row } => {
+            let (id, v) = id_v(row);
+            assert!(state.insert(id, v).is_none(), "snapshot row {id} twice");
+        }
+        Event::Insert { row, .. } => {
+            let (id, v) = id_v(row);
+            assert!(
+                state.insert(id, v).is_none(),
+                "insert of present row {id}: {event:?}"
+            );
+            out.push(Change::Insert(id, v));
+        }
+        Event::Update { row, old, .. } => {
+            let (id, v) = id_v(row);
+            let before = state.insert(id, v);
+            assert_eq!(before, old["v"].as_i64(), "update out of order: {event:?}");
+            out.push(Change::Update(id, v));
+        }
+        Event::Delete { key, .. } => {
+            let id = key["id"].as_i64().unwrap();
+            let v = state
+                .remove(&id)
+                .unwrap_or_else(|| panic!("delete of absent row {id}"));
+            out.push(Change::Delete(id, v));
+        }
+        Event::SnapshotEnd { .. } => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// When a consumer may stop: after this many changes, or once its model
+/// equals this table content.
+#[derive(Debug, Clone)]
+enum Until {
+    Changes(usize),
+    Table(BTreeMap<i64, i64>, i64),
+}
+
+/// Consumes a subscription, checking offsets and replaying events, until
+/// `until` is set and reached (then asserts that nothing more arrives);
+/// returns the model and the changes.
+async fn consume(
+    mut sub: Subscription,
+    until: Arc<std::sync::Mutex<Option<Until>>>,
+) -> (BTreeMap<i64, i64>, Vec<Change>, i64) {
+    let mut state = BTreeMap::new();
+    let mut changes = Vec::new();
+    let mut last = i64::MIN;
+    let mut idle = Duration::ZERO;
+    loop {
+        let goal = until.lock().unwrap().clone();
+        let reached = match &goal {
+            None => false,
+            Some(Until::Changes(n)) => changes.len() >= *n,
+            Some(Until::Table(rows, offset)) => &state == rows && last >= *offset,
+        };
+        if reached {
+            if let Ok(event) = tokio::time::timeout(Duration::from_millis(1000), sub.recv()).await {
+                panic!("unexpected extra {event:?}");
+            }
+            return (state, changes, last);
+        }
+        let event = match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => panic!("subscription ended: {e}"),
+            Err(_) => {
+                if goal.is_some() {
+                    idle += Duration::from_millis(200);
+                    assert!(
+                        idle < Duration::from_secs(60),
+                        "stalled with {} changes, goal {goal:?}, model {state:?}",
+                        changes.len()
+                    );
+                }
+                continue;
+            }
+        };
+        idle = Duration::ZERO;
+        if let Some(offset) = event.offset() {
+            assert!(offset > last, "offset {offset} after {last}");
+            last = offset;
+        }
+        replay(&mut state, &event, &mut changes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_rollbacks_are_delivered_exactly() {
+    let db = TestDb::with_config(|c| c.max_connections(20)).await;
+    let on_postgres = db.backend() == BackendKind::Postgres;
+    db.pool
+        .execute("CREATE TABLE t (id int8 PRIMARY KEY, v int8 NOT NULL)", &[])
+        .await
+        .unwrap();
+    let feed = Arc::new(
+        Feed::start(db.pool.clone(), Options::new().subscriber_buffer(1 << 16))
+            .await
+            .unwrap(),
+    );
+    feed.enable("t").await.unwrap();
+    let live_goal = Arc::new(std::sync::Mutex::new(None));
+    let live = tokio::spawn(consume(
+        feed.subscribe(Query::table("t"), Start::Now).await.unwrap(),
+        Arc::clone(&live_goal),
+    ));
+    let writers_running = Arc::new(AtomicBool::new(true));
+    let killer = {
+        let pool = db.pool.clone();
+        let running = Arc::clone(&writers_running);
+        tokio::spawn(async move {
+            let mut kills = 0_i64;
+            while on_postgres && running.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let row = pool
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                         WHERE datname = current_database() AND query LIKE 'LISTEN%'
+                         AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                kills += row.get::<i64, _>(0);
+            }
+            kills
+        })
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut writers = Vec::new();
+    for w in 0..8_i64 {
+        let pool = db.pool.clone();
+        writers.push(tokio::spawn(async move {
+            let mut rng = Rng(seed.wrapping_mul(w as u64 * 2 + 1) | 1);
+            let mut committed = Vec::new();
+            let mut rollbacks = 0;
+            for i in 0..50_i64 {
+                let mut c = pool.acquire().await.unwrap();
+                let mut tx = c.begin().await.unwrap();
+                let mut changes = Vec::new();
+                let mut failed = false;
+                for j in 0..=rng.below(5) as i64 {
+                    let id = rng.below(40) as i64;
+                    let v = w * 1_000_000 + i * 100 + j;
+                    let result = if rng.below(4) == 0 {
+                        tx.query_opt("DELETE FROM t WHERE id = $1 RETURNING v", &params![id])
+                            .await
+                            .map(|r| r.map(|r| Change::Delete(id, r.get(0))))
+                    } else {
+                        tx.query_one(
+                            "INSERT INTO t VALUES ($1, $2) ON CONFLICT (id) DO UPDATE
+                             SET v = EXCLUDED.v RETURNING (xmax = 0)",
+                            &params![id, v],
+                        )
+                        .await
+                        .map(|r| {
+                            Some(if r.get::<bool, _>(0) {
+                                Change::Insert(id, v)
+                            } else {
+                                Change::Update(id, v)
+                            })
+                        })
+                    };
+                    match result {
+                        Ok(change) => changes.extend(change),
+                        // Deadlocks between writers: the transaction is lost.
+                        Err(e) if on_postgres => {
+                            assert_eq!(e.code().map(|c| c.code()), Some("40P01"), "{e}");
+                            failed = true;
+                            break;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                if on_postgres && rng.below(20) == 0 {
+                    // Held open for a while: later transactions commit first.
+                    tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+                }
+                if failed || rng.below(5) == 0 {
+                    rollbacks += 1;
+                    drop(tx);
+                } else {
+                    tx.commit().await.unwrap();
+                    committed.extend(changes);
+                }
+            }
+            (committed, rollbacks)
+        }));
+    }
+    // A snapshot subscriber that joins in the middle of it all.
+    tokio::time::sleep(Duration::from_millis(if on_postgres { 1500 } else { 200 })).await;
+    let snapshot_goal = Arc::new(std::sync::Mutex::new(None));
+    let from_snapshot = tokio::spawn(consume(
+        feed.subscribe(Query::table("t"), Start::Snapshot)
+            .await
+            .unwrap(),
+        Arc::clone(&snapshot_goal),
+    ));
+    let mut committed = Vec::new();
+    let mut rollbacks = 0;
+    for w in writers {
+        let (c, r) = w.await.unwrap();
+        committed.extend(c);
+        rollbacks += r;
+    }
+    writers_running.store(false, Ordering::Relaxed);
+    let kills = killer.await.unwrap();
+    let rows: BTreeMap<i64, i64> = db
+        .pool
+        .query("SELECT id, v FROM t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    *live_goal.lock().unwrap() = Some(Until::Changes(committed.len()));
+    let (state, mut delivered, last_offset) = live.await.unwrap();
+    *snapshot_goal.lock().unwrap() = Some(Until::Table(rows.clone(), last_offset));
+    assert_eq!(
+        state, rows,
+        "replaying the events gives the table (seed {seed})"
+    );
+    committed.sort();
+    delivered.sort();
+    assert_eq!(delivered.len(), committed.len());
+    assert_eq!(
+        delivered, committed,
+        "the committed changes, each once (seed {seed})"
+    );
+    // The snapshot subscriber reaches the same state and nothing follows.
+    let (snapshot_state, _, _) = from_snapshot.await.unwrap();
+    assert_eq!(
+        snapshot_state, rows,
+        "snapshot plus live changes give the table"
+    );
+    assert!(rollbacks > 0);
+    if on_postgres {
+        assert!(kills > 0, "the listener's connection was never killed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_across_a_close_and_reopen_of_a_persistent_pglite_directory() {
+    // Always embedded: this is about PGlite's own data directory.
+    let dir = tempfile::tempdir().unwrap();
+    let config = db::Config::new().pglite(db::DataDir::Path(dir.path().to_path_buf()));
+    let pool = AnyPool::connect(&config).await.unwrap();
+    pool.execute("CREATE TABLE items (id int8 PRIMARY KEY, n int8)", &[])
+        .await
+        .unwrap();
+    let feed = Feed::start(pool.clone(), Options::new()).await.unwrap();
+    feed.enable("items").await.unwrap();
+    let mut sub = feed
+        .subscribe(Query::table("items"), Start::Now)
+        .await
+        .unwrap();
+    for i in 1..=3_i64 {
+        pool.execute("INSERT INTO items VALUES ($1, $1)", &params![i])
+            .await
+            .unwrap();
+    }
+    next(&mut sub).await;
+    next(&mut sub).await;
+    let resume_at = sub.last_offset();
+    drop(sub);
+    drop(feed);
+    pool.execute("INSERT INTO items VALUES (4, 4)", &[])
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let pool = AnyPool::connect(&config).await.unwrap();
+    let feed = Feed::start(pool.clone(), Options::new()).await.unwrap();
+    let mut sub = feed
+        .subscribe(Query::table("items"), Start::AfterOffset(resume_at))
+        .await
+        .unwrap();
+    pool.execute("INSERT INTO items VALUES (5, 5)", &[])
+        .await
+        .unwrap();
+    for i in 3..=5_i64 {
+        assert_eq!(
+            stripped(next(&mut sub).await),
+            insert(json!({"id": i, "n": i}))
+        );
+    }
+    quiet(&mut sub).await;
+    drop(sub);
+    drop(feed);
+    pool.close().await;
+}
