@@ -298,7 +298,10 @@ async fn listen_commands(
             }
             ListenCommand::Unlisten(channel) if pool.shared.hub.unlisten_confirmed(&channel) => {
                 let sql = format!("UNLISTEN {}", db_core::quote_ident(&channel));
-                if let Err(e) = pool.batch_execute(&sql).await {
+                // After close there is nothing left to stop listening on.
+                if let Err(e) = pool.batch_execute(&sql).await
+                    && !e.is_closed()
+                {
                     tracing::warn!(error = %e, channel, "UNLISTEN failed");
                 }
             }
