@@ -6,6 +6,7 @@
 mod contender;
 mod node;
 mod stats;
+mod test_databases;
 mod workloads;
 
 use std::path::PathBuf;

@@ -254,6 +254,7 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
     }
     if !o.embedded_only {
         persistent_open(&mut report).await?;
+        crate::test_databases::run(&mut report, o, if o.quick { 10 } else { 50 }).await?;
         crate::node::run(o, &mut report, p.point.min(1000), p.insert).await;
         peak_memory(&mut report, o.quick);
         ratios(&mut report);
@@ -476,7 +477,7 @@ fn ratios(report: &mut Report) {
     for w in names {
         let pg = report.median(&w, Kind::DbPostgres.name());
         let sqlx = report.median(&w, Kind::Sqlx.name());
-        if pg.is_some() || sqlx.is_some() {
+        if sqlx.is_some() {
             report.ratio(
                 &format!("db-postgres / sqlx: {w}"),
                 div(pg, sqlx),
