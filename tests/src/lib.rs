@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use db::{AnyPool, BackendKind, Config, DataDir, Pool, Result, quote_ident};
+use db_testing::{DropOnExit, with_database};
 
 /// A database for one test, removed when dropped.
 #[derive(Debug)]
@@ -17,7 +18,8 @@ pub struct TestDb {
     pub pool: AnyPool,
     /// The configuration it was opened with.
     pub config: Config,
-    drop_database: Option<(String, String)>,
+    /// Drops the test's database on a server when the test ends.
+    _drop_database: Option<DropOnExit>,
 }
 
 /// The configuration of the backend under test, before per-test changes.
@@ -42,20 +44,6 @@ fn unique_name() -> String {
     format!("conformance_{}_{n}_{nanos}", std::process::id())
 }
 
-/// Replaces the database name in a `postgres://` URL.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
-    let host = path_start.map_or(base, |i| &base[..i]);
-    match query {
-        Some(q) => format!("{host}/{database}?{q}"),
-        None => format!("{host}/{database}"),
-    }
-}
-
 impl TestDb {
     /// A fresh database with default settings.
     pub async fn new() -> TestDb {
@@ -78,7 +66,7 @@ impl TestDb {
             return Ok(TestDb {
                 pool,
                 config,
-                drop_database: None,
+                _drop_database: None,
             });
         }
         let admin_url = base
@@ -105,60 +93,12 @@ impl TestDb {
         Ok(TestDb {
             pool,
             config,
-            drop_database: Some((admin_url, name)),
+            _drop_database: Some(DropOnExit::new(admin_url, name)),
         })
     }
 
     /// Which backend is under test.
     pub fn backend(&self) -> BackendKind {
         self.pool.backend()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin_url, name)) = self.drop_database.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime, which cannot be blocked on; a
-        // short-lived runtime on its own thread removes the database.
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let config = Config::new().postgres_url(admin_url).max_connections(1);
-                if let Ok(admin) = AnyPool::connect(&config).await {
-                    let sql = format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        quote_ident(&name)
-                    );
-                    let _ = admin.batch_execute(&sql).await;
-                    admin.close().await;
-                }
-            });
-        });
-        let _ = handle.join();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn database_is_replaced_in_urls() {
-        assert_eq!(
-            with_database("postgres://u@h:5/postgres", "x"),
-            "postgres://u@h:5/x"
-        );
-        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
-        assert_eq!(
-            with_database("postgres://u@h/p?sslmode=disable", "x"),
-            "postgres://u@h/x?sslmode=disable"
-        );
     }
 }

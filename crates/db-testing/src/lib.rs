@@ -39,6 +39,8 @@
 mod pglite;
 mod postgres;
 
+pub use postgres::{DropOnExit, with_database};
+
 use db::{AnyPool, BackendKind, Config, Result};
 
 /// A factory of isolated test databases sharing one setup.

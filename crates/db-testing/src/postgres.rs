@@ -16,11 +16,22 @@ pub(crate) struct Template {
     created: OnceCell<()>,
 }
 
-/// Drops a test's database when the test ends.
+/// Drops a database when dropped: what ends a test's database on a server.
 #[derive(Debug)]
-pub(crate) struct DropOnExit {
+pub struct DropOnExit {
     admin_url: String,
     name: String,
+}
+
+impl DropOnExit {
+    /// Drops database `name` through the maintenance database at
+    /// `admin_url` when this value is dropped.
+    pub fn new(admin_url: impl Into<String>, name: impl Into<String>) -> Self {
+        DropOnExit {
+            admin_url: admin_url.into(),
+            name: name.into(),
+        }
+    }
 }
 
 fn admin_url(config: &Config) -> String {
@@ -31,8 +42,8 @@ fn admin_url(config: &Config) -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1/postgres".to_owned())
 }
 
-/// Replaces the database name in a `postgres://` URL.
-pub(crate) fn with_database(url: &str, database: &str) -> String {
+/// Replaces the database name in a `postgres://` URL, keeping its query.
+pub fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(b, q)| (b, Some(q)));
@@ -152,10 +163,7 @@ impl Template {
         let created = admin.batch_execute(&create).await;
         admin.close().await;
         created?;
-        let hold = DropOnExit {
-            admin_url: url.clone(),
-            name: name.clone(),
-        };
+        let hold = DropOnExit::new(url.clone(), name.clone());
         let pool = AnyPool::connect(&self.config.clone().postgres_url(with_database(&url, &name)))
             .await
             .map_err(|e| Error::backend(format!("connecting to test database {name}"), e))?;
