@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use db_core::{Client, Executor, QueryResult, Result, SessionState, Value};
+use db_core::{Client, Error, Executor, QueryResult, Result, SessionState, Value};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -77,6 +77,34 @@ impl PgliteClient {
         let outcome = result.as_ref().map(|r| (0, r.rows_affected));
         db_core::finish_query_span(&span, started, self.shared.slow_statement, outcome);
         result.map(drop)
+    }
+}
+
+impl PgliteClient {
+    /// Runs the bundled `pg_dump` (PostgreSQL 17) against the database and
+    /// returns its SQL text. `args` are extra `pg_dump` arguments such as
+    /// `--schema-only` or `--no-owner`; the output file, format, host and
+    /// database are managed here and refused.
+    ///
+    /// The session must be outside a transaction: the dump sees committed
+    /// data only, in a snapshot of its own.
+    pub async fn pg_dump(&mut self, args: &[&str]) -> Result<String> {
+        db_core::flush_pending(self).await?;
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let (reply, response) = oneshot::channel();
+        self.shared.send(Request::Dump { args, reply })?;
+        response.await.map_err(|_| Error::Closed)?
+    }
+
+    /// A physical archive (gzipped tar) of the data directory, loadable by
+    /// the same pglite-oxide and PostgreSQL version. The backend is
+    /// checkpointed, stopped while the files are read, and restarted; the
+    /// session must be outside a transaction.
+    pub async fn archive_data_dir(&mut self) -> Result<Vec<u8>> {
+        db_core::flush_pending(self).await?;
+        let (reply, response) = oneshot::channel();
+        self.shared.send(Request::Archive { reply })?;
+        response.await.map_err(|_| Error::Closed)?
     }
 }
 

@@ -35,6 +35,16 @@ pub(crate) enum Request {
     },
     /// A session gave the backend back: roll back whatever it left open.
     Release,
+    /// `pg_dump` (the bundled PostgreSQL 17 build) of the database as SQL
+    /// text, with these extra arguments.
+    Dump {
+        args: Vec<String>,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    /// A physical archive (gzipped tar) of the data directory.
+    Archive {
+        reply: oneshot::Sender<Result<Vec<u8>>>,
+    },
     /// Shut the backend down.
     Close { reply: oneshot::Sender<Result<()>> },
 }
@@ -107,6 +117,16 @@ pub(crate) async fn spawn(
     Ok(tx)
 }
 
+/// The session settings every backend session starts with.
+fn initialize_session(pglite: &mut Pglite) -> Result<()> {
+    // Same session defaults as the server backend: UTC, so `timestamp`
+    // values and `now()` agree across backends.
+    pglite
+        .exec("SET TimeZone = 'UTC'", None)
+        .map_err(|e| Error::backend("setting the session time zone", e))?;
+    Ok(())
+}
+
 fn open(config: &PgliteConfig) -> Result<Pglite> {
     let _span = tracing::info_span!("db.pglite.open", data_dir = %config.data_dir).entered();
     let builder = Pglite::builder().relaxed_durability(config.relaxed_durability);
@@ -121,11 +141,7 @@ fn open(config: &PgliteConfig) -> Result<Pglite> {
             e,
         )
     })?;
-    // Same session defaults as the server backend: UTC, so `timestamp`
-    // values and `now()` agree across backends.
-    pglite
-        .exec("SET TimeZone = 'UTC'", None)
-        .map_err(|e| Error::backend("setting the session time zone", e))?;
+    initialize_session(&mut pglite)?;
     Ok(pglite)
 }
 
@@ -159,6 +175,12 @@ impl Driver {
                     let _ = reply.send(result);
                 }
                 Request::Release => self.release(),
+                Request::Dump { args, reply } => {
+                    let _ = reply.send(self.dump(args));
+                }
+                Request::Archive { reply } => {
+                    let _ = reply.send(self.archive());
+                }
                 Request::Close { reply } => {
                     let _ = reply.send(self.close());
                     return;
@@ -173,6 +195,65 @@ impl Driver {
         self.pglite
             .close()
             .map_err(|e| Error::backend("closing the embedded database", e))
+    }
+
+    /// Fails unless the backend is idle: the maintenance requests below see
+    /// only committed data and must not cut into a session's transaction.
+    fn require_idle(&self, operation: &str) -> Result<()> {
+        if self.status == b'I' {
+            Ok(())
+        } else {
+            Err(Error::Protocol(format!(
+                "{operation} needs the embedded database outside a transaction"
+            )))
+        }
+    }
+
+    fn dump(&mut self, args: Vec<String>) -> Result<String> {
+        let _span = tracing::info_span!("db.pglite.dump").entered();
+        self.require_idle("pg_dump")?;
+        let options = pglite_oxide::PgDumpOptions::new().args(args);
+        let dumped = self.pglite.dump_sql(options);
+        // pg_dump shares this backend session: pglite-oxide ends it with
+        // `DEALLOCATE ALL`, but leaves pg_dump's snapshot transaction open
+        // and its settings (`extra_float_digits = 3`, ...) in place. Undo
+        // all of it, so the session is as a fresh one.
+        self.forget_statements();
+        let reset = self
+            .simple("ROLLBACK; RESET ALL")
+            .and_then(|_| initialize_session(&mut self.pglite));
+        let dumped =
+            dumped.map_err(|e| Error::backend("running pg_dump on the embedded database", e))?;
+        reset?;
+        Ok(dumped)
+    }
+
+    fn archive(&mut self) -> Result<Vec<u8>> {
+        let _span = tracing::info_span!("db.pglite.archive").entered();
+        self.require_idle("archiving the data directory")?;
+        let archive = self.pglite.dump_data_dir();
+        // The archive is taken with the backend shut down and restarted, so
+        // the session starts afresh: no prepared statements, no settings, no
+        // LISTEN.
+        self.forget_statements();
+        self.restore_session()?;
+        archive.map_err(|e| Error::backend("archiving the embedded data directory", e))
+    }
+
+    fn forget_statements(&mut self) {
+        self.statements.clear();
+        self.order.clear();
+    }
+
+    fn restore_session(&mut self) -> Result<()> {
+        if self.pglite.is_closed() {
+            return Err(Error::Closed);
+        }
+        initialize_session(&mut self.pglite)?;
+        for channel in self.hub.channels() {
+            self.simple(&format!("LISTEN {}", db_core::quote_ident(&channel)))?;
+        }
+        Ok(())
     }
 
     fn round_trip(&mut self, message: &[u8]) -> Result<Vec<u8>> {
