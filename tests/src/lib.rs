@@ -2,14 +2,15 @@
 //! databases on the backend the test matrix selects.
 //!
 //! `COCALC_DB` selects the backend as everywhere else; unset, the suite runs
-//! on PGlite so that plain `cargo test` needs no server. On Postgres each test
-//! gets a database of its own, created from `template0` on the server in
-//! `DATABASE_URL` and dropped afterwards.
+//! on PGlite so that plain `cargo test` needs no server. On PGlite each test
+//! gets an in-memory database of its own; on Postgres, a database of its own
+//! on the server in `DATABASE_URL` from `db-testing`, which resets a
+//! database an earlier test is done with rather than creating one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 
-use db::{AnyPool, BackendKind, Config, DataDir, Pool, Result, quote_ident};
-use db_testing::{DropOnExit, with_database};
+use db::{AnyPool, BackendKind, Config, DataDir, Pool, Result};
+use db_testing::{TestDatabase, TestDatabases};
 
 /// A database for one test, removed when dropped.
 #[derive(Debug)]
@@ -18,8 +19,8 @@ pub struct TestDb {
     pub pool: AnyPool,
     /// The configuration it was opened with.
     pub config: Config,
-    /// Drops the test's database on a server when the test ends.
-    _drop_database: Option<DropOnExit>,
+    /// The test's database on a server, given back when the test ends.
+    _database: Option<TestDatabase>,
 }
 
 /// The configuration of the backend under test, before per-test changes.
@@ -32,16 +33,6 @@ pub fn base_config() -> Config {
         config = config.pglite(DataDir::Memory);
     }
     config
-}
-
-fn unique_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("conformance_{}_{n}_{nanos}", std::process::id())
 }
 
 impl TestDb {
@@ -61,39 +52,26 @@ impl TestDb {
     async fn try_with_config(adjust: impl FnOnce(Config) -> Config) -> Result<TestDb> {
         let base = base_config();
         if base.backend == BackendKind::Pglite {
+            // A backend of its own per test: PGlite runs one session at a
+            // time, and a shared one would run the suite's tests one by one.
             let config = adjust(base.pglite(DataDir::Memory));
             let pool = AnyPool::connect(&config).await?;
             return Ok(TestDb {
                 pool,
                 config,
-                _drop_database: None,
+                _database: None,
             });
         }
-        let admin_url = base
-            .postgres
-            .url
-            .clone()
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1/postgres".to_owned());
-        let name = unique_name();
-        let admin = AnyPool::connect(
-            &Config::new()
-                .postgres_url(admin_url.clone())
-                .max_connections(1),
-        )
-        .await?;
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE template0",
-                quote_ident(&name)
-            ))
-            .await?;
-        admin.close().await;
-        let config = adjust(base.postgres_url(with_database(&admin_url, &name)));
+        // On a server, a database some earlier test is done with, reset.
+        static DATABASES: LazyLock<TestDatabases> =
+            LazyLock::new(|| TestDatabases::new(base_config(), ""));
+        let database = DATABASES.database().await?;
+        let config = adjust(database.config().clone());
         let pool = AnyPool::connect(&config).await?;
         Ok(TestDb {
             pool,
             config,
-            _drop_database: Some(DropOnExit::new(admin_url, name)),
+            _database: Some(database),
         })
     }
 

@@ -5,17 +5,23 @@
 //! each test then calls [`TestDatabases::database`] and gets a database of
 //! its own that starts exactly as the setup left it.
 //!
+//! Both backends share one trick, the *reset*: it undoes only what the last
+//! test did (drops every object created after the setup, empties the tables
+//! that have rows, restarts the sequences that moved), which costs far less
+//! than making a database. If a test changed the schema of the setup itself
+//! (altered a setup table, say), the reset notices it from a catalog
+//! fingerprint and the database is made afresh instead.
+//!
 //! - **PostgreSQL**: the setup runs once into a template database (named by
-//!   a hash of the setup, so later runs reuse it), and every test gets
-//!   `CREATE DATABASE ... TEMPLATE` of it, dropped when the test ends.
+//!   a hash of the setup, so later runs reuse it). A test gets a database
+//!   some earlier test of the process is done with, reset, or else a new
+//!   `CREATE DATABASE ... TEMPLATE` clone; as many databases exist as tests
+//!   ran at once. A process cannot clean up as it exits, so the next process
+//!   on the same host drops the databases of processes that have ended.
 //! - **PGlite**: one embedded backend per process holds the schema, and
 //!   tests take turns on it (a test holds it from `database()` until its
 //!   [`TestDatabase`] is dropped, so tests running in parallel never see each
-//!   other's data). Before the next test, a reset undoes only what the last
-//!   one did: it drops every object created after the setup, empties the
-//!   tables that have rows and restarts the sequences that moved. If a test
-//!   changed the schema itself (altered a setup table, say), the reset
-//!   notices it from a catalog fingerprint and rebuilds from scratch.
+//!   other's data), reset in between.
 //!
 //! The setup should be schema only: rows it inserts are removed by the first
 //! reset.
@@ -38,8 +44,7 @@
 
 mod pglite;
 mod postgres;
-
-pub use postgres::{DropOnExit, with_database};
+mod reset;
 
 use db::{AnyPool, BackendKind, Config, Result};
 
@@ -80,13 +85,14 @@ impl TestDatabases {
 #[derive(Debug)]
 pub struct TestDatabase {
     pool: AnyPool,
+    config: Config,
     _hold: Hold,
 }
 
 #[derive(Debug)]
 enum Hold {
     Pglite { _turn: pglite::Turn },
-    Postgres { _database: postgres::DropOnExit },
+    Postgres { _database: postgres::Lease },
 }
 
 impl TestDatabase {
@@ -94,6 +100,14 @@ impl TestDatabase {
     /// shared with the tests that come after.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The configuration [`pool`](Self::pool) was opened with. On
+    /// PostgreSQL it names this database, so a test can open pools of its own
+    /// on it with other settings; on PGlite the database lives in this
+    /// process only, and only [`pool`](Self::pool) reaches it.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 }
 

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use db::{AnyPool, Config, Executor, PglitePool, Pool, Result, Value};
+use db::{AnyPool, Config, PglitePool, Pool, Result};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::reset::{Baseline, reset};
 use crate::{Hold, TestDatabase};
 
 #[derive(Debug)]
@@ -24,87 +25,8 @@ pub(crate) struct Turn {
 /// The open backend and what it looked like right after the setup.
 #[derive(Debug)]
 pub(crate) struct Instance {
-    pool: PglitePool,
-    /// Every object with an OID above this was created by a test.
-    boundary: i64,
-    /// Catalog fingerprint of the setup's objects.
-    fingerprint: String,
-    /// `SELECT` that lists the setup's tables holding rows.
-    nonempty_tables: Option<String>,
-    /// The setup's sequences and their `last_value` after the setup.
-    sequences: Vec<(String, Option<i64>)>,
-}
-
-const USER_SCHEMAS: &str =
-    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'";
-
-fn boundary_sql() -> String {
-    [
-        "pg_class",
-        "pg_proc",
-        "pg_type",
-        "pg_trigger",
-        "pg_namespace",
-        "pg_extension",
-        "pg_constraint",
-        "pg_attrdef",
-    ]
-    .iter()
-    .map(|t| format!("(SELECT coalesce(max(oid::int8), 0) FROM pg_catalog.{t})"))
-    .collect::<Vec<_>>()
-    .join(", ")
-}
-
-fn fingerprint_sql() -> String {
-    format!(
-        "SELECT md5(coalesce(string_agg(x, ';' ORDER BY x), '')) FROM (
-           SELECT format('col %s %s %s %s %s %s', c.oid, a.attnum, a.attname, a.atttypid, a.attnotnull, a.attisdropped) AS x
-             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE {USER_SCHEMAS} AND a.attnum > 0
-           UNION ALL SELECT format('con %s %s', conname, pg_catalog.pg_get_constraintdef(co.oid))
-             FROM pg_catalog.pg_constraint co JOIN pg_catalog.pg_namespace n ON n.oid = co.connamespace WHERE {USER_SCHEMAS}
-           UNION ALL SELECT format('def %s %s %s', adrelid, adnum, pg_catalog.pg_get_expr(adbin, adrelid))
-             FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_class c ON c.oid = d.adrelid
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}
-           UNION ALL SELECT format('rel %s %s %s', c.oid, c.relname, c.relkind)
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}
-           UNION ALL SELECT format('trg %s %s', tgname, tgrelid) FROM pg_catalog.pg_trigger WHERE NOT tgisinternal
-           UNION ALL SELECT format('fn %s', p.oid::regprocedure)
-             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS}
-         ) s"
-    )
-}
-
-/// Statements that drop what was created after `boundary`, most dependent
-/// first; each tolerates its object already being gone.
-fn drops_sql() -> String {
-    format!(
-        "SELECT stmt FROM (
-           SELECT 1 AS ord, format('DROP TRIGGER IF EXISTS %I ON %s', tgname, tgrelid::regclass) AS stmt
-             FROM pg_catalog.pg_trigger WHERE oid::int8 > $1 AND NOT tgisinternal
-           UNION ALL SELECT 2, format('DROP INDEX IF EXISTS %I.%I', n.nspname, c.relname)
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid::int8 > $1 AND c.relkind IN ('i', 'I') AND {USER_SCHEMAS}
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conindid = c.oid)
-           UNION ALL SELECT 3, format('DROP %s IF EXISTS %I.%I CASCADE',
-               CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
-                   WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
-               n.nspname, c.relname)
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid::int8 > $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMAS}
-           UNION ALL SELECT 4, format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure)
-             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-             WHERE p.oid::int8 > $1 AND {USER_SCHEMAS}
-           UNION ALL SELECT 5, format('DROP TYPE IF EXISTS %s CASCADE', t.oid::regtype)
-             FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-             WHERE t.oid::int8 > $1 AND {USER_SCHEMAS} AND t.typtype IN ('e', 'd', 'r', 'm')
-           UNION ALL SELECT 6, format('DROP EXTENSION IF EXISTS %I CASCADE', extname)
-             FROM pg_catalog.pg_extension WHERE oid::int8 > $1
-           UNION ALL SELECT 7, format('DROP SCHEMA IF EXISTS %I CASCADE', n.nspname)
-             FROM pg_catalog.pg_namespace n WHERE n.oid::int8 > $1 AND {USER_SCHEMAS}
-         ) s ORDER BY ord"
-    )
+    pool: AnyPool,
+    baseline: Baseline,
 }
 
 impl Shared {
@@ -119,7 +41,7 @@ impl Shared {
     pub(crate) async fn database(&self) -> Result<TestDatabase> {
         let mut turn = Arc::clone(&self.backend).lock_owned().await;
         let reset = match turn.as_ref() {
-            Some(instance) => reset(instance).await,
+            Some(instance) => reset(&instance.pool, &instance.baseline).await,
             None => Ok(false),
         };
         if !matches!(reset, Ok(true)) {
@@ -132,11 +54,12 @@ impl Shared {
             *turn = Some(self.build().await?);
         }
         let pool = match turn.as_ref() {
-            Some(instance) => AnyPool::Pglite(instance.pool.clone()),
+            Some(instance) => instance.pool.clone(),
             None => return Err(db::Error::Closed),
         };
         Ok(TestDatabase {
             pool,
+            config: self.config.clone(),
             _hold: Hold::Pglite {
                 _turn: Turn { _backend: turn },
             },
@@ -148,115 +71,11 @@ impl Shared {
         if !self.setup.trim().is_empty() {
             pool.batch_execute(&self.setup).await?;
         }
-        let boundary: i64 = pool
-            .query_one(&format!("SELECT greatest({})", boundary_sql()), &[])
-            .await?
-            .try_get(0)?;
-        let fingerprint: String = pool.query_one(&fingerprint_sql(), &[]).await?.try_get(0)?;
-        let tables: Vec<String> = pool
-            .query(
-                &format!(
-                    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} ORDER BY 1"
-                ),
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_>>()?;
-        let nonempty_tables = (!tables.is_empty()).then(|| {
-            let checks: Vec<String> = tables
-                .iter()
-                .map(|t| {
-                    format!(
-                        "CASE WHEN EXISTS (SELECT 1 FROM ONLY {t}) THEN {} END",
-                        quote_literal(t)
-                    )
-                })
-                .collect();
-            format!("SELECT unnest(ARRAY[{}]::text[]) AS t", checks.join(", "))
-        });
-        let sequences = sequence_states(&pool).await?;
+        let any = AnyPool::Pglite(pool.clone());
+        let baseline = Baseline::capture(&any).await?;
         Ok(Instance {
-            pool,
-            boundary,
-            fingerprint,
-            nonempty_tables,
-            sequences,
+            pool: any,
+            baseline,
         })
     }
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-async fn sequence_states(pool: &PglitePool) -> Result<Vec<(String, Option<i64>)>> {
-    pool.query(
-        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_catalog.pg_sequences ORDER BY 1",
-        &[],
-    )
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-    .collect()
-}
-
-/// Undoes what the last test did. `Ok(false)` asks for a rebuild: the
-/// schema of the setup itself was changed.
-async fn reset(instance: &Instance) -> Result<bool> {
-    let pool = &instance.pool;
-    let mut client = pool.acquire().await?;
-    let drops: Vec<String> = client
-        .query(&drops_sql(), &[Value::Int8(instance.boundary)])
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_>>()?;
-    let mut script = String::from("RESET ALL; SET TimeZone = 'UTC'; DISCARD TEMP;");
-    for stmt in drops {
-        script.push_str(&stmt);
-        script.push(';');
-    }
-    client.batch_execute(&script).await?;
-    let fingerprint: String = client
-        .query_one(&fingerprint_sql(), &[])
-        .await?
-        .try_get(0)?;
-    if fingerprint != instance.fingerprint {
-        return Ok(false);
-    }
-    if let Some(sql) = &instance.nonempty_tables {
-        let full: Vec<String> = client
-            .query(sql, &[])
-            .await?
-            .iter()
-            .filter_map(|r| r.try_get::<Option<String>, _>(0).transpose())
-            .collect::<Result<_>>()?;
-        if !full.is_empty() {
-            client
-                .batch_execute(&format!("TRUNCATE {} CASCADE", full.join(", ")))
-                .await?;
-        }
-    }
-    drop(client);
-    let now = sequence_states(pool).await?;
-    let mut restarts = String::new();
-    for ((name, before), (_, after)) in instance.sequences.iter().zip(&now) {
-        if before != after {
-            match before {
-                Some(v) => restarts.push_str(&format!(
-                    "SELECT setval({}, {v}, true);",
-                    quote_literal(name)
-                )),
-                None => restarts.push_str(&format!("ALTER SEQUENCE {name} RESTART;")),
-            }
-        }
-    }
-    if !restarts.is_empty() {
-        pool.batch_execute(&restarts).await?;
-    }
-    Ok(now.len() == instance.sequences.len())
 }
