@@ -31,6 +31,9 @@ pub(crate) fn run(flags: &BenchFlags) -> Result<()> {
     if let Some(json) = &flags.json {
         cargo.args(["--json", json]);
     }
+    if let Some(only) = &flags.only {
+        cargo.args(["--only", only]);
+    }
     let status = cargo.status().map_err(|e| format!("running cargo: {e}"))?;
     drop(cluster);
     if status.success() {

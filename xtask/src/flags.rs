@@ -19,10 +19,12 @@ commands:
   pg [--pg 15]
       Start a throwaway PostgreSQL server (default version 15), print its
       DATABASE_URL and keep it running until Enter or end of input (Ctrl-D).
-  bench [--quick] [--json FILE]
+  bench [--quick] [--json FILE] [--only GROUP[,GROUP]]
       Run every benchmark contender (db-pglite, pglite-oxide, Node PGlite,
       db-postgres and sqlx on a throwaway PostgreSQL 15) in release mode and
       print medians, p99 and the tracked ratios; --json also writes them.
+      --only runs just these workload groups: core, changefeed, schema-sync,
+      migrate.
   codegen [--check]
       Regenerate crates/db-core/src/sqlstate.rs from PostgreSQL's errcodes.txt;
       with --check, fail if the committed file is out of date.
@@ -47,6 +49,8 @@ pub(crate) struct BenchFlags {
     pub(crate) quick: bool,
     /// Where to write the figures as JSON.
     pub(crate) json: Option<String>,
+    /// Only these workload groups (comma-separated), checked by the bench.
+    pub(crate) only: Option<String>,
 }
 
 /// Options of `cargo xtask test`.
@@ -125,8 +129,9 @@ fn parse_bench(mut args: impl Iterator<Item = String>) -> Result<Command> {
             flags.quick = true;
             continue;
         }
-        match option(&arg, &["--json"], &mut args)? {
+        match option(&arg, &["--json", "--only"], &mut args)? {
             None => return Ok(Command::Help),
+            Some(("--only", value)) => set_once(&mut flags.only, "--only", value)?,
             Some((_, value)) => set_once(&mut flags.json, "--json", value)?,
         }
     }

@@ -36,6 +36,9 @@ pub(crate) enum Contender {
     Sqlx(sqlx::PgPool),
 }
 
+/// Why `Pglite::query` sits out the COPY workloads.
+pub(crate) const NO_COPY: &str = "not applicable: Pglite::query has no COPY";
+
 pub(crate) type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A statement and its parameters, in the shapes each contender takes.
@@ -146,6 +149,77 @@ impl Contender {
                 rows.len()
             }
         })
+    }
+
+    /// Runs `COPY ... FROM STDIN` with `data` and returns the rows copied
+    /// (`None` from the raw wire contender, which leaves the response
+    /// undecoded). `Pglite::query` has no COPY.
+    pub(crate) async fn copy_in(&mut self, sql: &str, data: &[u8]) -> BenchResult<Option<u64>> {
+        Ok(Some(match self {
+            Contender::DbPglite(p) => p.copy_in(sql, data).await?,
+            Contender::DbPostgres(p) => p.copy_in(sql, data).await?,
+            Contender::Sqlx(p) => {
+                let mut conn = p.acquire().await?;
+                let mut copy = conn.copy_in_raw(sql).await?;
+                copy.send(data).await?;
+                copy.finish().await?
+            }
+            Contender::Oxide(p, Kind::OxideRaw, _) => {
+                // The floor: the statement, the data and CopyDone as
+                // protocol bytes in one call, the response left undecoded.
+                let mut query = sql.as_bytes().to_vec();
+                query.push(0);
+                let mut buf = Vec::with_capacity(data.len() + query.len() + 16);
+                message(&mut buf, b'Q', &query);
+                message(&mut buf, b'd', data);
+                message(&mut buf, b'c', &[]);
+                let response = p.exec_protocol_raw(&buf, ExecProtocolOptions::no_sync())?;
+                if response.first() != Some(&b'G') {
+                    return Err("raw COPY FROM STDIN was refused".into());
+                }
+                std::hint::black_box(response);
+                return Ok(None);
+            }
+            Contender::Oxide(..) => return Err(NO_COPY.into()),
+        }))
+    }
+
+    /// Runs `COPY ... TO STDOUT`, touching every chunk, and returns the
+    /// bytes received (the whole raw response for the raw wire contender).
+    /// `Pglite::query` has no COPY.
+    pub(crate) async fn copy_out(&mut self, sql: &str) -> BenchResult<usize> {
+        let mut bytes = 0;
+        let count = |chunk: &[u8]| {
+            bytes += std::hint::black_box(chunk).len();
+            Ok(())
+        };
+        match self {
+            Contender::DbPglite(p) => {
+                p.copy_out(sql, count).await?;
+            }
+            Contender::DbPostgres(p) => {
+                p.copy_out(sql, count).await?;
+            }
+            Contender::Sqlx(p) => {
+                use futures::TryStreamExt as _;
+                let mut conn = p.acquire().await?;
+                let mut stream = conn.copy_out_raw(sql).await?;
+                while let Some(chunk) = stream.try_next().await? {
+                    bytes += std::hint::black_box(&chunk).len();
+                }
+            }
+            Contender::Oxide(p, Kind::OxideRaw, _) => {
+                let mut query = sql.as_bytes().to_vec();
+                query.push(0);
+                let mut buf = Vec::new();
+                message(&mut buf, b'Q', &query);
+                bytes = p
+                    .exec_protocol_raw(&buf, ExecProtocolOptions::no_sync())?
+                    .len();
+            }
+            Contender::Oxide(..) => return Err(NO_COPY.into()),
+        }
+        Ok(bytes)
     }
 
     /// Runs `n` statements inside one transaction.

@@ -3,8 +3,11 @@
 //! p99 and the ratios the project tracks; `--json FILE` writes the same.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a report generator's job is printing
 
+mod changefeed;
 mod contender;
+mod migrate;
 mod node;
+mod schema_sync;
 mod stats;
 mod test_databases;
 mod workloads;
@@ -23,6 +26,19 @@ struct Options {
     postgres_url: Option<String>,
     node_dir: Option<PathBuf>,
     embedded_only: bool,
+    /// `--only GROUP[,GROUP...]`: run only these workload groups
+    /// ([`GROUPS`]); all when empty.
+    only: Vec<String>,
+}
+
+/// The workload groups `--only` selects from.
+const GROUPS: &[&str] = &["core", "changefeed", "schema-sync", "migrate"];
+
+impl Options {
+    /// Whether the workload group `group` is to run.
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -38,6 +54,15 @@ fn parse_args() -> Result<Options, String> {
             }
             "--node-dir" => {
                 o.node_dir = Some(args.next().ok_or("--node-dir needs a directory")?.into())
+            }
+            "--only" => {
+                let groups = args.next().ok_or("--only needs a workload group")?;
+                for g in groups.split(',') {
+                    if !GROUPS.contains(&g) {
+                        return Err(format!("unknown workload group {g} (known: {GROUPS:?})"));
+                    }
+                    o.only.push(g.to_owned());
+                }
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -156,7 +181,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(workloads::run(&options));
+    let result = runtime.block_on(run(&options));
     match result {
         Ok(report) if options.embedded_only => {
             // Child mode: the peak memory of a process running only the
@@ -183,6 +208,27 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Runs the selected workload groups into one report.
+async fn run(o: &Options) -> contender::BenchResult<Report> {
+    let mut report = if o.wants("core") {
+        workloads::run(o).await?
+    } else {
+        Report::default()
+    };
+    if !o.embedded_only {
+        if o.wants("changefeed") {
+            changefeed::run(&mut report, o).await?;
+        }
+        if o.wants("schema-sync") {
+            schema_sync::run(&mut report, o).await?;
+        }
+        if o.wants("migrate") {
+            migrate::run(&mut report, o).await?;
+        }
+    }
+    Ok(report)
 }
 
 /// Peak resident set size of this process (`VmHWM`), in KiB.

@@ -10,7 +10,7 @@ use crate::contender::BenchResult;
 use crate::stats::Samples;
 use crate::{Entry, Options, Report, Workload};
 
-const FIXTURE: &str = concat!(
+pub(crate) const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/fixtures/cocalc-control-plane-schema.json"
 );

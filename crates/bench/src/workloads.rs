@@ -192,7 +192,7 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
     let ids: Vec<i64> = (0..10_000).collect();
     let texts: Vec<String> = (0..10_000).map(|i| format!("bulk {i}")).collect();
     let bulk_params: std::sync::Arc<[Value]> = vec![Value::from(ids), Value::from(texts)].into();
-    let mut bulk = measure(&mut contenders, p.rounds, "INSERT of 10,000 rows in one statement", "per statement", not_raw, |c, _| {
+    let bulk = measure(&mut contenders, p.rounds, "INSERT of 10,000 rows in one statement", "per statement", not_raw, |c, _| {
         let params = std::sync::Arc::clone(&bulk_params);
         Box::pin(async move {
             let stmt = Stmt { sql: "INSERT INTO bench_bulk (id, v) SELECT * FROM unnest($1::int8[], $2::text[])", params: &params };
@@ -200,12 +200,56 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
         })
     }, p.bulk)
     .await?;
-    bulk.entries.push(Entry {
-        contender: "COPY (any contender)".into(),
-        summary: None,
-        note: Some("not measured: the db-core API has no COPY yet".into()),
-    });
     report.workloads.push(bulk);
+    let has_copy = |k: Kind| k != Kind::OxideQuery;
+    let copy_rows: std::sync::Arc<[u8]> = (0..10_000)
+        .map(|i| format!("{i}\tbulk {i}\n"))
+        .collect::<String>()
+        .into_bytes()
+        .into();
+    let mut copy_in = measure(
+        &mut contenders,
+        p.rounds,
+        "COPY of 10,000 rows (FROM STDIN, text format)",
+        "per statement",
+        has_copy,
+        |c, _| {
+            let data = std::sync::Arc::clone(&copy_rows);
+            Box::pin(async move {
+                let rows = c
+                    .copy_in("COPY bench_bulk (id, v) FROM STDIN", &data)
+                    .await?;
+                match rows {
+                    Some(10_000) | None => Ok(()),
+                    Some(n) => Err(format!("{}: copied {n} rows", c.kind().name()).into()),
+                }
+            })
+        },
+        p.bulk,
+    )
+    .await?;
+    copy_in.entries.push(not_applicable(Kind::OxideQuery));
+    report.workloads.push(copy_in);
+    let mut copy_out = measure(
+        &mut contenders,
+        p.rounds,
+        "COPY TO STDOUT of 10,000 rows (text format)",
+        "per statement",
+        has_copy,
+        |c, _| {
+            Box::pin(async move {
+                let bytes = c.copy_out("COPY bench_kv TO STDOUT").await?;
+                if bytes < 10_000 * 34 {
+                    return Err(format!("{}: received {bytes} bytes", c.kind().name()).into());
+                }
+                Ok(())
+            })
+        },
+        p.bulk,
+    )
+    .await?;
+    copy_out.entries.push(not_applicable(Kind::OxideQuery));
+    report.workloads.push(copy_out);
     report.workloads.push(
         measure(
             &mut contenders,
@@ -261,6 +305,15 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
     }
     pglite.close().await;
     Ok(report)
+}
+
+/// The entry of a contender that cannot run a workload.
+fn not_applicable(kind: Kind) -> Entry {
+    Entry {
+        contender: kind.name().into(),
+        summary: None,
+        note: Some(crate::contender::NO_COPY.into()),
+    }
 }
 
 type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = BenchResult<()>> + 'a>>;

@@ -22,10 +22,13 @@
 //!
 //! # How it works
 //!
-//! Enabling a feed on a table installs an `AFTER INSERT OR UPDATE OR DELETE
-//! FOR EACH ROW` trigger that writes one row per change into the shared
-//! `changefeed_log` table (its JSON images, and `txid_current()`) and sends
-//! `pg_notify('changefeed', <table name>)`. The notification carries no row
+//! Enabling a feed on a table installs triggers that write one row per
+//! change into the shared `changefeed_log` table (its JSON images, and
+//! `txid_current()`) and send `pg_notify('changefeed', <table name>)`:
+//! inserts and deletes are captured per statement from its transition table
+//! (one `INSERT ... SELECT` and one notification however many rows), updates
+//! per row (so that each new image is paired with its old one even when keys
+//! change). The notification carries no row
 //! data, so a row of any size never fails the writer; it is only a nudge. The
 //! table is the truth: the reader also polls on a timer, so a lost
 //! notification (a listener reconnect, a lagging queue) only delays delivery.
@@ -73,7 +76,10 @@
 //!
 //! Each [`Feed`] runs one poller task per process and backend, whatever the
 //! number of subscriptions; it never holds a session while handing events
-//! out (on PGlite a held session blocks everyone). A new or resuming
+//! out (on PGlite a held session blocks everyone). A stream of commits is
+//! read at a pace that leaves writers at least two thirds of the database's
+//! time (on PGlite the poller shares the one backend with them), a lone
+//! commit at once. A new or resuming
 //! subscription first catches up by reading the log itself, with
 //! backpressure, then joins the poller. The poller queues events into a
 //! bounded buffer per subscription; one that is full ends the subscription

@@ -13,8 +13,14 @@ use crate::event::{JsonRow, LogRow, Op};
 /// The advisory lock that serializes installers (`"cfeed"`).
 const INSTALL_LOCK: i64 = 0x0063_6665_6564;
 const INSTALL_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
-/// The name of the trigger and of the trigger function.
+/// The name of the trigger function and of the row-level (update) trigger.
 pub(crate) const TRIGGER: &str = "changefeed_capture";
+/// The statement-level insert trigger and its transition table.
+const INSERT_TRIGGER: &str = "changefeed_capture_insert";
+const NEW_ROWS: &str = "changefeed_new";
+/// The statement-level delete trigger and its transition table.
+const DELETE_TRIGGER: &str = "changefeed_capture_delete";
+const OLD_ROWS: &str = "changefeed_old";
 /// The notification channel writers nudge readers on.
 pub(crate) const CHANNEL: &str = "changefeed";
 /// Rows stamped with offsets per statement.
@@ -61,7 +67,7 @@ impl Names {
                 row_old jsonb,
                 changed_at timestamptz NOT NULL DEFAULT now()
             );
-            CREATE UNIQUE INDEX IF NOT EXISTS changefeed_log_pos ON {log} (pos);
+            CREATE UNIQUE INDEX IF NOT EXISTS changefeed_log_pos ON {log} (pos) WHERE pos IS NOT NULL;
             CREATE INDEX IF NOT EXISTS changefeed_log_unstamped ON {log} (id) WHERE pos IS NULL;
             CREATE TABLE IF NOT EXISTS {state} (
                 singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -79,23 +85,72 @@ impl Names {
 
     fn function_ddl(&self) -> String {
         let Names { log, function, .. } = self;
+        // The variable takes precedence over a watched table's column of the
+        // same name. Inserts and deletes are captured once per statement from its
+        // transition table: one INSERT ... SELECT and one notification
+        // however many rows, where a row trigger runs both per row (5x the
+        // writer's cost for a 100-row statement). Updates stay per row, the
+        // only way to pair each new image with its old one when a statement
+        // changes primary keys. The row branch handles every operation so
+        // that triggers installed by earlier versions keep working.
         format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $changefeed$
+            #variable_conflict use_variable
+            DECLARE
+                changefeed_txid bigint := txid_current();
             BEGIN
-                IF TG_OP = 'INSERT' THEN
+                IF TG_LEVEL = 'STATEMENT' THEN
+                    IF TG_OP = 'INSERT' THEN
+                        INSERT INTO {log} (tbl, op, txid, row_new)
+                        SELECT TG_TABLE_NAME, 'I', changefeed_txid, to_jsonb(n.*) FROM {NEW_ROWS} n;
+                    ELSE
+                        INSERT INTO {log} (tbl, op, txid, row_old)
+                        SELECT TG_TABLE_NAME, 'D', changefeed_txid, to_jsonb(o.*) FROM {OLD_ROWS} o;
+                    END IF;
+                    IF NOT FOUND THEN
+                        RETURN NULL;
+                    END IF;
+                ELSIF TG_OP = 'INSERT' THEN
                     INSERT INTO {log} (tbl, op, txid, row_new)
-                    VALUES (TG_TABLE_NAME, 'I', txid_current(), to_jsonb(NEW));
+                    VALUES (TG_TABLE_NAME, 'I', changefeed_txid, to_jsonb(NEW));
                 ELSIF TG_OP = 'UPDATE' THEN
                     INSERT INTO {log} (tbl, op, txid, row_new, row_old)
-                    VALUES (TG_TABLE_NAME, 'U', txid_current(), to_jsonb(NEW), to_jsonb(OLD));
+                    VALUES (TG_TABLE_NAME, 'U', changefeed_txid, to_jsonb(NEW), to_jsonb(OLD));
                 ELSE
                     INSERT INTO {log} (tbl, op, txid, row_old)
-                    VALUES (TG_TABLE_NAME, 'D', txid_current(), to_jsonb(OLD));
+                    VALUES (TG_TABLE_NAME, 'D', changefeed_txid, to_jsonb(OLD));
                 END IF;
                 PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME);
                 RETURN NULL;
             END
             $changefeed$"
+        )
+    }
+
+    /// Drops the table's capture triggers (any version's) and creates them.
+    fn triggers_ddl(&self, qualified: &str) -> String {
+        let function = &self.function;
+        // DROP + CREATE in one transaction: CREATE OR REPLACE TRIGGER needs
+        // PostgreSQL 14.
+        format!(
+            "DROP TRIGGER IF EXISTS {TRIGGER} ON {qualified};
+             DROP TRIGGER IF EXISTS {INSERT_TRIGGER} ON {qualified};
+             DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {qualified};
+             CREATE TRIGGER {TRIGGER} AFTER UPDATE ON {qualified}
+             FOR EACH ROW EXECUTE FUNCTION {function}();
+             CREATE TRIGGER {INSERT_TRIGGER} AFTER INSERT ON {qualified}
+             REFERENCING NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+             CREATE TRIGGER {DELETE_TRIGGER} AFTER DELETE ON {qualified}
+             REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+        )
+    }
+
+    /// Drops the table's capture triggers.
+    fn drop_triggers_ddl(qualified: &str) -> String {
+        format!(
+            "DROP TRIGGER IF EXISTS {TRIGGER} ON {qualified};
+             DROP TRIGGER IF EXISTS {INSERT_TRIGGER} ON {qualified};
+             DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {qualified}"
         )
     }
 }
@@ -201,33 +256,20 @@ pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Res
         tx.batch_execute(&names.base_ddl()).await?;
         let keys = key_columns(&mut tx, names, table).await?;
         let qualified = names.table(table);
+        // The insert trigger is the newest of the set: without it, the table
+        // has no triggers or an earlier version's row trigger.
         let installed = tx
             .query_opt(
                 "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2",
-                &[Value::from(qualified.as_str()), Value::from(TRIGGER)],
+                &[Value::from(qualified.as_str()), Value::from(INSERT_TRIGGER)],
             )
             .await?
             .is_some();
-        let function_exists = tx
-            .query_one(
-                "SELECT to_regproc($1) IS NOT NULL",
-                &[Value::from(names.function.as_str())],
-            )
-            .await?
-            .try_get::<bool, _>(0)?;
-        if !function_exists {
-            tx.batch_execute(&names.function_ddl()).await?;
-        }
+        // Replaced every time (under the installers' lock) so that an
+        // earlier version's function is upgraded.
+        tx.batch_execute(&names.function_ddl()).await?;
         if !installed {
-            // DROP + CREATE in one transaction: CREATE OR REPLACE TRIGGER
-            // needs PostgreSQL 14.
-            tx.batch_execute(&format!(
-                "DROP TRIGGER IF EXISTS {TRIGGER} ON {qualified};
-                 CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {qualified}
-                 FOR EACH ROW EXECUTE FUNCTION {}()",
-                names.function
-            ))
-            .await?;
+            tx.batch_execute(&names.triggers_ddl(&qualified)).await?;
         }
         tx.execute(
             &format!(
@@ -259,7 +301,7 @@ pub(crate) async fn disable<P: Pool>(pool: &P, names: &Names, table: &str) -> Re
             .await?
             .try_get::<bool, _>(0)?;
         if exists {
-            tx.batch_execute(&format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {qualified}"))
+            tx.batch_execute(&Names::drop_triggers_ddl(&qualified))
                 .await?;
         }
         let removed = tx

@@ -1,16 +1,18 @@
 //! `cocalc-db check`: the boot-time health check.
 //!
-//! Steps, each timed: resolve the configuration; for a persistent embedded
-//! cluster, make sure its directory is writable; open the database (which
-//! also detects a directory locked by another process); run `SELECT 1` and
-//! read `server_version`; close.
+//! Steps, each timed: resolve the configuration; for the embedded backend,
+//! make sure the runtime cache can be written and, for a persistent cluster,
+//! that its directory is writable and of a compatible version; open the
+//! database (which also detects a directory locked by another process); run
+//! `SELECT 1` and read `server_version`; close.
+//!
+//! On PostgreSQL the report also warns about embedded data that was never
+//! exported; the warning does not fail the check.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use db::embedded::{health, unexported_data_warning};
 use db::{AnyPool, BackendKind, Config, DataDir, Pool};
 
 use crate::config::{self, DbArgs};
@@ -37,6 +39,8 @@ pub(crate) struct Report {
     pub(crate) location: (&'static str, String),
     /// `durable` or `relaxed`, for the embedded backend.
     pub(crate) durability: Option<&'static str>,
+    /// Embedded data that needs exporting, on PostgreSQL.
+    pub(crate) warning: Option<String>,
     /// The steps, in order.
     pub(crate) steps: Vec<Step>,
 }
@@ -93,13 +97,19 @@ async fn check(args: &DbArgs) -> Result<Report, Failure> {
     let config = steps
         .run("configuration", async { config::from_process(args) })
         .await?;
-    if config.backend == BackendKind::Pglite
-        && let DataDir::Path(dir) = &config.pglite.data_dir
-    {
+    if config.backend == BackendKind::Pglite {
         steps
-            .run("data directory", async { probe_writable(dir) })
+            .run("runtime cache", async { health::check_runtime_cache() })
             .await?;
+        if let DataDir::Path(dir) = &config.pglite.data_dir {
+            steps
+                .run("data directory", async { health::check_data_dir(dir) })
+                .await?;
+        }
     }
+    let warning = (config.backend == BackendKind::Postgres)
+        .then(|| unexported_data_warning(&config))
+        .flatten();
     let pool = steps.run("open", AnyPool::connect(&config)).await?;
     let version = steps.run("query", query(&pool)).await;
     // Close even when the query failed, so the embedded cluster shuts down
@@ -122,6 +132,7 @@ async fn check(args: &DbArgs) -> Result<Report, Failure> {
                 "durable"
             },
         ),
+        warning,
         steps: steps.0,
     })
 }
@@ -133,26 +144,6 @@ async fn query(pool: &AnyPool) -> db::Result<String> {
         return Err(db::Error::Protocol(format!("SELECT 1 returned {one}")));
     }
     pool.server_version().await
-}
-
-/// Creates `dir` if needed, then creates, writes, syncs and removes a probe
-/// file in it.
-fn probe_writable(dir: &Path) -> Result<(), db::Error> {
-    let context = |what: &str| format!("{what} in {}", dir.display());
-    fs::create_dir_all(dir)
-        .map_err(|e| db::Error::backend(format!("creating the directory {}", dir.display()), e))?;
-    let probe = dir.join(format!(".cocalc-db-check-{}", std::process::id()));
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&probe)
-        .and_then(|mut f| {
-            f.write_all(b"cocalc-db check\n")?;
-            f.sync_all()
-        })
-        .map_err(|e| db::Error::backend(context("writing a probe file"), e))?;
-    fs::remove_file(&probe).map_err(|e| db::Error::backend(context("removing a probe file"), e))
 }
 
 /// Where the data is, with any password redacted.
@@ -194,6 +185,9 @@ pub(crate) fn render(report: &Report) -> String {
     if let Some(d) = report.durability {
         fields.push(("durability", d.to_owned()));
     }
+    if let Some(w) = &report.warning {
+        fields.push(("warning", w.clone()));
+    }
     let mut out = String::new();
     for (label, value) in fields {
         out.push_str(&format!("{:<16}{value}\n", format!("{label}:")));
@@ -224,6 +218,7 @@ mod tests {
             server_version: "17.5".into(),
             location: ("data directory", "/home/ada/.cocalc/pglite".into()),
             durability: Some("durable"),
+            warning: None,
             steps: vec![
                 Step {
                     name: "configuration",
@@ -250,6 +245,24 @@ mod tests {
     }
 
     #[test]
+    fn a_warning_is_a_line_of_a_passing_report() {
+        let report = Report {
+            backend: BackendKind::Postgres,
+            server_version: "15.8".into(),
+            location: ("server", "postgres://hub@db.example/hub".into()),
+            durability: None,
+            warning: Some("the embedded data directory /x holds data".into()),
+            steps: Vec::new(),
+        };
+        let text = render(&report);
+        assert!(
+            text.contains("\nwarning:        the embedded data directory /x holds data\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("ok\n"), "{text}");
+    }
+
+    #[test]
     fn postgres_location_is_redacted() {
         let config = Config::new().postgres_url("postgres://hub:secret@db.example:5432/hub");
         assert_eq!(
@@ -263,13 +276,5 @@ mod tests {
             location(&Config::new()),
             ("server", "libpq defaults".into())
         );
-    }
-
-    #[test]
-    fn probe_leaves_nothing_behind() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("new").join("data");
-        probe_writable(&dir).expect("writable");
-        assert_eq!(fs::read_dir(&dir).expect("read dir").count(), 0);
     }
 }

@@ -125,11 +125,6 @@ impl From<ConfigError> for ResolveError {
     }
 }
 
-/// The binary's default data directory under `home`.
-pub(crate) fn default_data_dir(home: &Path) -> PathBuf {
-    home.join(".cocalc").join("pglite")
-}
-
 /// Builds the configuration from the process environment and `args`.
 pub(crate) fn from_process(args: &DbArgs) -> Result<Config, ResolveError> {
     resolve(args, Config::from_env(), &EnvFacts::from_process())
@@ -172,7 +167,7 @@ pub(crate) fn resolve(
     }
     if config.backend == BackendKind::Pglite && args.data_dir.is_none() && !facts.data_dir_set {
         let home = facts.home.as_deref().ok_or(ResolveError::NoHome)?;
-        config.pglite.data_dir = DataDir::Path(default_data_dir(home));
+        config.pglite.data_dir = DataDir::Path(DataDir::default_under(home));
     }
     Ok(config)
 }

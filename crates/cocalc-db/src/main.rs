@@ -8,14 +8,17 @@
 //! Output goes through `std::io::Write` on locked handles (see `output.rs`),
 //! so a closed pipe is not a panic.
 
+mod backup;
 mod check;
 mod config;
 mod feed;
 mod json;
 mod output;
+mod progress_bar;
 mod schema;
 mod sql;
 mod text;
+mod transfer;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -69,6 +72,19 @@ enum Command {
     /// Print the changes to a table as they happen, one JSON object per
     /// event, until Ctrl-C or SIGTERM.
     Watch(feed::WatchArgs),
+    /// Write a logical SQL export of the embedded database (pg_dump's schema
+    /// plus every row), with a manifest of row counts and checksums.
+    Export(transfer::ExportArgs),
+    /// Load an export into a PostgreSQL server (13 or newer) in one
+    /// transaction, and verify every table's rows and checksum.
+    Import(transfer::ImportArgs),
+    /// Export the embedded database, import it into a PostgreSQL server and
+    /// verify it, in one step.
+    Migrate(transfer::MigrateArgs),
+    /// Write a physical archive of the embedded data directory.
+    Backup(backup::BackupArgs),
+    /// Restore a physical archive into the embedded data directory.
+    Restore(backup::RestoreArgs),
 }
 
 #[tokio::main]
@@ -81,6 +97,11 @@ async fn main() -> ExitCode {
         Command::Schema(command) => schema::run(&cli.db, command).await,
         Command::Feed(command) => feed::run_feed(&cli.db, command).await,
         Command::Watch(args) => feed::run_watch(&cli.db, args).await,
+        Command::Export(args) => transfer::run_export(&cli.db, args).await,
+        Command::Import(args) => transfer::run_import(args).await,
+        Command::Migrate(args) => transfer::run_migrate(&cli.db, args).await,
+        Command::Backup(args) => backup::run_backup(&cli.db, args).await,
+        Command::Restore(args) => backup::run_restore(&cli.db, args).await,
     }
 }
 

@@ -69,7 +69,7 @@ pub(crate) struct IntrospectArgs {
     pub(crate) format: Format,
 }
 
-fn read_spec(path: &Path) -> Result<Schema, String> {
+pub(crate) fn read_spec(path: &Path) -> Result<Schema, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let parsed = if path.extension().is_some_and(|e| e == "toml") {

@@ -3,23 +3,13 @@
 //! Each embedded open takes about half a second, so the tests are few.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod common;
+
+use common::{clean_command, run};
 
 use db::{Config, DataDir, PglitePool, Pool};
-
-/// Variables that would make a test depend on the caller's environment.
-const CONFIG_VARS: &[&str] = &[
-    "COCALC_DB",
-    "COCALC_PGLITE_DATA_DIR",
-    "COCALC_PGLITE_RELAXED_DURABILITY",
-    "DATABASE_URL",
-    "PGHOST",
-    "PGPORT",
-    "PGUSER",
-    "PGDATABASE",
-    "PGPASSWORD",
-    "RUST_LOG",
-];
 
 /// The cache pglite-oxide already uses, so that a fresh `HOME` does not
 /// unpack its runtime (about 100 MB) again.
@@ -32,10 +22,7 @@ fn real_cache_dir() -> PathBuf {
 
 /// The binary with a clean configuration environment and `HOME` at `home`.
 fn cocalc_db(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cocalc-db"));
-    for var in CONFIG_VARS {
-        cmd.env_remove(var);
-    }
+    let mut cmd = clean_command();
     cmd.env("HOME", home)
         .env("XDG_CACHE_HOME", real_cache_dir());
     cmd
@@ -47,19 +34,6 @@ fn on_data_dir(home: &Path) -> Command {
     cmd.env("COCALC_DB", "pglite")
         .env("COCALC_PGLITE_DATA_DIR", home.join("data"));
     cmd
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("run cocalc-db");
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -1,44 +1,9 @@
 //! `cocalc-db schema ...` on the embedded backend: exit codes of `plan`,
 //! `sync`, and the introspect → sync → introspect round trip.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-const CONFIG_VARS: &[&str] = &[
-    "COCALC_DB",
-    "COCALC_PGLITE_DATA_DIR",
-    "COCALC_PGLITE_RELAXED_DURABILITY",
-    "DATABASE_URL",
-    "PGHOST",
-    "PGPORT",
-    "PGUSER",
-    "PGDATABASE",
-    "PGPASSWORD",
-    "RUST_LOG",
-];
-
-/// The binary on the embedded cluster in `dir`.
-fn cocalc_db(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cocalc-db"));
-    for var in CONFIG_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.args(["--db", "pglite", "--data-dir"]).arg(dir);
-    cmd
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("run cocalc-db");
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
+use common::{on_dir as cocalc_db, run};
 
 const SPEC: &str = r#"
 [[tables]]

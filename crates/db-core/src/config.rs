@@ -4,7 +4,7 @@
 //! environment.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -91,6 +91,24 @@ impl fmt::Display for DataDir {
             DataDir::Memory => f.write_str("memory://"),
             DataDir::Path(p) => write!(f, "{}", p.display()),
         }
+    }
+}
+
+impl DataDir {
+    /// The packaged edition's embedded data directory under `home`:
+    /// `home/.cocalc/pglite`.
+    pub fn default_under(home: &Path) -> PathBuf {
+        home.join(".cocalc").join("pglite")
+    }
+
+    /// [`DataDir::default_under`] the home directory in `HOME`, if set.
+    ///
+    /// Besides [`Config::from_env`], the one other reader of the environment:
+    /// a server in Postgres mode looks there for embedded data left behind.
+    pub fn default_in_home() -> Option<PathBuf> {
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| DataDir::default_under(Path::new(&h)))
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::codec::CodecError;
 use crate::config::ConfigError;
 use crate::convert::FromValueError;
+use crate::copy::CopyDirection;
 use crate::sqlstate::SqlState;
 
 /// Shorthand for results of this crate.
@@ -114,6 +115,49 @@ pub enum Error {
         /// The PID holding it, when it could be read.
         pid: Option<u32>,
     },
+    /// The embedded backend's runtime (about 100 MB, unpacked from the
+    /// binary on first use) cannot be written to its cache directory.
+    #[error(
+        "cannot unpack the embedded PostgreSQL runtime into {path}: {problem} \
+         (set XDG_CACHE_HOME to a writable directory)"
+    )]
+    RuntimeCacheUnavailable {
+        /// The cache directory.
+        path: String,
+        /// What is wrong with it.
+        problem: StorageProblem,
+    },
+    /// An embedded data directory cannot be created or written.
+    #[error("the embedded data directory {path} is unusable: {problem}")]
+    DataDirUnwritable {
+        /// The directory.
+        path: String,
+        /// What is wrong with it.
+        problem: StorageProblem,
+    },
+    /// An embedded data directory was written by a version this build cannot
+    /// read.
+    #[error(
+        "the embedded data directory {path} was written by {found}; this build supports {supported}"
+    )]
+    DataDirIncompatible {
+        /// The directory.
+        path: String,
+        /// What wrote it, for example `PostgreSQL 16`.
+        found: String,
+        /// What this build reads, for example `PostgreSQL 17`.
+        supported: String,
+    },
+    /// `copy_in` was given something other than one `COPY ... FROM STDIN`
+    /// statement, or `copy_out` other than one `COPY ... TO STDOUT`; nothing
+    /// was sent to the server.
+    #[error("{direction} needs one `{}` statement; got {statement:?}", direction.statement_shape())]
+    NotCopy {
+        /// The method that was called.
+        direction: CopyDirection,
+        /// The statement it was given.
+        statement: String,
+    },
     /// The server sent something this layer does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -175,6 +219,48 @@ impl Error {
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         Error::Database(Box::new(e))
+    }
+}
+
+/// Why a directory cannot be written, from the operating system's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageProblem {
+    /// The file system is mounted read-only.
+    ReadOnly,
+    /// The permissions forbid writing.
+    PermissionDenied,
+    /// No space left on the device, or the quota is exhausted.
+    DiskFull,
+    /// A component of the path is a file, not a directory.
+    NotADirectory,
+    /// Anything else, as the operating system described it.
+    Other(String),
+}
+
+impl StorageProblem {
+    /// Classifies an I/O error.
+    pub fn from_io(e: &std::io::Error) -> StorageProblem {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::ReadOnlyFilesystem => StorageProblem::ReadOnly,
+            ErrorKind::PermissionDenied => StorageProblem::PermissionDenied,
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StorageProblem::DiskFull,
+            ErrorKind::NotADirectory => StorageProblem::NotADirectory,
+            _ => StorageProblem::Other(e.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for StorageProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageProblem::ReadOnly => f.write_str("not writable (read-only file system)"),
+            StorageProblem::PermissionDenied => f.write_str("not writable (permission denied)"),
+            StorageProblem::DiskFull => f.write_str("not writable (disk full)"),
+            StorageProblem::NotADirectory => f.write_str("not a directory"),
+            StorageProblem::Other(e) => write!(f, "not writable ({e})"),
+        }
     }
 }
 
@@ -291,3 +377,31 @@ impl fmt::Display for DbError {
 }
 
 impl std::error::Error for DbError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_problems_name_the_cause() {
+        // ENOSPC, EROFS, EACCES on Linux.
+        let enospc = std::io::Error::from_raw_os_error(28);
+        assert_eq!(StorageProblem::from_io(&enospc), StorageProblem::DiskFull);
+        assert_eq!(
+            StorageProblem::DiskFull.to_string(),
+            "not writable (disk full)"
+        );
+        let erofs = std::io::Error::from_raw_os_error(30);
+        assert_eq!(StorageProblem::from_io(&erofs), StorageProblem::ReadOnly);
+        let eacces = std::io::Error::from_raw_os_error(13);
+        assert_eq!(
+            StorageProblem::from_io(&eacces),
+            StorageProblem::PermissionDenied
+        );
+        let err = Error::RuntimeCacheUnavailable {
+            path: "/c".into(),
+            problem: StorageProblem::DiskFull,
+        };
+        assert!(!err.to_string().contains('\n'));
+    }
+}

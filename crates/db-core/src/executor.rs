@@ -37,6 +37,63 @@ pub trait Executor: Send {
         sql: &'a str,
     ) -> impl Future<Output = Result<()>> + Send + 'a;
 
+    /// Runs `COPY ... FROM STDIN` with `data` as the whole input (text, CSV
+    /// or binary as the statement says); returns the rows copied.
+    ///
+    /// Feed a large input by calling this repeatedly with chunks of whole
+    /// rows (and, for the binary format, the header in the first chunk and
+    /// the trailer in the last). Bad input fails with [`Error::Database`]
+    /// (`22P02` and the line in the message for a malformed value, say); as
+    /// with any failed statement, an open transaction is then aborted. A
+    /// statement that is not one `COPY ... FROM STDIN` fails with
+    /// [`Error::NotCopy`] before anything is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &mut impl db_core::Executor) -> db_core::Result<()> {
+    /// let rows = client
+    ///     .copy_in("COPY users (id, name) FROM STDIN (FORMAT csv)", b"1,ada\n2,grace\n")
+    ///     .await?;
+    /// assert_eq!(rows, 2);
+    /// # Ok(()) }
+    /// ```
+    fn copy_in<'a>(
+        &'a mut self,
+        statement: &'a str,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a;
+
+    /// Runs `COPY ... TO STDOUT`, passing each chunk the server sends (one
+    /// `CopyData` message, i.e. one row in text/CSV format) to `sink` in
+    /// order; returns the rows copied. An error from `sink` aborts the copy
+    /// and is returned.
+    ///
+    /// After a `sink` error no more chunks are passed on and the session
+    /// stays usable: a server sends the rest of the output, which is read
+    /// and discarded. On PGlite the backend hands over a statement's whole
+    /// output at once, so memory there grows with the output; on a server
+    /// the output is read as it arrives. A statement that is not one
+    /// `COPY ... TO STDOUT` fails with [`Error::NotCopy`] before anything is
+    /// sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &mut impl db_core::Executor) -> db_core::Result<()> {
+    /// let mut csv = Vec::new();
+    /// let rows = client
+    ///     .copy_out("COPY users TO STDOUT (FORMAT csv)", |chunk| {
+    ///         csv.extend_from_slice(chunk);
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    fn copy_out<'a, F>(
+        &'a mut self,
+        statement: &'a str,
+        sink: F,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a;
+
     /// Runs a statement and returns the row count of its command tag
     /// (`SELECT n` included).
     fn execute<'a>(
@@ -148,6 +205,22 @@ pub trait Pool: Clone + Send + Sync + 'static {
 
     /// Runs a `;`-separated script on a session of its own.
     fn batch_execute<'a>(&'a self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    /// [`Executor::copy_in`] on a session of its own (autocommit).
+    fn copy_in<'a>(
+        &'a self,
+        statement: &'a str,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a;
+
+    /// [`Executor::copy_out`] on a session of its own.
+    fn copy_out<'a, F>(
+        &'a self,
+        statement: &'a str,
+        sink: F,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a;
 
     /// [`Pool::run`], returning the command tag's row count.
     fn execute<'a>(

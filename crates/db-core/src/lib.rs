@@ -9,6 +9,7 @@
 mod codec;
 mod config;
 mod convert;
+mod copy;
 mod error;
 mod executor;
 mod ident;
@@ -25,7 +26,8 @@ pub use config::{
     BackendKind, Config, ConfigError, DataDir, PgliteConfig, PostgresConfig, redact_url,
 };
 pub use convert::{FromValue, FromValueError, SqlType};
-pub use error::{BoxDynError, DbError, Error, Result, TimeoutPhase};
+pub use copy::{CopyDirection, check_copy_statement, copy_out_extra_messages};
+pub use error::{BoxDynError, DbError, Error, Result, StorageProblem, TimeoutPhase};
 pub use executor::{AdvisoryLock, Client, Executor, Pool, single};
 pub use ident::quote_ident;
 pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};

@@ -224,4 +224,17 @@ impl<C: Client> Executor for Transaction<'_, C> {
         self.check()?;
         self.client.batch_execute(sql).await
     }
+
+    async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
+        self.check()?;
+        self.client.copy_in(statement, data).await
+    }
+
+    async fn copy_out<'a, F>(&'a mut self, statement: &'a str, sink: F) -> Result<u64>
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
+    {
+        self.check()?;
+        self.client.copy_out(statement, sink).await
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use db_core::{Client, Error, Executor, QueryResult, Result, SessionState, Value};
+use db_core::{Client, CopyDirection, Error, Executor, QueryResult, Result, SessionState, Value};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -81,6 +81,31 @@ impl PgliteClient {
 }
 
 impl PgliteClient {
+    /// Runs one `COPY` exchange (`message`, from `wire::copy_in` or
+    /// `wire::copy_out`) in a query span, and reads its response with `read`.
+    async fn copy(
+        &mut self,
+        statement: &str,
+        direction: CopyDirection,
+        message: impl FnOnce() -> Result<Vec<u8>>,
+        read: impl FnOnce(&[u8]) -> Result<u64>,
+    ) -> Result<u64> {
+        db_core::check_copy_statement(statement, direction)?;
+        db_core::flush_pending(self).await?;
+        let span = db_core::query_span("pglite", statement);
+        let started = Instant::now();
+        let result = async {
+            let message = message()?;
+            let response = self.call(|reply| Request::Copy { message, reply }).await?;
+            read(&response.data)
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = result.as_ref().map(|rows| (0, *rows));
+        db_core::finish_query_span(&span, started, self.shared.slow_statement, outcome);
+        result
+    }
+
     /// Runs the bundled `pg_dump` (PostgreSQL 17) against the database and
     /// returns its SQL text. `args` are extra `pg_dump` arguments such as
     /// `--schema-only` or `--no-owner`; the output file, format, host and
@@ -143,6 +168,31 @@ impl Executor for PgliteClient {
     async fn batch_execute(&mut self, sql: &str) -> Result<()> {
         db_core::flush_pending(self).await?;
         self.simple(sql).await
+    }
+
+    async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
+        self.copy(
+            statement,
+            CopyDirection::In,
+            || wire::copy_in(statement, data),
+            |response| wire::read_copy_in(response, statement),
+        )
+        .await
+    }
+
+    /// The embedded backend returns a statement's whole output at once; it
+    /// is passed to `sink` from that buffer without further copies.
+    async fn copy_out<'a, F>(&'a mut self, statement: &'a str, sink: F) -> Result<u64>
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
+    {
+        self.copy(
+            statement,
+            CopyDirection::Out,
+            || wire::copy_out(statement),
+            |response| wire::read_copy_out(response, statement, sink),
+        )
+        .await
     }
 }
 

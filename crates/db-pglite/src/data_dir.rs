@@ -11,7 +11,7 @@ use std::path::Path;
 
 use db_core::{Error, Result};
 
-const LOCK_FILE: &str = "cocalc-db.pid";
+pub(crate) const LOCK_FILE: &str = "cocalc-db.pid";
 
 /// Holds the lock until dropped.
 #[derive(Debug)]

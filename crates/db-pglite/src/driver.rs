@@ -7,6 +7,7 @@
 //! more than that session's request, its release, and a close.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -15,6 +16,7 @@ use db_core::{Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result
 use pglite_oxide::{ExecProtocolOptions, Pglite};
 use tokio::sync::oneshot;
 
+use crate::metadata;
 use crate::wire::{self, EncodedParams, Messages};
 
 /// Prepared statements kept per backend before the oldest is closed.
@@ -31,6 +33,12 @@ pub(crate) enum Request {
     /// A script through the simple protocol.
     Simple {
         sql: String,
+        reply: oneshot::Sender<Result<Response>>,
+    },
+    /// A `COPY` exchange: the statement with all its frontend copy messages,
+    /// built by `wire::copy_in` or `wire::copy_out`.
+    Copy {
+        message: Vec<u8>,
         reply: oneshot::Sender<Result<Response>>,
     },
     /// A session gave the backend back: roll back whatever it left open.
@@ -71,6 +79,8 @@ struct Statement {
 struct Driver {
     pglite: Pglite,
     hub: Arc<ListenerHub>,
+    /// The persistent data directory, whose record the driver keeps.
+    data_dir: Option<PathBuf>,
     statements: HashMap<String, Vec<Statement>>,
     order: VecDeque<(String, String)>,
     next_statement: u64,
@@ -92,6 +102,13 @@ pub(crate) async fn spawn(
         // The WebAssembly runtime recurses deeply on some statements.
         .stack_size(32 * 1024 * 1024)
         .spawn(move || {
+            let data_dir = match &config.data_dir {
+                DataDir::Path(p) => Some(p.clone()),
+                _ => None,
+            };
+            let fresh = data_dir
+                .as_deref()
+                .is_some_and(|d| !metadata::has_cluster(d));
             let pglite = match open(&config) {
                 Ok(p) => p,
                 Err(e) => {
@@ -102,11 +119,17 @@ pub(crate) async fn spawn(
             let mut driver = Driver {
                 pglite,
                 hub,
+                data_dir,
                 statements: HashMap::new(),
                 order: VecDeque::new(),
                 next_statement: 0,
                 status: b'I',
             };
+            if let Err(e) = driver.record_open(fresh) {
+                let _ = driver.close();
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
             let _ = ready_tx.send(Ok(()));
             driver.serve(rx);
         })
@@ -174,6 +197,14 @@ impl Driver {
                     });
                     let _ = reply.send(result);
                 }
+                Request::Copy { message, reply } => {
+                    let result = self.exchange(&message).map(|data| Response {
+                        data,
+                        columns: None,
+                        status: self.status,
+                    });
+                    let _ = reply.send(result);
+                }
                 Request::Release => self.release(),
                 Request::Dump { args, reply } => {
                     let _ = reply.send(self.dump(args));
@@ -191,10 +222,46 @@ impl Driver {
         let _ = self.close();
     }
 
+    /// Closes the backend; for a persistent directory, records the clean
+    /// close with the next transaction id, which tells whether anything was
+    /// written since the last export.
     fn close(&mut self) -> Result<()> {
+        let next_xid = match &self.data_dir {
+            Some(_) if !self.pglite.is_closed() => Some(self.next_xid()),
+            _ => None,
+        };
         self.pglite
             .close()
-            .map_err(|e| Error::backend("closing the embedded database", e))
+            .map_err(|e| Error::backend("closing the embedded database", e))?;
+        match (&self.data_dir, next_xid) {
+            (Some(dir), Some(next_xid)) => metadata::record_close(dir, next_xid?),
+            _ => Ok(()),
+        }
+    }
+
+    /// Marks the persistent directory open, creating its record on first use.
+    fn record_open(&mut self, fresh: bool) -> Result<()> {
+        let Some(dir) = self.data_dir.clone() else {
+            return Ok(());
+        };
+        let next_xid = self.next_xid()?;
+        let version = self.text_value("SHOW server_version")?;
+        metadata::record_open(&dir, fresh, next_xid, &version)
+    }
+
+    fn next_xid(&mut self) -> Result<u64> {
+        metadata::parse_next_xid(&self.text_value(metadata::NEXT_XID_SQL)?)
+    }
+
+    /// The first column of the first row of a simple query, as text.
+    fn text_value(&mut self, sql: &str) -> Result<String> {
+        let data = self.simple(sql)?;
+        let result = wire::read_result(&data, None, true)?;
+        result
+            .rows
+            .first()
+            .ok_or(Error::RowNotFound)?
+            .try_get::<String, _>(0)
     }
 
     /// Fails unless the backend is idle: the maintenance requests below see
@@ -296,7 +363,12 @@ impl Driver {
     fn simple(&mut self, sql: &str) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(sql.len() + 8);
         wire::query(&mut buf, sql)?;
-        let data = self.round_trip(&buf)?;
+        self.exchange(&buf)
+    }
+
+    /// Sends simple-protocol messages and scans the response.
+    fn exchange(&mut self, message: &[u8]) -> Result<Vec<u8>> {
+        let data = self.round_trip(message)?;
         self.scan(&data);
         Ok(data)
     }

@@ -13,10 +13,14 @@
 mod client;
 mod data_dir;
 mod driver;
+pub mod health;
 mod lock;
+pub mod metadata;
 mod pool;
+mod restore;
 mod wire;
 
 pub use client::PgliteClient;
 pub use lock::PgliteLock;
 pub use pool::PglitePool;
+pub use restore::{POSTGRES_MAJOR_VERSION, restore_data_dir};

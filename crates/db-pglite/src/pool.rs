@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::panic::Location;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak, mpsc};
 use std::thread::ThreadId;
@@ -19,6 +19,7 @@ use crate::client::PgliteClient;
 use crate::data_dir::DirLock;
 use crate::driver::{self, Request, Response};
 use crate::lock::{LockTable, PgliteLock, SessionId};
+use crate::{health, metadata};
 
 /// Notifications buffered per subscriber before it is told it lagged.
 const NOTIFY_BUFFER: usize = 1024;
@@ -204,27 +205,32 @@ impl PglitePool {
     /// Opens the embedded backend described by `config.pglite`.
     ///
     /// A persistent directory already open in this process is shared, not
-    /// opened twice; one held by another process fails with
-    /// [`Error::DataDirLocked`] naming it and, when known, the holder's PID.
+    /// opened twice. Before opening, the checks of [`health::check`] fail
+    /// fast, with one line naming the path, on a runtime cache or data
+    /// directory that cannot be written ([`Error::RuntimeCacheUnavailable`],
+    /// [`Error::DataDirUnwritable`]) or a directory written by an
+    /// incompatible version ([`Error::DataDirIncompatible`]); a directory held
+    /// by another process fails with [`Error::DataDirLocked`] naming the
+    /// holder's PID when known.
+    ///
+    /// [`health::check`]: crate::health::check
     pub async fn open(config: &Config) -> Result<PglitePool> {
         let _serial = open_lock().lock().await;
-        let key = match &config.pglite.data_dir {
-            DataDir::Path(p) => {
-                std::fs::create_dir_all(p).map_err(|e| {
-                    Error::backend(format!("creating the data directory {}", p.display()), e)
-                })?;
-                Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-            }
-            _ => None,
-        };
-        if let Some(key) = &key {
+        let canonical = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        if let DataDir::Path(p) = &config.pglite.data_dir {
             let open = registry().lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(shared) = open.get(key).and_then(Weak::upgrade)
+            if let Some(shared) = open.get(&canonical(p)).and_then(Weak::upgrade)
                 && !shared.closed.load(Ordering::Acquire)
             {
                 return Ok(PglitePool { shared });
             }
         }
+        health::check(&config.pglite)?;
+        // The directory exists now, so this is its final canonical form.
+        let key = match &config.pglite.data_dir {
+            DataDir::Path(p) => Some(canonical(p)),
+            _ => None,
+        };
         let dir_lock = key.as_deref().map(DirLock::acquire).transpose()?;
         let (hub, commands) = ListenerHub::new(NOTIFY_BUFFER);
         let sender = driver::spawn(&config.pglite, Arc::clone(&hub)).await?;
@@ -249,6 +255,23 @@ impl PglitePool {
         }
         spawn_listen_thread(Arc::downgrade(&shared), commands)?;
         Ok(PglitePool { shared })
+    }
+
+    /// The persistent data directory (canonical), `None` for `memory://`.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.shared.registry_key.as_deref()
+    }
+
+    /// PostgreSQL's next transaction id. Every writing transaction consumes
+    /// one, so an unchanged value means nothing was written in between; an
+    /// export reads it before dumping and records it with
+    /// [`metadata::record_export`](crate::metadata::record_export).
+    pub async fn next_xid(&self) -> Result<u64> {
+        let text: String = self
+            .query_one(metadata::NEXT_XID_SQL, &[])
+            .await?
+            .try_get(0)?;
+        metadata::parse_next_xid(&text)
     }
 
     #[track_caller]
@@ -337,6 +360,29 @@ impl Pool for PglitePool {
     fn batch_execute<'a>(&'a self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a {
         let client = self.lease_client();
         async move { client.await?.batch_execute(sql).await }
+    }
+
+    #[track_caller]
+    fn copy_in<'a>(
+        &'a self,
+        statement: &'a str,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        let client = self.lease_client();
+        async move { client.await?.copy_in(statement, data).await }
+    }
+
+    #[track_caller]
+    fn copy_out<'a, F>(
+        &'a self,
+        statement: &'a str,
+        sink: F,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
+    {
+        let client = self.lease_client();
+        async move { client.await?.copy_out(statement, sink).await }
     }
 
     async fn lock(&self, key: i64, timeout: Duration) -> Result<PgliteLock> {

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use db_core::{
-    AddressFamilies, Column, DbError, Error, Notification, QueryResult, Result, Row, Type, Value,
+    AddressFamilies, Column, CopyDirection, DbError, Error, Notification, QueryResult, Result, Row,
+    Type, Value,
 };
 
 /// Appends a message with a type byte and a length-prefixed body.
@@ -141,6 +142,40 @@ pub(crate) fn sync(buf: &mut Vec<u8>) -> Result<()> {
 /// A simple `Query`.
 pub(crate) fn query(buf: &mut Vec<u8>, sql: &str) -> Result<()> {
     message(buf, b'Q', |b| cstr(b, sql))
+}
+
+/// The most input one `CopyData` message carries.
+const COPY_DATA_CHUNK: usize = 256 * 1024;
+
+/// A simple `Query` running `sql` (a `COPY ... FROM STDIN`) followed by
+/// `data` in `CopyData` messages and a `CopyDone`.
+///
+/// Sent as one buffer: if the server refuses the statement, it ignores the
+/// copy messages that follow (as the protocol says it must).
+pub(crate) fn copy_in(sql: &str, data: &[u8]) -> Result<Vec<u8>> {
+    let chunks = data.len().div_ceil(COPY_DATA_CHUNK);
+    let mut buf = Vec::with_capacity(sql.len() + data.len() + 5 * chunks + 16);
+    query(&mut buf, sql)?;
+    for chunk in data.chunks(COPY_DATA_CHUNK) {
+        message(&mut buf, b'd', |b| {
+            b.extend_from_slice(chunk);
+            Ok(())
+        })?;
+    }
+    message(&mut buf, b'c', |_| Ok(()))?;
+    Ok(buf)
+}
+
+/// A simple `Query` running `sql` (a `COPY ... TO STDOUT`) followed by a
+/// `CopyFail`, which the server ignores after a `COPY TO` and which ends
+/// a `COPY FROM STDIN` at once instead of leaving it waiting for input.
+pub(crate) fn copy_out(sql: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(sql.len() + 64);
+    query(&mut buf, sql)?;
+    message(&mut buf, b'f', |b| {
+        cstr(b, "copy_out expects COPY ... TO STDOUT")
+    })?;
+    Ok(buf)
 }
 
 /// Reads backend messages from a response buffer.
@@ -290,6 +325,13 @@ fn data_row(body: &[u8], columns: &Arc<[Column]>) -> Result<Row> {
     Ok(Row::new(Arc::clone(columns), values))
 }
 
+/// Logs a `NoticeResponse` the way every statement's notices are logged.
+fn log_notice(body: &[u8]) -> Result<()> {
+    let notice = error_response(body)?;
+    tracing::info!(target: "db::notice", code = %notice.code, "{}", notice.message);
+    Ok(())
+}
+
 /// Reads the response to one extended-protocol statement (or to a simple
 /// query, whose rows are ignored): its rows, the command tag's count, and the
 /// first error.
@@ -318,10 +360,7 @@ pub(crate) fn read_result(
                 result.rows_affected = db_core::rows_from_command_tag(tag);
             }
             b'E' if error.is_none() => error = Some(Error::from(error_response(body)?)),
-            b'N' => {
-                let notice = error_response(body)?;
-                tracing::info!(target: "db::notice", code = %notice.code, "{}", notice.message);
-            }
+            b'N' => log_notice(body)?,
             _ => {}
         }
     }
@@ -329,6 +368,92 @@ pub(crate) fn read_result(
         Some(e) => Err(e),
         None => Ok(result),
     }
+}
+
+/// What a response said about a `COPY`, besides its rows.
+#[derive(Debug, Default)]
+struct CopyOutcome {
+    /// The server switched to copying in this direction.
+    started: bool,
+    /// The server switched to copying in the other direction.
+    reversed: bool,
+    rows: u64,
+    error: Option<Error>,
+}
+
+impl CopyOutcome {
+    fn into_result(self, direction: CopyDirection, sql: &str) -> Result<u64> {
+        // A COPY of the other direction fails (it is ended by the client's
+        // trailing copy messages): say what was wrong with it instead.
+        if self.reversed || (!self.started && self.error.is_none()) {
+            return Err(Error::NotCopy {
+                direction,
+                statement: sql.to_owned(),
+            });
+        }
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.rows),
+        }
+    }
+}
+
+/// Reads the response to [`copy_in`]: the rows copied, or the first error.
+pub(crate) fn read_copy_in(data: &[u8], sql: &str) -> Result<u64> {
+    read_copy(data, CopyDirection::In, |_| Ok(()))?.into_result(CopyDirection::In, sql)
+}
+
+/// Reads the response to [`copy_out`], passing the payload of each
+/// `CopyData` message to `sink` in order until `sink` fails. Returns the
+/// rows copied, or `sink`'s error, or the server's first error.
+pub(crate) fn read_copy_out(
+    data: &[u8],
+    sql: &str,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut sink_error = None;
+    let outcome = read_copy(data, CopyDirection::Out, |chunk| {
+        if sink_error.is_none()
+            && let Err(e) = sink(chunk)
+        {
+            sink_error = Some(e);
+        }
+        Ok(())
+    })?;
+    match sink_error {
+        Some(e) => Err(e),
+        None => outcome.into_result(CopyDirection::Out, sql),
+    }
+}
+
+fn read_copy(
+    data: &[u8],
+    direction: CopyDirection,
+    mut on_data: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<CopyOutcome> {
+    let (ours, theirs) = match direction {
+        CopyDirection::In => (b'G', b'H'),
+        CopyDirection::Out => (b'H', b'G'),
+    };
+    let mut outcome = CopyOutcome::default();
+    for msg in Messages::new(data) {
+        let (tag, body) = msg?;
+        match tag {
+            t if t == ours => outcome.started = true,
+            t if t == theirs => outcome.reversed = true,
+            b'd' if outcome.started && !outcome.reversed => on_data(body)?,
+            b'C' => {
+                let tag = Body(body).cstr()?;
+                outcome.rows = db_core::rows_from_command_tag(tag);
+            }
+            b'E' if outcome.error.is_none() => {
+                outcome.error = Some(Error::from(error_response(body)?));
+            }
+            b'N' => log_notice(body)?,
+            _ => {}
+        }
+    }
+    Ok(outcome)
 }
 
 #[cfg(test)]
@@ -345,5 +470,68 @@ mod tests {
     #[test]
     fn nul_in_sql_is_rejected_before_sending() {
         assert!(query(&mut Vec::new(), "select 1\0").is_err());
+    }
+
+    /// A backend response made of `(tag, body)` messages.
+    fn response(messages: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (tag, body) in messages {
+            message(&mut buf, *tag, |b| {
+                b.extend_from_slice(body);
+                Ok(())
+            })
+            .expect("a small message");
+        }
+        buf
+    }
+
+    #[test]
+    fn copy_out_passes_chunks_and_counts_rows() {
+        let data = response(&[
+            (b'H', b"\0\0\0"),
+            (b'd', b"1\n"),
+            (b'd', b"2\n"),
+            (b'c', b""),
+            (b'C', b"COPY 2\0"),
+            (b'Z', b"I"),
+        ]);
+        let mut seen = Vec::new();
+        let rows = read_copy_out(&data, "COPY t TO STDOUT", |c| {
+            seen.push(c.to_vec());
+            Ok(())
+        });
+        assert_eq!(rows.expect("rows"), 2);
+        assert_eq!(seen, [b"1\n".to_vec(), b"2\n".to_vec()]);
+    }
+
+    #[test]
+    fn a_copy_of_the_other_direction_is_named_as_such() {
+        let not_copy = |r: Result<u64>| matches!(r, Err(Error::NotCopy { .. }));
+        // COPY TO answered with the data the client did not ask for.
+        let out = response(&[
+            (b'H', b"\0\0\0"),
+            (b'd', b"1\n"),
+            (b'c', b""),
+            (b'C', b"COPY 1\0"),
+            (b'Z', b"I"),
+        ]);
+        assert!(not_copy(read_copy_in(&out, "x")));
+        // COPY FROM ended by copy_out's trailing CopyFail.
+        let failed = response(&[
+            (b'G', b"\0\0\0"),
+            (b'E', b"SERROR\0C57014\0MCOPY from stdin failed\0\0"),
+            (b'Z', b"I"),
+        ]);
+        assert!(not_copy(read_copy_out(&failed, "x", |_| panic!("no data"))));
+        // A plain statement.
+        let select = response(&[(b'C', b"SELECT 0\0"), (b'Z', b"I")]);
+        assert!(not_copy(read_copy_in(&select, "x")));
+        // A server error before the copy started is passed on.
+        let refused = response(&[(b'E', b"SERROR\0C42P01\0Mno table\0\0"), (b'Z', b"I")]);
+        let err = read_copy_in(&refused, "x").expect_err("refused");
+        assert_eq!(
+            err.code().map(|c| c.code().to_owned()).as_deref(),
+            Some("42P01")
+        );
     }
 }

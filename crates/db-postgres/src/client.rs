@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use db_core::{
-    Client, Column, Error, Executor, QueryResult, Result, SessionState, Value, finish_query_span,
-    flush_pending, query_span,
+    Client, Column, CopyDirection, Error, Executor, QueryResult, Result, SessionState, Value,
+    check_copy_statement, copy_out_extra_messages, finish_query_span, flush_pending, query_span,
 };
 use futures::TryStreamExt as _;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, Postgres};
-use sqlx::{Either, Executor as _, Row as _};
+use sqlx::{Connection as _, Either, Executor as _, Row as _};
 use tracing::Instrument as _;
 
 use crate::encode;
@@ -70,6 +70,10 @@ pub struct PgClient {
     untracked_locks: bool,
     /// The connection saw an I/O or protocol error and must not be reused.
     broken: bool,
+    /// A `COPY` was cancelled midway (or could not be cleaned up after), so
+    /// the connection may be out of step with the server: every later use
+    /// fails, and it is closed on release.
+    out_of_step: bool,
     shared: Arc<Shared>,
 }
 
@@ -79,6 +83,7 @@ impl fmt::Debug for PgClient {
             .field("state", &self.state)
             .field("locks", &self.locks)
             .field("broken", &self.broken)
+            .field("out_of_step", &self.out_of_step)
             .finish_non_exhaustive()
     }
 }
@@ -91,11 +96,19 @@ impl PgClient {
             locks: HashMap::new(),
             untracked_locks: false,
             broken: false,
+            out_of_step: false,
             shared,
         }
     }
 
     fn conn(&mut self) -> Result<&mut PgConnection> {
+        if self.out_of_step {
+            return Err(Error::Protocol(
+                "an interrupted COPY left this session's connection out of step with \
+                 the server; acquire another session"
+                    .into(),
+            ));
+        }
         self.conn.as_deref_mut().ok_or(Error::Closed)
     }
 
@@ -180,11 +193,135 @@ impl PgClient {
         result.map(drop)
     }
 
+    /// Runs one `COPY` in a query span: `copy` drives it on the connection.
+    ///
+    /// The connection counts as out of step while the copy runs: a copy
+    /// cancelled midway leaves it in copy mode.
+    async fn copy<F>(&mut self, statement: &str, direction: CopyDirection, copy: F) -> Result<u64>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<u64, CopyError>,
+    {
+        check_copy_statement(statement, direction)?;
+        flush_pending(self).await?;
+        self.note(statement);
+        self.conn()?;
+        let span = query_span(SYSTEM, statement);
+        let started = Instant::now();
+        self.out_of_step = true;
+        let result = match self.conn.as_deref_mut() {
+            Some(conn) => copy(conn).instrument(span.clone()).await,
+            None => Err(CopyError::Ours(Error::Closed)),
+        };
+        self.out_of_step = matches!(result, Err(CopyError::OutOfStep(_)));
+        let result = result.map_err(|e| match e {
+            CopyError::Sqlx(e) | CopyError::Refused(e) | CopyError::OutOfStep(e) => {
+                self.fail(e, statement)
+            }
+            CopyError::Ours(e) => e,
+        });
+        finish_query_span(
+            &span,
+            started,
+            self.shared.slow,
+            result.as_ref().map(|rows| (0, *rows)),
+        );
+        result
+    }
+
     /// Runs a one-row, one-boolean advisory lock function on `key`.
     async fn lock_call(&mut self, sql: &str, key: i64) -> Result<bool> {
         let row = self.query_one(sql, &[Value::Int8(key)]).await?;
         row.try_get::<bool, _>(0)
     }
+}
+
+/// How a `COPY` failed: in sqlx (mapped with the connection's bookkeeping),
+/// or in this crate.
+enum CopyError {
+    Sqlx(sqlx::Error),
+    /// The server refused a `COPY ... TO STDOUT`; see
+    /// [`skip_stray_ready_for_query`].
+    Refused(sqlx::Error),
+    OutOfStep(sqlx::Error),
+    Ours(Error),
+}
+
+impl From<sqlx::Error> for CopyError {
+    fn from(e: sqlx::Error) -> Self {
+        CopyError::Sqlx(e)
+    }
+}
+
+/// Sends `data` to a `COPY ... FROM STDIN` and finishes it.
+async fn copy_in(conn: &mut PgConnection, statement: &str, data: &[u8]) -> Result<u64, CopyError> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(data).await?;
+    Ok(copy.finish().await?)
+}
+
+/// Reads a `COPY ... TO STDOUT` to its end, passing each chunk to `sink`
+/// until it fails; the rest is read and discarded, which keeps the
+/// connection in step with the server.
+async fn copy_out(
+    conn: &mut PgConnection,
+    statement: &str,
+    sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64, CopyError> {
+    match read_copy_out(conn, statement, sink).await {
+        Err(CopyError::Refused(e)) => Err(match skip_stray_ready_for_query(conn).await {
+            Ok(()) => CopyError::Sqlx(e),
+            Err(_) => CopyError::OutOfStep(e),
+        }),
+        other => other,
+    }
+}
+
+async fn read_copy_out(
+    conn: &mut PgConnection,
+    statement: &str,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64, CopyError> {
+    let extra = copy_out_extra_messages(statement).map_err(CopyError::Ours)?;
+    let mut stream = conn.copy_out_raw(statement).await.map_err(|e| match e {
+        sqlx::Error::Database(_) => CopyError::Refused(e),
+        e => CopyError::Sqlx(e),
+    })?;
+    let mut messages = 0u64;
+    let mut sink_error = None;
+    while let Some(chunk) = stream.try_next().await? {
+        messages += 1;
+        if sink_error.is_none()
+            && let Err(e) = sink(&chunk)
+        {
+            sink_error = Some(e);
+        }
+    }
+    match sink_error {
+        Some(e) => Err(CopyError::Ours(e)),
+        // sqlx drops the command tag; every message but the header line or
+        // the binary trailer is one row.
+        None => Ok(messages.saturating_sub(extra)),
+    }
+}
+
+/// Reads the `ReadyForQuery` that sqlx 0.8's `copy_out_raw` leaves unread
+/// when the server refuses the statement; the next statement would take it
+/// for its own answer and see no rows.
+///
+/// `describe` sends Parse, Describe and Sync, counts the Sync as pending, and
+/// fails on the stray `ReadyForQuery` before reading its own answer; `ping`
+/// then reads through the last `ReadyForQuery`. `describe` only parses, so
+/// nothing runs (the server keeps the parsed statement until the connection
+/// closes), and parsing a `ROLLBACK` is allowed even in an aborted
+/// transaction. Should sqlx ever read the stray message itself, both calls
+/// simply succeed.
+async fn skip_stray_ready_for_query(conn: &mut PgConnection) -> sqlx::Result<()> {
+    // A text of its own, so that sqlx never finds it in its statement cache
+    // and skips the round trip.
+    let _ = conn
+        .describe("ROLLBACK /* db-postgres: after a refused COPY TO STDOUT */")
+        .await;
+    conn.ping().await
 }
 
 impl Executor for PgClient {
@@ -217,6 +354,27 @@ impl Executor for PgClient {
         flush_pending(self).await?;
         self.note(sql);
         self.simple(sql).await
+    }
+
+    async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
+        self.copy(
+            statement,
+            CopyDirection::In,
+            async |conn: &mut PgConnection| copy_in(conn, statement, data).await,
+        )
+        .await
+    }
+
+    async fn copy_out<'a, F>(&'a mut self, statement: &'a str, sink: F) -> Result<u64>
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
+    {
+        self.copy(
+            statement,
+            CopyDirection::Out,
+            async |conn: &mut PgConnection| copy_out(conn, statement, sink).await,
+        )
+        .await
     }
 }
 
@@ -298,7 +456,7 @@ impl Drop for PgClient {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        if self.broken {
+        if self.broken || self.out_of_step {
             conn.close_on_drop();
             return;
         }

@@ -213,6 +213,17 @@ impl Pool for PgPool {
         self.acquire().await?.batch_execute(sql).await
     }
 
+    async fn copy_in(&self, statement: &str, data: &[u8]) -> Result<u64> {
+        self.acquire().await?.copy_in(statement, data).await
+    }
+
+    async fn copy_out<'a, F>(&'a self, statement: &'a str, sink: F) -> Result<u64>
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
+    {
+        self.acquire().await?.copy_out(statement, sink).await
+    }
+
     /// Checks out a connection and polls `pg_try_advisory_lock` on it until
     /// `timeout` (which includes the wait for the connection).
     async fn lock(&self, key: i64, timeout: Duration) -> Result<PgAdvisoryLock> {

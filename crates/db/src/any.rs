@@ -41,10 +41,19 @@ pub enum AnyLock {
 
 impl AnyPool {
     /// Opens the backend `config` selects.
+    ///
+    /// On PostgreSQL it first warns (`tracing::warn!`) when the embedded
+    /// data directory holds data that was never exported, or changed since
+    /// it was: see [`unexported_data_warning`](crate::embedded::unexported_data_warning).
     pub async fn connect(config: &Config) -> Result<AnyPool> {
         match config.backend {
             BackendKind::Pglite => PglitePool::open(config).await.map(AnyPool::Pglite),
-            _ => PgPool::connect(config).await.map(AnyPool::Postgres),
+            _ => {
+                if let Some(warning) = crate::embedded::unexported_data_warning(config) {
+                    tracing::warn!("{warning}");
+                }
+                PgPool::connect(config).await.map(AnyPool::Postgres)
+            }
         }
     }
 
@@ -96,6 +105,27 @@ impl Pool for AnyPool {
         both!(self, p => p.batch_execute(sql))
     }
 
+    #[track_caller]
+    fn copy_in<'a>(
+        &'a self,
+        statement: &'a str,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        both!(self, p => p.copy_in(statement, data))
+    }
+
+    #[track_caller]
+    fn copy_out<'a, F>(
+        &'a self,
+        statement: &'a str,
+        sink: F,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
+    {
+        both!(self, p => p.copy_out(statement, sink))
+    }
+
     fn lock(&self, key: i64, timeout: Duration) -> impl Future<Output = Result<AnyLock>> + Send {
         match self {
             AnyPool::Postgres(p) => Either::Left(p.lock(key, timeout).map_ok(AnyLock::Postgres)),
@@ -136,6 +166,25 @@ impl Executor for AnyClient {
         sql: &'a str,
     ) -> impl Future<Output = Result<()>> + Send + 'a {
         both!(self, c => c.batch_execute(sql))
+    }
+
+    fn copy_in<'a>(
+        &'a mut self,
+        statement: &'a str,
+        data: &'a [u8],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        both!(self, c => c.copy_in(statement, data))
+    }
+
+    fn copy_out<'a, F>(
+        &'a mut self,
+        statement: &'a str,
+        sink: F,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a
+    where
+        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
+    {
+        both!(self, c => c.copy_out(statement, sink))
     }
 }
 

@@ -4,6 +4,7 @@
 #![doc = include_str!("../../../README.md")]
 
 mod any;
+pub mod embedded;
 
 pub use any::{AnyClient, AnyLock, AnyPool};
 pub use db_core::*;

@@ -36,6 +36,91 @@ pub(crate) fn collapse(expr: &str) -> String {
     out
 }
 
+/// Folds `ARRAY[('a'::T)::U, ('b'::T)::U]` into `(ARRAY['a'::T, 'b'::T])::U[]`
+/// wherever it occurs outside literals.
+///
+/// The server stores `c IN ('a', 'b')` on a varchar column as the second
+/// form, and the first once that text is parsed again, as when pg_dump's
+/// output is restored: both mean the same, so comparisons use one of them.
+pub(crate) fn fold_array_casts(expr: &str) -> String {
+    const OPEN: &str = "ARRAY[(";
+    let mut out = String::with_capacity(expr.len());
+    let mut rest = expr;
+    while let Some(at) = find_outside_literals(rest, OPEN) {
+        out.push_str(&rest[..at]);
+        let candidate = &rest[at..];
+        match fold_one(candidate) {
+            Some((folded, used)) => {
+                out.push_str(&folded);
+                rest = &candidate[used..];
+            }
+            None => {
+                out.push_str(OPEN);
+                rest = &candidate[OPEN.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The byte offset of `needle` in `s`, skipping `'...'` literals.
+fn find_outside_literals(s: &str, needle: &str) -> Option<usize> {
+    let mut in_literal = false;
+    for (i, c) in s.char_indices() {
+        if c == '\'' {
+            in_literal = !in_literal;
+        } else if !in_literal && s[i..].starts_with(needle) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Folds the `ARRAY[(...)::U, ...]` at the start of `s`: the folded text and
+/// the bytes it replaces.
+fn fold_one(s: &str) -> Option<(String, usize)> {
+    let mut pos = "ARRAY[".len();
+    let mut elements = Vec::new();
+    let mut outer: Option<&str> = None;
+    loop {
+        let rest = &s[pos..];
+        let body = rest.strip_prefix("('")?;
+        let mut end = None;
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '\'' {
+                if chars.peek().is_some_and(|&(_, n)| n == '\'') {
+                    chars.next();
+                } else {
+                    end = Some(i);
+                    break;
+                }
+            }
+        }
+        let end = end?;
+        let literal = &body[..end];
+        let after = body[end + 1..].strip_prefix("::")?;
+        let close = after.find(')')?;
+        let inner = &after[..close];
+        let after = after[close + 1..].strip_prefix("::")?;
+        let stop = after.find([',', ']'])?;
+        let cast = &after[..stop];
+        if inner.is_empty() || cast.is_empty() || *outer.get_or_insert(cast) != cast {
+            return None;
+        }
+        elements.push(format!("'{literal}'::{inner}"));
+        pos = s.len() - after.len() + stop;
+        if s[pos..].starts_with(']') {
+            pos += 1;
+            break;
+        }
+        pos += s[pos..].strip_prefix(", ").map_or(1, |_| 2);
+    }
+    let outer = outer?;
+    Some((format!("(ARRAY[{}])::{outer}[]", elements.join(", ")), pos))
+}
+
 /// The server's spelling of a type name.
 pub fn normalize_type(type_: &str) -> String {
     let s = collapse(type_);
@@ -124,7 +209,7 @@ pub(crate) fn normalize_table(table: &Table) -> Table {
     for c in &mut t.columns {
         c.type_ = normalize_type(&c.type_);
         c.default = c.default.as_deref().map(collapse);
-        c.check = c.check.as_deref().map(collapse);
+        c.check = c.check.as_deref().map(|e| fold_array_casts(&collapse(e)));
         if is_serial(&c.type_) || table.primary_key.contains(&c.name) {
             c.not_null = true;
         }
@@ -143,7 +228,7 @@ pub(crate) fn normalize_index(index: &Index) -> Index {
     let mut i = index.clone();
     i.method = i.method.trim().to_ascii_lowercase();
     i.keys = i.keys.iter().map(|k| collapse(k)).collect();
-    i.where_ = i.where_.as_deref().map(collapse);
+    i.where_ = i.where_.as_deref().map(|e| fold_array_casts(&collapse(e)));
     i
 }
 
@@ -181,6 +266,24 @@ mod tests {
             assert_eq!(normalize_type(typed), server, "{typed}");
             assert_eq!(normalize_type(server), server, "{server}");
         }
+    }
+
+    #[test]
+    fn array_casts_fold_to_the_first_deparsed_form() {
+        let first = "((c)::text = ANY ((ARRAY['a'::character varying, 'it''s, ]'::character varying])::text[]))";
+        let second = "((c)::text = ANY (ARRAY[('a'::character varying)::text, ('it''s, ]'::character varying)::text]))";
+        assert_eq!(fold_array_casts(second), first);
+        assert_eq!(fold_array_casts(first), first);
+        // Mixed casts, and look-alikes inside literals, stay as they are.
+        for kept in [
+            "x = ANY (ARRAY[('a'::character varying)::text, ('b'::bpchar)::name])",
+            "x = 'ARRAY[(''a''::t)::u]'",
+            "ARRAY[(1)::text]",
+        ] {
+            assert_eq!(fold_array_casts(kept), kept);
+        }
+        let twice = format!("{second} AND {second}");
+        assert_eq!(fold_array_casts(&twice), format!("{first} AND {first}"));
     }
 
     #[test]

@@ -131,6 +131,98 @@ async fn insert_update_delete_in_order_with_offsets() {
     assert_eq!(sub.last_offset(), offsets[2]);
 }
 
+/// The next `n` events without offsets, in a stable order: the order of the
+/// rows of one statement is not specified.
+async fn statement_events(sub: &mut Subscription, n: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..n {
+        events.push(stripped(next(sub).await));
+    }
+    events.sort_by_key(|e| format!("{e:?}"));
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_row_statements_give_one_event_per_row() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    // Columns named like the capture trigger's own names.
+    db.pool
+        .execute(
+            "CREATE TABLE odd (id int8 PRIMARY KEY, changefeed_txid int8, o text)",
+            &[],
+        )
+        .await
+        .unwrap();
+    feed.enable("odd").await.unwrap();
+    let mut sub = feed
+        .subscribe(Query::table("items"), Start::Now)
+        .await
+        .unwrap();
+    let mut odd = feed
+        .subscribe(Query::table("odd"), Start::Now)
+        .await
+        .unwrap();
+    let run = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move { pool.execute(sql, &[]).await.unwrap() }
+    };
+    assert_eq!(
+        run("INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 3) g").await,
+        3
+    );
+    assert_eq!(
+        statement_events(&mut sub, 3).await,
+        vec![
+            insert(json!({"id": 1, "owner": "ada", "n": 1, "body": null})),
+            insert(json!({"id": 2, "owner": "ada", "n": 2, "body": null})),
+            insert(json!({"id": 3, "owner": "ada", "n": 3, "body": null})),
+        ]
+    );
+    // Statements that change no row say nothing.
+    run("INSERT INTO items SELECT 9, 'x', 9, NULL WHERE false").await;
+    run("DELETE FROM items WHERE id > 100").await;
+    quiet(&mut sub).await;
+    // An upsert: one row updated, one inserted.
+    run(
+        "INSERT INTO items VALUES (3, 'bob', 3, NULL), (4, 'bob', 4, NULL)
+         ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner",
+    )
+    .await;
+    assert_eq!(
+        statement_events(&mut sub, 2).await,
+        vec![
+            insert(json!({"id": 4, "owner": "bob", "n": 4, "body": null})),
+            Event::Update {
+                offset: 0,
+                row: obj(json!({"id": 3, "owner": "bob", "n": 3, "body": null})),
+                changed: vec!["owner".into()],
+                old: obj(json!({"owner": "ada"})),
+            },
+        ]
+    );
+    assert_eq!(run("DELETE FROM items WHERE id IN (1, 2, 4)").await, 3);
+    assert_eq!(
+        statement_events(&mut sub, 3).await,
+        vec![
+            delete(json!({"id": 1})),
+            delete(json!({"id": 2})),
+            delete(json!({"id": 4})),
+        ]
+    );
+    quiet(&mut sub).await;
+    run("INSERT INTO odd VALUES (1, 7, 'x'), (2, NULL, NULL)").await;
+    run("DELETE FROM odd WHERE id = 2").await;
+    assert_eq!(
+        statement_events(&mut odd, 2).await,
+        vec![
+            insert(json!({"id": 2, "changefeed_txid": null, "o": null})),
+            insert(json!({"id": 1, "changefeed_txid": 7, "o": "x"})),
+        ]
+    );
+    assert_eq!(stripped(next(&mut odd).await), delete(json!({"id": 2})));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_entering_and_leaving_the_filter_are_inserts_and_deletes() {
     let db = TestDb::new().await;

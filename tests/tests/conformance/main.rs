@@ -3,9 +3,12 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod changefeed;
+mod copy;
+mod embedded_data;
 mod errors;
 mod lifecycle;
 mod locks;
+mod migrate;
 mod notify;
 mod pglite;
 mod rows;

@@ -1,0 +1,433 @@
+//! Change feeds on PGlite and PostgreSQL 15: what a feed costs writers,
+//! commit-to-event latency, delivery throughput to one subscriber, and what
+//! 100 subscribers cost against one.
+
+use std::time::{Duration, Instant};
+
+use changefeed::{Event, Feed, Filter, Query, Start};
+use db::{AnyPool, Config, DataDir, PgPool, PglitePool, Pool, Value};
+use tokio::sync::mpsc;
+
+use crate::contender::BenchResult;
+use crate::stats::Samples;
+use crate::{Entry, Options, Report, Workload};
+
+/// The feed's schema: its own, so that the shared server's other workloads
+/// and earlier runs do not matter.
+const SCHEMA: &str = "bench_cf";
+const SETUP: &str = "
+DROP SCHEMA IF EXISTS bench_cf CASCADE;
+CREATE SCHEMA bench_cf;
+CREATE TABLE bench_cf.plain (id bigserial PRIMARY KEY, owner text NOT NULL, n int8 NOT NULL, title text);
+CREATE TABLE bench_cf.fed (id bigserial PRIMARY KEY, owner text NOT NULL, n int8 NOT NULL, title text);
+";
+/// How long to wait for events before calling the run broken.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Subscribers in the fan-out workload.
+const FAN_OUT: i64 = 100;
+
+struct Sizes {
+    rounds: usize,
+    singles: usize,
+    hundreds: usize,
+    latency: usize,
+    bulk: i64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                rounds: 2,
+                singles: 300,
+                hundreds: 20,
+                latency: 100,
+                bulk: 5_000,
+            }
+        } else {
+            Sizes {
+                rounds: 5,
+                singles: 1_000,
+                hundreds: 60,
+                latency: 500,
+                bulk: 20_000,
+            }
+        }
+    }
+}
+
+/// What the writer does, one statement at a time.
+#[derive(Clone, Copy)]
+enum Write {
+    /// An autocommit single-row INSERT.
+    Single,
+    /// An autocommit 100-row INSERT ... SELECT.
+    Hundred,
+}
+
+impl Write {
+    fn name(self) -> &'static str {
+        match self {
+            Write::Single => "autocommit 1-row INSERT",
+            Write::Hundred => "autocommit 100-row INSERT ... SELECT",
+        }
+    }
+
+    fn rows(self) -> usize {
+        match self {
+            Write::Single => 1,
+            Write::Hundred => 100,
+        }
+    }
+
+    async fn run(self, pool: &AnyPool, table: &str, i: usize) -> BenchResult<()> {
+        match self {
+            Write::Single => {
+                pool.execute(
+                    &format!("INSERT INTO {SCHEMA}.{table} (owner, n, title) VALUES ($1, $2, $3)"),
+                    &[
+                        Value::Text(format!("owner {}", i % 10)),
+                        Value::Int8(i as i64),
+                        Value::Text(format!("title of row {i}")),
+                    ],
+                )
+                .await?;
+            }
+            Write::Hundred => {
+                pool.execute(
+                    &format!(
+                        "INSERT INTO {SCHEMA}.{table} (owner, n, title)
+                         SELECT 'owner ' || (g % 10), g, 'title of row ' || g
+                         FROM generate_series($1::int8, $1::int8 + 99) g"
+                    ),
+                    &[Value::Int8(i as i64 * 100)],
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writer's situation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A table without a feed.
+    NoFeed,
+    /// The feed's trigger on the table, no reader running.
+    TriggerOnly,
+    /// The feed's trigger and a reader with one live subscriber consuming.
+    Live,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::NoFeed, Mode::TriggerOnly, Mode::Live];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::NoFeed => "no feed",
+            Mode::TriggerOnly => "feed trigger, no reader",
+            Mode::Live => "feed + 1 live subscriber",
+        }
+    }
+}
+
+/// A reader with subscribers whose events arrive, with their arrival time,
+/// on one channel.
+struct Reader {
+    feed: Feed<AnyPool>,
+    arrivals: mpsc::UnboundedReceiver<(i64, Instant)>,
+}
+
+impl Reader {
+    async fn start(pool: &AnyPool, filters: &[Option<Filter>]) -> BenchResult<Reader> {
+        let options = changefeed::Options::new()
+            .schema(SCHEMA)
+            .subscriber_buffer(1 << 16);
+        let feed = Feed::start(pool.clone(), options).await?;
+        let (tx, arrivals) = mpsc::unbounded_channel();
+        for filter in filters {
+            let mut query = Query::table("fed");
+            if let Some(f) = filter {
+                query = query.filter(f.clone());
+            }
+            let mut sub = feed.subscribe(query, Start::Now).await?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Ok(event) = sub.recv().await {
+                    if let Event::Insert { row, .. } = event {
+                        let n = row.get("n").and_then(|v| v.as_i64()).unwrap_or(-1);
+                        if tx.send((n, Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Reader { feed, arrivals })
+    }
+
+    /// Waits for `count` events; returns when the last one arrived.
+    async fn wait(&mut self, count: usize) -> BenchResult<Instant> {
+        let mut last = Instant::now();
+        for _ in 0..count {
+            match tokio::time::timeout(DEADLINE, self.arrivals.recv()).await {
+                Ok(Some((_, at))) => last = at,
+                Ok(None) => return Err("a subscription ended".into()),
+                Err(_) => return Err(format!("no event within {DEADLINE:?}").into()),
+            }
+        }
+        Ok(last)
+    }
+
+    fn close(self) {
+        self.feed.close();
+    }
+}
+
+pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
+    let sizes = Sizes::new(o.quick);
+    let pglite = PglitePool::open(&Config::new().pglite(DataDir::Memory)).await?;
+    let mut backends = vec![("db-pglite", AnyPool::Pglite(pglite), 5.0)];
+    if let Some(url) = &o.postgres_url {
+        let pg = PgPool::connect_url(url).await?;
+        backends.push(("db-postgres (PG 15)", AnyPool::Postgres(pg), 20.0));
+    }
+    for (_, pool, _) in &backends {
+        pool.batch_execute(SETUP).await?;
+        // Installs the trigger; the feed is started again per measurement.
+        let feed = Feed::start(pool.clone(), changefeed::Options::new().schema(SCHEMA)).await?;
+        feed.enable("fed").await?;
+        feed.close();
+    }
+    for write in [Write::Single, Write::Hundred] {
+        writer_cost(report, &backends, &sizes, write).await?;
+    }
+    let mut latencies = Vec::new();
+    let mut deliveries = Vec::new();
+    let mut fan_outs = Vec::new();
+    for (label, pool, target_ms) in &backends {
+        latencies.push(latency(report, label, pool, sizes.latency, *target_ms).await?);
+        deliveries.push(delivery(report, label, pool, &sizes).await?);
+        fan_outs.extend(fan_out(report, label, pool, &sizes).await?);
+    }
+    report.workloads.push(Workload {
+        name: "changefeed commit-to-event latency, 1 subscriber".into(),
+        unit: "autocommit 1-row INSERT returned to event received".into(),
+        entries: latencies,
+    });
+    report.workloads.push(Workload {
+        name: format!(
+            "changefeed delivery of {} committed inserts to 1 subscriber",
+            sizes.bulk
+        ),
+        unit: "commit to last event received".into(),
+        entries: deliveries,
+    });
+    report.workloads.push(Workload {
+        name: format!(
+            "changefeed fan-out: {} inserts, subscribers with distinct filters",
+            sizes.bulk
+        ),
+        unit: "commit to every subscriber's last event".into(),
+        entries: fan_outs,
+    });
+    for (_, pool, _) in backends {
+        pool.close().await;
+    }
+    Ok(())
+}
+
+/// Statement times of `write` with no feed, with only the trigger, and with
+/// a live subscriber; the throughput ratio with / without a feed.
+async fn writer_cost(
+    report: &mut Report,
+    backends: &[(&str, AnyPool, f64)],
+    sizes: &Sizes,
+    write: Write,
+) -> BenchResult<()> {
+    let per_round = match write {
+        Write::Single => sizes.singles,
+        Write::Hundred => sizes.hundreds,
+    };
+    let mut entries = Vec::new();
+    for (label, pool, _) in backends {
+        let mut samples = [Samples::default(), Samples::default(), Samples::default()];
+        let mut totals = [Duration::ZERO; 3];
+        let mut i = 0;
+        for _ in 0..sizes.rounds {
+            for (k, mode) in Mode::ALL.into_iter().enumerate() {
+                let table = if mode == Mode::NoFeed { "plain" } else { "fed" };
+                let mut reader = match mode {
+                    Mode::Live => Some(Reader::start(pool, &[None]).await?),
+                    _ => None,
+                };
+                // One untimed warm-up statement.
+                i += 1;
+                write.run(pool, table, i).await?;
+                for _ in 0..per_round {
+                    i += 1;
+                    let t = Instant::now();
+                    write.run(pool, table, i).await?;
+                    let took = t.elapsed();
+                    samples[k].push(took);
+                    totals[k] += took;
+                }
+                if let Some(mut r) = reader.take() {
+                    r.wait((per_round + 1) * write.rows()).await?;
+                    r.close();
+                }
+            }
+        }
+        let rows = (sizes.rounds * per_round * write.rows()) as f64;
+        let rate = |k: usize| rows / totals[k].as_secs_f64();
+        for (k, mode) in Mode::ALL.into_iter().enumerate() {
+            report.figures.push((
+                format!("{label}: rows/s, {}, {}", write.name(), mode.name()),
+                format!("{:.0}", rate(k)),
+            ));
+            entries.push(Entry {
+                contender: format!("{label}, {}", mode.name()),
+                summary: samples[k].summary(),
+                note: None,
+            });
+        }
+        report.ratio(
+            &format!("{label}: {} rows/s, live feed / no feed", write.name()),
+            Some(rate(2) / rate(0)),
+            ">= 0.67",
+            |v| v >= 0.67,
+        );
+    }
+    report.workloads.push(Workload {
+        name: format!("changefeed cost to writers: {}", write.name()),
+        unit: "per statement".into(),
+        entries,
+    });
+    Ok(())
+}
+
+/// One autocommit insert at a time, each waited for: the time from the
+/// INSERT returning to its event arriving.
+async fn latency(
+    report: &mut Report,
+    label: &str,
+    pool: &AnyPool,
+    count: usize,
+    target_ms: f64,
+) -> BenchResult<Entry> {
+    let mut reader = Reader::start(pool, &[None]).await?;
+    let mut samples = Samples::default();
+    for i in 0..=count {
+        Write::Single.run(pool, "fed", 1_000_000 + i).await?;
+        let committed = Instant::now();
+        let arrived = reader.wait(1).await?;
+        // The first one is a warm-up.
+        if i > 0 {
+            samples.push(arrived.saturating_duration_since(committed));
+        }
+    }
+    reader.close();
+    let summary = samples.summary();
+    report.ratio(
+        &format!("{label}: changefeed commit-to-event p99, ms"),
+        summary.map(|s| s.p99_us / 1e3),
+        &format!("< {target_ms:.0}"),
+        move |v| v < target_ms,
+    );
+    Ok(Entry {
+        contender: label.to_owned(),
+        summary,
+        note: None,
+    })
+}
+
+/// Inserts `count` rows in one statement, `n` cycling through 0..FAN_OUT.
+async fn insert_bulk(pool: &AnyPool, count: i64) -> BenchResult<Instant> {
+    pool.execute(
+        &format!(
+            "INSERT INTO {SCHEMA}.fed (owner, n, title)
+             SELECT 'owner ' || (g % 10), g % {FAN_OUT}, 'title of row ' || g
+             FROM generate_series(1, $1::int8) g"
+        ),
+        &[Value::Int8(count)],
+    )
+    .await?;
+    Ok(Instant::now())
+}
+
+/// Events per second from one committed bulk insert to one subscriber.
+async fn delivery(
+    report: &mut Report,
+    label: &str,
+    pool: &AnyPool,
+    sizes: &Sizes,
+) -> BenchResult<Entry> {
+    let mut samples = Samples::default();
+    for _ in 0..sizes.rounds {
+        let mut reader = Reader::start(pool, &[None]).await?;
+        let committed = insert_bulk(pool, sizes.bulk).await?;
+        let last = reader.wait(sizes.bulk as usize).await?;
+        samples.push(last.saturating_duration_since(committed));
+        reader.close();
+    }
+    let summary = samples.summary();
+    let rate = summary.map(|s| sizes.bulk as f64 / (s.median_us / 1e6));
+    report.ratio(
+        &format!("{label}: changefeed events/s to one subscriber"),
+        rate,
+        ">= 5000",
+        |v| v >= 5000.0,
+    );
+    Ok(Entry {
+        contender: label.to_owned(),
+        summary,
+        note: None,
+    })
+}
+
+/// The same committed bulk insert delivered to 1 subscriber and to 100,
+/// each with its own filter (`n = k`): one reader serves them all, so 100
+/// should cost about what 1 does.
+async fn fan_out(
+    report: &mut Report,
+    label: &str,
+    pool: &AnyPool,
+    sizes: &Sizes,
+) -> BenchResult<Vec<Entry>> {
+    let filter = |k: i64| -> BenchResult<Filter> { Ok(format!("n = {k}").parse()?) };
+    let one = vec![Some(filter(0)?)];
+    let hundred = (0..FAN_OUT)
+        .map(|k| filter(k).map(Some))
+        .collect::<BenchResult<Vec<_>>>()?;
+    let mut samples = [Samples::default(), Samples::default()];
+    for _ in 0..sizes.rounds {
+        for (k, filters) in [&one, &hundred].into_iter().enumerate() {
+            let mut reader = Reader::start(pool, filters).await?;
+            let committed = insert_bulk(pool, sizes.bulk).await?;
+            let expected = (sizes.bulk / FAN_OUT) as usize * filters.len();
+            let last = reader.wait(expected).await?;
+            samples[k].push(last.saturating_duration_since(committed));
+            reader.close();
+        }
+    }
+    let [one, hundred] = samples.map(|s| s.summary());
+    report.ratio(
+        &format!("{label}: changefeed 100-subscriber / 1-subscriber delivery time"),
+        one.zip(hundred).map(|(a, b)| b.median_us / a.median_us),
+        "<= 2",
+        |v| v <= 2.0,
+    );
+    Ok(vec![
+        Entry {
+            contender: format!("{label}, 1 subscriber"),
+            summary: one,
+            note: None,
+        },
+        Entry {
+            contender: format!("{label}, {FAN_OUT} subscribers"),
+            summary: hundred,
+            note: None,
+        },
+    ])
+}

@@ -1,0 +1,109 @@
+//! `cocalc-db backup --out FILE` and `cocalc-db restore --from FILE`:
+//! physical archives of the embedded data directory, for the same
+//! PostgreSQL major version.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use db::{BackendKind, DataDir, PglitePool, Pool};
+use migrate::{MigrateError, OutputFile};
+
+use crate::config::{self, DbArgs};
+use crate::output;
+
+/// Arguments of `backup`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BackupArgs {
+    /// The archive to write (a gzipped tar of the data directory).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RestoreArgs {
+    /// The archive written by `backup`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: PathBuf,
+    /// Replace the contents of a data directory that is not empty.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// The persistent data directory the configuration selects.
+fn data_dir(db: &DbArgs, name: &str) -> Result<db::Config, ExitCode> {
+    let config =
+        config::from_process(db).map_err(|e| output::fail(name, &format!("configuration: {e}")))?;
+    if config.backend != BackendKind::Pglite {
+        return Err(output::fail(
+            name,
+            "the configuration selects PostgreSQL; backups are of the embedded data directory \
+             (pass --data-dir or --db pglite)",
+        ));
+    }
+    if !matches!(config.pglite.data_dir, DataDir::Path(_)) {
+        return Err(output::fail(
+            name,
+            "memory:// is not a data directory; pass --data-dir PATH",
+        ));
+    }
+    Ok(config)
+}
+
+/// Runs `backup`.
+pub(crate) async fn run_backup(db: &DbArgs, args: &BackupArgs) -> ExitCode {
+    let name = "backup";
+    let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
+    let result = async {
+        let config = data_dir(db, name)?;
+        let mut file = OutputFile::create(&args.out, args.force).map_err(fail)?;
+        let pool = PglitePool::open(&config)
+            .await
+            .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))?;
+        let archive = migrate::backup(&pool).await;
+        pool.close().await;
+        let archive = archive.map_err(fail)?;
+        file.writer()
+            .write_all(&archive)
+            .map_err(|e| output::fail(name, &format!("writing {}: {e}", args.out.display())))?;
+        file.commit().map_err(fail)?;
+        Ok(output::print(
+            name,
+            &format!(
+                "wrote {} ({} bytes) from {}\n",
+                args.out.display(),
+                archive.len(),
+                config.pglite.data_dir
+            ),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|c| c)
+}
+
+/// Runs `restore`.
+pub(crate) async fn run_restore(db: &DbArgs, args: &RestoreArgs) -> ExitCode {
+    let name = "restore";
+    let result = async {
+        let config = data_dir(db, name)?;
+        let DataDir::Path(dir) = &config.pglite.data_dir else {
+            return Err(output::fail(name, "memory:// is not a data directory"));
+        };
+        let archive = std::fs::read(&args.from)
+            .map_err(|e| output::fail(name, &format!("reading {}: {e}", args.from.display())))?;
+        migrate::restore(&archive, dir, args.force)
+            .await
+            .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
+        Ok(output::print(
+            name,
+            &format!("restored {} into {}\n", args.from.display(), dir.display()),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|c| c)
+}

@@ -1,0 +1,284 @@
+//! `cocalc-db export`, `import` and `migrate`: moving the embedded database
+//! to a PostgreSQL server.
+//!
+//! - `export [--out FILE]` writes a logical SQL export of the embedded
+//!   database (to standard output without `--out`).
+//! - `import --from FILE --to URL [--force] [--spec FILE]` loads an export
+//!   into a server and verifies it.
+//! - `migrate --to URL [--force] [--spec FILE] [--keep FILE]` does both.
+//!
+//! Exit status 0 on success, 1 on any failure, including a verification
+//! mismatch, whose message names the table.
+
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use db::{AnyPool, BackendKind, Config, DataDir, PglitePool, Pool};
+use migrate::{ImportOptions, ImportReport, Manifest, MigrateError, OutputFile};
+
+use crate::config::{self, DbArgs};
+use crate::output;
+use crate::progress_bar::Bar;
+use crate::schema::read_spec;
+
+/// Arguments of `export`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ExportArgs {
+    /// Write the export to this file (replaced atomically) instead of
+    /// standard output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+/// The target of `import` and `migrate`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TargetArgs {
+    /// Where to load: a PostgreSQL server (postgres://...), or the path of
+    /// an embedded data directory.
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+    /// Load even into a database that already holds tables.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// After loading, check that the schema plan for this spec is empty.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) spec: Option<PathBuf>,
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ImportArgs {
+    /// The export to load.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: PathBuf,
+    /// Where to load it.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+/// Arguments of `migrate`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MigrateArgs {
+    /// Where to load the embedded database.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// Keep the intermediate export in this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) keep: Option<PathBuf>,
+}
+
+/// A failure already reported, as its exit code.
+type Outcome<T> = Result<T, ExitCode>;
+
+/// Runs `export`.
+pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
+    let name = "export";
+    let code = async {
+        let pool = open_embedded(db, name).await?;
+        let result = export_to(&pool, args.out.as_deref(), name).await;
+        pool.close().await;
+        let manifest = result?;
+        report_export(name, &manifest, args.out.as_deref());
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    code.unwrap_or_else(|c| c)
+}
+
+/// Runs `import`.
+pub(crate) async fn run_import(args: &ImportArgs) -> ExitCode {
+    let name = "import";
+    import_from(name, &args.from, &args.target)
+        .await
+        .unwrap_or_else(|c| c)
+}
+
+/// Runs `migrate`: export to a file (temporary unless `--keep`), import it,
+/// verify.
+pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
+    let name = "migrate";
+    let code = async {
+        let temp = match &args.keep {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().map_err(|e| {
+                output::fail(name, &format!("creating a temporary directory: {e}"))
+            })?),
+        };
+        let file = match (&args.keep, &temp) {
+            (Some(keep), _) => keep.clone(),
+            (None, Some(dir)) => dir.path().join("export.sql"),
+            (None, None) => return Err(output::fail(name, "internal error: no export file")),
+        };
+        let pool = open_embedded(db, name).await?;
+        let result = export_to(&pool, Some(&file), name).await;
+        pool.close().await;
+        let manifest = result?;
+        report_export(name, &manifest, args.keep.as_deref());
+        import_from(name, &file, &args.target).await
+    }
+    .await;
+    code.unwrap_or_else(|c| c)
+}
+
+/// The embedded database the configuration selects; `export` and `migrate`
+/// read only that backend.
+async fn open_embedded(db: &DbArgs, name: &str) -> Outcome<PglitePool> {
+    let config =
+        config::from_process(db).map_err(|e| output::fail(name, &format!("configuration: {e}")))?;
+    if config.backend != BackendKind::Pglite {
+        return Err(output::fail(
+            name,
+            "the configuration selects PostgreSQL; export reads the embedded database \
+             (pass --data-dir or --db pglite)",
+        ));
+    }
+    PglitePool::open(&config)
+        .await
+        .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))
+}
+
+/// Exports to `out` (atomically) or to standard output, then records the
+/// export in the data directory.
+async fn export_to(
+    pool: &PglitePool,
+    out: Option<&std::path::Path>,
+    name: &str,
+) -> Outcome<Manifest> {
+    let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
+    let next_xid = pool
+        .next_xid()
+        .await
+        .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
+    let mut bar = Bar::new("exporting");
+    let manifest = match out {
+        Some(path) => {
+            let mut file = OutputFile::create(path, true).map_err(fail)?;
+            let manifest = migrate::export(pool, file.writer(), &mut bar)
+                .await
+                .map_err(fail)?;
+            file.commit().map_err(fail)?;
+            manifest
+        }
+        None => {
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let manifest = migrate::export(pool, &mut stdout, &mut bar)
+                .await
+                .map_err(fail)?;
+            stdout
+                .flush()
+                .map_err(|e| output::fail(name, &format!("writing the export: {e}")))?;
+            manifest
+        }
+    };
+    record_export_in_data_dir(pool, next_xid, name)?;
+    Ok(manifest)
+}
+
+/// Records in the data directory that it was exported, so that switching the
+/// hub to PostgreSQL does not warn about unexported data.
+fn record_export_in_data_dir(pool: &PglitePool, next_xid: u64, name: &str) -> Outcome<()> {
+    let Some(dir) = pool.data_dir() else {
+        return Ok(());
+    };
+    db::embedded::metadata::record_export(dir, next_xid).map_err(|e| {
+        output::fail(
+            name,
+            &format!("recording the export: {}", output::error_chain(&e)),
+        )
+    })
+}
+
+fn report_export(name: &str, manifest: &Manifest, out: Option<&std::path::Path>) {
+    let place = out.map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
+    note(
+        name,
+        &format!(
+            "exported {} tables, {} rows and {} sequences (PostgreSQL {}) to {place}",
+            manifest.tables.len(),
+            manifest.total_rows(),
+            manifest.sequences.len(),
+            manifest.source_version
+        ),
+    );
+}
+
+/// A line on standard error, which stays free for the export on stdout.
+fn note(name: &str, text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "cocalc-db {name}: {text}");
+}
+
+async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) -> Outcome<ExitCode> {
+    let spec = target
+        .spec
+        .as_deref()
+        .map(read_spec)
+        .transpose()
+        .map_err(|e| output::fail(name, &e))?;
+    let file = std::fs::File::open(from)
+        .map_err(|e| output::fail(name, &format!("opening {}: {e}", from.display())))?;
+    let input = BufReader::with_capacity(1 << 20, file);
+    let config = target_config(&target.to);
+    let pool = AnyPool::connect(&config).await.map_err(|e| {
+        output::fail(
+            name,
+            &format!(
+                "connecting to {}: {}",
+                db::redact_url(&target.to),
+                output::error_chain(&e)
+            ),
+        )
+    })?;
+    let options = ImportOptions::new().force(target.force);
+    let mut bar = Bar::new("importing");
+    let result = async {
+        let report = migrate::import(&pool, input, &options, &mut bar).await?;
+        if let Some(spec) = &spec {
+            migrate::verify_spec(&pool, spec).await?;
+        }
+        Ok::<_, MigrateError>(report)
+    }
+    .await;
+    pool.close().await;
+    let report = result.map_err(|e| output::fail(name, &output::error_chain(&e)))?;
+    Ok(output::print(
+        name,
+        &import_summary(&report, spec.is_some()),
+    ))
+}
+
+/// A server URL selects PostgreSQL; anything else is an embedded data
+/// directory.
+fn target_config(to: &str) -> Config {
+    if to.starts_with("postgres://") || to.starts_with("postgresql://") {
+        Config::new().postgres_url(to)
+    } else {
+        Config::new().pglite(DataDir::parse(to))
+    }
+}
+
+fn import_summary(report: &ImportReport, spec_checked: bool) -> String {
+    let mut text = String::new();
+    for skipped in &report.skipped_settings {
+        text.push_str(&format!(
+            "skipped line {}: {} (the target has no setting {})\n",
+            skipped.line, skipped.statement, skipped.name
+        ));
+    }
+    text.push_str(&format!(
+        "imported {} statements and {} rows\n",
+        report.statements, report.rows
+    ));
+    match &report.verification {
+        Some(v) => text.push_str(&format!(
+            "verified {} tables ({} rows, counts and checksums) and {} sequences\n",
+            v.tables, v.rows, v.sequences
+        )),
+        None => text.push_str("not verified: the export has no manifest\n"),
+    }
+    if spec_checked {
+        text.push_str("the schema plan for the spec is empty\n");
+    }
+    text
+}

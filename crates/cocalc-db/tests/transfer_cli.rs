@@ -1,0 +1,152 @@
+//! `cocalc-db export`, `import`, `migrate`, `backup` and `restore` on the
+//! embedded backend: exit codes and messages. Imports go into embedded data
+//! directories here; the conformance suite covers PostgreSQL targets.
+
+use std::path::Path;
+mod common;
+
+use common::{on_dir as cocalc_db, run};
+
+fn seed(dir: &Path) {
+    for sql in [
+        "CREATE TABLE items (id serial PRIMARY KEY, name text)",
+        "INSERT INTO items (name) VALUES ('a'), (E'b\\tc'), (NULL)",
+    ] {
+        let (code, out, err) = run(cocalc_db(dir).args(["sql", sql]));
+        assert_eq!(code, 0, "{out}{err}");
+    }
+}
+
+#[test]
+fn export_then_import_and_migrate_exit_codes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed(&source);
+    let file = tmp.path().join("hub.sql");
+
+    let (code, out, err) = run(cocalc_db(&source).arg("export").arg("--out").arg(&file));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("exported 1 tables, 3 rows"), "{err}");
+    let text = std::fs::read_to_string(&file).expect("export file");
+    assert!(text.contains("-- cocalc-db-manifest: "), "{text}");
+    assert!(text.contains("COPY \"public\".\"items\" (\"id\", \"name\") FROM stdin;"));
+    // The data directory records the export.
+    let record = std::fs::read_to_string(source.join("cocalc-db.json")).expect("record");
+    assert!(record.contains("\"last_export\""), "{record}");
+
+    // To standard output.
+    let (code, out, err) = run(cocalc_db(&source).arg("export"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("b\\tc"), "{out}");
+
+    let target = tmp.path().join("target");
+    let (code, out, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&file)
+        .arg("--to")
+        .arg(&target));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("verified 1 tables (3 rows, counts and checksums) and 1 sequences"),
+        "{out}"
+    );
+
+    // Again: the target holds tables now.
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&file)
+        .arg("--to")
+        .arg(&target));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("cocalc-db import: the target already holds 1 table(s)"),
+        "{err}"
+    );
+    // Forced, the export's objects clash; the statement and line are named.
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--force", "--from"])
+        .arg(&file)
+        .arg("--to")
+        .arg(&target));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("of the export: ERROR 42P07"), "{err}");
+
+    // A checksum that does not match: the table is named.
+    let tampered = tmp.path().join("tampered.sql");
+    let manifest_line = text
+        .lines()
+        .find(|l| l.starts_with("-- cocalc-db-manifest"))
+        .expect("manifest");
+    let checksum = manifest_line
+        .split("\"checksum\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("checksum");
+    let changed = manifest_line.replace(checksum, "12345");
+    std::fs::write(&tampered, text.replace(manifest_line, &changed)).expect("write");
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&tampered)
+        .arg("--to")
+        .arg(tmp.path().join("other")));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("table \"public\".\"items\": expected 3 rows with checksum 12345"),
+        "{err}"
+    );
+
+    // Export, import and verify in one step.
+    let (code, out, err) = run(cocalc_db(&source)
+        .args(["migrate", "--to"])
+        .arg(tmp.path().join("migrated")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verified 1 tables"), "{out}");
+    assert!(err.contains("exported 1 tables"), "{err}");
+
+    // An unreachable server is a one-line failure.
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&file)
+        .args(["--to", "postgres://nobody@127.0.0.1:1/none"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("cocalc-db import: connecting to postgres://nobody@127.0.0.1:1/none"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn backup_and_restore_exit_codes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed(&source);
+    let archive = tmp.path().join("hub.backup");
+    let (code, out, err) = run(cocalc_db(&source).arg("backup").arg("--out").arg(&archive));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(archive.is_file());
+    let (code, _, err) = run(cocalc_db(&source).arg("backup").arg("--out").arg(&archive));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+
+    let restored = tmp.path().join("restored");
+    let (code, out, err) = run(cocalc_db(&restored)
+        .arg("restore")
+        .arg("--from")
+        .arg(&archive));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) =
+        run(cocalc_db(&restored).args(["sql", "select count(*) as n from items", "--json"]));
+    assert_eq!((code, out.as_str()), (0, "[{\"n\":3}]\n"), "{err}");
+
+    let (code, _, err) = run(cocalc_db(&restored)
+        .arg("restore")
+        .arg("--from")
+        .arg(&archive));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not empty"), "{err}");
+    let (code, _, err) = run(cocalc_db(&restored)
+        .args(["restore", "--force", "--from"])
+        .arg(&archive));
+    assert_eq!(code, 0, "{err}");
+}

@@ -1,0 +1,144 @@
+//! The error type of export, import, verification, backup and restore.
+
+use std::path::PathBuf;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = MigrateError> = std::result::Result<T, E>;
+
+/// What went wrong moving data in or out of a database, and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// A database operation failed; `context` says which (the SQLSTATE is
+    /// kept in the source).
+    #[error("{context}: {source}")]
+    Database {
+        /// What was being done.
+        context: String,
+        /// The database error.
+        #[source]
+        source: db_core::Error,
+    },
+    /// A statement of the export script failed on the target.
+    #[error("line {line} of the export: {source} (statement: {statement})")]
+    Statement {
+        /// 1-based line where the statement starts.
+        line: u64,
+        /// The statement, shortened.
+        statement: String,
+        /// The database error.
+        #[source]
+        source: db_core::Error,
+    },
+    /// Reading or writing a file or stream failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The export script cannot be read.
+    #[error("line {line} of the export: {message}")]
+    Script {
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The manifest line of the export is not valid.
+    #[error("line {line} of the export: invalid manifest: {source}")]
+    Manifest {
+        /// 1-based line.
+        line: u64,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The target already holds tables and the import was not forced.
+    #[error(
+        "the target already holds {} table(s) ({}); import only into an empty database, or force it",
+        .tables.len(), list(.tables)
+    )]
+    TargetNotEmpty {
+        /// Qualified names of the tables found (at most a few).
+        tables: Vec<String>,
+    },
+    /// A table's row count or content checksum differs from the source's.
+    #[error(
+        "table {table}: expected {expected_rows} rows with checksum {expected_checksum}, \
+         found {actual_rows} rows with checksum {actual_checksum}"
+    )]
+    TableMismatch {
+        /// Qualified table name.
+        table: String,
+        /// Rows in the source.
+        expected_rows: i64,
+        /// Checksum in the source.
+        expected_checksum: String,
+        /// Rows in the target.
+        actual_rows: i64,
+        /// Checksum in the target.
+        actual_checksum: String,
+    },
+    /// A table of the source is missing on the target.
+    #[error("table {table} of the source is missing on the target")]
+    MissingTable {
+        /// Qualified table name.
+        table: String,
+    },
+    /// A sequence's state differs from the source's, or would hand out a
+    /// value its column already holds.
+    #[error("sequence {sequence}: {problem}")]
+    SequenceMismatch {
+        /// Qualified sequence name.
+        sequence: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// After the import, the schema does not match the given spec.
+    #[error("the schema plan for the spec is not empty after the import:\n{plan}")]
+    SchemaDrift {
+        /// The plan, as text.
+        plan: String,
+    },
+    /// Schema sync failed while checking the spec.
+    #[error("checking the spec: {0}")]
+    Spec(#[from] schema_sync::SyncError),
+    /// A physical archive is not usable.
+    #[error("the archive is not a data-directory backup: {0}")]
+    Archive(String),
+    /// A physical archive is of another PostgreSQL major version.
+    #[error(
+        "the archive holds a PostgreSQL {archive} data directory, but the embedded database is PostgreSQL {bundled}"
+    )]
+    VersionMismatch {
+        /// The archive's `PG_VERSION`.
+        archive: String,
+        /// The bundled major version.
+        bundled: u32,
+    },
+    /// Restore refused to overwrite a data directory that holds files.
+    #[error("{} is not empty; restore only into an empty directory, or force it", .0.display())]
+    DirectoryNotEmpty(PathBuf),
+    /// A backup refused to overwrite an existing file.
+    #[error("{} already exists; choose another file, or force it", .0.display())]
+    FileExists(PathBuf),
+}
+
+fn list(tables: &[String]) -> String {
+    tables.join(", ")
+}
+
+impl MigrateError {
+    pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(db_core::Error) -> MigrateError {
+        let context = context.into();
+        move |source| MigrateError::Database { context, source }
+    }
+
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> MigrateError {
+        let context = context.into();
+        move |source| MigrateError::Io { context, source }
+    }
+}

@@ -1,0 +1,56 @@
+//! Outgrowing the embedded database: a logical export of PGlite as plain
+//! SQL, its import into PostgreSQL 13 and newer (or into PGlite), the
+//! verification that every table arrived intact, and physical backups of
+//! the embedded data directory.
+//!
+//! ```no_run
+//! # async fn demo(source: db_pglite::PglitePool, target: impl db_core::Pool) -> Result<(), migrate::MigrateError> {
+//! use migrate::{ImportOptions, NoProgress};
+//! // Export to a buffer (any `std::io::Write`), import from it (any `BufRead`).
+//! let mut sql = Vec::new();
+//! let manifest = migrate::export(&source, &mut sql, &mut NoProgress).await?;
+//! let report = migrate::import(&target, sql.as_slice(), &ImportOptions::new(), &mut NoProgress).await?;
+//! // The import verified rows and checksums before committing; verify again at will.
+//! migrate::verify(&target, &manifest).await?;
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! # The export
+//!
+//! One SQL file that psql could also load: a `-- cocalc-db-manifest: {json}`
+//! line with every table's row count and checksum and every sequence's
+//! state, pg_dump's pre-data section, each table's rows as a `COPY ... FROM
+//! stdin` block, `setval` for each sequence, and pg_dump's post-data section.
+//!
+//! The checksum of a table is `sum` over its rows of the first 64 bits of
+//! `md5(row::text)`, with the output settings pinned (UTC, ISO dates,
+//! `postgres` intervals, shortest exact floats, hex bytea), so it is the same
+//! on PGlite 17 and PostgreSQL 13 and newer, whatever the row order.
+//!
+//! # The import
+//!
+//! One transaction. The export comes from PostgreSQL 17's pg_dump, whose
+//! preamble sets settings older servers lack (`transaction_timeout`); such
+//! setting statements are skipped and reported, nothing else is.
+
+mod backup;
+mod catalog;
+mod compat;
+mod error;
+mod export;
+mod import;
+mod manifest;
+mod output_file;
+mod progress;
+mod script;
+mod verify;
+
+pub use backup::{archive_major_version, backup, restore};
+pub use compat::SkippedSetting;
+pub use error::{MigrateError, Result};
+pub use export::export;
+pub use import::{ImportOptions, ImportReport, import};
+pub use manifest::{MANIFEST_FORMAT, Manifest, SequenceState, TableSummary};
+pub use output_file::OutputFile;
+pub use progress::{NoProgress, Progress};
+pub use verify::{Verification, verify, verify_spec};

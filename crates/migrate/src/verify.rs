@@ -1,0 +1,156 @@
+//! Checking that a database holds what a manifest says.
+
+use std::collections::HashSet;
+
+use db_core::{Client, Executor, Pool, Value};
+use schema_sync::{Options, Schema};
+use tracing::Instrument;
+
+use crate::catalog;
+use crate::error::{MigrateError, Result};
+use crate::manifest::{Manifest, SequenceState, qualified};
+
+/// What a verification checked; every check passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verification {
+    /// Tables whose row count and checksum matched.
+    pub tables: usize,
+    /// Rows in those tables.
+    pub rows: u64,
+    /// Sequences whose state matched.
+    pub sequences: usize,
+}
+
+/// Checks the database behind `pool` against `manifest`: every table's row
+/// count and content checksum, every sequence's state, and that each
+/// sequence continues after the highest value of its column. The first
+/// difference is an error naming the table or sequence.
+///
+/// ```no_run
+/// # async fn demo<P: db_core::Pool>(pool: P, manifest: migrate::Manifest) -> Result<(), migrate::MigrateError> {
+/// let checked = migrate::verify(&pool, &manifest).await?;
+/// println!("{} tables and {} rows match", checked.tables, checked.rows);
+/// # Ok(()) }
+/// ```
+pub async fn verify<P: Pool>(pool: &P, manifest: &Manifest) -> Result<Verification> {
+    async {
+        let mut client = pool
+            .acquire()
+            .await
+            .map_err(MigrateError::db("connecting to verify"))?;
+        let mut tx = client
+            .begin()
+            .await
+            .map_err(MigrateError::db("starting the verification transaction"))?;
+        let checked = verify_in_transaction(&mut tx, manifest).await?;
+        tx.commit()
+            .await
+            .map_err(MigrateError::db("ending the verification transaction"))?;
+        Ok(checked)
+    }
+    .instrument(tracing::info_span!("migrate.verify"))
+    .await
+}
+
+/// Checks that the plan for `spec` on the database behind `pool` is empty,
+/// that is, the imported schema is what the hub expects.
+pub async fn verify_spec<P: Pool>(pool: &P, spec: &Schema) -> Result<()> {
+    let plan = schema_sync::plan(pool, spec, &Options::new()).await?;
+    if plan.is_empty() {
+        Ok(())
+    } else {
+        Err(MigrateError::SchemaDrift {
+            plan: plan.to_string(),
+        })
+    }
+}
+
+/// [`verify`] inside a transaction the caller holds (its output settings
+/// are pinned with `SET LOCAL`).
+pub(crate) async fn verify_in_transaction<E: Executor>(
+    exec: &mut E,
+    manifest: &Manifest,
+) -> Result<Verification> {
+    exec.batch_execute(catalog::PINNED_OUTPUT)
+        .await
+        .map_err(MigrateError::db("pinning the output settings"))?;
+    let present: HashSet<(String, String)> = catalog::tables(exec).await?.into_iter().collect();
+    let mut rows = 0;
+    for expected in &manifest.tables {
+        if !present.contains(&(expected.schema.clone(), expected.name.clone())) {
+            return Err(MigrateError::MissingTable {
+                table: expected.qualified(),
+            });
+        }
+        let actual = catalog::summarize(exec, &expected.schema, &expected.name).await?;
+        if actual.rows != expected.rows || actual.checksum != expected.checksum {
+            return Err(MigrateError::TableMismatch {
+                table: expected.qualified(),
+                expected_rows: expected.rows,
+                expected_checksum: expected.checksum.clone(),
+                actual_rows: actual.rows,
+                actual_checksum: actual.checksum,
+            });
+        }
+        rows += u64::try_from(actual.rows).unwrap_or(0);
+    }
+    for expected in &manifest.sequences {
+        verify_sequence(exec, expected).await?;
+    }
+    Ok(Verification {
+        tables: manifest.tables.len(),
+        rows,
+        sequences: manifest.sequences.len(),
+    })
+}
+
+async fn verify_sequence<E: Executor>(exec: &mut E, expected: &SequenceState) -> Result<()> {
+    let mismatch = |problem: String| MigrateError::SequenceMismatch {
+        sequence: expected.qualified(),
+        problem,
+    };
+    let actual = catalog::sequence_state(exec, &expected.schema, &expected.name).await?;
+    if actual != *expected {
+        return Err(mismatch(format!(
+            "expected last_value {} (is_called {}), found {} (is_called {})",
+            expected.last_value, expected.is_called, actual.last_value, actual.is_called
+        )));
+    }
+    let Some((schema, table, column)) = catalog::owning_column(exec, expected).await? else {
+        return Ok(());
+    };
+    let context = || format!("checking sequence {}", expected.qualified());
+    let increment = exec
+        .query_one(
+            "SELECT increment_by FROM pg_catalog.pg_sequences WHERE schemaname = $1 AND sequencename = $2",
+            &[Value::from(expected.schema.as_str()), Value::from(expected.name.as_str())],
+        )
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0))
+        .map_err(MigrateError::db(context()))?;
+    if increment <= 0 {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT max({})::int8 FROM {}",
+        db_core::quote_ident(&column),
+        qualified(&schema, &table)
+    );
+    let max = exec
+        .query_one(&sql, &[])
+        .await
+        .and_then(|r| r.try_get::<Option<i64>, _>(0))
+        .map_err(MigrateError::db(context()))?;
+    let next = if actual.is_called {
+        actual.last_value.saturating_add(increment)
+    } else {
+        actual.last_value
+    };
+    match max {
+        Some(max) if next <= max => Err(mismatch(format!(
+            "its next value {next} is not above the highest {schema}.{table}.{column} ({max})"
+        ))),
+        _ => Ok(()),
+    }
+}
