@@ -42,16 +42,15 @@ pub enum AnyLock {
 impl AnyPool {
     /// Opens the backend `config` selects.
     ///
-    /// On PostgreSQL it first warns (`tracing::warn!`) when the embedded
-    /// data directory holds data that was never exported, or changed since
-    /// it was: see [`unexported_data_warning`](crate::embedded::unexported_data_warning).
+    /// On PostgreSQL it first warns (`tracing::warn!`, once per process and
+    /// directory) when the embedded data directory holds data that was never
+    /// exported, or changed since it was: see
+    /// [`unexported_data_warning`](crate::embedded::unexported_data_warning).
     pub async fn connect(config: &Config) -> Result<AnyPool> {
         match config.backend {
             BackendKind::Pglite => PglitePool::open(config).await.map(AnyPool::Pglite),
             _ => {
-                if let Some(warning) = crate::embedded::unexported_data_warning(config) {
-                    tracing::warn!("{warning}");
-                }
+                crate::embedded::warn_once(config);
                 PgPool::connect(config).await.map(AnyPool::Postgres)
             }
         }

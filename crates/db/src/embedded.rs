@@ -2,7 +2,9 @@
 //! boot-time checks, its record, and the guardrail that warns a server on
 //! PostgreSQL about embedded data that was never exported.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use db_core::{Config, DataDir};
 pub use db_pglite::{health, metadata};
@@ -37,5 +39,20 @@ pub fn unexported_data_warning(config: &Config) -> Option<String> {
             dir.display(),
             dir.display()
         )),
+    }
+}
+
+/// Logs [`unexported_data_warning`] the first time a process connects to
+/// PostgreSQL with this embedded directory configured: a hub opens many
+/// pools (and test suites many more), and one warning says it all.
+pub(crate) fn warn_once(config: &Config) {
+    static WARNED: Mutex<Option<HashSet<Option<PathBuf>>>> = Mutex::new(None);
+    let first = WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(HashSet::new)
+        .insert(embedded_data_dir(config));
+    if first && let Some(warning) = unexported_data_warning(config) {
+        tracing::warn!("{warning}");
     }
 }
