@@ -5,19 +5,24 @@
 use std::time::{Duration, Instant};
 
 use changefeed::{Event, Feed, Filter, Query, Start};
-use db::{AnyPool, Config, DataDir, PgPool, PglitePool, Pool, Value};
+use db::{AnyPool, Config, DataDir, Executor, PgPool, PglitePool, Pool, Value};
 use tokio::sync::mpsc;
 
 use crate::contender::BenchResult;
 use crate::stats::Samples;
+use crate::test_databases::fixture_ddl;
 use crate::{Entry, Options, Report, Workload};
 
 /// The feed's schema: its own, so that the shared server's other workloads
 /// and earlier runs do not matter.
 const SCHEMA: &str = "bench_cf";
+/// Where the fixture's `projects` table without a feed lives.
+const PLAIN_SCHEMA: &str = "bench_cf_plain";
 const SETUP: &str = "
 DROP SCHEMA IF EXISTS bench_cf CASCADE;
+DROP SCHEMA IF EXISTS bench_cf_plain CASCADE;
 CREATE SCHEMA bench_cf;
+CREATE SCHEMA bench_cf_plain;
 CREATE TABLE bench_cf.plain (id bigserial PRIMARY KEY, owner text NOT NULL, n int8 NOT NULL, title text);
 CREATE TABLE bench_cf.fed (id bigserial PRIMARY KEY, owner text NOT NULL, n int8 NOT NULL, title text);
 ";
@@ -63,6 +68,9 @@ enum Write {
     Single,
     /// An autocommit 100-row INSERT ... SELECT.
     Hundred,
+    /// An autocommit INSERT of a project into the fixture's `projects`
+    /// table (55 columns, 15 indexes), as the hub writes one.
+    Project,
 }
 
 impl Write {
@@ -70,21 +78,33 @@ impl Write {
         match self {
             Write::Single => "autocommit 1-row INSERT",
             Write::Hundred => "autocommit 100-row INSERT ... SELECT",
+            Write::Project => "autocommit INSERT of a project (fixture table)",
         }
     }
 
     fn rows(self) -> usize {
         match self {
-            Write::Single => 1,
+            Write::Single | Write::Project => 1,
             Write::Hundred => 100,
         }
+    }
+
+    /// The table written to (qualified) and its name, with or without a feed.
+    fn table(self, fed: bool) -> (String, &'static str) {
+        let (schema, name) = match (self, fed) {
+            (Write::Project, true) => (SCHEMA, "projects"),
+            (Write::Project, false) => (PLAIN_SCHEMA, "projects"),
+            (_, true) => (SCHEMA, "fed"),
+            (_, false) => (SCHEMA, "plain"),
+        };
+        (format!("{schema}.{name}"), name)
     }
 
     async fn run(self, pool: &AnyPool, table: &str, i: usize) -> BenchResult<()> {
         match self {
             Write::Single => {
                 pool.execute(
-                    &format!("INSERT INTO {SCHEMA}.{table} (owner, n, title) VALUES ($1, $2, $3)"),
+                    &format!("INSERT INTO {table} (owner, n, title) VALUES ($1, $2, $3)"),
                     &[
                         Value::Text(format!("owner {}", i % 10)),
                         Value::Int8(i as i64),
@@ -96,11 +116,32 @@ impl Write {
             Write::Hundred => {
                 pool.execute(
                     &format!(
-                        "INSERT INTO {SCHEMA}.{table} (owner, n, title)
+                        "INSERT INTO {table} (owner, n, title)
                          SELECT 'owner ' || (g % 10), g, 'title of row ' || g
                          FROM generate_series($1::int8, $1::int8 + 99) g"
                     ),
                     &[Value::Int8(i as i64 * 100)],
+                )
+                .await?;
+            }
+            Write::Project => {
+                pool.execute(
+                    &format!(
+                        "INSERT INTO {table} (project_id, title, description, users, state,
+                             created, last_edited, last_active, region, rootfs_image, run_quota)
+                         VALUES (gen_random_uuid(), $1, $2, $3, $4, now(), now(), $5, 'us-west', $6, $7)"
+                    ),
+                    &[
+                        Value::Text(format!("Project {i}")),
+                        Value::Text(format!("A project of owner {}", i % 10)),
+                        Value::Json(serde_json::json!({
+                            format!("0000000{}-0000-4000-8000-000000000000", i % 10): {"group": "owner"}
+                        })),
+                        Value::Json(serde_json::json!({"state": "opened", "time": "2026-11-28T00:00:00Z"})),
+                        Value::Json(serde_json::json!({})),
+                        Value::Text("ubuntu:24.04".into()),
+                        Value::Json(serde_json::json!({"memory": 2000, "cores": 1, "network": true})),
+                    ],
                 )
                 .await?;
             }
@@ -140,14 +181,14 @@ struct Reader {
 }
 
 impl Reader {
-    async fn start(pool: &AnyPool, filters: &[Option<Filter>]) -> BenchResult<Reader> {
+    async fn start(pool: &AnyPool, table: &str, filters: &[Option<Filter>]) -> BenchResult<Reader> {
         let options = changefeed::Options::new()
             .schema(SCHEMA)
             .subscriber_buffer(1 << 16);
         let feed = Feed::start(pool.clone(), options).await?;
         let (tx, arrivals) = mpsc::unbounded_channel();
         for filter in filters {
-            let mut query = Query::table("fed");
+            let mut query = Query::table(table);
             if let Some(f) = filter {
                 query = query.filter(f.clone());
             }
@@ -193,14 +234,24 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
         let pg = PgPool::connect_url(url).await?;
         backends.push(("db-postgres (PG 15)", AnyPool::Postgres(pg), 20.0));
     }
+    let projects = fixture_ddl(|table| table == "projects")?;
     for (_, pool, _) in &backends {
         pool.batch_execute(SETUP).await?;
-        // Installs the trigger; the feed is started again per measurement.
+        for schema in [SCHEMA, PLAIN_SCHEMA] {
+            let mut client = pool.acquire().await?;
+            client
+                .batch_execute(&format!(
+                    "SET search_path TO {schema}; {projects} RESET search_path"
+                ))
+                .await?;
+        }
+        // Installs the triggers; the feed is started again per measurement.
         let feed = Feed::start(pool.clone(), changefeed::Options::new().schema(SCHEMA)).await?;
         feed.enable("fed").await?;
+        feed.enable("projects").await?;
         feed.close();
     }
-    for write in [Write::Single, Write::Hundred] {
+    for write in [Write::Single, Write::Hundred, Write::Project] {
         writer_cost(report, &backends, &sizes, write).await?;
     }
     let mut latencies = Vec::new();
@@ -247,7 +298,7 @@ async fn writer_cost(
     write: Write,
 ) -> BenchResult<()> {
     let per_round = match write {
-        Write::Single => sizes.singles,
+        Write::Single | Write::Project => sizes.singles,
         Write::Hundred => sizes.hundreds,
     };
     let mut entries = Vec::new();
@@ -257,9 +308,10 @@ async fn writer_cost(
         let mut i = 0;
         for _ in 0..sizes.rounds {
             for (k, mode) in Mode::ALL.into_iter().enumerate() {
-                let table = if mode == Mode::NoFeed { "plain" } else { "fed" };
+                let (table, name) = write.table(mode != Mode::NoFeed);
+                let table = table.as_str();
                 let mut reader = match mode {
-                    Mode::Live => Some(Reader::start(pool, &[None]).await?),
+                    Mode::Live => Some(Reader::start(pool, name, &[None]).await?),
                     _ => None,
                 };
                 // One untimed warm-up statement.
@@ -316,10 +368,11 @@ async fn latency(
     count: usize,
     target_ms: f64,
 ) -> BenchResult<Entry> {
-    let mut reader = Reader::start(pool, &[None]).await?;
+    let mut reader = Reader::start(pool, "fed", &[None]).await?;
+    let (fed, _) = Write::Single.table(true);
     let mut samples = Samples::default();
     for i in 0..=count {
-        Write::Single.run(pool, "fed", 1_000_000 + i).await?;
+        Write::Single.run(pool, &fed, 1_000_000 + i).await?;
         let committed = Instant::now();
         let arrived = reader.wait(1).await?;
         // The first one is a warm-up.
@@ -365,7 +418,7 @@ async fn delivery(
 ) -> BenchResult<Entry> {
     let mut samples = Samples::default();
     for _ in 0..sizes.rounds {
-        let mut reader = Reader::start(pool, &[None]).await?;
+        let mut reader = Reader::start(pool, "fed", &[None]).await?;
         let committed = insert_bulk(pool, sizes.bulk).await?;
         let last = reader.wait(sizes.bulk as usize).await?;
         samples.push(last.saturating_duration_since(committed));
@@ -403,7 +456,7 @@ async fn fan_out(
     let mut samples = [Samples::default(), Samples::default()];
     for _ in 0..sizes.rounds {
         for (k, filters) in [&one, &hundred].into_iter().enumerate() {
-            let mut reader = Reader::start(pool, filters).await?;
+            let mut reader = Reader::start(pool, "fed", filters).await?;
             let committed = insert_bulk(pool, sizes.bulk).await?;
             let expected = (sizes.bulk / FAN_OUT) as usize * filters.len();
             let last = reader.wait(expected).await?;

@@ -6,7 +6,7 @@ use serde_json::{Map, Value as Json};
 use crate::filter::Filter;
 
 /// The JSON image of a row (or of part of it): column name to value, as
-/// `to_jsonb(row)` renders it.
+/// `row_to_json(row)` renders it.
 pub type JsonRow = Map<String, Json>;
 
 /// One event of a subscription.

@@ -11,21 +11,21 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::event::{Event, JsonRow, LogRow, Spec};
+use crate::fanout::Router;
 use crate::filter::Filter;
 use crate::schema::{self, FeedInfo, Names, Retention};
 
-/// Log rows read per statement by the poller and by catching-up subscribers.
-const BATCH: i64 = 500;
-/// On PGlite (which has no autovacuum), vacuum the log after this many
-/// offsets were assigned: every assignment leaves a dead row version, and a
-/// bloated log slows writers and readers alike.
-const VACUUM_EVERY: u64 = 2_000;
-/// After a poll that took `d` and found more than one change, a nudge
-/// starts the next poll no sooner than `PACE * d` after it ended: under a
-/// stream of commits the reader takes at most a third of the database's time
-/// (on PGlite it shares the one backend with the writers; on a server, the
-/// CPUs) and reads bigger batches, while a lone commit is still read at once.
-const PACE: u32 = 2;
+/// Offsets read per statement (whole ticks, so about this many) by the
+/// poller and by catching-up subscribers.
+const BATCH: i64 = 1_000;
+/// After a poll that took `d` and found more than one change, the poller
+/// is busy: it polls again `max(PACE * d, BUSY_GAP)` after, without waiting
+/// for nudges, until a poll finds nothing. Under a stream of commits the
+/// reader so takes a small share of the database's time (on PGlite it
+/// shares the one backend with the writers; on a server, the CPUs) and reads
+/// bigger batches, while a lone commit is still read at once.
+const PACE: u32 = 4;
+const BUSY_GAP: Duration = Duration::from_millis(5);
 /// Attempts at a snapshot that conflicts with a concurrent reader.
 const SNAPSHOT_ATTEMPTS: u32 = 20;
 
@@ -237,7 +237,7 @@ impl<P: Pool> Feed<P> {
         let names = Names::new(&schema);
         schema::ensure_base(&pool, &names).await?;
         let stream = pool.listen(schema::CHANNEL).await?;
-        schema::stamp_pool(&pool, &names).await?;
+        schema::tick_pool(&pool, &names).await?;
         let (last, _) = schema::positions(&pool, &names).await?;
         let inner = Arc::new(Inner {
             pool,
@@ -292,7 +292,7 @@ impl<P: Pool> Feed<P> {
     /// `(last offset assigned, offsets pruned through)`: a subscription can
     /// resume after any offset at or above the second.
     pub async fn positions(&self) -> Result<(i64, i64)> {
-        schema::stamp_pool(&self.inner.pool, &self.inner.names).await?;
+        schema::tick_pool(&self.inner.pool, &self.inner.names).await?;
         schema::positions(&self.inner.pool, &self.inner.names).await
     }
 
@@ -312,7 +312,7 @@ impl<P: Pool> Feed<P> {
         });
         let (cursor, snapshot) = match start {
             Start::Now => {
-                schema::stamp_pool(&inner.pool, &inner.names).await?;
+                schema::tick_pool(&inner.pool, &inner.names).await?;
                 (schema::positions(&inner.pool, &inner.names).await?.0, None)
             }
             Start::AfterOffset(offset) => {
@@ -377,14 +377,14 @@ impl<P: Pool> Feed<P> {
         let mut tx = client.begin().await?;
         tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await?;
-        schema::stamp(&mut tx, names).await?;
+        schema::tick(&mut tx, names).await?;
         let offset = tx
             .query_one(&format!("SELECT last_pos FROM {}", names.state), &[])
             .await?
             .try_get::<i64, _>(0)?;
         let rows = tx
             .query(
-                &format!("SELECT to_jsonb(t) FROM {} t", names.table(&spec.table)),
+                &format!("SELECT row_to_json(t) FROM {} t", names.table(&spec.table)),
                 &[],
             )
             .await?;
@@ -555,30 +555,38 @@ async fn join<P: Pool>(
 }
 
 /// The poller: reads on every nudge and every `poll_interval`.
-async fn run<P: Pool>(inner: Arc<Inner<P>>, mut stream: db_core::NotificationStream) {
+async fn run<P: Pool>(inner: Arc<Inner<P>>, stream: db_core::NotificationStream) {
     let mut last_prune = Instant::now();
     let mut failures = 0u32;
-    let mut stamped_since_vacuum = 0u64;
-    let embedded = inner.pool.backend() == db_core::BackendKind::Pglite;
+    // Idle, the poller listens and reads on every nudge. Busy (a poll found
+    // several changes), it reads on its own clock and stops listening until
+    // a poll finds nothing, so that a stream of commits does not wake it (and,
+    // on a server, its listener session) once per commit.
+    let mut stream = Some(stream);
+    let mut busy = false;
     loop {
         if inner.stopped.load(Ordering::Acquire) {
             return;
         }
-        let started = Instant::now();
-        let result = poll(&inner).await;
-        let mut pace = false;
-        match result {
-            Ok(stamped) => {
-                failures = 0;
-                pace = stamped > 1;
-                stamped_since_vacuum += stamped;
-                if embedded && stamped_since_vacuum >= VACUUM_EVERY {
-                    stamped_since_vacuum = 0;
-                    let sql = format!("VACUUM {}", inner.names.log);
-                    if let Err(e) = inner.pool.batch_execute(&sql).await {
-                        tracing::warn!(target: "changefeed", error = %e, "vacuuming the change log failed");
-                    }
+        if stream.is_none() && !busy {
+            // Listening again before the next poll, which reads whatever was
+            // committed while nobody listened.
+            match inner.pool.listen(schema::CHANNEL).await {
+                Ok(s) => stream = Some(s),
+                Err(db_core::Error::Closed) => {
+                    close_all(&inner, || Error::Closed);
+                    return;
                 }
+                Err(e) => {
+                    tracing::warn!(target: "changefeed", error = %e, "listening for changes failed; polling");
+                }
+            }
+        }
+        let started = Instant::now();
+        match poll(&inner).await {
+            Ok(ticked) => {
+                failures = 0;
+                busy = ticked > u64::from(!busy);
             }
             Err(Error::Db(db_core::Error::Closed)) | Err(Error::Closed) => {
                 close_all(&inner, || Error::Closed);
@@ -586,6 +594,7 @@ async fn run<P: Pool>(inner: Arc<Inner<P>>, mut stream: db_core::NotificationStr
             }
             Err(e) => {
                 failures += 1;
+                busy = false;
                 tracing::warn!(target: "changefeed", error = %e, failures, "reading the change log failed; retrying");
             }
         }
@@ -598,26 +607,25 @@ async fn run<P: Pool>(inner: Arc<Inner<P>>, mut stream: db_core::NotificationStr
                 tracing::warn!(target: "changefeed", error = %e, "pruning the change log failed");
             }
         }
-        let ready_at = pace
-            .then(|| Instant::now() + (started.elapsed() * PACE).min(inner.options.poll_interval));
-        let pause = if failures > 0 {
-            inner.options.poll_interval * failures.min(20)
-        } else {
-            inner.options.poll_interval
+        if busy {
+            stream = None;
+            let gap = (started.elapsed() * PACE).clamp(BUSY_GAP, inner.options.poll_interval);
+            tokio::time::sleep(gap).await;
+            continue;
+        }
+        let pause = inner.options.poll_interval * failures.clamp(1, 20);
+        let Some(nudges) = stream.as_mut() else {
+            tokio::time::sleep(pause).await;
+            continue;
         };
         tokio::select! {
-            event = stream.recv() => match event {
+            event = nudges.recv() => match event {
                 Ok(_) => {
                     // Coalesce: one read covers every nudge of the interval.
                     if !inner.options.coalesce.is_zero() {
                         tokio::time::sleep(inner.options.coalesce).await;
                     }
-                    // Not a zero sleep when not pacing: tokio rounds deadlines
-                    // up to the next millisecond.
-                    if let Some(at) = ready_at {
-                        tokio::time::sleep_until(at.into()).await;
-                    }
-                    while let Ok(Some(_)) = stream.try_recv() {}
+                    while let Ok(Some(_)) = nudges.try_recv() {}
                 }
                 Err(_) => {
                     close_all(&inner, || Error::Closed);
@@ -629,10 +637,10 @@ async fn run<P: Pool>(inner: Arc<Inner<P>>, mut stream: db_core::NotificationStr
     }
 }
 
-/// Assigns offsets to newly committed changes and fans out everything after
-/// the poller's position. Returns how many offsets it assigned.
+/// Gives offsets to newly committed changes and fans out everything after
+/// the poller's position. Returns how many offsets it gave.
 async fn poll<P: Pool>(inner: &Inner<P>) -> Result<u64> {
-    let stamped = schema::stamp_pool(&inner.pool, &inner.names).await?;
+    let ticked = schema::tick_pool(&inner.pool, &inner.names).await?;
     loop {
         let (after, idle) = {
             let hub = inner.hub();
@@ -644,58 +652,72 @@ async fn poll<P: Pool>(inner: &Inner<P>) -> Result<u64> {
             // Skipping ahead is only right while nobody would miss it.
             if hub.subs.is_empty() {
                 hub.last = hub.last.max(last_pos);
-                return Ok(stamped);
+                return Ok(ticked);
             }
             continue;
         }
         let batch = schema::read(&inner.pool, &inner.names, after, None, BATCH).await?;
-        let full = batch.rows.len() as i64 >= BATCH;
         fan_out(
             &mut inner.hub(),
             &batch.rows,
             batch.pruned_through,
             batch.through,
         );
-        if !full {
-            return Ok(stamped);
+        if !batch.more {
+            return Ok(ticked);
         }
     }
 }
 
 fn fan_out(hub: &mut Hub, rows: &[LogRow], pruned_through: i64, through: i64) {
-    let mut events = Vec::new();
-    hub.subs.retain_mut(|live| {
+    hub.subs.retain(|live| {
         if pruned_through > live.cursor {
             live.shared.end(Error::ResyncRequired {
                 pruned_before: pruned_through + 1,
             });
             return false;
         }
-        for row in rows {
+        true
+    });
+    let router = Router::new(hub.subs.iter().map(|live| &*live.spec));
+    let mut ended = vec![false; hub.subs.len()];
+    let mut targets = Vec::new();
+    let mut events = Vec::new();
+    for row in rows {
+        router.route(row, &mut targets);
+        for &i in &targets {
+            let (Some(live), Some(false)) = (hub.subs.get(i), ended.get(i).copied()) else {
+                continue;
+            };
             if row.pos <= live.cursor {
                 continue;
             }
             events.clear();
             live.spec.events(row, &mut events);
-            if !events.is_empty() {
-                // All of one change's events or none, so that the resume
-                // offset is exact.
-                if live.sender.capacity() < events.len() {
-                    live.shared.end(Error::Lagged {
-                        last_offset: live.cursor,
-                    });
-                    return false;
-                }
-                for event in events.drain(..) {
-                    if live.sender.try_send(event).is_err() {
-                        return false;
-                    }
+            if events.is_empty() {
+                continue;
+            }
+            // All of one change's events or none, so that the resume offset
+            // is exact: everything before this change was queued.
+            if live.sender.capacity() < events.len() {
+                live.shared.end(Error::Lagged {
+                    last_offset: row.pos - 1,
+                });
+                ended[i] = true;
+                continue;
+            }
+            for event in events.drain(..) {
+                if live.sender.try_send(event).is_err() {
+                    ended[i] = true;
+                    break;
                 }
             }
-            live.cursor = row.pos;
         }
+    }
+    let mut ended = ended.into_iter();
+    hub.subs.retain_mut(|live| {
         live.cursor = live.cursor.max(through);
-        !live.sender.is_closed()
+        !ended.next().unwrap_or(true) && !live.sender.is_closed()
     });
     hub.last = hub.last.max(through);
 }

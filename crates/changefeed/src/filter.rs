@@ -9,7 +9,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::Error;
 
-/// A condition on a row, evaluated on its JSON image (`to_jsonb(row)`).
+/// A condition on a row, evaluated on its JSON image (`row_to_json(row)`).
 ///
 /// Comparisons follow SQL where the JSON image allows it: anything compared
 /// with `NULL` (or a missing column) is false; numbers compare numerically,

@@ -22,85 +22,99 @@
 //!
 //! # How it works
 //!
-//! Enabling a feed on a table installs triggers that write one row per
-//! change into the shared `changefeed_log` table (its JSON images, and
-//! `txid_current()`) and send `pg_notify('changefeed', <table name>)`:
-//! inserts and deletes are captured per statement from its transition table
-//! (one `INSERT ... SELECT` and one notification however many rows), updates
-//! per row (so that each new image is paired with its old one even when keys
-//! change). The notification carries no row
-//! data, so a row of any size never fails the writer; it is only a nudge. The
-//! table is the truth: the reader also polls on a timer, so a lost
-//! notification (a listener reconnect, a lagging queue) only delays delivery.
+//! Enabling a feed on a table installs triggers that append the changes to
+//! the shared `changefeed_log` table (JSON row images, `txid_current()`) and
+//! send `pg_notify('changefeed', <table name>)`. Inserts and deletes are
+//! captured per statement from its transition table: one log row holds the
+//! images of up to 1,000 rows (and about 16 MB), so a statement costs one
+//! log row, one index entry and one notification however many rows it
+//! touches. Updates are captured per row, so that each new image is paired
+//! with its old one even when keys change. The notification carries no row
+//! data, so a row of any size never fails the writer; it is only a nudge.
+//! The table is the truth: the reader also polls on a timer, so a lost
+//! notification (a listener reconnect, a lagging queue) only delays
+//! delivery. Writers only ever append; nothing rewrites a log row.
 //!
 //! # Offsets and why nothing is missed or delivered twice
 //!
-//! The log's `id` is assigned when the change is written, before commit, so
+//! A log row's `id` is taken when the change is written, before commit, so
 //! on a server with concurrent writers ids do not become visible in order:
 //! reading "every id above the last one" would skip a transaction that
-//! commits late. Offsets are therefore not ids. A change gets its offset
-//! (`pos`) only once it is committed, from a *stamp* statement that readers
-//! run: in one statement (one snapshot) it takes the not-yet-stamped log rows
-//! it can see, which are exactly the rows of transactions committed before
-//! its snapshot, numbers them in `id` order after `changefeed_state.last_pos`
-//! and advances `last_pos`, all in its own transaction.
+//! commits late. Offsets are therefore given by readers, at *ticks*, in the
+//! style of PgQ: a tick is one statement (one snapshot) that takes the log
+//! rows its snapshot sees and the previous tick's snapshot did not — exactly
+//! the changes of the transactions that committed in between — and numbers
+//! their images in `id` order after `changefeed_state.last_pos`. It records
+//! them in `changefeed_ticks` as id ranges with both snapshots and a base
+//! offset (at most 1,000 events per tick), so that any reader can find the
+//! rows of any offset again, and advances the state, all in its own
+//! transaction. A tick writes one row per 1,000 events, not one per change.
 //!
-//! - Stamps are serialized by the `changefeed_state` row lock: a second
-//!   stamper waits for the first to commit, continues after its offsets, and
-//!   skips (rechecking `pos IS NULL`) the rows the first one stamped; a
-//!   unique index on `pos` backs this. So offsets become visible in
-//!   increasing order, whole stamp transactions at a time: any snapshot sees
-//!   all of the offsets up to `last_pos` it sees, and no others.
-//! - Hence a reader that reads `pos > cursor` in offset order and then moves
-//!   `cursor` to the `last_pos` of that same snapshot never skips an offset
-//!   and never reads one twice. Every committed change is stamped exactly
-//!   once (by the first stamp whose snapshot sees it); a rolled-back change
-//!   is never visible, so never stamped, never delivered.
+//! - Ticks are serialized by a generation number in `changefeed_state`: a
+//!   tick whose snapshot predates a concurrent reader's tick changes nothing
+//!   and is retried with a new snapshot. So the snapshots of successive
+//!   ticks only grow, every committed change is in exactly one tick (the
+//!   first whose snapshot sees it), and a rolled-back change is in none.
+//! - Offsets become visible whole ticks at a time: a reader that reads the
+//!   ticks above its cursor and moves the cursor to the end of the last tick
+//!   it read, in one snapshot, never skips an offset and never reads one
+//!   twice.
+//! - A tick searches the log above a *floor*, an id below which every row is
+//!   visible; the floor follows the ticks whose own transaction id is below
+//!   every transaction still running, so a transaction held open for long
+//!   makes ticks scan more of the log, but never lose a row.
 //! - Order: offsets follow visibility order, which is commit order as every
-//!   observer sees it, at the granularity of one stamp; within a stamp, `id`
+//!   observer sees it, at the granularity of one tick; within a tick, `id`
 //!   order. Two changes to the same row are always in commit order, because
-//!   the second writer waits for the first one's row lock (so its log row
-//!   gets a larger id and can only become visible later).
+//!   the second writer waits for the first one's row lock, so its log row
+//!   gets a larger id and can only become visible later.
 //! - A subscriber resumes with [`Start::AfterOffset`]: everything at or
 //!   below its offset was delivered, everything above was not. Pruning only
-//!   deletes a prefix of offsets and records it in
+//!   deletes a prefix of offsets (whole log rows) and records it in
 //!   `changefeed_state.pruned_through`; resuming below it is
 //!   [`Error::ResyncRequired`], checked in the same snapshot as the read.
-//! - [`Start::Snapshot`] reads the rows, stamps what it sees and reads
-//!   `last_pos` in one REPEATABLE READ transaction, so the snapshot contains
-//!   exactly the changes at or below the offset of its
-//!   [`Event::SnapshotEnd`] (a conflict with a concurrent stamper is a
-//!   serialization failure, and the snapshot is retried).
+//! - [`Start::Snapshot`] ticks, reads `last_pos` and reads the rows in one
+//!   REPEATABLE READ transaction, so the snapshot contains exactly the
+//!   changes at or below the offset of its [`Event::SnapshotEnd`] (a
+//!   conflict with a concurrent tick is a serialization failure, and the
+//!   snapshot is retried).
+//!
+//! Offsets are dense: each change of a table the feed log holds takes the
+//! next one, whichever table it belongs to.
 //!
 //! # Fan-out and slow subscribers
 //!
 //! Each [`Feed`] runs one poller task per process and backend, whatever the
 //! number of subscriptions; it never holds a session while handing events
-//! out (on PGlite a held session blocks everyone). A stream of commits is
-//! read at a pace that leaves writers at least two thirds of the database's
-//! time (on PGlite the poller shares the one backend with them), a lone
-//! commit at once. A new or resuming
-//! subscription first catches up by reading the log itself, with
+//! out (on PGlite a held session blocks everyone). Each change is offered
+//! only to the subscriptions it can concern, found through an index of
+//! their `=` and `IN` filters, so a thousand subscriptions filtered by owner
+//! cost about what one does. A lone commit is read at once; a stream of
+//! commits is read on the poller's own clock (after a poll that found
+//! several changes it polls again 5 ms later, without listening, until a
+//! poll finds nothing), which leaves writers most of the database's time
+//! (on PGlite the poller shares the one backend with them) and spares
+//! everyone a wake-up per commit. A new or
+//! resuming subscription first catches up by reading the log itself, with
 //! backpressure, then joins the poller. The poller queues events into a
 //! bounded buffer per subscription; one that is full ends the subscription
 //! with [`Error::Lagged`] naming the last offset whose events were all
 //! queued, from which it can resume. Memory stays bounded.
-//!
-//! Offsets increase but are not dense: two readers stamping at once may leave
-//! unused offsets between them.
 //!
 //! # Limits
 //!
 //! Watched tables live in one schema (the feed's), need a primary key and
 //! report `TRUNCATE` as nothing. Filters are evaluated on the JSON image of
 //! rows ([`Filter`]), so values compare as JSON (timestamps as text). A
-//! snapshot is read into memory before it is handed out. Every stamp leaves
-//! a dead row version in the log: PostgreSQL's autovacuum cleans it up, and
-//! on PGlite (which has none) the poller runs `VACUUM` on the log every 2,000
-//! offsets.
+//! snapshot is read into memory before it is handed out. The log only grows
+//! until pruned ([`Retention`]); on PGlite (which has no autovacuum) pruning
+//! runs `VACUUM` on the log. A log of the first layout (offsets stamped into
+//! each row) is renamed `changefeed_log_v1` and kept; offsets it gave need a
+//! resync.
 
 mod error;
 mod event;
+mod fanout;
 mod feed;
 mod filter;
 mod schema;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use db_core::{AdvisoryLock, Client, Executor, Pool, Value, quote_ident};
+use db_core::{AdvisoryLock, BackendKind, Client, Executor, Pool, Value, quote_ident};
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -23,14 +23,31 @@ const DELETE_TRIGGER: &str = "changefeed_capture_delete";
 const OLD_ROWS: &str = "changefeed_old";
 /// The notification channel writers nudge readers on.
 pub(crate) const CHANNEL: &str = "changefeed";
-/// Rows stamped with offsets per statement.
-const STAMP_BATCH: i64 = 10_000;
+/// Row images per log row at most: a statement's changes are split into
+/// log rows of this many, so that readers hold a bounded number at a time.
+const CHUNK_ROWS: i64 = 1_000;
+/// Bytes of row images per log row at most (beyond one image), well below
+/// the 1 GB a `json` value can hold, so that no statement's size can make
+/// the writer fail.
+const CHUNK_BYTES: i64 = 16 << 20;
+/// Events per tick at most (beyond one log row), so that a reader resuming
+/// in the middle of a tick reads a bounded part of the log to find its place.
+const TICK_EVENTS: i64 = 1_000;
+/// An id larger than any: bounding the scan above the floor on both sides
+/// makes it a range, which planners estimate as selective (1/200) where a
+/// one-sided bound counts as a third of the log, so that the log's primary
+/// key is used even on PGlite, which never gathers statistics.
+const NO_ID: i64 = i64::MAX;
+/// Attempts at a tick that lost the race for the state row to another
+/// reader's tick (each retry sees the other tick).
+const TICK_ATTEMPTS: u32 = 100;
 
 /// Qualified names of the feed's objects in one schema.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     pub(crate) schema: String,
     pub(crate) log: String,
+    pub(crate) ticks: String,
     pub(crate) state: String,
     pub(crate) feeds: String,
     function: String,
@@ -42,6 +59,7 @@ impl Names {
         Names {
             schema: schema.to_owned(),
             log: format!("{q}.changefeed_log"),
+            ticks: format!("{q}.changefeed_ticks"),
             state: format!("{q}.changefeed_state"),
             feeds: format!("{q}.changefeed_feeds"),
             function: format!("{q}.{TRIGGER}"),
@@ -52,28 +70,64 @@ impl Names {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
     }
 
-    fn base_ddl(&self) -> String {
+    fn in_schema(&self, name: &str) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(name))
+    }
+
+    /// The log. Writers only append to it (one index, on an increasing id);
+    /// readers never rewrite its rows: ticks say which rows became visible
+    /// between two snapshots and which offsets they take. Row images are
+    /// stored uncompressed: compressing a statement's images costs the writer
+    /// more than the bytes save.
+    fn log_ddl(&self) -> String {
+        let log = &self.log;
+        format!(
+            "CREATE TABLE {log} (
+                id bigserial PRIMARY KEY,
+                txid bigint NOT NULL,
+                tbl text NOT NULL,
+                op \"char\" NOT NULL,
+                n integer NOT NULL,
+                row_new json,
+                row_old json
+            );
+            ALTER TABLE {log} ALTER COLUMN row_new SET STORAGE EXTERNAL,
+                ALTER COLUMN row_old SET STORAGE EXTERNAL"
+        )
+    }
+
+    /// The ticks, the state and the feeds (idempotent).
+    fn meta_ddl(&self) -> String {
         let Names {
-            log, state, feeds, ..
+            ticks,
+            state,
+            feeds,
+            ..
         } = self;
         format!(
-            "CREATE TABLE IF NOT EXISTS {log} (
-                id bigserial PRIMARY KEY,
-                pos bigint,
-                tbl text NOT NULL,
-                op text NOT NULL,
-                txid bigint NOT NULL,
-                row_new jsonb,
-                row_old jsonb,
-                changed_at timestamptz NOT NULL DEFAULT now()
+            "CREATE TABLE IF NOT EXISTS {ticks} (
+                base bigint PRIMARY KEY,
+                span bigint NOT NULL,
+                gen bigint NOT NULL,
+                lo bigint NOT NULL,
+                hi bigint NOT NULL,
+                prev txid_snapshot NOT NULL,
+                cur txid_snapshot NOT NULL,
+                horizon bigint NOT NULL,
+                top bigint NOT NULL,
+                at timestamptz NOT NULL DEFAULT now()
             );
-            CREATE UNIQUE INDEX IF NOT EXISTS changefeed_log_pos ON {log} (pos) WHERE pos IS NOT NULL;
-            CREATE INDEX IF NOT EXISTS changefeed_log_unstamped ON {log} (id) WHERE pos IS NULL;
+            CREATE INDEX IF NOT EXISTS changefeed_ticks_horizon ON {ticks} (horizon, top);
             CREATE TABLE IF NOT EXISTS {state} (
                 singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
                 last_pos bigint NOT NULL DEFAULT 0,
                 pruned_through bigint NOT NULL DEFAULT 0
             );
+            ALTER TABLE {state}
+                ADD COLUMN IF NOT EXISTS snap txid_snapshot NOT NULL DEFAULT '1:1:',
+                ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS top bigint NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS gen bigint NOT NULL DEFAULT 0;
             INSERT INTO {state} DEFAULT VALUES ON CONFLICT DO NOTHING;
             CREATE TABLE IF NOT EXISTS {feeds} (
                 tbl text PRIMARY KEY,
@@ -83,42 +137,63 @@ impl Names {
         )
     }
 
+    /// Moves a log of the first layout (one row per change, offsets stamped
+    /// into a `pos` column) aside as `changefeed_log_v1`, untouched, and
+    /// marks every offset it assigned as pruned: a subscriber resuming from
+    /// one is told to resync instead of silently missing the changes left in
+    /// the old log.
+    fn upgrade_v1_ddl(&self) -> String {
+        let Names { log, state, .. } = self;
+        let old = quote_ident("changefeed_log_v1");
+        let pkey = self.in_schema("changefeed_log_pkey");
+        let old_pkey = quote_ident("changefeed_log_v1_pkey");
+        let pos = self.in_schema("changefeed_log_pos");
+        let unstamped = self.in_schema("changefeed_log_unstamped");
+        format!(
+            "ALTER TABLE {log} RENAME TO {old};
+             ALTER INDEX {pkey} RENAME TO {old_pkey};
+             DROP INDEX IF EXISTS {pos};
+             DROP INDEX IF EXISTS {unstamped};
+             UPDATE {state} SET pruned_through = last_pos"
+        )
+    }
+
     fn function_ddl(&self) -> String {
         let Names { log, function, .. } = self;
-        // The variable takes precedence over a watched table's column of the
-        // same name. Inserts and deletes are captured once per statement from its
-        // transition table: one INSERT ... SELECT and one notification
-        // however many rows, where a row trigger runs both per row (5x the
-        // writer's cost for a 100-row statement). Updates stay per row, the
-        // only way to pair each new image with its old one when a statement
-        // changes primary keys. The row branch handles every operation so
-        // that triggers installed by earlier versions keep working.
+        let (insert_one, insert_chunked) = capture_sql(log, 'I', "row_new", NEW_ROWS);
+        let (delete_one, delete_chunked) = capture_sql(log, 'D', "row_old", OLD_ROWS);
+        // Inserts and deletes are captured once per statement from its
+        // transition table: one log row (one index entry, one notification)
+        // per statement of up to CHUNK_ROWS rows, where a row trigger would
+        // pay for all of it per row. The common case is one INSERT; only a
+        // statement too big for one log row runs the chunking one. Updates
+        // stay per row, the only way to pair each new image with its old
+        // one when a statement changes primary keys. The row branch handles
+        // every operation so that triggers installed by earlier versions
+        // keep working.
         format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $changefeed$
-            #variable_conflict use_variable
-            DECLARE
-                changefeed_txid bigint := txid_current();
             BEGIN
                 IF TG_LEVEL = 'STATEMENT' THEN
                     IF TG_OP = 'INSERT' THEN
-                        INSERT INTO {log} (tbl, op, txid, row_new)
-                        SELECT TG_TABLE_NAME, 'I', changefeed_txid, to_jsonb(n.*) FROM {NEW_ROWS} n;
+                        {insert_one};
+                        IF NOT FOUND THEN
+                            {insert_chunked};
+                        END IF;
                     ELSE
-                        INSERT INTO {log} (tbl, op, txid, row_old)
-                        SELECT TG_TABLE_NAME, 'D', changefeed_txid, to_jsonb(o.*) FROM {OLD_ROWS} o;
+                        {delete_one};
+                        IF NOT FOUND THEN
+                            {delete_chunked};
+                        END IF;
                     END IF;
                     IF NOT FOUND THEN
                         RETURN NULL;
                     END IF;
-                ELSIF TG_OP = 'INSERT' THEN
-                    INSERT INTO {log} (tbl, op, txid, row_new)
-                    VALUES (TG_TABLE_NAME, 'I', changefeed_txid, to_jsonb(NEW));
-                ELSIF TG_OP = 'UPDATE' THEN
-                    INSERT INTO {log} (tbl, op, txid, row_new, row_old)
-                    VALUES (TG_TABLE_NAME, 'U', changefeed_txid, to_jsonb(NEW), to_jsonb(OLD));
                 ELSE
-                    INSERT INTO {log} (tbl, op, txid, row_old)
-                    VALUES (TG_TABLE_NAME, 'D', changefeed_txid, to_jsonb(OLD));
+                    INSERT INTO {log} (txid, tbl, op, n, row_new, row_old)
+                    VALUES (txid_current(), TG_TABLE_NAME, left(TG_OP, 1)::\"char\", 1,
+                            CASE WHEN TG_OP <> 'DELETE' THEN json_build_array(row_to_json(NEW)) END,
+                            CASE WHEN TG_OP <> 'INSERT' THEN json_build_array(row_to_json(OLD)) END);
                 END IF;
                 PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME);
                 RETURN NULL;
@@ -133,15 +208,14 @@ impl Names {
         // DROP + CREATE in one transaction: CREATE OR REPLACE TRIGGER needs
         // PostgreSQL 14.
         format!(
-            "DROP TRIGGER IF EXISTS {TRIGGER} ON {qualified};
-             DROP TRIGGER IF EXISTS {INSERT_TRIGGER} ON {qualified};
-             DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {qualified};
+            "{};
              CREATE TRIGGER {TRIGGER} AFTER UPDATE ON {qualified}
              FOR EACH ROW EXECUTE FUNCTION {function}();
              CREATE TRIGGER {INSERT_TRIGGER} AFTER INSERT ON {qualified}
              REFERENCING NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}();
              CREATE TRIGGER {DELETE_TRIGGER} AFTER DELETE ON {qualified}
-             REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+             REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+            Names::drop_triggers_ddl(qualified)
         )
     }
 
@@ -153,6 +227,33 @@ impl Names {
              DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {qualified}"
         )
     }
+}
+
+/// The trigger's statements that log the rows of a transition table: one
+/// log row when they fit in one (no rows: nothing), and the general form
+/// that splits them into chunks of at most `CHUNK_ROWS` images and about
+/// `CHUNK_BYTES` (the key of a row's chunk is the sum of two non-decreasing
+/// counts, so chunks are runs of consecutive rows).
+fn capture_sql(log: &str, op: char, column: &str, transition: &str) -> (String, String) {
+    let head = format!(
+        "INSERT INTO {log} (txid, tbl, op, n, {column})
+         SELECT txid_current(), TG_TABLE_NAME, '{op}', count(*), json_agg(j)"
+    );
+    let one = format!(
+        "{head} FROM (SELECT row_to_json(t.*) AS j FROM {transition} t) r
+         HAVING count(*) BETWEEN 1 AND {CHUNK_ROWS}
+            AND sum(octet_length(j::text)) <= {CHUNK_BYTES}"
+    );
+    let chunked = format!(
+        "{head} FROM (
+             SELECT j, (row_number() OVER w - 1) / {CHUNK_ROWS}
+                       + (sum(octet_length(j::text)) OVER w - octet_length(j::text)) / {CHUNK_BYTES} AS chunk
+             FROM (SELECT row_to_json(t.*) AS j FROM {transition} t) r
+             WINDOW w AS (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+         ) c
+         GROUP BY chunk"
+    );
+    (one, chunked)
 }
 
 /// One enabled feed, as [`Feed::list`](crate::Feed::list) reports it.
@@ -192,26 +293,62 @@ pub(crate) async fn current_schema<P: Pool>(pool: &P) -> Result<String> {
     )
 }
 
-/// Creates the shared tables if they are missing.
-pub(crate) async fn ensure_base<P: Pool>(pool: &P, names: &Names) -> Result<()> {
-    let exists = pool
+/// Whether the shared tables are all there in the current layout; and
+/// whether the log is there, and of the first layout.
+const LAYOUT_SQL: &str = "SELECT to_regclass($1) IS NOT NULL
+        AND to_regclass($2) IS NOT NULL
+        AND to_regclass($4) IS NOT NULL
+        AND EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = to_regclass($3) AND attname = 'gen' AND NOT attisdropped)
+        AND NOT EXISTS (SELECT 1 FROM pg_attribute
+                        WHERE attrelid = to_regclass($1) AND attname = 'pos' AND NOT attisdropped),
+    to_regclass($1) IS NOT NULL,
+    EXISTS (SELECT 1 FROM pg_attribute
+            WHERE attrelid = to_regclass($1) AND attname = 'pos' AND NOT attisdropped)";
+
+async fn layout<E: Executor>(ex: &mut E, names: &Names) -> Result<(bool, bool, bool)> {
+    let row = ex
         .query_one(
-            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AND to_regclass($3) IS NOT NULL",
+            LAYOUT_SQL,
             &[
                 Value::from(names.log.as_str()),
+                Value::from(names.ticks.as_str()),
                 Value::from(names.state.as_str()),
                 Value::from(names.feeds.as_str()),
             ],
         )
-        .await?
-        .try_get::<bool, _>(0)?;
-    if exists {
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}
+
+/// Creates the shared tables if they are missing (and moves a first-layout
+/// log aside), within the caller's transaction. Does nothing, and takes no
+/// table lock, when they are there: readers tick while feeds are enabled.
+async fn install_base<E: Executor>(ex: &mut E, names: &Names) -> Result<()> {
+    let (ready, log_exists, first_layout) = layout(ex, names).await?;
+    if ready {
+        return Ok(());
+    }
+    if first_layout {
+        tracing::warn!(target: "changefeed", schema = names.schema, "moving a change log of the first layout aside as changefeed_log_v1; resuming from its offsets requires a resync");
+        ex.batch_execute(&names.upgrade_v1_ddl()).await?;
+    }
+    if !log_exists || first_layout {
+        ex.batch_execute(&names.log_ddl()).await?;
+    }
+    ex.batch_execute(&names.meta_ddl()).await?;
+    Ok(())
+}
+
+/// Creates the shared tables if they are missing.
+pub(crate) async fn ensure_base<P: Pool>(pool: &P, names: &Names) -> Result<()> {
+    if layout(&mut pool.acquire().await?, names).await?.0 {
         return Ok(());
     }
     locked!(pool, async {
         let mut c = pool.acquire().await?;
         let mut tx = c.begin().await?;
-        tx.batch_execute(&names.base_ddl()).await?;
+        install_base(&mut tx, names).await?;
         tx.commit().await?;
         Ok::<_, Error>(())
     })
@@ -253,7 +390,7 @@ pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Res
     locked!(pool, async {
         let mut c = pool.acquire().await?;
         let mut tx = c.begin().await?;
-        tx.batch_execute(&names.base_ddl()).await?;
+        install_base(&mut tx, names).await?;
         let keys = key_columns(&mut tx, names, table).await?;
         let qualified = names.table(table);
         // The insert trigger is the newest of the set: without it, the table
@@ -291,7 +428,7 @@ pub(crate) async fn disable<P: Pool>(pool: &P, names: &Names, table: &str) -> Re
     locked!(pool, async {
         let mut c = pool.acquire().await?;
         let mut tx = c.begin().await?;
-        tx.batch_execute(&names.base_ddl()).await?;
+        install_base(&mut tx, names).await?;
         let qualified = names.table(table);
         let exists = tx
             .query_one(
@@ -340,17 +477,45 @@ pub(crate) async fn feed_keys<P: Pool>(
         .map_err(|e| Error::Corrupt(format!("key columns of {table}: {e}")))
 }
 
+/// The rows of the ticks in `ticks` (a query yielding `base, span, lo, hi,
+/// prev, cur`) with each log row's last offset (`pos_end`): a tick's rows
+/// are the log rows in its id range whose transaction its snapshot sees and
+/// its previous snapshot did not, numbered in id order after its base.
+fn tick_rows_sql(log: &str, ticks: &str) -> String {
+    format!(
+        "SELECT t.base, t.base + t.span AS tick_end, l.id, l.n, l.tbl, l.op::text AS op,
+                l.row_new, l.row_old,
+                t.base + sum(l.n) OVER (PARTITION BY t.base ORDER BY l.id) AS pos_end
+         FROM ({ticks}) t
+         JOIN {log} l ON l.id BETWEEN t.lo AND t.hi
+             AND txid_visible_in_snapshot(l.txid, t.cur)
+             AND NOT txid_visible_in_snapshot(l.txid, t.prev)"
+    )
+}
+
 /// The enabled feeds.
 pub(crate) async fn list<P: Pool>(pool: &P, names: &Names) -> Result<Vec<FeedInfo>> {
+    tick_pool(pool, names).await?;
+    let Names {
+        log, ticks, feeds, ..
+    } = names;
+    let rows = tick_rows_sql(log, &format!("SELECT * FROM {ticks}"));
     let rows = pool
         .query(
             &format!(
-                "SELECT f.tbl, f.key_columns, min(l.pos), max(l.pos), count(l.id),
-                        coalesce(sum(coalesce(pg_column_size(l.row_new), 0)
-                                     + coalesce(pg_column_size(l.row_old), 0)), 0)::int8
-                 FROM {} f LEFT JOIN {} l ON l.tbl = f.tbl
-                 GROUP BY f.tbl, f.key_columns ORDER BY f.tbl",
-                names.feeds, names.log
+                "WITH o AS (
+                    SELECT tbl, min(pos_end - n + 1) AS first, max(pos_end) AS last
+                    FROM ({rows}) r GROUP BY tbl
+                 ), c AS (
+                    SELECT tbl, sum(n)::int8 AS events,
+                           sum(coalesce(pg_column_size(row_new), 0)
+                               + coalesce(pg_column_size(row_old), 0))::int8 AS bytes
+                    FROM {log} GROUP BY tbl
+                 )
+                 SELECT f.tbl, f.key_columns, o.first, o.last,
+                        coalesce(c.events, 0), coalesce(c.bytes, 0)
+                 FROM {feeds} f LEFT JOIN o ON o.tbl = f.tbl LEFT JOIN c ON c.tbl = f.tbl
+                 ORDER BY f.tbl"
             ),
             &[],
         )
@@ -370,61 +535,99 @@ pub(crate) async fn list<P: Pool>(pool: &P, names: &Names) -> Result<Vec<FeedInf
         .collect()
 }
 
-/// Assigns offsets to the log rows of every transaction that committed
-/// before this statement's snapshot, in `id` order, continuing after the
-/// last offset assigned. Returns how many rows were stamped.
+/// Gives offsets to the changes of every transaction that committed since
+/// the last tick: in one statement (one snapshot), takes the log rows its
+/// snapshot sees and the previous tick's did not, numbers their images in
+/// id order after `last_pos`, records them as ticks of at most
+/// `TICK_EVENTS` events (id range, both snapshots, base offset) and
+/// advances the state. Returns the number of offsets given.
 ///
-/// Concurrent stampers (other processes) serialize on the state row: the
-/// second waits for the first to commit and then continues after its
-/// offsets; rows the first stamped meanwhile fail `pos IS NULL` on recheck
-/// and are skipped (the offsets it reserved for them stay unused, a gap).
-pub(crate) async fn stamp<E: Executor>(ex: &mut E, names: &Names) -> Result<u64> {
-    let sql = stamp_sql(names);
-    let mut total = 0;
-    loop {
-        let n = ex.execute(&sql, &[]).await?;
-        total += n;
-        if n < STAMP_BATCH as u64 {
-            return Ok(total);
+/// Ticks are serialized by the state row's `gen`: a tick whose snapshot
+/// predates another reader's tick updates nothing, inserts nothing, and is
+/// retried with a new snapshot, which sees the other tick (so every
+/// snapshot a tick starts from is contained in the one it ends with).
+///
+/// Rows are searched above `floor`, an id below which every row is
+/// visible: the `top` (largest id it saw) of the latest tick whose
+/// `horizon` is at most the current snapshot's `xmin`. A tick's horizon is
+/// its own transaction id, assigned after its snapshot was taken; every
+/// transaction the current snapshot does not see has an id of at least
+/// `xmin`, so above the horizon, so it started after that tick's snapshot
+/// and took its log ids after every id that tick saw. (The snapshot's
+/// `xmax` is no such bound: a transaction already running when a snapshot is
+/// taken can have an id above its `xmax`, and log ids taken before it.)
+pub(crate) async fn tick<E: Executor>(ex: &mut E, names: &Names) -> Result<u64> {
+    let sql = tick_sql(names);
+    for _ in 0..TICK_ATTEMPTS {
+        let row = ex.query_one(&sql, &[]).await?;
+        let (chunks, updated, events) = (
+            row.try_get::<i64, _>(0)?,
+            row.try_get::<i64, _>(1)?,
+            row.try_get::<i64, _>(2)?,
+        );
+        if chunks == 0 || updated > 0 {
+            return Ok(u64::try_from(events).unwrap_or(0));
         }
+        tracing::trace!(target: "changefeed", "tick raced another reader's; retrying");
     }
+    // Nothing is lost: the changes get their offsets at the next tick.
+    Ok(0)
 }
 
-/// [`stamp`] on a session of its own.
-pub(crate) async fn stamp_pool<P: Pool>(pool: &P, names: &Names) -> Result<u64> {
-    let sql = stamp_sql(names);
-    let mut total = 0;
-    loop {
-        let n = pool.execute(&sql, &[]).await?;
-        total += n;
-        if n < STAMP_BATCH as u64 {
-            return Ok(total);
-        }
-    }
+/// [`tick`] on a session of its own.
+pub(crate) async fn tick_pool<P: Pool>(pool: &P, names: &Names) -> Result<u64> {
+    let mut client = pool.acquire().await?;
+    tick(&mut client, names).await
 }
 
-fn stamp_sql(names: &Names) -> String {
-    let Names { log, state, .. } = names;
-    // The ids travel as an array so that the update is a nested loop of
-    // primary-key lookups whatever the planner knows about the log (PGlite
-    // has no autovacuum, so no statistics).
+fn tick_sql(names: &Names) -> String {
+    let Names {
+        log, ticks, state, ..
+    } = names;
     format!(
-        "WITH todo AS (
-            SELECT coalesce(array_agg(id ORDER BY id), '{{}}') AS ids FROM (
-                SELECT id FROM {log} WHERE pos IS NULL ORDER BY id LIMIT {STAMP_BATCH}
-            ) b
-        ), st AS (
-            UPDATE {state} SET last_pos = last_pos + cardinality(todo.ids) FROM todo
-            WHERE cardinality(todo.ids) > 0
-            RETURNING last_pos - cardinality(todo.ids) AS base, todo.ids
+        "WITH st AS (
+            SELECT last_pos, snap, floor, top, gen FROM {state} LIMIT 1
+        ), cur AS (
+            SELECT txid_current_snapshot() AS snap
+        ), fresh AS (
+            SELECT l.id, l.n, sum(l.n) OVER (ORDER BY l.id) AS acc
+            FROM {log} l
+            WHERE l.id > (SELECT floor FROM st) AND l.id < {NO_ID}
+              AND NOT txid_visible_in_snapshot(l.txid, (SELECT snap FROM st))
+        ), chunks AS (
+            SELECT min(id) AS lo, max(id) AS hi, max(acc) AS acc, sum(n) AS n
+            FROM fresh GROUP BY (acc - n) / {TICK_EVENTS}
+        ), next AS (
+            SELECT greatest(st.top, (SELECT max(hi) FROM chunks)) AS top,
+                   st.last_pos + (SELECT coalesce(max(acc), 0) FROM chunks) AS last_pos
+            FROM st
+        ), upd AS (
+            UPDATE {state} s SET
+                last_pos = next.last_pos,
+                snap = cur.snap,
+                top = next.top,
+                floor = greatest(
+                    st.floor,
+                    (SELECT t.top FROM {ticks} t
+                     WHERE t.horizon <= txid_snapshot_xmin(cur.snap)
+                     ORDER BY t.horizon DESC, t.top DESC LIMIT 1)),
+                gen = st.gen + 1
+            FROM st, cur, next
+            WHERE s.gen = st.gen AND EXISTS (SELECT 1 FROM chunks)
+            RETURNING st.last_pos AS base, s.gen, s.top, st.snap AS prev, cur.snap AS cur
+        ), ins AS (
+            INSERT INTO {ticks} (base, span, gen, lo, hi, prev, cur, horizon, top)
+            SELECT upd.base + c.acc - c.n, c.n, upd.gen, c.lo, c.hi, upd.prev, upd.cur,
+                   txid_current(), upd.top
+            FROM upd, chunks c
+            RETURNING span
         )
-        UPDATE {log} l SET pos = st.base + u.rn
-        FROM st, unnest(st.ids) WITH ORDINALITY AS u(id, rn)
-        WHERE l.id = u.id AND l.pos IS NULL"
+        SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM upd),
+               (SELECT coalesce(sum(span), 0) FROM ins)::int8"
     )
 }
 
-/// `(last offset assigned, offsets pruned through)`.
+/// `(last offset given, offsets pruned through)`.
 pub(crate) async fn positions<P: Pool>(pool: &P, names: &Names) -> Result<(i64, i64)> {
     let row = pool
         .query_one(
@@ -439,22 +642,29 @@ pub(crate) async fn positions<P: Pool>(pool: &P, names: &Names) -> Result<(i64, 
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) rows: Vec<LogRow>,
-    /// Every offset up to this one has been read (when the batch was not
-    /// cut by the limit: the last offset assigned at the snapshot).
+    /// Every offset up to this one has been read.
     pub(crate) through: i64,
+    /// Whether offsets were given beyond `through` (the batch was cut short).
+    pub(crate) more: bool,
     pub(crate) pruned_through: i64,
 }
 
-fn json_row(v: Option<Json>, what: &str) -> Result<Option<JsonRow>> {
-    match v {
+/// The `i`th row image of a log row's array of images.
+fn image(images: &Option<Json>, i: usize, what: &str) -> Result<Option<JsonRow>> {
+    match images {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::Object(m)) => Ok(Some(m)),
-        Some(other) => Err(Error::Corrupt(format!("{what} is not an object: {other}"))),
+        Some(Json::Array(items)) => match items.get(i) {
+            Some(Json::Object(m)) => Ok(Some(m.clone())),
+            other => Err(Error::Corrupt(format!(
+                "{what}[{i}] is not a row image: {other:?}"
+            ))),
+        },
+        Some(other) => Err(Error::Corrupt(format!("{what} is not an array: {other}"))),
     }
 }
 
-/// Reads up to `limit` log rows with offsets above `after`, of `table` only
-/// if given, in offset order.
+/// Reads the changes with offsets above `after` (of `table` only if given)
+/// in offset order: whole ticks, about `limit` offsets' worth.
 pub(crate) async fn read<P: Pool>(
     pool: &P,
     names: &Names,
@@ -462,57 +672,87 @@ pub(crate) async fn read<P: Pool>(
     table: Option<&str>,
     limit: i64,
 ) -> Result<Batch> {
-    let Names { log, state, .. } = names;
-    let sql = format!(
-        "SELECT s.last_pos, s.pruned_through, l.pos, l.tbl, l.op, l.row_new, l.row_old, l.lim
-         FROM {state} s LEFT JOIN LATERAL (
-             SELECT pos, tbl, op, row_new, row_old, count(*) OVER () AS lim FROM (
-                 SELECT pos, tbl, op, row_new, row_old FROM {log}
-                 WHERE pos > $1 AND ($2::text IS NULL OR tbl = $2)
-                 ORDER BY pos LIMIT $3
-             ) x
-         ) l ON true
-         ORDER BY l.pos"
-    );
-    let rows = pool
+    let sql = read_sql(names);
+    let result = pool
         .query(
             &sql,
             &[Value::from(after), Value::from(table), Value::from(limit)],
         )
         .await?;
     let mut batch = Batch {
-        rows: Vec::with_capacity(rows.len()),
+        rows: Vec::new(),
         through: after,
+        more: false,
         pruned_through: 0,
     };
     let mut last_pos = after;
-    let mut full = false;
-    for r in &rows {
+    let mut tick_end = None;
+    for r in &result {
         last_pos = r.try_get(0)?;
         batch.pruned_through = r.try_get(1)?;
-        let Some(pos) = r.try_get::<Option<i64>, _>(2)? else {
+        tick_end = r.try_get::<Option<i64>, _>(2)?;
+        let Some(pos_end) = r.try_get::<Option<i64>, _>(3)? else {
             continue;
         };
-        full = r.try_get::<i64, _>(7)? >= limit;
-        let op = match r.try_get::<String, _>(4)?.as_str() {
+        let n = r.try_get::<i32, _>(4)?;
+        let table: String = r.try_get(5)?;
+        let op = match r.try_get::<String, _>(6)?.as_str() {
             "I" => Op::Insert,
             "U" => Op::Update,
             "D" => Op::Delete,
             other => return Err(Error::Corrupt(format!("operation {other:?}"))),
         };
-        batch.rows.push(LogRow {
-            pos,
-            table: r.try_get(3)?,
-            op,
-            new: json_row(r.try_get(5)?, "row_new")?,
-            old: json_row(r.try_get(6)?, "row_old")?,
-        });
+        let (new, old) = (
+            r.try_get::<Option<Json>, _>(7)?,
+            r.try_get::<Option<Json>, _>(8)?,
+        );
+        let first = pos_end - i64::from(n) + 1;
+        for i in 0..usize::try_from(n).unwrap_or(0) {
+            let pos = first + i as i64;
+            if pos <= after {
+                continue;
+            }
+            batch.rows.push(LogRow {
+                pos,
+                table: table.clone(),
+                op,
+                new: image(&new, i, "row_new")?,
+                old: image(&old, i, "row_old")?,
+            });
+        }
     }
-    batch.through = match batch.rows.last() {
-        Some(last) if full => last.pos,
-        _ => last_pos.max(after),
-    };
+    batch.through = tick_end.unwrap_or(last_pos).max(after);
+    batch.more = batch.through < last_pos;
     Ok(batch)
+}
+
+/// The statement behind [`read`]: `$1` the offset to read after, `$2` the
+/// table or NULL, `$3` about how many offsets.
+fn read_sql(names: &Names) -> String {
+    let Names {
+        log, ticks, state, ..
+    } = names;
+    let window = format!(
+        "SELECT base, span, lo, hi, prev, cur FROM (
+             SELECT *, sum(span) OVER (ORDER BY base) - span AS before FROM (
+                 SELECT base, span, lo, hi, prev, cur FROM {ticks}
+                 WHERE base >= coalesce((SELECT max(base) FROM {ticks} WHERE base <= $1), 0)
+                   AND base + span > $1
+                 ORDER BY base LIMIT 1000
+             ) t0
+         ) t1 WHERE before < $3"
+    );
+    let rows = tick_rows_sql(log, &window);
+    // The end of the last tick read says how far the batch got even when
+    // the table filter leaves no row.
+    format!(
+        "WITH r AS ({rows})
+         SELECT s.last_pos, s.pruned_through, e.tick_end, x.pos_end, x.n, x.tbl, x.op, x.row_new, x.row_old
+         FROM (SELECT last_pos, pruned_through FROM {state} LIMIT 1) s
+         LEFT JOIN (SELECT max(tick_end) AS tick_end FROM r) e ON true
+         LEFT JOIN r x ON x.pos_end > $1 AND ($2::text IS NULL OR x.tbl = $2)
+         ORDER BY x.pos_end"
+    )
 }
 
 /// How much of the log to keep.
@@ -544,38 +784,72 @@ impl Retention {
     }
 }
 
-/// Deletes a prefix (in offset order) of the stamped log as `retention`
-/// allows and records how far it went. Returns the rows deleted.
+/// Deletes a prefix (in offset order) of the changes with offsets as
+/// `retention` allows, whole log rows at a time, and records how far it
+/// went. Returns the changes deleted.
 pub(crate) async fn prune<P: Pool>(pool: &P, names: &Names, retention: Retention) -> Result<u64> {
     if retention.max_age.is_none() && retention.max_rows.is_none() {
         return Ok(0);
     }
-    // Only stamped rows are ever pruned: stamp first so that old committed
+    // Only changes with offsets are pruned: tick first so that old committed
     // changes are not kept forever just because nobody read them yet.
-    stamp_pool(pool, names).await?;
-    let Names { log, state, .. } = names;
+    tick_pool(pool, names).await?;
+    let Names {
+        log, ticks, state, ..
+    } = names;
     let max_rows = retention
         .max_rows
         .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let max_age = retention.max_age.map(|d| d.as_secs_f64());
-    let sql = format!(
-        "WITH cut AS (
-            SELECT greatest(
-                (SELECT pos FROM {log} WHERE pos IS NOT NULL AND $1::int8 IS NOT NULL
-                 ORDER BY pos DESC OFFSET $1::int8 LIMIT 1),
-                (SELECT max(pos) FROM {log} WHERE pos IS NOT NULL AND $2::float8 IS NOT NULL
-                 AND changed_at < now() - make_interval(secs => $2::float8))
-            ) AS through
-        ), del AS (
-            DELETE FROM {log} WHERE pos <= (SELECT through FROM cut) RETURNING pos
-        ), st AS (
-            UPDATE {state} SET pruned_through = greatest(pruned_through, (SELECT through FROM cut))
-            WHERE (SELECT through FROM cut) IS NOT NULL
+    let mut client = pool.acquire().await?;
+    let mut tx = client.begin().await?;
+    let cut = tx
+        .query_one(
+            &format!(
+                "SELECT greatest(
+                    (SELECT last_pos - $1::int8 FROM {state} WHERE $1::int8 IS NOT NULL),
+                    (SELECT max(base + span) FROM {ticks}
+                     WHERE $2::float8 IS NOT NULL AND at < now() - make_interval(secs => $2::float8))
+                 )"
+            ),
+            &[Value::from(max_rows), Value::from(max_age)],
         )
-        SELECT count(*) FROM del"
-    );
-    let row = pool
-        .query_one(&sql, &[Value::from(max_rows), Value::from(max_age)])
+        .await?
+        .try_get::<Option<i64>, _>(0)?;
+    let Some(cut) = cut else {
+        return Ok(0);
+    };
+    let below = format!("SELECT base, span, lo, hi, prev, cur FROM {ticks} WHERE base < $1");
+    let rows = tick_rows_sql(log, &below);
+    let row = tx
+        .query_one(
+            &format!(
+                "WITH gone AS (SELECT id, n, pos_end FROM ({rows}) r WHERE pos_end <= $1),
+                 del AS (DELETE FROM {log} l USING gone WHERE l.id = gone.id RETURNING gone.n, gone.pos_end)
+                 SELECT coalesce(sum(n), 0)::int8, max(pos_end) FROM del"
+            ),
+            &[Value::from(cut)],
+        )
         .await?;
-    Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+    let (deleted, through) = (row.try_get::<i64, _>(0)?, row.try_get::<Option<i64>, _>(1)?);
+    let Some(through) = through else {
+        return Ok(0);
+    };
+    // Ticks below the cut go; the one it falls in keeps its remaining rows,
+    // numbered from the cut.
+    tx.batch_execute(&format!(
+        "DELETE FROM {ticks} WHERE base + span <= {through};
+         UPDATE {ticks} SET span = base + span - {through}, base = {through}
+         WHERE base < {through} AND base + span > {through};
+         UPDATE {state} SET pruned_through = greatest(pruned_through, {through})"
+    ))
+    .await?;
+    tx.commit().await?;
+    drop(client);
+    if pool.backend() == BackendKind::Pglite {
+        // PGlite has no autovacuum.
+        pool.batch_execute(&format!("VACUUM {log}, {ticks}"))
+            .await?;
+    }
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }

@@ -224,6 +224,116 @@ async fn multi_row_statements_give_one_event_per_row() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_statement_arrives_whole_and_can_be_resumed_inside() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    let (start, _) = feed.positions().await.unwrap();
+    // More rows than one log row holds (1,000): the statement is logged in
+    // chunks, and more events than one tick holds.
+    db.pool
+        .execute(
+            "INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 2500) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    db.pool
+        .execute("DELETE FROM items WHERE id <= 1200", &[])
+        .await
+        .unwrap();
+    let query = || Query::table("items").columns(["n"]);
+    let mut sub = feed
+        .subscribe(query(), Start::AfterOffset(start))
+        .await
+        .unwrap();
+    let mut offsets = Vec::new();
+    let mut inserted = Vec::new();
+    let mut deleted = Vec::new();
+    for _ in 0..3700 {
+        let event = next(&mut sub).await;
+        offsets.push(event.offset().unwrap());
+        match event {
+            Event::Insert { row, .. } => inserted.push(row["id"].as_i64().unwrap()),
+            Event::Delete { key, .. } => deleted.push(key["id"].as_i64().unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    quiet(&mut sub).await;
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    inserted.sort_unstable();
+    deleted.sort_unstable();
+    assert_eq!(inserted, (1..=2500).collect::<Vec<_>>());
+    assert_eq!(deleted, (1..=1200).collect::<Vec<_>>());
+    // Resuming after an offset in the middle of a statement (and of one of
+    // its log rows) delivers exactly the rest.
+    for cut in [1233, 2500, 3000] {
+        let mut rest = feed
+            .subscribe(query(), Start::AfterOffset(offsets[cut]))
+            .await
+            .unwrap();
+        for &offset in &offsets[cut + 1..] {
+            assert_eq!(next(&mut rest).await.offset(), Some(offset));
+        }
+        quiet(&mut rest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync() {
+    let db = TestDb::new().await;
+    // The tables as the first version of the crate left them, with two
+    // changes given offsets.
+    db.pool
+        .batch_execute(
+            "CREATE TABLE changefeed_log (id bigserial PRIMARY KEY, pos bigint, tbl text NOT NULL,
+                 op text NOT NULL, txid bigint NOT NULL, row_new jsonb, row_old jsonb,
+                 changed_at timestamptz NOT NULL DEFAULT now());
+             CREATE UNIQUE INDEX changefeed_log_pos ON changefeed_log (pos) WHERE pos IS NOT NULL;
+             CREATE INDEX changefeed_log_unstamped ON changefeed_log (id) WHERE pos IS NULL;
+             CREATE TABLE changefeed_state (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                 last_pos bigint NOT NULL DEFAULT 0, pruned_through bigint NOT NULL DEFAULT 0);
+             INSERT INTO changefeed_state (last_pos) VALUES (2);
+             CREATE TABLE changefeed_feeds (tbl text PRIMARY KEY, key_columns jsonb NOT NULL,
+                 enabled_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO changefeed_log (pos, tbl, op, txid, row_new)
+             VALUES (1, 'items', 'I', 1, '{\"id\": 1}'), (2, 'items', 'I', 1, '{\"id\": 2}')",
+        )
+        .await
+        .unwrap();
+    let feed = setup(&db).await;
+    let kept: i64 = db
+        .pool
+        .query_one("SELECT count(*) FROM changefeed_log_v1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 2);
+    assert_eq!(feed.positions().await.unwrap(), (2, 2));
+    match feed
+        .subscribe(Query::table("items"), Start::AfterOffset(1))
+        .await
+    {
+        Err(Error::ResyncRequired { pruned_before }) => assert_eq!(pruned_before, 3),
+        other => panic!("expected ResyncRequired, got {other:?}"),
+    }
+    db.pool
+        .execute("INSERT INTO items VALUES (7, 'ada', 7, NULL)", &params![])
+        .await
+        .unwrap();
+    let mut sub = feed
+        .subscribe(Query::table("items").columns(["n"]), Start::AfterOffset(2))
+        .await
+        .unwrap();
+    match next(&mut sub).await {
+        Event::Insert { offset, row } => {
+            assert_eq!(offset, 3);
+            assert_eq!(row, obj(json!({"id": 7, "n": 7})));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_entering_and_leaving_the_filter_are_inserts_and_deletes() {
     let db = TestDb::new().await;
     let feed = setup(&db).await;
@@ -543,17 +653,16 @@ async fn resuming_from_a_pruned_offset_is_an_explicit_error() {
     }
     let (last, pruned) = feed.positions().await.unwrap();
     assert_eq!(pruned, 0);
-    // Offsets increase but need not be dense (concurrent readers assigning
-    // them may leave gaps).
-    let offsets: Vec<i64> = db
-        .pool
-        .query("SELECT pos FROM changefeed_log ORDER BY pos", &[])
+    let mut all = feed
+        .subscribe(Query::table("items"), Start::AfterOffset(0))
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(offsets.len(), 10);
+        .unwrap();
+    let mut offsets = Vec::new();
+    for _ in 0..10 {
+        offsets.push(next(&mut all).await.offset().unwrap());
+    }
+    drop(all);
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     assert!(offsets[9] <= last);
     assert_eq!(
         feed.prune_with(Retention::unlimited().max_rows(4))

@@ -1,0 +1,114 @@
+//! `cocalc-db feed enable|list|disable` and `cocalc-db watch` on the
+//! embedded backend: messages, JSON output, flushed event lines, a clear
+//! failure without a feed, and a clean exit on SIGTERM. (Live changes from
+//! other processes need a server; the conformance suite covers them.)
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{on_dir as cocalc_db, run};
+use serde_json::{Value as Json, json};
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = run(cocalc_db(dir).args(args));
+    assert_eq!(code, 0, "{args:?}: {out}{err}");
+    out
+}
+
+#[test]
+fn enable_list_watch_a_snapshot_and_stop_on_sigterm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("db");
+    ok(
+        &dir,
+        &[
+            "sql",
+            "CREATE TABLE items (id int8 PRIMARY KEY, owner text, n int8)",
+        ],
+    );
+    ok(
+        &dir,
+        &[
+            "sql",
+            "INSERT INTO items VALUES (1, 'ada', 10), (2, 'bob', 20), (3, 'ada', 30)",
+        ],
+    );
+
+    // Without a feed, watch says so and fails.
+    let (code, out, err) = run(cocalc_db(&dir).args(["watch", "items"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("no change feed is enabled on table \"items\""),
+        "{err}"
+    );
+
+    let out = ok(&dir, &["feed", "enable", "items"]);
+    assert_eq!(out, "enabled a change feed on items (key: id)\n");
+    let listed: Json =
+        serde_json::from_str(&ok(&dir, &["feed", "list", "--json"])).expect("list JSON");
+    assert_eq!(listed[0]["table"], json!("items"));
+    assert_eq!(listed[0]["key_columns"], json!(["id"]));
+    assert_eq!(listed[0]["log_rows"], json!(0));
+
+    // A filtered snapshot, one flushed JSON line per event, then live until
+    // SIGTERM.
+    let mut child = cocalc_db(&dir)
+        .args([
+            "watch",
+            "items",
+            "--from",
+            "snapshot",
+            "--columns",
+            "n",
+            "--where",
+            "owner = 'ada'",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut events = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let event: Json = serde_json::from_str(&line.expect("line")).expect("event JSON");
+        let end = event["kind"] == json!("snapshot_end");
+        events.push(event);
+        if end {
+            break;
+        }
+    }
+    let mut rows: Vec<Json> = events[..events.len() - 1].to_vec();
+    rows.sort_by_key(|e| e["id"].as_i64());
+    assert_eq!(
+        rows,
+        vec![
+            json!({"kind": "snapshot_row", "id": 1, "n": 10}),
+            json!({"kind": "snapshot_row", "id": 3, "n": 30}),
+        ]
+    );
+    assert!(events[events.len() - 1]["offset"].is_i64(), "{events:?}");
+
+    let started = Instant::now();
+    let (code, _, err) = run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    assert_eq!(code, 0, "{err}");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "watch did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+
+    // The directory was closed cleanly: the next command opens it.
+    let out = ok(&dir, &["feed", "disable", "items"]);
+    assert_eq!(out, "disabled the change feed on items\n");
+    assert_eq!(ok(&dir, &["feed", "list"]), "no change feeds\n");
+}
