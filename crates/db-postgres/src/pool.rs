@@ -21,6 +21,8 @@ use crate::lock::PgAdvisoryLock;
 
 /// Events each subscriber may have buffered before it is told it lagged.
 const LISTEN_BUFFER: usize = 1024;
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
 
 /// A pool of connections to a PostgreSQL server; cheap to clone (all clones
 /// share one pool).
@@ -122,6 +124,20 @@ impl PgPool {
         let pool = PgPoolOptions::new()
             .max_connections(config.postgres.max_connections.max(1))
             .min_connections(0)
+            // sqlx pings every connection it hands out: a round trip per
+            // statement, a third of a local autocommit INSERT. Only a
+            // connection idle long enough for a server, proxy or firewall to
+            // have dropped it is checked (the pattern sqlx documents); a
+            // broken busy one fails its statement and is replaced.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options.clone());
         let listen_pool = PgPoolOptions::new()
