@@ -298,6 +298,7 @@ impl<P: Pool> Feed<P> {
 
     /// Subscribes to the changes of `query.table`, which needs an enabled
     /// feed ([`Error::NotEnabled`] otherwise).
+    #[tracing::instrument(name = "changefeed.subscribe", level = "debug", skip_all, fields(table = %query.table, ?start))]
     pub async fn subscribe(&self, query: Query, start: Start) -> Result<Subscription> {
         let inner = &self.inner;
         if inner.hub().closed {
@@ -639,6 +640,7 @@ async fn run<P: Pool>(inner: Arc<Inner<P>>, stream: db_core::NotificationStream)
 
 /// Gives offsets to newly committed changes and fans out everything after
 /// the poller's position. Returns how many offsets it gave.
+#[tracing::instrument(name = "changefeed.poll", level = "debug", skip_all, fields(schema = %inner.names.schema))]
 async fn poll<P: Pool>(inner: &Inner<P>) -> Result<u64> {
     let ticked = schema::tick_pool(&inner.pool, &inner.names).await?;
     loop {

@@ -386,6 +386,7 @@ async fn key_columns<E: Executor>(ex: &mut E, names: &Names, table: &str) -> Res
 }
 
 /// Installs the trigger on `table` (once) and registers the feed.
+#[tracing::instrument(name = "changefeed.enable", level = "info", skip_all, fields(schema = %names.schema, table))]
 pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Result<Vec<String>> {
     locked!(pool, async {
         let mut c = pool.acquire().await?;
@@ -424,6 +425,7 @@ pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Res
 
 /// Removes the trigger from `table`, and the function once no feed uses it.
 /// Returns whether a feed was enabled.
+#[tracing::instrument(name = "changefeed.disable", level = "info", skip_all, fields(schema = %names.schema, table))]
 pub(crate) async fn disable<P: Pool>(pool: &P, names: &Names, table: &str) -> Result<bool> {
     locked!(pool, async {
         let mut c = pool.acquire().await?;
@@ -556,6 +558,7 @@ pub(crate) async fn list<P: Pool>(pool: &P, names: &Names) -> Result<Vec<FeedInf
 /// and took its log ids after every id that tick saw. (The snapshot's
 /// `xmax` is no such bound: a transaction already running when a snapshot is
 /// taken can have an id above its `xmax`, and log ids taken before it.)
+#[tracing::instrument(name = "changefeed.tick", level = "debug", skip_all, fields(schema = %names.schema, events = tracing::field::Empty))]
 pub(crate) async fn tick<E: Executor>(ex: &mut E, names: &Names) -> Result<u64> {
     let sql = tick_sql(names);
     for _ in 0..TICK_ATTEMPTS {
@@ -566,6 +569,7 @@ pub(crate) async fn tick<E: Executor>(ex: &mut E, names: &Names) -> Result<u64> 
             row.try_get::<i64, _>(2)?,
         );
         if chunks == 0 || updated > 0 {
+            tracing::Span::current().record("events", events);
             return Ok(u64::try_from(events).unwrap_or(0));
         }
         tracing::trace!(target: "changefeed", "tick raced another reader's; retrying");
@@ -665,6 +669,7 @@ fn image(images: &Option<Json>, i: usize, what: &str) -> Result<Option<JsonRow>>
 
 /// Reads the changes with offsets above `after` (of `table` only if given)
 /// in offset order: whole ticks, about `limit` offsets' worth.
+#[tracing::instrument(name = "changefeed.read", level = "debug", skip_all, fields(schema = %names.schema, after, table, events = tracing::field::Empty))]
 pub(crate) async fn read<P: Pool>(
     pool: &P,
     names: &Names,
@@ -721,6 +726,7 @@ pub(crate) async fn read<P: Pool>(
             });
         }
     }
+    tracing::Span::current().record("events", batch.rows.len());
     batch.through = tick_end.unwrap_or(last_pos).max(after);
     batch.more = batch.through < last_pos;
     Ok(batch)
@@ -787,6 +793,7 @@ impl Retention {
 /// Deletes a prefix (in offset order) of the changes with offsets as
 /// `retention` allows, whole log rows at a time, and records how far it
 /// went. Returns the changes deleted.
+#[tracing::instrument(name = "changefeed.prune", level = "info", skip_all, fields(schema = %names.schema, ?retention))]
 pub(crate) async fn prune<P: Pool>(pool: &P, names: &Names, retention: Retention) -> Result<u64> {
     if retention.max_age.is_none() && retention.max_rows.is_none() {
         return Ok(0);
