@@ -27,7 +27,7 @@
 //! send `pg_notify('changefeed', <table name>)`. Inserts and deletes are
 //! captured per statement from its transition table: one log row holds the
 //! images of up to 1,000 rows (and about 16 MB), so a statement costs one
-//! log row, one index entry and one notification however many rows it
+//! log row, two index entries and one notification however many rows it
 //! touches. Updates are captured per row, so that each new image is paired
 //! with its old one even when keys change. The notification carries no row
 //! data, so a row of any size never fails the writer; it is only a nudge.
@@ -59,10 +59,11 @@
 //!   ticks above its cursor and moves the cursor to the end of the last tick
 //!   it read, in one snapshot, never skips an offset and never reads one
 //!   twice.
-//! - A tick searches the log above a *floor*, an id below which every row is
-//!   visible; the floor follows the ticks whose own transaction id is below
-//!   every transaction still running, so a transaction held open for long
-//!   makes ticks scan more of the log, but never lose a row.
+//! - A tick finds the changes the previous one did not see by index: the
+//!   log rows above the largest id it saw, and those of the transactions
+//!   that were running when its snapshot was taken (by `txid`). So a tick
+//!   costs what is new, however big the log and however long a transaction
+//!   stays open.
 //! - Order: offsets follow visibility order, which is commit order as every
 //!   observer sees it, at the granularity of one tick; within a tick, `id`
 //!   order. Two changes to the same row are always in commit order, because

@@ -33,7 +33,7 @@ const CHUNK_BYTES: i64 = 16 << 20;
 /// Events per tick at most (beyond one log row), so that a reader resuming
 /// in the middle of a tick reads a bounded part of the log to find its place.
 const TICK_EVENTS: i64 = 1_000;
-/// An id larger than any: bounding the scan above the floor on both sides
+/// An id larger than any: bounding the scan above `top` on both sides
 /// makes it a range, which planners estimate as selective (1/200) where a
 /// one-sided bound counts as a third of the log, so that the log's primary
 /// key is used even on PGlite, which never gathers statistics.
@@ -74,8 +74,8 @@ impl Names {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(name))
     }
 
-    /// The log. Writers only append to it (one index, on an increasing id);
-    /// readers never rewrite its rows: ticks say which rows became visible
+    /// The log. Writers only append to it (indexed by its increasing id and,
+    /// in [`Names::meta_ddl`], by transaction); readers never rewrite its rows: ticks say which rows became visible
     /// between two snapshots and which offsets they take. Row images are
     /// stored uncompressed: compressing a statement's images costs the writer
     /// more than the bytes save.
@@ -96,9 +96,11 @@ impl Names {
         )
     }
 
-    /// The ticks, the state and the feeds (idempotent).
+    /// The log's transaction index, the ticks, the state and the feeds
+    /// (idempotent).
     fn meta_ddl(&self) -> String {
         let Names {
+            log,
             ticks,
             state,
             feeds,
@@ -113,20 +115,18 @@ impl Names {
                 hi bigint NOT NULL,
                 prev txid_snapshot NOT NULL,
                 cur txid_snapshot NOT NULL,
-                horizon bigint NOT NULL,
-                top bigint NOT NULL,
                 at timestamptz NOT NULL DEFAULT now()
             );
-            CREATE INDEX IF NOT EXISTS changefeed_ticks_horizon ON {ticks} (horizon, top);
             CREATE TABLE IF NOT EXISTS {state} (
                 singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
                 last_pos bigint NOT NULL DEFAULT 0,
                 pruned_through bigint NOT NULL DEFAULT 0
             );
+            CREATE INDEX IF NOT EXISTS changefeed_log_txid ON {log} (txid);
             ALTER TABLE {state}
                 ADD COLUMN IF NOT EXISTS snap txid_snapshot NOT NULL DEFAULT '1:1:',
-                ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
                 ADD COLUMN IF NOT EXISTS top bigint NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS horizon bigint NOT NULL DEFAULT 0,
                 ADD COLUMN IF NOT EXISTS gen bigint NOT NULL DEFAULT 0;
             INSERT INTO {state} DEFAULT VALUES ON CONFLICT DO NOTHING;
             CREATE TABLE IF NOT EXISTS {feeds} (
@@ -163,7 +163,7 @@ impl Names {
         let (insert_one, insert_chunked) = capture_sql(log, 'I', "row_new", NEW_ROWS);
         let (delete_one, delete_chunked) = capture_sql(log, 'D', "row_old", OLD_ROWS);
         // Inserts and deletes are captured once per statement from its
-        // transition table: one log row (one index entry, one notification)
+        // transition table: one log row (two index entries, one notification)
         // per statement of up to CHUNK_ROWS rows, where a row trigger would
         // pay for all of it per row. The common case is one INSERT; only a
         // statement too big for one log row runs the chunking one. Updates
@@ -298,8 +298,9 @@ pub(crate) async fn current_schema<P: Pool>(pool: &P) -> Result<String> {
 const LAYOUT_SQL: &str = "SELECT to_regclass($1) IS NOT NULL
         AND to_regclass($2) IS NOT NULL
         AND to_regclass($4) IS NOT NULL
+        AND to_regclass($5) IS NOT NULL
         AND EXISTS (SELECT 1 FROM pg_attribute
-                    WHERE attrelid = to_regclass($3) AND attname = 'gen' AND NOT attisdropped)
+                    WHERE attrelid = to_regclass($3) AND attname = 'horizon' AND NOT attisdropped)
         AND NOT EXISTS (SELECT 1 FROM pg_attribute
                         WHERE attrelid = to_regclass($1) AND attname = 'pos' AND NOT attisdropped),
     to_regclass($1) IS NOT NULL,
@@ -315,6 +316,7 @@ async fn layout<E: Executor>(ex: &mut E, names: &Names) -> Result<(bool, bool, b
                 Value::from(names.ticks.as_str()),
                 Value::from(names.state.as_str()),
                 Value::from(names.feeds.as_str()),
+                Value::from(names.in_schema("changefeed_log_txid")),
             ],
         )
         .await?;
@@ -549,15 +551,6 @@ pub(crate) async fn list<P: Pool>(pool: &P, names: &Names) -> Result<Vec<FeedInf
 /// retried with a new snapshot, which sees the other tick (so every
 /// snapshot a tick starts from is contained in the one it ends with).
 ///
-/// Rows are searched above `floor`, an id below which every row is
-/// visible: the `top` (largest id it saw) of the latest tick whose
-/// `horizon` is at most the current snapshot's `xmin`. A tick's horizon is
-/// its own transaction id, assigned after its snapshot was taken; every
-/// transaction the current snapshot does not see has an id of at least
-/// `xmin`, so above the horizon, so it started after that tick's snapshot
-/// and took its log ids after every id that tick saw. (The snapshot's
-/// `xmax` is no such bound: a transaction already running when a snapshot is
-/// taken can have an id above its `xmax`, and log ids taken before it.)
 #[tracing::instrument(name = "changefeed.tick", level = "debug", skip_all, fields(schema = %names.schema, events = tracing::field::Empty))]
 pub(crate) async fn tick<E: Executor>(ex: &mut E, names: &Names) -> Result<u64> {
     let sql = tick_sql(names);
@@ -588,41 +581,49 @@ fn tick_sql(names: &Names) -> String {
     let Names {
         log, ticks, state, ..
     } = names;
+    // The changes the previous tick's snapshot did not see are the rows
+    // above its `top` (the largest id it saw) and the rows of the
+    // transactions running when it was taken: those in its `xip` list and
+    // those from its `xmax` up to the `horizon`, the previous tick's own
+    // transaction id, assigned after its snapshot. Each branch is an index
+    // lookup (the id range bounded on both sides, so that planners without
+    // statistics estimate it as selective), whatever the log's size and
+    // however long a transaction stays open.
     format!(
         "WITH st AS (
-            SELECT last_pos, snap, floor, top, gen FROM {state} LIMIT 1
+            SELECT last_pos, snap, top, horizon, gen FROM {state} LIMIT 1
         ), cur AS (
             SELECT txid_current_snapshot() AS snap
         ), fresh AS (
-            SELECT l.id, l.n, sum(l.n) OVER (ORDER BY l.id) AS acc
-            FROM {log} l
-            WHERE l.id > (SELECT floor FROM st) AND l.id < {NO_ID}
-              AND NOT txid_visible_in_snapshot(l.txid, (SELECT snap FROM st))
+            SELECT id, n, sum(n) OVER (ORDER BY id) AS acc FROM (
+                SELECT l.id, l.n FROM {log} l
+                WHERE l.id > (SELECT top FROM st) AND l.id < {NO_ID}
+                UNION ALL
+                SELECT l.id, l.n FROM {log} l
+                WHERE l.txid = ANY (ARRAY(SELECT txid_snapshot_xip(snap) FROM st))
+                  AND l.id <= (SELECT top FROM st)
+                UNION ALL
+                SELECT l.id, l.n FROM {log} l
+                WHERE l.txid >= (SELECT txid_snapshot_xmax(snap) FROM st)
+                  AND l.txid < (SELECT horizon FROM st)
+                  AND l.id <= (SELECT top FROM st)
+            ) f
         ), chunks AS (
             SELECT min(id) AS lo, max(id) AS hi, max(acc) AS acc, sum(n) AS n
             FROM fresh GROUP BY (acc - n) / {TICK_EVENTS}
-        ), next AS (
-            SELECT greatest(st.top, (SELECT max(hi) FROM chunks)) AS top,
-                   st.last_pos + (SELECT coalesce(max(acc), 0) FROM chunks) AS last_pos
-            FROM st
         ), upd AS (
             UPDATE {state} s SET
-                last_pos = next.last_pos,
+                last_pos = st.last_pos + (SELECT max(acc) FROM chunks),
                 snap = cur.snap,
-                top = next.top,
-                floor = greatest(
-                    st.floor,
-                    (SELECT t.top FROM {ticks} t
-                     WHERE t.horizon <= txid_snapshot_xmin(cur.snap)
-                     ORDER BY t.horizon DESC, t.top DESC LIMIT 1)),
+                top = greatest(st.top, (SELECT max(hi) FROM chunks)),
+                horizon = txid_current(),
                 gen = st.gen + 1
-            FROM st, cur, next
+            FROM st, cur
             WHERE s.gen = st.gen AND EXISTS (SELECT 1 FROM chunks)
-            RETURNING st.last_pos AS base, s.gen, s.top, st.snap AS prev, cur.snap AS cur
+            RETURNING st.last_pos AS base, s.gen, st.snap AS prev, cur.snap AS cur
         ), ins AS (
-            INSERT INTO {ticks} (base, span, gen, lo, hi, prev, cur, horizon, top)
-            SELECT upd.base + c.acc - c.n, c.n, upd.gen, c.lo, c.hi, upd.prev, upd.cur,
-                   txid_current(), upd.top
+            INSERT INTO {ticks} (base, span, gen, lo, hi, prev, cur)
+            SELECT upd.base + c.acc - c.n, c.n, upd.gen, c.lo, c.hi, upd.prev, upd.cur
             FROM upd, chunks c
             RETURNING span
         )
