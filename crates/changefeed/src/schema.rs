@@ -1,5 +1,5 @@
 //! The SQL side: the shared tables and trigger function, enabling and
-//! disabling feeds, stamping offsets, reading and pruning the log.
+//! disabling feeds, ticks (giving offsets), reading and pruning the log.
 
 use std::time::Duration;
 
@@ -66,19 +66,17 @@ impl Names {
         }
     }
 
-    pub(crate) fn table(&self, table: &str) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
-    }
-
-    fn in_schema(&self, name: &str) -> String {
+    /// `name` (a table, an index) qualified with the feed's schema.
+    pub(crate) fn table(&self, name: &str) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(name))
     }
 
     /// The log. Writers only append to it (indexed by its increasing id and,
-    /// in [`Names::meta_ddl`], by transaction); readers never rewrite its rows: ticks say which rows became visible
-    /// between two snapshots and which offsets they take. Row images are
-    /// stored uncompressed: compressing a statement's images costs the writer
-    /// more than the bytes save.
+    /// in [`Names::meta_ddl`], by transaction); readers never rewrite its
+    /// rows: ticks say which rows became visible between two snapshots and
+    /// which offsets they take. Row images are stored uncompressed:
+    /// compressing a statement's images costs the writer more than the bytes
+    /// save.
     fn log_ddl(&self) -> String {
         let log = &self.log;
         format!(
@@ -145,10 +143,10 @@ impl Names {
     fn upgrade_v1_ddl(&self) -> String {
         let Names { log, state, .. } = self;
         let old = quote_ident("changefeed_log_v1");
-        let pkey = self.in_schema("changefeed_log_pkey");
+        let pkey = self.table("changefeed_log_pkey");
         let old_pkey = quote_ident("changefeed_log_v1_pkey");
-        let pos = self.in_schema("changefeed_log_pos");
-        let unstamped = self.in_schema("changefeed_log_unstamped");
+        let pos = self.table("changefeed_log_pos");
+        let unstamped = self.table("changefeed_log_unstamped");
         format!(
             "ALTER TABLE {log} RENAME TO {old};
              ALTER INDEX {pkey} RENAME TO {old_pkey};
@@ -316,7 +314,7 @@ async fn layout<E: Executor>(ex: &mut E, names: &Names) -> Result<(bool, bool, b
                 Value::from(names.ticks.as_str()),
                 Value::from(names.state.as_str()),
                 Value::from(names.feeds.as_str()),
-                Value::from(names.in_schema("changefeed_log_txid")),
+                Value::from(names.table("changefeed_log_txid")),
             ],
         )
         .await?;
@@ -339,6 +337,11 @@ async fn install_base<E: Executor>(ex: &mut E, names: &Names) -> Result<()> {
         ex.batch_execute(&names.log_ddl()).await?;
     }
     ex.batch_execute(&names.meta_ddl()).await?;
+    if first_layout {
+        // The installed triggers call the function by name: it must write
+        // the new log before the first writer does.
+        ex.batch_execute(&names.function_ddl()).await?;
+    }
     Ok(())
 }
 

@@ -281,11 +281,12 @@ async fn a_big_statement_arrives_whole_and_can_be_resumed_inside() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync() {
     let db = TestDb::new().await;
-    // The tables as the first version of the crate left them, with two
-    // changes given offsets.
+    // The tables, function and trigger as the first version of the crate
+    // left them, with two changes given offsets.
     db.pool
         .batch_execute(
-            "CREATE TABLE changefeed_log (id bigserial PRIMARY KEY, pos bigint, tbl text NOT NULL,
+            "CREATE TABLE items (id int8 PRIMARY KEY, owner text, n int8, body text);
+             CREATE TABLE changefeed_log (id bigserial PRIMARY KEY, pos bigint, tbl text NOT NULL,
                  op text NOT NULL, txid bigint NOT NULL, row_new jsonb, row_old jsonb,
                  changed_at timestamptz NOT NULL DEFAULT now());
              CREATE UNIQUE INDEX changefeed_log_pos ON changefeed_log (pos) WHERE pos IS NOT NULL;
@@ -296,11 +297,22 @@ async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync()
              CREATE TABLE changefeed_feeds (tbl text PRIMARY KEY, key_columns jsonb NOT NULL,
                  enabled_at timestamptz NOT NULL DEFAULT now());
              INSERT INTO changefeed_log (pos, tbl, op, txid, row_new)
-             VALUES (1, 'items', 'I', 1, '{\"id\": 1}'), (2, 'items', 'I', 1, '{\"id\": 2}')",
+             VALUES (1, 'items', 'I', 1, '{\"id\": 1}'), (2, 'items', 'I', 1, '{\"id\": 2}');
+             CREATE FUNCTION changefeed_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO changefeed_log (tbl, op, txid, row_new)
+                 VALUES (TG_TABLE_NAME, 'I', txid_current(), to_jsonb(NEW));
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER changefeed_capture AFTER INSERT ON items
+             FOR EACH ROW EXECUTE FUNCTION changefeed_capture();
+             INSERT INTO changefeed_feeds VALUES ('items', '[\"id\"]')",
         )
         .await
         .unwrap();
-    let feed = setup(&db).await;
+    // Starting a reader moves the old log aside, and the old trigger now
+    // writes the new one: writers keep working before anyone enables again.
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
     let kept: i64 = db
         .pool
         .query_one("SELECT count(*) FROM changefeed_log_v1", &[])
@@ -328,6 +340,29 @@ async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync()
         Event::Insert { offset, row } => {
             assert_eq!(offset, 3);
             assert_eq!(row, obj(json!({"id": 7, "n": 7})));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Enabling again installs the current triggers in place of the old one.
+    feed.enable("items").await.unwrap();
+    let triggers: i64 = db
+        .pool
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 3);
+    db.pool
+        .execute("INSERT INTO items VALUES (8, 'ada', 8, NULL)", &params![])
+        .await
+        .unwrap();
+    match next(&mut sub).await {
+        Event::Insert { offset, row } => {
+            assert_eq!(offset, 4);
+            assert_eq!(row, obj(json!({"id": 8, "n": 8})));
         }
         other => panic!("unexpected {other:?}"),
     }
