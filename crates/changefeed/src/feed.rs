@@ -565,6 +565,7 @@ async fn run<P: Pool>(inner: Arc<Inner<P>>, stream: db_core::NotificationStream)
     // on a server, its listener session) once per commit.
     let mut stream = Some(stream);
     let mut busy = false;
+    let mut listen_failed = false;
     loop {
         if inner.stopped.load(Ordering::Acquire) {
             return;
@@ -573,13 +574,23 @@ async fn run<P: Pool>(inner: Arc<Inner<P>>, stream: db_core::NotificationStream)
             // Listening again before the next poll, which reads whatever was
             // committed while nobody listened.
             match inner.pool.listen(schema::CHANNEL).await {
-                Ok(s) => stream = Some(s),
+                Ok(s) => {
+                    if listen_failed {
+                        tracing::info!(target: "changefeed", "listening for changes again");
+                    }
+                    listen_failed = false;
+                    stream = Some(s);
+                }
                 Err(db_core::Error::Closed) => {
                     close_all(&inner, || Error::Closed);
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(target: "changefeed", error = %e, "listening for changes failed; polling");
+                    // Once per outage: it is retried every poll interval.
+                    if !listen_failed {
+                        tracing::warn!(target: "changefeed", error = %e, "listening for changes failed; polling every interval until it works");
+                    }
+                    listen_failed = true;
                 }
             }
         }
