@@ -63,7 +63,8 @@
 //!   log rows above the largest id it saw, and those of the transactions
 //!   that were running when its snapshot was taken (by `txid`). So a tick
 //!   costs what is new, however big the log and however long a transaction
-//!   stays open.
+//!   stays open (only that transaction's own rows are looked up again at
+//!   each tick until it ends).
 //! - Order: offsets follow visibility order, which is commit order as every
 //!   observer sees it, at the granularity of one tick; within a tick, `id`
 //!   order. Two changes to the same row are always in commit order, because
@@ -89,15 +90,15 @@
 //! number of subscriptions; it never holds a session while handing events
 //! out (on PGlite a held session blocks everyone). Each change is offered
 //! only to the subscriptions it can concern, found through an index of
-//! their `=` and `IN` filters, so a thousand subscriptions filtered by owner
-//! cost about what one does. A lone commit is read at once; a stream of
-//! commits is read on the poller's own clock (after a poll that found
-//! several changes it polls again 5 ms later, without listening, until a
-//! poll finds nothing), which leaves writers most of the database's time
-//! (on PGlite the poller shares the one backend with them) and spares
-//! everyone a wake-up per commit. A new or
-//! resuming subscription first catches up by reading the log itself, with
-//! backpressure, then joins the poller. The poller queues events into a
+//! their `=` and `IN` filters: a thousand subscriptions filtered by owner
+//! cost one read of the log, and each change costs only the subscriptions
+//! it concerns. A lone commit is read at once; a stream of commits is read
+//! on the poller's own clock (after a poll that found several changes it
+//! polls again 5 ms later, without listening, until a poll finds nothing),
+//! which leaves writers most of the database's time (on PGlite the poller
+//! shares the one backend with them) and spares everyone a wake-up per
+//! commit. A new or resuming subscription first catches up by reading the
+//! log itself, with backpressure, then joins the poller. The poller queues events into a
 //! bounded buffer per subscription; one that is full ends the subscription
 //! with [`Error::Lagged`] naming the last offset whose events were all
 //! queued, from which it can resume. Memory stays bounded.
