@@ -79,4 +79,13 @@ impl TestDb {
     pub fn backend(&self) -> BackendKind {
         self.pool.backend()
     }
+
+    /// Runs one statement without parameters on the pool; returns the rows
+    /// it affected and panics, naming the statement, if it fails.
+    pub async fn sql(&self, sql: &str) -> u64 {
+        match self.pool.execute(sql, &[]).await {
+            Ok(n) => n,
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
 }

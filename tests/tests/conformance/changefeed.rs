@@ -89,18 +89,10 @@ async fn insert_update_delete_in_order_with_offsets() {
         .subscribe(Query::table("items"), Start::Now)
         .await
         .unwrap();
-    db.pool
-        .execute("INSERT INTO items VALUES (1, 'ada', 1, 'x')", &[])
-        .await
-        .unwrap();
-    db.pool
-        .execute("UPDATE items SET n = 2, body = 'y' WHERE id = 1", &[])
-        .await
-        .unwrap();
-    db.pool
-        .execute("DELETE FROM items WHERE id = 1", &[])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items VALUES (1, 'ada', 1, 'x')").await;
+    db.sql("UPDATE items SET n = 2, body = 'y' WHERE id = 1")
+        .await;
+    db.sql("DELETE FROM items WHERE id = 1").await;
     let events = [
         next(&mut sub).await,
         next(&mut sub).await,
@@ -123,10 +115,7 @@ async fn insert_update_delete_in_order_with_offsets() {
         ]
     );
     // Tables without a feed say nothing.
-    db.pool
-        .execute("INSERT INTO other VALUES (1, 1)", &[])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO other VALUES (1, 1)").await;
     quiet(&mut sub).await;
     assert_eq!(sub.last_offset(), offsets[2]);
 }
@@ -147,13 +136,8 @@ async fn multi_row_statements_give_one_event_per_row() {
     let db = TestDb::new().await;
     let feed = setup(&db).await;
     // Columns named like the capture trigger's own names.
-    db.pool
-        .execute(
-            "CREATE TABLE odd (id int8 PRIMARY KEY, changefeed_txid int8, o text)",
-            &[],
-        )
-        .await
-        .unwrap();
+    db.sql("CREATE TABLE odd (id int8 PRIMARY KEY, changefeed_txid int8, o text)")
+        .await;
     feed.enable("odd").await.unwrap();
     let mut sub = feed
         .subscribe(Query::table("items"), Start::Now)
@@ -230,17 +214,9 @@ async fn a_big_statement_arrives_whole_and_can_be_resumed_inside() {
     let (start, _) = feed.positions().await.unwrap();
     // More rows than one log row holds (1,000): the statement is logged in
     // chunks, and more events than one tick holds.
-    db.pool
-        .execute(
-            "INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 2500) g",
-            &[],
-        )
-        .await
-        .unwrap();
-    db.pool
-        .execute("DELETE FROM items WHERE id <= 1200", &[])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 2500) g")
+        .await;
+    db.sql("DELETE FROM items WHERE id <= 1200").await;
     let query = || Query::table("items").columns(["n"]);
     let mut sub = feed
         .subscribe(query(), Start::AfterOffset(start))
@@ -328,10 +304,7 @@ async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync()
         Err(Error::ResyncRequired { pruned_before }) => assert_eq!(pruned_before, 3),
         other => panic!("expected ResyncRequired, got {other:?}"),
     }
-    db.pool
-        .execute("INSERT INTO items VALUES (7, 'ada', 7, NULL)", &params![])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items VALUES (7, 'ada', 7, NULL)").await;
     let mut sub = feed
         .subscribe(Query::table("items").columns(["n"]), Start::AfterOffset(2))
         .await
@@ -355,10 +328,7 @@ async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync()
         .unwrap()
         .get(0);
     assert_eq!(triggers, 3);
-    db.pool
-        .execute("INSERT INTO items VALUES (8, 'ada', 8, NULL)", &params![])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items VALUES (8, 'ada', 8, NULL)").await;
     match next(&mut sub).await {
         Event::Insert { offset, row } => {
             assert_eq!(offset, 4);
@@ -494,10 +464,8 @@ async fn rolled_back_changes_produce_nothing() {
         // Dropped without commit: rolled back.
     }
     drop(c);
-    db.pool
-        .execute("INSERT INTO items VALUES (5, 'ada', 5, 'last')", &[])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items VALUES (5, 'ada', 5, 'last')")
+        .await;
     let got = [next(&mut sub).await, next(&mut sub).await].map(stripped);
     assert_eq!(
         got,
@@ -525,10 +493,8 @@ async fn a_one_mib_row_does_not_fail_the_writer() {
         )
         .await
         .unwrap();
-    db.pool
-        .execute("UPDATE items SET body = body || 'x' WHERE id = 1", &[])
-        .await
-        .unwrap();
+    db.sql("UPDATE items SET body = body || 'x' WHERE id = 1")
+        .await;
     match next(&mut sub).await {
         Event::Insert { row, .. } => assert_eq!(row["body"].as_str(), Some(body.as_str())),
         other => panic!("{other:?}"),
@@ -546,13 +512,8 @@ async fn a_one_mib_row_does_not_fail_the_writer() {
 async fn snapshot_then_live_without_gap_or_overlap() {
     let db = TestDb::new().await;
     let feed = setup(&db).await;
-    db.pool
-        .execute(
-            "INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 50) g",
-            &[],
-        )
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 50) g")
+        .await;
     // A writer keeps inserting while the snapshot is taken.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -660,10 +621,7 @@ async fn resume_after_an_offset_even_with_a_new_reader() {
         .unwrap();
     for i in 3..=6_i64 {
         if i == 6 {
-            db.pool
-                .execute("INSERT INTO items VALUES (6, 'ada', 6, NULL)", &[])
-                .await
-                .unwrap();
+            db.sql("INSERT INTO items VALUES (6, 'ada', 6, NULL)").await;
         }
         assert_eq!(
             stripped(next(&mut sub).await),
@@ -787,19 +745,13 @@ async fn enable_is_idempotent_and_disable_removes_the_trigger() {
         .subscribe(Query::table("items"), Start::Now)
         .await
         .unwrap();
-    db.pool
-        .execute("INSERT INTO items VALUES (1, 'ada', 1, NULL)", &[])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items VALUES (1, 'ada', 1, NULL)").await;
     next(&mut sub).await;
     assert!(feed.disable("items").await.unwrap());
     assert!(!feed.disable("items").await.unwrap());
     assert_eq!(triggers(&db).await, 1);
     assert_eq!(functions(&db).await, 1);
-    db.pool
-        .execute("INSERT INTO items VALUES (2, 'ada', 2, NULL)", &[])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items VALUES (2, 'ada', 2, NULL)").await;
     quiet(&mut sub).await;
     match feed.subscribe(Query::table("items"), Start::Now).await {
         Err(Error::NotEnabled(t)) => assert_eq!(t, "items"),
@@ -810,10 +762,7 @@ async fn enable_is_idempotent_and_disable_removes_the_trigger() {
     assert_eq!(functions(&db).await, 0);
     assert!(feed.list().await.unwrap().is_empty());
     // Errors name the problem.
-    db.pool
-        .execute("CREATE TABLE nokey (v int8)", &[])
-        .await
-        .unwrap();
+    db.sql("CREATE TABLE nokey (v int8)").await;
     assert!(matches!(
         feed.enable("nokey").await,
         Err(Error::NoPrimaryKey(_))
@@ -827,13 +776,8 @@ async fn enable_is_idempotent_and_disable_removes_the_trigger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_falls_behind_is_told_where_to_resume() {
     let db = TestDb::new().await;
-    db.pool
-        .execute(
-            "CREATE TABLE items (id int8 PRIMARY KEY, owner text, n int8, body text)",
-            &[],
-        )
-        .await
-        .unwrap();
+    db.sql("CREATE TABLE items (id int8 PRIMARY KEY, owner text, n int8, body text)")
+        .await;
     let feed = Feed::start(db.pool.clone(), Options::new().subscriber_buffer(8))
         .await
         .unwrap();
@@ -850,13 +794,8 @@ async fn a_subscriber_that_falls_behind_is_told_where_to_resume() {
     })
     .await
     .unwrap();
-    db.pool
-        .execute(
-            "INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 100) g",
-            &[],
-        )
-        .await
-        .unwrap();
+    db.sql("INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 100) g")
+        .await;
     // A slow subscriber: it reads nothing while the burst is fanned out.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut ids = Vec::new();
@@ -998,10 +937,8 @@ async fn consume(
 async fn concurrent_writers_and_rollbacks_are_delivered_exactly() {
     let db = TestDb::with_config(|c| c.max_connections(20)).await;
     let on_postgres = db.backend() == BackendKind::Postgres;
-    db.pool
-        .execute("CREATE TABLE t (id int8 PRIMARY KEY, v int8 NOT NULL)", &[])
-        .await
-        .unwrap();
+    db.sql("CREATE TABLE t (id int8 PRIMARY KEY, v int8 NOT NULL)")
+        .await;
     let feed = Arc::new(
         Feed::start(db.pool.clone(), Options::new().subscriber_buffer(1 << 16))
             .await

@@ -34,10 +34,7 @@ async fn a_panic_inside_a_transaction_rolls_it_back() {
     });
     assert!(task.await.unwrap_err().is_panic());
     assert_eq!(count(&db).await, 0);
-    db.pool
-        .execute("INSERT INTO t VALUES (2)", &[])
-        .await
-        .unwrap();
+    db.sql("INSERT INTO t VALUES (2)").await;
     assert_eq!(count(&db).await, 1);
 }
 
@@ -127,7 +124,7 @@ async fn acquire_timeout_is_an_error_that_names_the_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_after_close_is_a_clear_error() {
     let db = TestDb::new().await;
-    db.pool.execute("SELECT 1", &[]).await.unwrap();
+    db.sql("SELECT 1").await;
     db.pool.close().await;
     let err = db.pool.execute("SELECT 1", &[]).await.unwrap_err();
     assert!(err.is_closed(), "{err}");

@@ -437,10 +437,7 @@ async fn the_filled_fixture_round_trips_with_equal_checksums() {
     assert_eq!(row.get::<i32, _>(1), 65534);
     // After the import, the pooled sessions are as before: no leftover
     // `search_path = ''` from pg_dump's preamble.
-    db.pool
-        .execute("CREATE TABLE after_import (a int)", &[])
-        .await
-        .unwrap();
+    db.sql("CREATE TABLE after_import (a int)").await;
 }
 
 /// A small export: one table with a serial key and three rows.

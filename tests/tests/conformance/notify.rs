@@ -127,13 +127,8 @@ async fn odd_channel_names_and_independent_subscribers() {
 async fn a_subscriber_that_falls_behind_is_told_so() {
     let db = TestDb::new().await;
     let mut stream = db.pool.listen("events").await.unwrap();
-    db.pool
-        .execute(
-            "SELECT pg_notify('events', g::text) FROM generate_series(1, 1500) g",
-            &[],
-        )
-        .await
-        .unwrap();
+    db.sql("SELECT pg_notify('events', g::text) FROM generate_series(1, 1500) g")
+        .await;
     // A slow subscriber: it reads nothing until all 1500 have been fanned out
     // (a server delivers them over its connection after the commit).
     tokio::time::sleep(Duration::from_secs(2)).await;
