@@ -116,7 +116,9 @@ impl DataDir {
 #[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct PostgresConfig {
-    /// A `postgres://` URL; the `PG*` fields override its parts when set.
+    /// A `postgres://` URL. Its parts win over the `PG*` variables, which
+    /// fill in only what it leaves out (libpq's precedence); the fields
+    /// below, when set, override its parts.
     pub url: Option<String>,
     /// Host name or socket directory (`PGHOST`).
     pub host: Option<String>,
@@ -260,6 +262,12 @@ impl Config {
             c.pglite.relaxed_durability = parse_flag("COCALC_PGLITE_RELAXED_DURABILITY", &v)?;
         }
         c.postgres.url = lookup("DATABASE_URL").filter(|v| !v.is_empty());
+        if c.postgres.url.is_some() {
+            // libpq's precedence: what an explicit URL says wins over the
+            // `PG*` variables, which only fill in what it leaves out (the
+            // driver reads them for that).
+            return Ok(c);
+        }
         c.postgres.host = lookup("PGHOST").filter(|v| !v.is_empty());
         if let Some(v) = lookup("PGPORT").filter(|v| !v.is_empty()) {
             c.postgres.port = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
@@ -280,10 +288,17 @@ impl Config {
         self
     }
 
-    /// Selects Postgres at `url`.
+    /// Selects Postgres at `url`, which replaces the whole server
+    /// description: host, port, user, database and password set earlier are
+    /// cleared, so nothing set before can redirect the URL elsewhere.
     pub fn postgres_url(mut self, url: impl Into<String>) -> Self {
         self.backend = BackendKind::Postgres;
         self.postgres.url = Some(url.into());
+        self.postgres.host = None;
+        self.postgres.port = None;
+        self.postgres.user = None;
+        self.postgres.database = None;
+        self.postgres.password = None;
         self
     }
 
@@ -379,6 +394,26 @@ mod tests {
         assert!(
             Config::from_lookup(env(&[("COCALC_PGLITE_RELAXED_DURABILITY", "maybe")])).is_err()
         );
+    }
+
+    #[test]
+    fn an_explicit_url_wins_over_pg_variables() {
+        let c = Config::from_lookup(env(&[
+            ("DATABASE_URL", "postgres://u@h/app"),
+            ("PGDATABASE", "precious"),
+            ("PGHOST", "elsewhere"),
+            ("PGPORT", "1"),
+        ]))
+        .expect("config");
+        assert_eq!(c.postgres.url.as_deref(), Some("postgres://u@h/app"));
+        assert_eq!(c.postgres.database, None);
+        assert_eq!(c.postgres.host, None);
+        assert_eq!(c.postgres.port, None);
+        let c = Config::from_lookup(env(&[("PGDATABASE", "precious")])).expect("config");
+        assert_eq!(c.postgres.database.as_deref(), Some("precious"));
+        // A URL set later replaces fields set before.
+        let c = c.postgres_url("postgres://u@h/scratch");
+        assert_eq!(c.postgres.database, None);
     }
 
     #[test]

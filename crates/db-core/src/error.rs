@@ -95,10 +95,32 @@ pub enum Error {
         #[source]
         source: CodecError,
     },
-    /// A transaction can no longer be used: an operation on it was cancelled
-    /// midway and the session rolled it back.
-    #[error("the transaction was rolled back because an operation on it was cancelled")]
-    TransactionLost,
+    /// A transaction guard can no longer be used: its transaction ended
+    /// without it, for the reason given. Nothing run after that point
+    /// through the guard reached the server.
+    #[error("the transaction is gone: {0}")]
+    TransactionLost(TransactionLoss),
+    /// `commit()` found the transaction (or savepoint) failed: an earlier
+    /// statement's error had aborted it, so the server could only roll it
+    /// back, and did. Nothing of it was committed; an enclosing transaction
+    /// goes on.
+    #[error(
+        "the {} had already failed (an earlier statement's error aborted it) and was rolled \
+         back instead of committed",
+        if *.depth > 1 { "savepoint" } else { "transaction" }
+    )]
+    TransactionAborted {
+        /// The level that was rolled back: 1 for the transaction, 2 and up
+        /// for savepoints.
+        depth: u32,
+    },
+    /// `begin()` on a session where SQL text (`BEGIN`, `START TRANSACTION`)
+    /// opened a transaction that no guard tracks: end it with SQL first.
+    #[error(
+        "a transaction opened by SQL text is open on this session; end it with COMMIT or \
+         ROLLBACK before starting a guarded one"
+    )]
+    UntrackedTransaction,
     /// An advisory lock was not acquired in time.
     #[error("advisory lock {key} was not acquired within {timeout:?}")]
     LockTimeout {
@@ -261,6 +283,31 @@ impl fmt::Display for StorageProblem {
             StorageProblem::NotADirectory => f.write_str("not a directory"),
             StorageProblem::Other(e) => write!(f, "not writable ({e})"),
         }
+    }
+}
+
+/// Why a [`Transaction`](crate::Transaction) guard lost its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransactionLoss {
+    /// An operation on it was cancelled midway and the session had to roll
+    /// the whole transaction back.
+    Cancelled,
+    /// A statement run on it (`COMMIT`, `ROLLBACK`, ... as SQL text) ended
+    /// the transaction behind the guard's back.
+    EndedBySql,
+}
+
+impl fmt::Display for TransactionLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransactionLoss::Cancelled => {
+                "an operation on it was cancelled midway and the session rolled it back"
+            }
+            TransactionLoss::EndedBySql => {
+                "a statement run on it (COMMIT, ROLLBACK, ... as SQL text) ended it outside its guard"
+            }
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use crate::config::BackendKind;
 use crate::error::{Error, Result};
 use crate::notify::NotificationStream;
 use crate::row::{QueryResult, Row};
-use crate::transaction::{SessionState, Transaction};
+use crate::transaction::{SessionState, Transaction, TxStatus};
 use crate::value::Value;
 
 /// Runs statements: implemented by held sessions ([`Client`]s) and by
@@ -149,8 +149,15 @@ pub trait Client: Executor + Sized {
     fn session_state(&mut self) -> &mut SessionState;
 
     /// Runs transaction-control SQL without first flushing pending rollbacks.
+    /// A backend that sees the server's transaction status records it with
+    /// [`SessionState::observe`]; otherwise it leaves the status as it is.
     #[doc(hidden)]
     fn simple_raw<'a>(&'a mut self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    /// Asks the server whether the session is in a transaction block (and
+    /// whether it failed), for when [`SessionState::status`] is unknown.
+    #[doc(hidden)]
+    fn probe_status(&mut self) -> impl Future<Output = Result<TxStatus>> + Send;
 
     /// Starts a transaction. It rolls back when dropped without
     /// [`Transaction::commit`].

@@ -13,6 +13,7 @@ mod copy;
 mod error;
 mod executor;
 mod ident;
+pub mod lex;
 mod notify;
 mod row;
 mod sqlstate;
@@ -27,13 +28,17 @@ pub use config::{
 };
 pub use convert::{FromValue, FromValueError, SqlType};
 pub use copy::{CopyDirection, check_copy_statement, copy_out_extra_messages};
-pub use error::{BoxDynError, DbError, Error, Result, StorageProblem, TimeoutPhase};
+pub use error::{
+    BoxDynError, DbError, Error, Result, StorageProblem, TimeoutPhase, TransactionLoss,
+};
 pub use executor::{AdvisoryLock, Client, Executor, Pool, single};
 pub use ident::quote_ident;
 pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};
 pub use row::{Column, ColumnIndex, FromRow, QueryResult, Row};
 pub use sqlstate::SqlState;
 pub use trace::{finish as finish_query_span, query_span, rows_from_command_tag};
-pub use transaction::{SessionState, Transaction, flush_pending};
+pub use transaction::{
+    RESET_SESSION_SQL, SessionState, StatementKind, Transaction, TxStatus, flush_pending,
+};
 pub use types::Type;
 pub use value::{Array, BitString, Inet, Interval, Numeric, ParseNumericError, Value};

@@ -1,13 +1,124 @@
-//! Transactions and savepoints as guards, shared by every backend.
+//! Transactions and savepoints as guards, shared by every backend, and the
+//! one record of what a session's server has said about it.
 
-use std::future::Future;
-
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TransactionLoss};
 use crate::executor::{Client, Executor};
+use crate::lex::{Token, Tokens};
 use crate::row::QueryResult;
 use crate::value::Value;
 
-/// Transaction bookkeeping of one session.
+/// The transaction status of a session, as its server last reported it
+/// (the `ReadyForQuery` status byte), or `Unknown` since a statement that
+/// may have changed it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Outside a transaction block (`I`).
+    #[default]
+    Idle,
+    /// In a transaction block (`T`).
+    InTransaction,
+    /// In a failed transaction block (`E`): statements are refused until
+    /// it is rolled back.
+    Failed,
+    /// Not known: a statement that can end or open a transaction ran (or was
+    /// cancelled) since the server last said. Ask before relying on it.
+    Unknown,
+}
+
+impl TxStatus {
+    /// The status of a `ReadyForQuery` status byte.
+    pub fn from_ready_byte(byte: u8) -> TxStatus {
+        match byte {
+            b'I' => TxStatus::Idle,
+            b'T' => TxStatus::InTransaction,
+            b'E' => TxStatus::Failed,
+            _ => TxStatus::Unknown,
+        }
+    }
+}
+
+/// What a statement may change besides data, decided before it is sent.
+///
+/// Only a gate for asking the server: a statement is `Plain` when its first
+/// keyword is one of `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`,
+/// `WITH`, `VALUES`, `TABLE` (none of which can open or end a transaction)
+/// and it calls no session-changing function by name (`set_config`, the
+/// advisory lock functions) and is no `SELECT ... INTO`. Everything else,
+/// and every script, counts as `Control`: the transaction status is asked of
+/// the server afterwards and the session is reset on release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// Reads or writes rows; changes neither the transaction status (beyond
+    /// failing an open transaction) nor the session.
+    Plain,
+    /// May change session settings or objects (a `set_config` call), but
+    /// cannot open or end a transaction.
+    Session,
+    /// May open or end a transaction and change anything in the session.
+    Control,
+}
+
+impl StatementKind {
+    /// Classifies one statement (sent through the extended protocol, which
+    /// refuses a second one).
+    pub fn of_statement(sql: &str) -> StatementKind {
+        const PLAIN: [&str; 8] = [
+            "select", "insert", "update", "delete", "merge", "with", "values", "table",
+        ];
+        let mut tokens = Tokens::new(sql);
+        let first = loop {
+            match tokens.next() {
+                Some(Token::Open) => {}
+                Some(Token::Word(w)) => break w,
+                _ => return StatementKind::Control,
+            }
+        };
+        if !PLAIN.iter().any(|k| first.eq_ignore_ascii_case(k)) {
+            return StatementKind::Control;
+        }
+        let select = first.eq_ignore_ascii_case("select");
+        let mut kind = StatementKind::Plain;
+        for token in tokens {
+            match token {
+                Token::Word(w) if select && w.eq_ignore_ascii_case("into") => {
+                    kind = StatementKind::Session;
+                }
+                Token::Word(w)
+                    if w.eq_ignore_ascii_case("set_config")
+                        || contains_ignore_case(w, "advisory") =>
+                {
+                    kind = StatementKind::Session;
+                }
+                Token::Invalid => return StatementKind::Control,
+                _ => {}
+            }
+        }
+        kind
+    }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Returns a session outside a transaction to a fresh session's state, on
+/// both backends: cursors, session authorization and role, every setting
+/// (back to what the connection or backend started with), temporary objects,
+/// sequence state, session-level advisory locks, and prepared statements
+/// made with SQL `PREPARE` (the drivers' own protocol-level statements are
+/// kept). `LISTEN` is left alone: the embedded backend's listeners share the
+/// session; a server backend adds `UNLISTEN *`.
+pub const RESET_SESSION_SQL: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+     DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_advisory_unlock_all(); \
+     DO $db_reset$ DECLARE s text; BEGIN \
+     FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
+     EXECUTE format('DEALLOCATE %I', s); END LOOP; END $db_reset$";
+
+/// Transaction bookkeeping of one session: the one place that knows what
+/// the guards opened, what is pending, and what the server said.
 ///
 /// Guards record what must be undone *before* they await anything, so a
 /// cancelled future or a dropped guard leaves a note here, and the session
@@ -17,53 +128,107 @@ pub struct SessionState {
     depth: u32,
     pending_rollback_to: Option<u32>,
     epoch: u64,
-    untracked: bool,
+    status: TxStatus,
+    /// Settings, temporary objects, prepared statements, cursors or locks
+    /// may differ from a fresh session's.
+    dirty: bool,
+    /// A statement was sent and its answer not read (yet, or ever: its
+    /// future may have been dropped).
+    in_flight: bool,
 }
 
 impl SessionState {
-    /// Open transaction levels (0 outside a transaction).
+    /// Open guard levels (0 outside a guarded transaction).
     pub fn depth(&self) -> u32 {
         self.depth
     }
 
-    /// Whether the session may hold an open transaction and must be rolled
-    /// back before anyone else uses it.
-    pub fn needs_reset(&self) -> bool {
-        self.depth > 0 || self.pending_rollback_to.is_some() || self.untracked
-    }
-
-    /// Notes a statement that may open a transaction behind the guards' back
-    /// (`BEGIN` sent as plain SQL).
-    pub fn note_statement(&mut self, sql: &str) {
-        let head = sql.trim_start().get(..5).unwrap_or("");
-        if head.eq_ignore_ascii_case("begin") || head.eq_ignore_ascii_case("start") {
-            self.untracked = true;
+    /// The transaction status as last known.
+    pub fn status(&self) -> TxStatus {
+        if self.in_flight {
+            TxStatus::Unknown
+        } else {
+            self.status
         }
     }
 
-    /// Forgets everything, after the backend has rolled the session back.
+    /// Whether the session may hold an open transaction and must be rolled
+    /// back (after asking the server, when [`SessionState::status`] is
+    /// `Unknown`) before anyone else uses it.
+    pub fn needs_rollback(&self) -> bool {
+        self.depth > 0 || self.pending_rollback_to.is_some() || self.status() != TxStatus::Idle
+    }
+
+    /// Whether the session may differ from a fresh one (settings, temporary
+    /// objects, cursors, prepared statements, locks) and must be reset
+    /// before it is reused.
+    pub fn needs_reset(&self) -> bool {
+        self.dirty
+    }
+
+    /// Notes a statement about to be sent: call before the first `.await`.
+    pub fn before(&mut self, kind: StatementKind) {
+        self.settle_in_flight();
+        match kind {
+            StatementKind::Plain => {}
+            StatementKind::Session => self.dirty = true,
+            StatementKind::Control => {
+                self.dirty = true;
+                self.status = TxStatus::Unknown;
+            }
+        }
+        self.in_flight = true;
+    }
+
+    /// Notes the answer to the statement noted by [`SessionState::before`]:
+    /// the status the server reported with it when the driver sees it
+    /// (`Some`), else whether it failed with a server error.
+    pub fn after(&mut self, reported: Option<TxStatus>, server_error: bool) {
+        self.in_flight = false;
+        match reported {
+            Some(status) => self.status = status,
+            // Any error the server reports inside a transaction block aborts it.
+            None if server_error && self.status == TxStatus::InTransaction => {
+                self.status = TxStatus::Failed;
+            }
+            None => {}
+        }
+    }
+
+    /// Records the status a server reported, or that a probe found.
+    pub fn observe(&mut self, status: TxStatus) {
+        self.in_flight = false;
+        self.status = status;
+    }
+
+    /// Forgets everything, after the backend has rolled the session back
+    /// and reset it; open guards are lost.
     pub fn reset(&mut self) {
-        let epoch = self.epoch + u64::from(self.depth > 0);
         *self = SessionState {
-            epoch,
+            epoch: self.epoch + 1,
             ..SessionState::default()
         };
     }
 
-    fn schedule_rollback_to(&mut self, target: u32) {
-        self.pending_rollback_to = Some(self.pending_rollback_to.map_or(target, |t| t.min(target)));
+    /// A statement whose answer was never read leaves the status unknown.
+    fn settle_in_flight(&mut self) {
+        if self.in_flight {
+            self.in_flight = false;
+            self.status = TxStatus::Unknown;
+        }
     }
 
-    /// The statement that undoes what is pending, and the depth it returns to.
-    fn pending_sql(&self) -> Option<(String, u32)> {
-        let target = self.pending_rollback_to?;
-        let sql = if target == 0 {
-            "ROLLBACK".to_owned()
-        } else {
-            let sp = savepoint_name(target + 1);
-            format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
-        };
-        Some((sql, target))
+    /// The guards are gone: the transaction ended without them.
+    fn lose_guards(&mut self) {
+        let dirty = self.dirty;
+        let status = self.status;
+        self.reset();
+        self.dirty = dirty;
+        self.status = status;
+    }
+
+    fn schedule_rollback_to(&mut self, target: u32) {
+        self.pending_rollback_to = Some(self.pending_rollback_to.map_or(target, |t| t.min(target)));
     }
 }
 
@@ -71,29 +236,93 @@ fn savepoint_name(level: u32) -> String {
     format!("db_savepoint_{level}")
 }
 
-/// Runs whatever rollback a dropped guard or a cancelled future left pending.
+/// Runs one of the guards' own control statements and records the status it
+/// leaves: the one the server reported when the backend sees it, otherwise
+/// `expected(ok)`.
+async fn control<C: Client>(
+    client: &mut C,
+    sql: &str,
+    expected: impl FnOnce(bool) -> TxStatus,
+) -> Result<()> {
+    let state = client.session_state();
+    state.settle_in_flight();
+    state.status = TxStatus::Unknown;
+    let result = client.simple_raw(sql).await;
+    let state = client.session_state();
+    if state.status == TxStatus::Unknown {
+        state.status = expected(result.is_ok());
+    }
+    result
+}
+
+/// The status of a session as its server says, asking when it is unknown.
+async fn status<C: Client>(client: &mut C) -> Result<TxStatus> {
+    client.session_state().settle_in_flight();
+    let status = client.session_state().status;
+    if status != TxStatus::Unknown {
+        return Ok(status);
+    }
+    let status = client.probe_status().await?;
+    client.session_state().observe(status);
+    Ok(status)
+}
+
+/// Brings a session's bookkeeping in line before its next statement: runs
+/// whatever rollback a dropped guard or a cancelled future left pending,
+/// and notices a guarded transaction that SQL text ended.
 ///
 /// Backends call this at the start of every statement. If a savepoint cannot
 /// be rolled back to (its creation was cancelled before it reached the
 /// server), the whole transaction is rolled back and its guards report
 /// [`Error::TransactionLost`].
 pub async fn flush_pending<C: Client>(client: &mut C) -> Result<()> {
-    let Some((sql, target)) = client.session_state().pending_sql() else {
-        return Ok(());
-    };
-    match client.simple_raw(&sql).await {
-        Ok(()) => {
-            let state = client.session_state();
-            state.pending_rollback_to = None;
-            state.depth = target;
-            Ok(())
+    let state = client.session_state();
+    state.settle_in_flight();
+    if let Some(target) = state.pending_rollback_to {
+        let sql = if target == 0 {
+            "ROLLBACK".to_owned()
+        } else {
+            let sp = savepoint_name(target + 1);
+            format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
+        };
+        let in_transaction = if target == 0 {
+            TxStatus::Idle
+        } else {
+            TxStatus::InTransaction
+        };
+        match control(client, &sql, |ok| {
+            if ok {
+                in_transaction
+            } else {
+                TxStatus::Unknown
+            }
+        })
+        .await
+        {
+            Ok(()) => {
+                let state = client.session_state();
+                state.pending_rollback_to = None;
+                state.depth = target;
+            }
+            Err(e) if target > 0 && e.as_db_error().is_some() => {
+                control(client, "ROLLBACK", |_| TxStatus::Idle).await?;
+                client.session_state().lose_guards();
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) if target > 0 && e.as_db_error().is_some() => {
-            client.simple_raw("ROLLBACK").await?;
-            client.session_state().reset();
-            Ok(())
-        }
-        Err(e) => Err(e),
+    }
+    if client.session_state().depth > 0 && status(client).await? == TxStatus::Idle {
+        client.session_state().lose_guards();
+    }
+    Ok(())
+}
+
+/// Why a guard's epoch no longer matches the session's.
+fn lost_reason(state: &SessionState) -> TransactionLoss {
+    if state.status == TxStatus::Idle && state.pending_rollback_to.is_none() {
+        TransactionLoss::EndedBySql
+    } else {
+        TransactionLoss::Cancelled
     }
 }
 
@@ -107,6 +336,8 @@ pub struct Transaction<'c, C: Client> {
     depth: u32,
     epoch: u64,
     finished: bool,
+    /// Why the guard was lost, once it was.
+    lost: Option<TransactionLoss>,
 }
 
 impl<C: Client> std::fmt::Debug for Transaction<'_, C> {
@@ -120,8 +351,11 @@ impl<C: Client> std::fmt::Debug for Transaction<'_, C> {
 impl<'c, C: Client> Transaction<'c, C> {
     pub(crate) async fn start(client: &'c mut C) -> Result<Self> {
         flush_pending(client).await?;
+        let depth = client.session_state().depth + 1;
+        if depth == 1 && status(client).await? != TxStatus::Idle {
+            return Err(Error::UntrackedTransaction);
+        }
         let state = client.session_state();
-        let depth = state.depth + 1;
         let epoch = state.epoch;
         let sql = if depth == 1 {
             "BEGIN".to_owned()
@@ -132,7 +366,19 @@ impl<'c, C: Client> Transaction<'c, C> {
         // session undoes whatever part of BEGIN reached the server.
         state.schedule_rollback_to(depth - 1);
         tracing::debug!(target: "db::transaction", depth, "begin");
-        client.simple_raw(&sql).await?;
+        control(client, &sql, |ok| {
+            if ok || depth > 1 {
+                // A failed SAVEPOINT leaves the transaction failed.
+                if ok {
+                    TxStatus::InTransaction
+                } else {
+                    TxStatus::Failed
+                }
+            } else {
+                TxStatus::Unknown
+            }
+        })
+        .await?;
         let state = client.session_state();
         state.pending_rollback_to = None;
         state.depth = depth;
@@ -141,6 +387,7 @@ impl<'c, C: Client> Transaction<'c, C> {
             depth,
             epoch,
             finished: false,
+            lost: None,
         })
     }
 
@@ -150,55 +397,89 @@ impl<'c, C: Client> Transaction<'c, C> {
     }
 
     /// Starts a savepoint inside this transaction, itself a guard.
-    pub fn begin(&mut self) -> impl Future<Output = Result<Transaction<'_, C>>> + Send {
-        let valid = self.check();
-        let client = &mut *self.client;
-        async move {
-            valid?;
-            Transaction::start(client).await
-        }
+    pub async fn begin(&mut self) -> Result<Transaction<'_, C>> {
+        self.ready().await?;
+        Transaction::start(&mut *self.client).await
     }
 
     /// Commits (or releases the savepoint).
+    ///
+    /// If the transaction (or savepoint) had failed, it is rolled back and
+    /// [`Error::TransactionAborted`] says so: a commit that kept nothing is
+    /// never reported as one.
     pub async fn commit(mut self) -> Result<()> {
-        self.check()?;
-        let sql = if self.depth == 1 {
-            "COMMIT".to_owned()
+        self.ready().await?;
+        if status(self.client).await? == TxStatus::Failed {
+            self.finish_rollback().await?;
+            return Err(Error::TransactionAborted { depth: self.depth });
+        }
+        let depth = self.depth;
+        let (sql, after) = if depth == 1 {
+            // COMMIT ends the transaction whether it succeeds or not.
+            ("COMMIT".to_owned(), TxStatus::Idle)
         } else {
-            format!("RELEASE SAVEPOINT {}", savepoint_name(self.depth))
+            let sql = format!("RELEASE SAVEPOINT {}", savepoint_name(depth));
+            (sql, TxStatus::InTransaction)
         };
-        self.finish(&sql).await
+        self.finish(&sql, move |ok| {
+            if ok || depth == 1 {
+                after
+            } else {
+                TxStatus::Failed
+            }
+        })
+        .await
     }
 
     /// Rolls back (to the savepoint) now and reports failures.
     pub async fn rollback(mut self) -> Result<()> {
-        self.check()?;
-        let sql = if self.depth == 1 {
-            "ROLLBACK".to_owned()
-        } else {
-            let sp = savepoint_name(self.depth);
-            format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
-        };
-        self.finish(&sql).await
+        self.ready().await?;
+        self.finish_rollback().await
     }
 
-    async fn finish(&mut self, sql: &str) -> Result<()> {
+    async fn finish_rollback(&mut self) -> Result<()> {
+        let depth = self.depth;
+        let sql = if depth == 1 {
+            "ROLLBACK".to_owned()
+        } else {
+            let sp = savepoint_name(depth);
+            format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
+        };
+        self.finish(&sql, move |ok| match (ok, depth) {
+            (_, 1) => TxStatus::Idle,
+            (true, _) => TxStatus::InTransaction,
+            (false, _) => TxStatus::Failed,
+        })
+        .await
+    }
+
+    async fn finish(&mut self, sql: &str, expected: impl FnOnce(bool) -> TxStatus) -> Result<()> {
         self.finished = true;
         tracing::debug!(target: "db::transaction", depth = self.depth, statement = sql, "finish");
-        let state = self.client.session_state();
-        state.schedule_rollback_to(self.depth - 1);
-        self.client.simple_raw(sql).await?;
+        self.client
+            .session_state()
+            .schedule_rollback_to(self.depth - 1);
+        control(self.client, sql, expected).await?;
         let state = self.client.session_state();
         state.pending_rollback_to = None;
         state.depth = self.depth - 1;
         Ok(())
     }
 
-    fn check(&mut self) -> Result<()> {
-        if self.client.session_state().epoch == self.epoch {
+    /// Flushes what inner guards left pending, then checks that this guard's
+    /// transaction is still the session's.
+    async fn ready(&mut self) -> Result<()> {
+        if let Some(loss) = self.lost {
+            return Err(Error::TransactionLost(loss));
+        }
+        flush_pending(self.client).await?;
+        let state = self.client.session_state();
+        if state.epoch == self.epoch && state.depth >= self.depth {
             Ok(())
         } else {
-            Err(Error::TransactionLost)
+            let loss = lost_reason(state);
+            self.lost = Some(loss);
+            Err(Error::TransactionLost(loss))
         }
     }
 }
@@ -216,17 +497,21 @@ impl<C: Client> Drop for Transaction<'_, C> {
 
 impl<C: Client> Executor for Transaction<'_, C> {
     async fn run(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult> {
-        self.check()?;
-        self.client.run(sql, params).await
+        self.ready().await?;
+        let result = self.client.run(sql, params).await;
+        self.after_statement().await?;
+        result
     }
 
     async fn batch_execute(&mut self, sql: &str) -> Result<()> {
-        self.check()?;
-        self.client.batch_execute(sql).await
+        self.ready().await?;
+        let result = self.client.batch_execute(sql).await;
+        self.after_statement().await?;
+        result
     }
 
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
-        self.check()?;
+        self.ready().await?;
         self.client.copy_in(statement, data).await
     }
 
@@ -234,7 +519,58 @@ impl<C: Client> Executor for Transaction<'_, C> {
     where
         F: FnMut(&[u8]) -> Result<()> + Send + 'a,
     {
-        self.check()?;
+        self.ready().await?;
         self.client.copy_out(statement, sink).await
+    }
+}
+
+impl<C: Client> Transaction<'_, C> {
+    /// After a statement that may have ended the transaction (SQL text
+    /// `COMMIT`), asks the server at once, so the guard refuses the next
+    /// statement instead of running it outside any transaction.
+    async fn after_statement(&mut self) -> Result<()> {
+        let state = self.client.session_state();
+        if state.status() != TxStatus::Unknown {
+            if state.status() == TxStatus::Idle {
+                state.lose_guards();
+            }
+            return Ok(());
+        }
+        if status(self.client).await? == TxStatus::Idle {
+            self.client.session_state().lose_guards();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatementKind::{self, Control, Plain, Session};
+
+    #[test]
+    fn statements_are_classified_by_what_they_may_change() {
+        let cases = [
+            ("SELECT 1", Plain),
+            ("(select * from t)", Plain),
+            ("  insert into t values (1)", Plain),
+            (
+                "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+                Plain,
+            ),
+            ("-- step one\nBEGIN", Control),
+            ("/* c */ start transaction", Control),
+            ("commit", Control),
+            ("SET application_name = 'x'", Control),
+            ("select set_config('search_path', 'x', false)", Session),
+            ("SELECT pg_advisory_lock(1)", Session),
+            ("SELECT * INTO TEMP t2 FROM t", Session),
+            ("SELECT 'set_config' AS name", Plain),
+            ("CREATE TEMP TABLE x (a int)", Control),
+            ("", Control),
+            ("SELECT '", Control),
+        ];
+        for (sql, kind) in cases {
+            assert_eq!(StatementKind::of_statement(sql), kind, "{sql}");
+        }
     }
 }

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use db_core::{Client, CopyDirection, Error, Executor, QueryResult, Result, SessionState, Value};
+use db_core::{
+    Client, CopyDirection, Error, Executor, QueryResult, Result, SessionState, StatementKind,
+    TxStatus, Value,
+};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -24,9 +27,6 @@ pub struct PgliteClient {
     permit: Option<OwnedSemaphorePermit>,
     session: SessionId,
     state: SessionState,
-    /// The backend reported no open transaction after this session's last
-    /// statement, and no statement is in flight.
-    idle: bool,
 }
 
 impl std::fmt::Debug for PgliteClient {
@@ -46,28 +46,35 @@ impl PgliteClient {
             permit: Some(permit),
             session,
             state: SessionState::default(),
-            idle: true,
         }
     }
 
-    /// Sends a request and waits for its response, tracking whether the
-    /// backend is left idle. Cancelling the wait leaves `idle` false, so the
-    /// release rolls back whatever the statement may have opened.
+    /// Sends a request and waits for its response, recording the transaction
+    /// status the backend reported with it. `kind` is noted before the first
+    /// await: a cancelled wait leaves the status unknown, and the release
+    /// rolls back and resets whatever the statement may have left.
     async fn call(
         &mut self,
+        kind: StatementKind,
         make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
     ) -> Result<Response> {
-        self.idle = false;
-        let response = self.shared.request(make).await?;
-        self.idle = response.status == b'I';
-        Ok(response)
+        self.state.before(kind);
+        self.shared.touch();
+        let response = self.shared.request(make).await;
+        match &response {
+            Ok(r) => self
+                .state
+                .after(Some(TxStatus::from_ready_byte(r.status)), false),
+            Err(_) => self.state.after(None, false),
+        }
+        response
     }
 
-    async fn simple(&mut self, sql: &str) -> Result<()> {
+    async fn simple(&mut self, sql: &str, kind: StatementKind) -> Result<()> {
         let span = db_core::query_span("pglite", sql);
         let started = Instant::now();
         let response = self
-            .call(|reply| Request::Simple {
+            .call(kind, |reply| Request::Simple {
                 sql: sql.to_owned(),
                 reply,
             })
@@ -96,7 +103,12 @@ impl PgliteClient {
         let started = Instant::now();
         let result = async {
             let message = message()?;
-            let response = self.call(|reply| Request::Copy { message, reply }).await?;
+            let response = self
+                .call(StatementKind::Plain, |reply| Request::Copy {
+                    message,
+                    reply,
+                })
+                .await?;
             read(&response.data)
         }
         .instrument(span.clone())
@@ -136,7 +148,13 @@ impl PgliteClient {
 impl Drop for PgliteClient {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            self.shared.release(self.session, permit, self.idle);
+            let state = &self.state;
+            self.shared.release(
+                self.session,
+                permit,
+                state.needs_rollback(),
+                state.needs_reset(),
+            );
         }
     }
 }
@@ -150,7 +168,7 @@ impl Executor for PgliteClient {
         let result = async {
             let params = encoded?;
             let response = self
-                .call(|reply| Request::Run {
+                .call(StatementKind::of_statement(sql), |reply| Request::Run {
                     sql: sql.to_owned(),
                     params,
                     reply,
@@ -167,7 +185,8 @@ impl Executor for PgliteClient {
 
     async fn batch_execute(&mut self, sql: &str) -> Result<()> {
         db_core::flush_pending(self).await?;
-        self.simple(sql).await
+        // A script may do anything to the session.
+        self.simple(sql, StatementKind::Control).await
     }
 
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
@@ -201,8 +220,19 @@ impl Client for PgliteClient {
         &mut self.state
     }
 
+    /// The guards' own statements leave nothing to reset; the status they
+    /// leave is recorded from the backend's answer.
     async fn simple_raw(&mut self, sql: &str) -> Result<()> {
-        self.simple(sql).await
+        self.simple(sql, StatementKind::Plain).await
+    }
+
+    /// The driver knows the status of its one backend session without a
+    /// round trip to PostgreSQL.
+    async fn probe_status(&mut self) -> Result<TxStatus> {
+        let (reply, status) = oneshot::channel();
+        self.shared.send(Request::Status { reply })?;
+        let status = status.await.map_err(|_| Error::Closed)?;
+        Ok(TxStatus::from_ready_byte(status))
     }
 
     async fn lock(&mut self, key: i64, timeout: Duration) -> Result<()> {

@@ -41,8 +41,11 @@ pub(crate) enum Request {
         message: Vec<u8>,
         reply: oneshot::Sender<Result<Response>>,
     },
-    /// A session gave the backend back: roll back whatever it left open.
-    Release,
+    /// A session gave the backend back: roll back whatever it left open,
+    /// and with `reset`, return the session to its configured settings.
+    Release { reset: bool },
+    /// The transaction status byte of the last `ReadyForQuery`.
+    Status { reply: oneshot::Sender<u8> },
     /// `pg_dump` (the bundled PostgreSQL 17 build) of the database as SQL
     /// text, with these extra arguments.
     Dump {
@@ -205,7 +208,10 @@ impl Driver {
                     });
                     let _ = reply.send(result);
                 }
-                Request::Release => self.release(),
+                Request::Release { reset } => self.release(reset),
+                Request::Status { reply } => {
+                    let _ = reply.send(self.status);
+                }
                 Request::Dump { args, reply } => {
                     let _ = reply.send(self.dump(args));
                 }
@@ -373,11 +379,22 @@ impl Driver {
         Ok(data)
     }
 
-    fn release(&mut self) {
+    /// Rolls back what a released session left open and, for a session that
+    /// may have changed settings or made session objects, resets them: the
+    /// next session starts as a fresh one would.
+    fn release(&mut self, reset: bool) {
         if self.status != b'I'
             && let Err(e) = self.simple("ROLLBACK")
         {
             tracing::error!(error = %e, "rolling back a released embedded session failed");
+        }
+        if reset
+            && let Err(e) = self
+                .simple(db_core::RESET_SESSION_SQL)
+                .and_then(|data| wire::read_result(&data, None, false).map(drop))
+                .and_then(|()| initialize_session(&mut self.pglite))
+        {
+            tracing::error!(error = %e, "resetting a released embedded session failed");
         }
     }
 

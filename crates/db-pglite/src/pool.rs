@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use db_core::{
     BackendKind, Config, DataDir, Error, Executor, ListenCommand, ListenerHub, NotificationStream,
-    Pool, QueryResult, Result, TimeoutPhase, Value,
+    Pool, QueryResult, Result, Row, TimeoutPhase, Value,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -30,14 +30,19 @@ struct Holder {
     task: Option<tokio::task::Id>,
     thread: ThreadId,
     location: &'static Location<'static>,
+    /// A held client, which its owner may keep across other awaits (and so
+    /// deadlock on by asking the pool again); `false` for a one-shot pool
+    /// call, which ends by itself.
+    held: bool,
 }
 
 impl Holder {
-    fn current(location: &'static Location<'static>) -> Holder {
+    fn current(location: &'static Location<'static>, held: bool) -> Holder {
         Holder {
             task: tokio::task::try_id(),
             thread: std::thread::current().id(),
             location,
+            held,
         }
     }
 
@@ -84,37 +89,64 @@ impl Shared {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Gives the backend back. Unless the session's last response showed the
-    /// backend idle, the driver rolls back what the session left open before
-    /// the next session's first statement, because the release is queued
-    /// ahead of it.
-    pub(crate) fn release(&self, session: SessionId, permit: OwnedSemaphorePermit, idle: bool) {
+    /// Gives the backend back. A session that may have left a transaction
+    /// open or changed the session is rolled back and reset by the driver
+    /// before the next session's first statement, because the release is
+    /// queued ahead of it.
+    pub(crate) fn release(
+        &self,
+        session: SessionId,
+        permit: OwnedSemaphorePermit,
+        rollback: bool,
+        reset: bool,
+    ) {
         self.locks.release_all(session);
-        if !idle {
-            let _ = self.send(Request::Release);
+        if rollback || reset {
+            let _ = self.send(Request::Release { reset });
         }
         *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = None;
         drop(permit);
     }
 
-    /// Fails fast when the calling task already holds the backend: waiting
-    /// for it would never end.
-    fn check_not_holding(&self, location: &'static Location<'static>) -> Result<Holder> {
-        let me = Holder::current(location);
-        let held = *self.holder.lock().unwrap_or_else(PoisonError::into_inner);
-        match held {
-            Some(h) if h.same_caller(&me) => Err(Error::WouldDeadlock {
+    /// Records the calling task as the one holding the backend: a client
+    /// moved into another task transfers its ownership with its first
+    /// statement there.
+    pub(crate) fn touch(&self) {
+        let mut holder = self.holder.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = holder.as_mut() {
+            h.task = tokio::task::try_id();
+            h.thread = std::thread::current().id();
+        }
+    }
+
+    /// Fails fast when the calling task holds a client of the backend:
+    /// waiting for it would never end. A one-shot pool call in progress in
+    /// the same task (`join!` of two `pool.query`s) is no reason: it ends by
+    /// itself, so the caller queues behind it like anyone else.
+    fn check_not_holding(
+        &self,
+        location: &'static Location<'static>,
+        held: bool,
+    ) -> Result<Holder> {
+        let me = Holder::current(location, held);
+        let current = *self.holder.lock().unwrap_or_else(PoisonError::into_inner);
+        match current {
+            Some(h) if h.held && h.same_caller(&me) => Err(Error::WouldDeadlock {
                 held_at: h.location.to_string(),
             }),
             _ => Ok(me),
         }
     }
 
-    async fn lease(&self, location: &'static Location<'static>) -> Result<OwnedSemaphorePermit> {
+    async fn lease(
+        &self,
+        location: &'static Location<'static>,
+        held: bool,
+    ) -> Result<OwnedSemaphorePermit> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let me = self.check_not_holding(location)?;
+        let me = self.check_not_holding(location, held)?;
         let started = Instant::now();
         let permit = match tokio::time::timeout(
             self.acquire_timeout,
@@ -274,12 +306,17 @@ impl PglitePool {
         metadata::parse_next_xid(&text)
     }
 
+    /// A client for the caller: `held` for [`Pool::acquire`], whose client
+    /// the caller keeps; not for the one-shot pool calls.
     #[track_caller]
-    fn lease_client(&self) -> impl Future<Output = Result<PgliteClient>> + Send + 'static {
+    fn lease_client(
+        &self,
+        held: bool,
+    ) -> impl Future<Output = Result<PgliteClient>> + Send + 'static {
         let location = Location::caller();
         let shared = Arc::clone(&self.shared);
         async move {
-            let permit = shared.lease(location).await?;
+            let permit = shared.lease(location, held).await?;
             Ok(PgliteClient::new(shared, permit))
         }
     }
@@ -343,7 +380,7 @@ impl Pool for PglitePool {
 
     #[track_caller]
     fn acquire(&self) -> impl Future<Output = Result<PgliteClient>> + Send {
-        self.lease_client()
+        self.lease_client(true)
     }
 
     #[track_caller]
@@ -352,13 +389,53 @@ impl Pool for PglitePool {
         sql: &'a str,
         params: &'a [Value],
     ) -> impl Future<Output = Result<QueryResult>> + Send + 'a {
-        let client = self.lease_client();
+        let client = self.lease_client(false);
         async move { client.await?.run(sql, params).await }
     }
 
     #[track_caller]
+    fn execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        let client = self.lease_client(false);
+        async move { client.await?.execute(sql, params).await }
+    }
+
+    #[track_caller]
+    fn query<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        let client = self.lease_client(false);
+        async move { client.await?.query(sql, params).await }
+    }
+
+    #[track_caller]
+    fn query_one<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        let client = self.lease_client(false);
+        async move { client.await?.query_one(sql, params).await }
+    }
+
+    #[track_caller]
+    fn query_opt<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        let client = self.lease_client(false);
+        async move { client.await?.query_opt(sql, params).await }
+    }
+
+    #[track_caller]
     fn batch_execute<'a>(&'a self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a {
-        let client = self.lease_client();
+        let client = self.lease_client(false);
         async move { client.await?.batch_execute(sql).await }
     }
 
@@ -368,7 +445,7 @@ impl Pool for PglitePool {
         statement: &'a str,
         data: &'a [u8],
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
-        let client = self.lease_client();
+        let client = self.lease_client(false);
         async move { client.await?.copy_in(statement, data).await }
     }
 
@@ -381,7 +458,7 @@ impl Pool for PglitePool {
     where
         F: FnMut(&[u8]) -> Result<()> + Send + 'a,
     {
-        let client = self.lease_client();
+        let client = self.lease_client(false);
         async move { client.await?.copy_out(statement, sink).await }
     }
 
@@ -411,7 +488,7 @@ impl Pool for PglitePool {
         let channel = channel.to_owned();
         async move {
             // LISTEN runs in a lease of its own.
-            shared.check_not_holding(location)?;
+            shared.check_not_holding(location, false)?;
             shared.hub.subscribe(&channel).await
         }
     }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use db_core::{
-    Client, Column, CopyDirection, Error, Executor, QueryResult, Result, SessionState, Value,
-    check_copy_statement, copy_out_extra_messages, finish_query_span, flush_pending, query_span,
+    Client, Column, CopyDirection, Error, Executor, QueryResult, RESET_SESSION_SQL, Result,
+    SessionState, StatementKind, TxStatus, Value, check_copy_statement, copy_out_extra_messages,
+    finish_query_span, flush_pending, query_span,
 };
 use futures::TryStreamExt as _;
 use sqlx::pool::PoolConnection;
@@ -112,12 +113,21 @@ impl PgClient {
         self.conn.as_deref_mut().ok_or(Error::Closed)
     }
 
-    /// Notes what a statement about to run may leave behind.
-    fn note(&mut self, sql: &str) {
-        self.state.note_statement(sql);
-        if mentions_advisory_lock(sql) {
+    /// Notes what a statement about to run may leave behind, before its
+    /// first await.
+    fn note(&mut self, kind: StatementKind) {
+        self.state.before(kind);
+        if kind != StatementKind::Plain {
+            // It may take advisory locks the hold counts do not know of.
             self.untracked_locks = true;
         }
+    }
+
+    /// Notes a statement's outcome: a server error inside a transaction
+    /// block aborts it (this driver does not see the status byte).
+    fn noted<T>(&mut self, result: &Result<T>) {
+        let server_error = matches!(result, Err(Error::Database(_)));
+        self.state.after(None, server_error);
     }
 
     /// Maps a sqlx error from running `sql`, remembering a broken connection.
@@ -203,8 +213,8 @@ impl PgClient {
     {
         check_copy_statement(statement, direction)?;
         flush_pending(self).await?;
-        self.note(statement);
         self.conn()?;
+        self.note(StatementKind::Plain);
         let span = query_span(SYSTEM, statement);
         let started = Instant::now();
         self.out_of_step = true;
@@ -219,6 +229,7 @@ impl PgClient {
             }
             CopyError::Ours(e) => e,
         });
+        self.noted(&result);
         finish_query_span(
             &span,
             started,
@@ -228,9 +239,14 @@ impl PgClient {
         result
     }
 
-    /// Runs a one-row, one-boolean advisory lock function on `key`.
+    /// Runs a one-row, one-boolean advisory lock function on `key`. The hold
+    /// counts track what it takes, so it does not make the session dirty.
     async fn lock_call(&mut self, sql: &str, key: i64) -> Result<bool> {
-        let row = self.query_one(sql, &[Value::Int8(key)]).await?;
+        flush_pending(self).await?;
+        self.state.before(StatementKind::Plain);
+        let result = self.prepared(sql, &[Value::Int8(key)]).await;
+        self.noted(&result);
+        let row = db_core::single(result?.rows)?.ok_or(Error::RowNotFound)?;
         row.try_get::<bool, _>(0)
     }
 }
@@ -327,19 +343,23 @@ async fn skip_stray_ready_for_query(conn: &mut PgConnection) -> sqlx::Result<()>
 impl Executor for PgClient {
     async fn run(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult> {
         flush_pending(self).await?;
-        self.note(sql);
+        let kind = StatementKind::of_statement(sql);
+        self.note(kind);
         let span = query_span(SYSTEM, sql);
         let started = Instant::now();
         let mut result = self.prepared(sql, params).instrument(span.clone()).await;
+        self.noted(&result);
         // DDL changed the result type of a cached statement. Outside a
         // transaction nothing ran and preparing it again is safe: retry once,
         // as the embedded backend does, so both behave the same.
         let stale = matches!(&result, Err(Error::Database(e)) if e.is_stale_cached_plan());
-        if stale && !self.state.needs_reset() {
+        if stale && self.state.depth() == 0 && self.state.status() == TxStatus::Idle {
             if let Ok(conn) = self.conn() {
                 let _ = sqlx::Connection::clear_cached_statements(conn).await;
             }
+            self.note(kind);
             result = self.prepared(sql, params).instrument(span.clone()).await;
+            self.noted(&result);
         }
         finish_query_span(
             &span,
@@ -352,8 +372,11 @@ impl Executor for PgClient {
 
     async fn batch_execute(&mut self, sql: &str) -> Result<()> {
         flush_pending(self).await?;
-        self.note(sql);
-        self.simple(sql).await
+        // A script may do anything to the session.
+        self.note(StatementKind::Control);
+        let result = self.simple(sql).await;
+        self.noted(&result);
+        result
     }
 
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
@@ -383,8 +406,18 @@ impl Client for PgClient {
         &mut self.state
     }
 
+    /// The transaction status is left to the guards, who know what their
+    /// own statements do.
     async fn simple_raw(&mut self, sql: &str) -> Result<()> {
         self.simple(sql).await
+    }
+
+    async fn probe_status(&mut self) -> Result<TxStatus> {
+        let conn = self.conn()?;
+        match transaction_status(conn).await {
+            Ok(status) => Ok(status),
+            Err(e) => Err(self.fail(e, "probing the transaction status")),
+        }
     }
 
     /// Takes the session-level advisory lock `key`, polling
@@ -443,11 +476,12 @@ impl Client for PgClient {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rollback {
     No,
-    /// A transaction guard is open: certainly.
+    /// A transaction is open (or failed): certainly.
     Yes,
-    /// A raw `BEGIN` ran, or a `BEGIN` was cancelled: only if the server
-    /// says a transaction is open (a `ROLLBACK` outside one makes the server
-    /// warn, and sqlx log that warning).
+    /// The status is unknown (SQL text that may open or end a transaction
+    /// ran, or a statement was cancelled): only if the server says a
+    /// transaction is open (a `ROLLBACK` outside one makes the server warn,
+    /// and sqlx log that warning).
     IfOpen,
 }
 
@@ -460,20 +494,26 @@ impl Drop for PgClient {
             conn.close_on_drop();
             return;
         }
-        let rollback = if self.state.depth() > 0 {
-            Rollback::Yes
-        } else if self.state.needs_reset() {
-            Rollback::IfOpen
-        } else {
-            Rollback::No
+        let rollback = match self.state.status() {
+            _ if self.state.depth() > 0 => Rollback::Yes,
+            TxStatus::InTransaction | TxStatus::Failed => Rollback::Yes,
+            TxStatus::Unknown => Rollback::IfOpen,
+            TxStatus::Idle if self.state.needs_rollback() => Rollback::IfOpen,
+            TxStatus::Idle => Rollback::No,
         };
-        let unlock = self.untracked_locks || !self.locks.is_empty();
-        if rollback == Rollback::No && !unlock {
+        let cleanup = if self.state.needs_reset() {
+            Cleanup::Reset
+        } else if self.untracked_locks || !self.locks.is_empty() {
+            Cleanup::Unlock
+        } else {
+            Cleanup::Nothing
+        };
+        if rollback == Rollback::No && cleanup == Cleanup::Nothing {
             return; // clean: `conn` goes back to the pool
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(clean_up(conn, rollback, unlock));
+                runtime.spawn(clean_up(conn, rollback, cleanup));
             }
             Err(_) => {
                 tracing::warn!(
@@ -486,10 +526,20 @@ impl Drop for PgClient {
     }
 }
 
+/// What a released session needs besides a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cleanup {
+    Nothing,
+    /// Release the advisory locks it may hold.
+    Unlock,
+    /// Return it to a fresh session's state, locks included.
+    Reset,
+}
+
 /// Resets a dirty session, then lets it go back to the pool; closes it if the
 /// reset fails or takes too long.
-async fn clean_up(mut conn: PoolConnection<Postgres>, rollback: Rollback, unlock: bool) {
-    let outcome = tokio::time::timeout(CLEANUP_TIMEOUT, reset(&mut conn, rollback, unlock)).await;
+async fn clean_up(mut conn: PoolConnection<Postgres>, rollback: Rollback, cleanup: Cleanup) {
+    let outcome = tokio::time::timeout(CLEANUP_TIMEOUT, reset(&mut conn, rollback, cleanup)).await;
     let failure = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e.to_string(),
@@ -503,60 +553,48 @@ async fn clean_up(mut conn: PoolConnection<Postgres>, rollback: Rollback, unlock
     conn.close_on_drop();
 }
 
-async fn reset(conn: &mut PgConnection, rollback: Rollback, unlock: bool) -> sqlx::Result<()> {
+async fn reset(conn: &mut PgConnection, rollback: Rollback, cleanup: Cleanup) -> sqlx::Result<()> {
     let rollback = match rollback {
         Rollback::No => false,
         Rollback::Yes => true,
-        Rollback::IfOpen => in_transaction(conn).await?,
+        Rollback::IfOpen => transaction_status(conn).await? != TxStatus::Idle,
     };
-    let sql = match (rollback, unlock) {
-        (false, false) => return Ok(()),
-        (true, false) => "ROLLBACK",
-        (false, true) => "SELECT pg_advisory_unlock_all()",
-        (true, true) => "ROLLBACK; SELECT pg_advisory_unlock_all()",
-    };
-    conn.execute(sql).await.map(drop)
+    if rollback {
+        conn.execute("ROLLBACK").await?;
+    }
+    match cleanup {
+        Cleanup::Nothing => {}
+        Cleanup::Unlock => {
+            conn.execute("SELECT pg_advisory_unlock_all()").await?;
+        }
+        Cleanup::Reset => {
+            conn.execute(RESET_SESSION_SQL).await?;
+            conn.execute("UNLISTEN *").await?;
+        }
+    }
+    Ok(())
 }
 
-/// Whether the session is inside a transaction block.
+/// The session's transaction status, asked of the server.
 ///
 /// `now()` is the start of the current transaction and
 /// `statement_timestamp()` the start of the current simple-protocol query;
 /// PostgreSQL documents them as equal exactly in the first command of a
 /// transaction, so they differ only inside a block opened earlier. An
 /// aborted block rejects the query with `25P02`.
-async fn in_transaction(conn: &mut PgConnection) -> sqlx::Result<bool> {
+async fn transaction_status(conn: &mut PgConnection) -> sqlx::Result<TxStatus> {
     match conn.fetch_one("SELECT now() = statement_timestamp()").await {
         Ok(row) => {
             let first_command = row.try_get_raw(0)?.as_str().map_err(sqlx::Error::Decode)?;
-            Ok(first_command != "t")
+            Ok(if first_command == "t" {
+                TxStatus::Idle
+            } else {
+                TxStatus::InTransaction
+            })
         }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => {
+            Ok(TxStatus::Failed)
+        }
         Err(e) => Err(e),
-    }
-}
-
-/// Whether `sql` may take a session-level advisory lock
-/// (`pg_advisory_lock`, `pg_try_advisory_lock`, `..._shared`).
-fn mentions_advisory_lock(sql: &str) -> bool {
-    const NEEDLE: &[u8] = b"advisory_lock";
-    sql.as_bytes()
-        .windows(NEEDLE.len())
-        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mentions_advisory_lock;
-
-    #[test]
-    fn advisory_lock_statements_are_noticed() {
-        assert!(mentions_advisory_lock("SELECT pg_advisory_lock(1)"));
-        assert!(mentions_advisory_lock(
-            "select PG_TRY_ADVISORY_LOCK_SHARED($1)"
-        ));
-        assert!(!mentions_advisory_lock("SELECT pg_advisory_unlock(1)"));
-        assert!(!mentions_advisory_lock("SELECT pg_advisory_xact_lock(1)"));
-        assert!(!mentions_advisory_lock("SELECT 1"));
     }
 }

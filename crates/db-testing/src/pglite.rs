@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use db::{AnyPool, Config, PglitePool, Pool, Result};
+use db::{AnyPool, Config, DataDir, PglitePool, Pool, Result};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::reset::{Baseline, reset};
+use crate::reset::{Baseline, mark, reset};
 use crate::{Hold, TestDatabase};
 
 #[derive(Debug)]
@@ -67,7 +67,20 @@ impl Shared {
     }
 
     async fn build(&self) -> Result<Instance> {
+        // Only a database made here and gone with the process is ever
+        // reset: never a directory that may hold someone's data.
+        if self.config.pglite.data_dir != DataDir::Memory {
+            return Err(db::Error::backend(
+                "db-testing",
+                std::io::Error::other(format!(
+                    "test databases on the embedded backend are temporary; refusing to use {} \
+                     (set COCALC_PGLITE_DATA_DIR=memory:// or leave it unset)",
+                    self.config.pglite.data_dir
+                )),
+            ));
+        }
         let pool = PglitePool::open(&self.config).await?;
+        mark(&AnyPool::Pglite(pool.clone())).await?;
         if !self.setup.trim().is_empty() {
             pool.batch_execute(&self.setup).await?;
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use db::{AnyPool, Config, Error, Pool, Result, quote_ident};
 use tokio::sync::OnceCell;
 
-use crate::reset::{Baseline, reset};
+use crate::reset::{Baseline, MARKER, check_marked, mark, reset};
 use crate::{Hold, TestDatabase, setup_hash};
 
 /// Every test database's name starts with this, then this host's tag, the
@@ -97,8 +97,9 @@ impl Template {
         let pattern = format!("{}{}\\_%", PREFIX.replace('_', "\\_"), host_tag());
         let names: Vec<String> = admin
             .query(
-                "SELECT datname::text FROM pg_catalog.pg_database WHERE datname LIKE $1",
-                &[pattern.as_str().into()],
+                "SELECT datname::text FROM pg_catalog.pg_database \
+                 WHERE datname LIKE $1 AND pg_catalog.shobj_description(oid, 'pg_database') = $2",
+                &[pattern.as_str().into(), MARKER.into()],
             )
             .await?
             .iter()
@@ -209,6 +210,12 @@ impl Template {
                 .pop();
             let Some(name) = name else { return Ok(None) };
             let pool = self.connect(&url, &name).await?;
+            if let Err(e) = check_marked(&pool).await {
+                // Not ours after all: left exactly as it is.
+                tracing::warn!(error = %e, database = name, "not reusing a test database");
+                pool.close().await;
+                continue;
+            }
             // Sessions the last test left (a leaked connection, a transaction
             // still open) would hold locks the reset needs.
             let cleaned = pool
@@ -280,11 +287,12 @@ impl Template {
                 return Err(e);
             }
         };
-        if let Err(e) = self
-            .baseline
-            .get_or_try_init(|| Baseline::capture(&pool))
-            .await
-        {
+        if let Err(e) = mark(&pool).await.and(
+            self.baseline
+                .get_or_try_init(|| Baseline::capture(&pool))
+                .await
+                .map(drop),
+        ) {
             pool.close().await;
             drop_database(&url, &name).await;
             return Err(e);

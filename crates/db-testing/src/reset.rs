@@ -1,7 +1,7 @@
 //! The reset both backends share: what a database looked like right after
 //! the setup ([`Baseline`]), and undoing only what a test changed since.
 
-use db::{AnyPool, Executor, Pool, Result, Value};
+use db::{AnyPool, Error, Executor, Pool, Result, Value};
 
 const USER_SCHEMAS: &str =
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'";
@@ -148,9 +148,49 @@ async fn sequence_states(pool: &AnyPool) -> Result<Vec<(String, Option<i64>)>> {
     .collect()
 }
 
+/// The comment `db-testing` puts on every database it makes, and looks for
+/// before it deletes anything: a database is reset only if it carries it,
+/// whatever its name or the configuration says.
+pub(crate) const MARKER: &str =
+    "db-testing scratch database: its contents are deleted between tests";
+
+/// Marks the database behind `pool` as made by `db-testing`.
+pub(crate) async fn mark(pool: &AnyPool) -> Result<()> {
+    pool.batch_execute(&format!(
+        "DO $db_testing$ BEGIN EXECUTE format('COMMENT ON DATABASE %I IS %L', \
+         current_database(), {}); END $db_testing$",
+        quote_literal(MARKER)
+    ))
+    .await
+}
+
+/// Fails unless the database behind `pool` carries [`MARKER`].
+pub(crate) async fn check_marked(pool: &AnyPool) -> Result<()> {
+    let row = pool
+        .query_one(
+            "SELECT current_database()::text, \
+             pg_catalog.shobj_description(d.oid, 'pg_database') IS NOT DISTINCT FROM $1 \
+             FROM pg_catalog.pg_database d WHERE d.datname = current_database()",
+            &[Value::from(MARKER)],
+        )
+        .await?;
+    if row.try_get::<bool, _>(1)? {
+        return Ok(());
+    }
+    let name: String = row.try_get(0)?;
+    Err(Error::backend(
+        "db-testing",
+        std::io::Error::other(format!(
+            "refusing to reset database {name:?}: db-testing did not create it \
+             (it lacks db-testing's marker comment)"
+        )),
+    ))
+}
+
 /// Undoes what the last test did to the database behind `pool`. `Ok(false)`
 /// asks for a rebuild: the schema of the setup itself was changed.
 pub(crate) async fn reset(pool: &AnyPool, baseline: &Baseline) -> Result<bool> {
+    check_marked(pool).await?;
     let mut client = pool.acquire().await?;
     let drops: Vec<String> = client
         .query(&drops_sql(), &[Value::Int8(baseline.boundary)])

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use db_core::{
     AdvisoryLock, BackendKind, Client, Config, Executor, NotificationStream, Pool, QueryResult,
-    Result, SessionState, Value,
+    Result, Row, SessionState, TxStatus, Value,
 };
 use db_pglite::{PgliteClient, PgliteLock, PglitePool};
 use db_postgres::{PgAdvisoryLock, PgClient, PgPool};
@@ -97,6 +97,42 @@ impl Pool for AnyPool {
         params: &'a [Value],
     ) -> impl Future<Output = Result<QueryResult>> + Send + 'a {
         both!(self, p => p.run(sql, params))
+    }
+
+    #[track_caller]
+    fn execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        both!(self, p => p.execute(sql, params))
+    }
+
+    #[track_caller]
+    fn query<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        both!(self, p => p.query(sql, params))
+    }
+
+    #[track_caller]
+    fn query_one<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        both!(self, p => p.query_one(sql, params))
+    }
+
+    #[track_caller]
+    fn query_opt<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        both!(self, p => p.query_opt(sql, params))
     }
 
     #[track_caller]
@@ -197,6 +233,10 @@ impl Client for AnyClient {
 
     fn simple_raw<'a>(&'a mut self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a {
         both!(self, c => c.simple_raw(sql))
+    }
+
+    fn probe_status(&mut self) -> impl Future<Output = Result<TxStatus>> + Send {
+        both!(self, c => c.probe_status())
     }
 
     fn lock(&mut self, key: i64, timeout: Duration) -> impl Future<Output = Result<()>> + Send {

@@ -113,3 +113,129 @@ async fn parallel_tests_never_see_each_other() {
     a.unwrap();
     b.unwrap();
 }
+
+/// The URL of database `name` on the server of `url`.
+fn on_database(url: &str, name: &str) -> String {
+    let (server, _) = url.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+async fn kept_rows(pool: &db::AnyPool) -> i64 {
+    pool.query_one("SELECT count(*) FROM keep", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `PGDATABASE` set for psql must not point a test run at a real database,
+/// and db-testing resets only databases that carry its own marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_run_never_resets_a_database_it_did_not_create() {
+    use db::{AnyPool, BackendKind, Config, DataDir, Executor};
+    let base = conformance::base_config();
+    if base.backend == BackendKind::Pglite {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::new().pglite(DataDir::Path(dir.path().join("data")));
+        let pool = AnyPool::connect(&config).await.unwrap();
+        pool.batch_execute("CREATE TABLE keep AS SELECT generate_series(1, 100) AS id")
+            .await
+            .unwrap();
+        pool.close().await;
+        let err = TestDatabases::new(config.clone(), "")
+            .database()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("temporary"), "{err}");
+        let pool = AnyPool::connect(&config).await.unwrap();
+        assert_eq!(kept_rows(&pool).await, 100);
+        pool.close().await;
+        return;
+    }
+    let url = base.postgres.url.clone().expect("the suite's server URL");
+    let name = format!("precious_{}", std::process::id());
+    let admin = AnyPool::connect(&Config::new().postgres_url(&url))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let precious_url = on_database(&url, &name);
+    let precious = AnyPool::connect(&Config::new().postgres_url(&precious_url))
+        .await
+        .unwrap();
+    precious
+        .batch_execute("CREATE TABLE keep AS SELECT generate_series(1, 100) AS id")
+        .await
+        .unwrap();
+
+    // The URL names the server's maintenance database; PGDATABASE, as a
+    // developer sets it for psql, must not redirect it.
+    let config = Config::from_lookup(|k| match k {
+        "COCALC_DB" => Some("postgres".to_owned()),
+        "DATABASE_URL" => Some(url.clone()),
+        "PGDATABASE" => Some(name.clone()),
+        _ => None,
+    })
+    .unwrap();
+    // The admin connection itself is on `precious` here: db-testing must
+    // still make and reset only databases of its own.
+    let mut unmarked_names = Vec::new();
+    for config in [config, Config::new().postgres_url(&precious_url)] {
+        let databases = TestDatabases::new(config, "CREATE TABLE t (id int)");
+        for _ in 0..3 {
+            let db = databases.database().await.unwrap();
+            let current: String = db
+                .pool()
+                .query_one("SELECT current_database()::text", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_ne!(current, name);
+            db.pool()
+                .execute("INSERT INTO t VALUES (1)", &[])
+                .await
+                .unwrap();
+            // A test that removes the marker makes its database one
+            // db-testing no longer touches.
+            db.pool()
+                .batch_execute(&format!(
+                    "COMMENT ON DATABASE {} IS NULL",
+                    db::quote_ident(&current)
+                ))
+                .await
+                .unwrap();
+            let mut client = db.pool().acquire().await.unwrap();
+            client
+                .execute("INSERT INTO t VALUES (2)", &[])
+                .await
+                .unwrap();
+            drop(client);
+            let unmarked = db.config().clone();
+            drop(db);
+            let next = databases.database().await.unwrap();
+            drop(next);
+            let pool = AnyPool::connect(&unmarked).await.unwrap();
+            let n: i64 = pool
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 2, "an unmarked database was reset");
+            pool.close().await;
+            unmarked_names.push(current);
+        }
+    }
+    assert_eq!(kept_rows(&precious).await, 100);
+    precious.close().await;
+    unmarked_names.push(name);
+    for name in unmarked_names {
+        let drop = format!("DROP DATABASE {} WITH (FORCE)", db::quote_ident(&name));
+        admin.batch_execute(&drop).await.unwrap();
+    }
+    admin.close().await;
+}
