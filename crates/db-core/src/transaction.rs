@@ -366,19 +366,21 @@ impl<'c, C: Client> Transaction<'c, C> {
         // session undoes whatever part of BEGIN reached the server.
         state.schedule_rollback_to(depth - 1);
         tracing::debug!(target: "db::transaction", depth, "begin");
-        control(client, &sql, |ok| {
-            if ok || depth > 1 {
-                // A failed SAVEPOINT leaves the transaction failed.
-                if ok {
-                    TxStatus::InTransaction
-                } else {
-                    TxStatus::Failed
-                }
-            } else {
-                TxStatus::Unknown
-            }
+        let started = control(client, &sql, |ok| match (ok, depth) {
+            (true, _) => TxStatus::InTransaction,
+            // A refused SAVEPOINT (in a failed transaction) leaves it failed.
+            (false, 1) => TxStatus::Unknown,
+            (false, _) => TxStatus::Failed,
         })
-        .await?;
+        .await;
+        if let Err(e) = started {
+            if e.as_db_error().is_some() {
+                // The server refused it: there is nothing to undo, and the
+                // enclosing transaction goes on as it was.
+                client.session_state().pending_rollback_to = None;
+            }
+            return Err(e);
+        }
         let state = client.session_state();
         state.pending_rollback_to = None;
         state.depth = depth;

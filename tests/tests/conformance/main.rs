@@ -13,6 +13,7 @@ mod notify;
 mod pglite;
 mod rows;
 mod schema_sync;
+mod session_model;
 mod sessions;
 mod testing;
 mod transactions;
