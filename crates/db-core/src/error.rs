@@ -353,6 +353,24 @@ pub struct DbError {
     pub column: Option<String>,
     /// Constraint name, if any.
     pub constraint: Option<String>,
+    /// Data type name, if any.
+    pub data_type: Option<String>,
+    /// Where it happened (`W`): the call stack of functions and triggers,
+    /// one per line, innermost first; the only pointer into a failing
+    /// trigger or PL/pgSQL function.
+    pub where_: Option<String>,
+    /// 1-based position in an internally generated query (`p`), if any.
+    pub internal_position: Option<u32>,
+    /// That internally generated query (`q`), if any.
+    pub internal_query: Option<String>,
+    /// PostgreSQL's source file that reported it (`F`).
+    pub file: Option<String>,
+    /// PostgreSQL's source line that reported it (`L`).
+    pub line: Option<u32>,
+    /// PostgreSQL's source routine that reported it (`R`); unlike the
+    /// message it is not translated, so it identifies a condition whatever
+    /// the server's language.
+    pub routine: Option<String>,
 }
 
 impl DbError {
@@ -370,6 +388,13 @@ impl DbError {
             table: None,
             column: None,
             constraint: None,
+            data_type: None,
+            where_: None,
+            internal_position: None,
+            internal_query: None,
+            file: None,
+            line: None,
+            routine: None,
         };
         for (kind, value) in fields {
             let v = || Some(value.to_owned());
@@ -385,6 +410,13 @@ impl DbError {
                 b't' => e.table = v(),
                 b'c' => e.column = v(),
                 b'n' => e.constraint = v(),
+                b'd' => e.data_type = v(),
+                b'W' => e.where_ = v(),
+                b'p' => e.internal_position = value.parse().ok(),
+                b'q' => e.internal_query = v(),
+                b'F' => e.file = v(),
+                b'L' => e.line = value.parse().ok(),
+                b'R' => e.routine = v(),
                 _ => {}
             }
         }
@@ -394,13 +426,13 @@ impl DbError {
 
 impl DbError {
     /// Whether a cached prepared statement was refused because DDL changed
-    /// its result type since it was prepared (`0A000`, "cached plan must not
-    /// change result type"). Nothing ran; preparing it again succeeds.
+    /// its result type since it was prepared (`0A000` from PostgreSQL's
+    /// `RevalidateCachedQuery`, "cached plan must not change result type").
+    /// Nothing ran; preparing it again succeeds. Recognised by the routine,
+    /// which servers do not translate.
     pub fn is_stale_cached_plan(&self) -> bool {
         self.code == SqlState::FEATURE_NOT_SUPPORTED
-            && self
-                .message
-                .contains("cached plan must not change result type")
+            && self.routine.as_deref() == Some("RevalidateCachedQuery")
     }
 }
 
@@ -418,6 +450,9 @@ impl fmt::Display for DbError {
         }
         if let Some(hint) = &self.hint {
             write!(f, " (HINT: {hint})")?;
+        }
+        if let Some(place) = &self.where_ {
+            write!(f, " (CONTEXT: {})", place.replace('\n', "; "))?;
         }
         Ok(())
     }

@@ -60,10 +60,14 @@ fn db_error(e: &PgDatabaseError) -> DbError {
         PgSeverity::Info => "INFO",
         PgSeverity::Log => "LOG",
     };
-    let position = match e.position() {
-        Some(PgErrorPosition::Original(p)) => Some(p.to_string()),
-        _ => None,
+    let (position, internal_position, internal_query) = match e.position() {
+        Some(PgErrorPosition::Original(p)) => (Some(p.to_string()), None, None),
+        Some(PgErrorPosition::Internal { position, query }) => {
+            (None, Some(position.to_string()), Some(query))
+        }
+        None => (None, None, None),
     };
+    let line = e.line().map(|l| l.to_string());
     let optional = [
         (b'D', e.detail()),
         (b'H', e.hint()),
@@ -72,6 +76,13 @@ fn db_error(e: &PgDatabaseError) -> DbError {
         (b't', e.table()),
         (b'c', e.column()),
         (b'n', e.constraint()),
+        (b'd', e.data_type()),
+        (b'W', e.r#where()),
+        (b'p', internal_position.as_deref()),
+        (b'q', internal_query),
+        (b'F', e.file()),
+        (b'L', line.as_deref()),
+        (b'R', e.routine()),
     ];
     let fields = [(b'V', severity), (b'C', e.code()), (b'M', e.message())]
         .into_iter()

@@ -105,3 +105,45 @@ async fn division_by_zero_and_bad_casts() {
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
 }
+
+/// Every field of the server's error reaches the caller: the context
+/// (`where`) is the only pointer into a failing trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_data_type_and_routine_are_kept() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute(
+            "CREATE TABLE audited (v int);
+             CREATE FUNCTION refuse_negative() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.v < 0 THEN RAISE EXCEPTION 'negative: %', NEW.v; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER audited_check BEFORE INSERT ON audited
+                 FOR EACH ROW EXECUTE FUNCTION refuse_negative();
+             CREATE DOMAIN positive AS int CHECK (VALUE > 0);",
+        )
+        .await
+        .unwrap();
+    let err = db
+        .pool
+        .execute("INSERT INTO audited VALUES (-1)", &[])
+        .await
+        .unwrap_err();
+    let e = err.as_db_error().expect("a server error");
+    let place = e.where_.as_deref().unwrap_or_default();
+    assert!(place.contains("refuse_negative"), "{e:?}");
+    assert!(err.to_string().contains("refuse_negative"), "{err}");
+    assert!(
+        e.routine.is_some() && e.file.is_some() && e.line.is_some(),
+        "{e:?}"
+    );
+    let err = db
+        .pool
+        .query("SELECT (-1)::positive", &[])
+        .await
+        .unwrap_err();
+    let e = err.as_db_error().expect("a server error");
+    assert_eq!(e.data_type.as_deref(), Some("positive"), "{e:?}");
+    assert_eq!(e.code, SqlState::CHECK_VIOLATION);
+}
