@@ -203,6 +203,7 @@ mod tests {
         let grid = Array {
             element_type: Type::TEXT,
             dims: vec![2, 1],
+            lower_bounds: Vec::new(),
             elements: vec![Value::Text("a".into()), Value::Text("b".into())],
         };
         assert_eq!(value_to_json(&Value::Array(grid)), json!([["a"], ["b"]]));

@@ -262,6 +262,7 @@ mod tests {
         let grid = Array {
             element_type: Type::INT4,
             dims: vec![2, 2],
+            lower_bounds: Vec::new(),
             elements: (1..=4).map(Value::Int4).collect(),
         };
         assert_eq!(array_text(&grid), "{{1,2},{3,4}}");

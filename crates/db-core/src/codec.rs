@@ -344,13 +344,17 @@ fn decode_array(r: &mut Reader<'_>, declared: Type) -> Result<Array, CodecError>
     };
     let ndim = usize::try_from(ndim).map_err(|_| CodecError::new(r.ty, "negative dimensions"))?;
     let mut dims = Vec::with_capacity(ndim);
+    let mut lower_bounds = Vec::with_capacity(ndim);
     let mut total: usize = if ndim == 0 { 0 } else { 1 };
     for _ in 0..ndim {
         let len = usize::try_from(r.i32()?)
             .map_err(|_| CodecError::new(r.ty, "negative dimension length"))?;
-        let _lower_bound = r.i32()?;
+        lower_bounds.push(r.i32()?);
         total = total.saturating_mul(len);
         dims.push(len);
+    }
+    if lower_bounds.iter().all(|&b| b == 1) {
+        lower_bounds.clear();
     }
     // Every element takes at least its 4-byte length, which bounds `total`
     // by the input size before anything is allocated for it.
@@ -370,6 +374,7 @@ fn decode_array(r: &mut Reader<'_>, declared: Type) -> Result<Array, CodecError>
     Ok(Array {
         element_type,
         dims,
+        lower_bounds,
         elements,
     })
 }
@@ -544,16 +549,27 @@ fn encode_array(a: &Array, buf: &mut Vec<u8>, families: AddressFamilies) -> Resu
             ),
         ));
     }
+    if !a.lower_bounds.is_empty() && a.lower_bounds.len() != a.dims.len() {
+        return Err(CodecError::new(
+            ty,
+            format!(
+                "{} lower bounds for {} dimensions",
+                a.lower_bounds.len(),
+                a.dims.len()
+            ),
+        ));
+    }
     let ndim =
         i32::try_from(a.dims.len()).map_err(|_| CodecError::new(ty, "too many dimensions"))?;
     buf.extend_from_slice(&ndim.to_be_bytes());
     let has_null = a.elements.iter().any(Value::is_null);
     buf.extend_from_slice(&i32::from(has_null).to_be_bytes());
     buf.extend_from_slice(&a.element_type.oid().to_be_bytes());
-    for &d in &a.dims {
+    for (i, &d) in a.dims.iter().enumerate() {
         let d = i32::try_from(d).map_err(|_| CodecError::new(ty, "dimension too long"))?;
         buf.extend_from_slice(&d.to_be_bytes());
-        buf.extend_from_slice(&1i32.to_be_bytes());
+        let lower = a.lower_bounds.get(i).copied().unwrap_or(1);
+        buf.extend_from_slice(&lower.to_be_bytes());
     }
     for e in &a.elements {
         if e.is_null() {
@@ -651,6 +667,7 @@ mod tests {
         roundtrip(Value::Array(Array {
             element_type: Type::INT8,
             dims: vec![2, 2],
+            lower_bounds: Vec::new(),
             elements: (1..=4).map(Value::Int8).collect(),
         }));
     }

@@ -346,6 +346,9 @@ pub struct Array {
     pub element_type: Type,
     /// Length of each dimension; empty for an empty array.
     pub dims: Vec<usize>,
+    /// Lower bound of each dimension (`'[0:1]={5,6}'` starts at 0); empty
+    /// when every dimension starts at 1, PostgreSQL's default.
+    pub lower_bounds: Vec<i32>,
     /// The elements, row-major; `Value::Null` for NULL elements.
     pub elements: Vec<Value>,
 }
@@ -361,6 +364,7 @@ impl Array {
         Array {
             element_type,
             dims,
+            lower_bounds: Vec::new(),
             elements,
         }
     }

@@ -70,6 +70,7 @@ async fn parameter_errors_are_clear() {
     let bad = db::Value::Array(db::Array {
         element_type: db::Type::INT4,
         dims: vec![3],
+        lower_bounds: Vec::new(),
         elements: vec![db::Value::Int4(1)],
     });
     let err = db

@@ -329,6 +329,7 @@ async fn arrays_with_nulls_empty_and_multidimensional() {
     let two_d = Value::Array(Array {
         element_type: Type::INT4,
         dims: vec![2, 2],
+        lower_bounds: Vec::new(),
         elements: (1..=4).map(Value::Int4).collect(),
     });
     roundtrip(&db, "int4[]", two_d).await;
@@ -382,4 +383,35 @@ async fn decoding_errors_name_the_column() {
     assert!(row.try_get::<i32, _>(5).is_err());
     let wide = row.try_get::<i64, _>("n").unwrap();
     assert_eq!(wide, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_lower_bounds_survive_a_round_trip() {
+    let db = TestDb::new().await;
+    let row = db
+        .pool
+        .query_one("SELECT '[0:1]={5,6}'::int4[], '{{1,2},{3,4}}'::int4[]", &[])
+        .await
+        .unwrap();
+    let Value::Array(shifted) = row.get::<Value, _>(0) else {
+        panic!("not an array: {row:?}");
+    };
+    assert_eq!(
+        (shifted.dims.clone(), shifted.lower_bounds.clone()),
+        (vec![2], vec![0])
+    );
+    let Value::Array(plain) = row.get::<Value, _>(1) else {
+        panic!("not an array: {row:?}");
+    };
+    assert!(plain.lower_bounds.is_empty(), "{plain:?}");
+    let back = db
+        .pool
+        .query_one(
+            "SELECT array_lower($1::int4[], 1), $1::int4[]::text",
+            &[Value::Array(shifted)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.get::<i32, _>(0), 0);
+    assert_eq!(back.get::<String, _>(1), "[0:1]={5,6}");
 }
