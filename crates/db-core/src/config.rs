@@ -184,6 +184,99 @@ impl Default for PgliteConfig {
     }
 }
 
+/// Server-side time limits every session of a pool starts with (and returns
+/// to when it is reset on release). `None` leaves the server's setting.
+///
+/// On PostgreSQL they are sent with each connection's startup and enforced
+/// by the server. The embedded backend cannot interrupt a running statement
+/// (its WebAssembly build has no working timers): `statement_timeout` there
+/// makes the *caller* stop waiting at the deadline with
+/// [`Error::StatementTimeout`](crate::Error::StatementTimeout) while the
+/// statement runs on; `lock_timeout` is moot (one session, no lock waits);
+/// `idle_in_transaction_session_timeout` is not set (it would end the one
+/// backend session every caller shares).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SessionTimeouts {
+    /// `statement_timeout`.
+    #[serde(with = "optional_millis", default)]
+    pub statement: Option<Duration>,
+    /// `lock_timeout`.
+    #[serde(with = "optional_millis", default)]
+    pub lock: Option<Duration>,
+    /// `idle_in_transaction_session_timeout`.
+    #[serde(with = "optional_millis", default)]
+    pub idle_in_transaction: Option<Duration>,
+}
+
+impl SessionTimeouts {
+    /// The settings as `(name, value in milliseconds)` pairs, for those set.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        [
+            ("statement_timeout", self.statement),
+            ("lock_timeout", self.lock),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| d.map(|d| (name, d.as_millis().to_string())))
+        .collect()
+    }
+}
+
+/// Parses a PostgreSQL-style duration: a number with an optional unit (`us`,
+/// `ms`, `s`, `min`, `h`, `d`; none means milliseconds, as for
+/// `statement_timeout`). `0` means no limit (`None`).
+fn parse_timeout(variable: &'static str, value: &str) -> Result<Option<Duration>, ConfigError> {
+    let invalid = || ConfigError::InvalidValue {
+        variable,
+        value: value.to_owned(),
+        reason: "expected a duration such as 300ms, 5s or 2min (a plain number is milliseconds)",
+    };
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().map_err(|_| invalid())?;
+    let millis_per_unit = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return Err(invalid()),
+    };
+    let millis = number * millis_per_unit;
+    if !millis.is_finite() || millis > f64::from(i32::MAX) {
+        return Err(invalid());
+    }
+    Ok((millis >= 1.0).then(|| Duration::from_millis(millis as u64)))
+}
+
+mod optional_millis {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        <Option<u64> as serde::Deserialize>::deserialize(d).map(|v| v.map(Duration::from_millis))
+    }
+}
+
 /// The whole configuration of a pool.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -200,6 +293,9 @@ pub struct Config {
     /// Statements slower than this are logged at WARN.
     #[serde(with = "millis")]
     pub slow_statement_threshold: Duration,
+    /// Time limits every session starts with.
+    #[serde(default)]
+    pub timeouts: SessionTimeouts,
 }
 
 mod millis {
@@ -228,6 +324,7 @@ impl Default for Config {
             pglite: PgliteConfig::default(),
             acquire_timeout: Duration::from_secs(30),
             slow_statement_threshold: Duration::from_secs(1),
+            timeouts: SessionTimeouts::default(),
         }
     }
 }
@@ -240,8 +337,12 @@ impl Config {
     }
 
     /// Reads `COCALC_DB`, `COCALC_PGLITE_DATA_DIR`,
-    /// `COCALC_PGLITE_RELAXED_DURABILITY`, `DATABASE_URL` and `PGHOST`,
-    /// `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`.
+    /// `COCALC_PGLITE_RELAXED_DURABILITY`, `COCALC_DB_STATEMENT_TIMEOUT`,
+    /// `COCALC_DB_LOCK_TIMEOUT`, `COCALC_DB_IDLE_IN_TRANSACTION_TIMEOUT`
+    /// (PostgreSQL-style durations: `300ms`, `5s`, `2min`; a plain number is
+    /// milliseconds), and `DATABASE_URL`, or without it `PGHOST`, `PGPORT`,
+    /// `PGUSER`, `PGDATABASE`, `PGPASSWORD` (with a URL, the driver reads
+    /// them only for what the URL leaves out, as libpq does).
     ///
     /// An unknown `COCALC_DB` is an error listing the accepted values, so a
     /// typo never silently picks a backend.
@@ -260,6 +361,18 @@ impl Config {
         }
         if let Some(v) = lookup("COCALC_PGLITE_RELAXED_DURABILITY") {
             c.pglite.relaxed_durability = parse_flag("COCALC_PGLITE_RELAXED_DURABILITY", &v)?;
+        }
+        for (variable, slot) in [
+            ("COCALC_DB_STATEMENT_TIMEOUT", &mut c.timeouts.statement),
+            ("COCALC_DB_LOCK_TIMEOUT", &mut c.timeouts.lock),
+            (
+                "COCALC_DB_IDLE_IN_TRANSACTION_TIMEOUT",
+                &mut c.timeouts.idle_in_transaction,
+            ),
+        ] {
+            if let Some(v) = lookup(variable).filter(|v| !v.trim().is_empty()) {
+                *slot = parse_timeout(variable, &v)?;
+            }
         }
         c.postgres.url = lookup("DATABASE_URL").filter(|v| !v.is_empty());
         if c.postgres.url.is_some() {
@@ -324,6 +437,25 @@ impl Config {
     /// How long to wait for a session.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// `statement_timeout` for every session (see [`SessionTimeouts`] for
+    /// what it means on the embedded backend).
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.statement = Some(timeout);
+        self
+    }
+
+    /// `lock_timeout` for every session.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.lock = Some(timeout);
+        self
+    }
+
+    /// `idle_in_transaction_session_timeout` for every server session.
+    pub fn idle_in_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.idle_in_transaction = Some(timeout);
         self
     }
 
@@ -414,6 +546,34 @@ mod tests {
         // A URL set later replaces fields set before.
         let c = c.postgres_url("postgres://u@h/scratch");
         assert_eq!(c.postgres.database, None);
+    }
+
+    #[test]
+    fn timeouts_read_postgres_style_durations() {
+        let c = Config::from_lookup(env(&[
+            ("COCALC_DB_STATEMENT_TIMEOUT", "300ms"),
+            ("COCALC_DB_LOCK_TIMEOUT", "2s"),
+            ("COCALC_DB_IDLE_IN_TRANSACTION_TIMEOUT", "1min"),
+        ]))
+        .expect("config");
+        assert_eq!(c.timeouts.statement, Some(Duration::from_millis(300)));
+        assert_eq!(c.timeouts.lock, Some(Duration::from_secs(2)));
+        assert_eq!(
+            c.timeouts.idle_in_transaction,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            c.timeouts.settings()[0],
+            ("statement_timeout", "300".to_owned())
+        );
+        let c = Config::from_lookup(env(&[("COCALC_DB_STATEMENT_TIMEOUT", "1500")])).expect("ms");
+        assert_eq!(c.timeouts.statement, Some(Duration::from_millis(1500)));
+        let c = Config::from_lookup(env(&[("COCALC_DB_STATEMENT_TIMEOUT", "0")])).expect("off");
+        assert_eq!(c.timeouts.statement, None);
+        for bad in ["5 parsecs", "-1s", "s", "1e99"] {
+            let err = Config::from_lookup(env(&[("COCALC_DB_LOCK_TIMEOUT", bad)]));
+            assert!(err.is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -114,6 +114,21 @@ pub enum Error {
         /// for savepoints.
         depth: u32,
     },
+    /// A statement on the embedded backend outlived the configured
+    /// `statement_timeout`. That backend cannot interrupt a running
+    /// statement, so the caller stopped waiting while the statement runs on
+    /// to its end: an open transaction is then rolled back (its guards
+    /// report [`Error::TransactionLost`]); an autocommit statement's effects
+    /// are kept if it completes. Later statements wait for it.
+    #[error(
+        "the statement did not finish within the statement timeout of {timeout:?}; the embedded \
+         database cannot cancel it, so it runs on (an open transaction is rolled back after it; \
+         an autocommit statement's effects are kept if it completes)"
+    )]
+    StatementTimeout {
+        /// The configured `statement_timeout`.
+        timeout: Duration,
+    },
     /// `begin()` on a session where SQL text (`BEGIN`, `START TRANSACTION`)
     /// opened a transaction that no guard tracks: end it with SQL first.
     #[error(
@@ -212,6 +227,14 @@ impl Error {
             context: context.into(),
             source: source.into(),
         }
+    }
+
+    /// Whether a statement was stopped by `statement_timeout`: the server's
+    /// `57014` (which a cancel request also gives) or, on the embedded
+    /// backend, [`Error::StatementTimeout`].
+    pub fn is_statement_timeout(&self) -> bool {
+        matches!(self, Error::StatementTimeout { .. })
+            || self.code() == Some(&SqlState::QUERY_CANCELED)
     }
 
     /// The server error, if this is one.

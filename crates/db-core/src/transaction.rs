@@ -135,6 +135,8 @@ pub struct SessionState {
     /// A statement was sent and its answer not read (yet, or ever: its
     /// future may have been dropped).
     in_flight: bool,
+    /// Why guards were last lost, for those that find out later.
+    loss: Option<TransactionLoss>,
 }
 
 impl SessionState {
@@ -201,6 +203,15 @@ impl SessionState {
         self.status = status;
     }
 
+    /// Gives up a statement whose answer will not be waited for: whatever
+    /// transaction is open is rolled back before the session's next
+    /// statement (or its release), and its guards are lost.
+    pub fn abandon_transaction(&mut self) {
+        if self.depth > 0 {
+            self.schedule_rollback_to(0);
+        }
+    }
+
     /// Forgets everything, after the backend has rolled the session back
     /// and reset it; open guards are lost.
     pub fn reset(&mut self) {
@@ -219,12 +230,13 @@ impl SessionState {
     }
 
     /// The guards are gone: the transaction ended without them.
-    fn lose_guards(&mut self) {
+    fn lose_guards(&mut self, loss: TransactionLoss) {
         let dirty = self.dirty;
         let status = self.status;
         self.reset();
         self.dirty = dirty;
         self.status = status;
+        self.loss = Some(loss);
     }
 
     fn schedule_rollback_to(&mut self, target: u32) {
@@ -302,28 +314,29 @@ pub async fn flush_pending<C: Client>(client: &mut C) -> Result<()> {
             Ok(()) => {
                 let state = client.session_state();
                 state.pending_rollback_to = None;
+                if state.depth > target {
+                    // Only dropped guards normally sat above `target`; a
+                    // live one there was given up (a cancelled or timed-out
+                    // statement) and learns so from `loss`.
+                    state.loss = Some(TransactionLoss::Cancelled);
+                }
                 state.depth = target;
             }
             Err(e) if target > 0 && e.as_db_error().is_some() => {
                 control(client, "ROLLBACK", |_| TxStatus::Idle).await?;
-                client.session_state().lose_guards();
+                client
+                    .session_state()
+                    .lose_guards(TransactionLoss::Cancelled);
             }
             Err(e) => return Err(e),
         }
     }
     if client.session_state().depth > 0 && status(client).await? == TxStatus::Idle {
-        client.session_state().lose_guards();
+        client
+            .session_state()
+            .lose_guards(TransactionLoss::EndedBySql);
     }
     Ok(())
-}
-
-/// Why a guard's epoch no longer matches the session's.
-fn lost_reason(state: &SessionState) -> TransactionLoss {
-    if state.status == TxStatus::Idle && state.pending_rollback_to.is_none() {
-        TransactionLoss::EndedBySql
-    } else {
-        TransactionLoss::Cancelled
-    }
 }
 
 /// An open transaction (or, nested, a savepoint) on a [`Client`].
@@ -479,7 +492,7 @@ impl<'c, C: Client> Transaction<'c, C> {
         if state.epoch == self.epoch && state.depth >= self.depth {
             Ok(())
         } else {
-            let loss = lost_reason(state);
+            let loss = state.loss.unwrap_or(TransactionLoss::Cancelled);
             self.lost = Some(loss);
             Err(Error::TransactionLost(loss))
         }
@@ -533,13 +546,15 @@ impl<C: Client> Transaction<'_, C> {
     async fn after_statement(&mut self) -> Result<()> {
         let state = self.client.session_state();
         if state.status() != TxStatus::Unknown {
-            if state.status() == TxStatus::Idle {
-                state.lose_guards();
+            if state.status() == TxStatus::Idle && state.depth > 0 {
+                state.lose_guards(TransactionLoss::EndedBySql);
             }
             return Ok(());
         }
         if status(self.client).await? == TxStatus::Idle {
-            self.client.session_state().lose_guards();
+            self.client
+                .session_state()
+                .lose_guards(TransactionLoss::EndedBySql);
         }
         Ok(())
     }

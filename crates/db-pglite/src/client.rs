@@ -60,7 +60,20 @@ impl PgliteClient {
     ) -> Result<Response> {
         self.state.before(kind);
         self.shared.touch();
-        let response = self.shared.request(make).await;
+        let request = self.shared.request(make);
+        let response = match self.shared.statement_timeout {
+            None => request.await,
+            Some(timeout) => match tokio::time::timeout(timeout, request).await {
+                Ok(response) => response,
+                Err(_) => {
+                    // Like a cancelled call: the statement runs on, its
+                    // outcome unknown; a guarded transaction is rolled back
+                    // before this session's next statement.
+                    self.state.abandon_transaction();
+                    return Err(Error::StatementTimeout { timeout });
+                }
+            },
+        };
         match &response {
             Ok(r) => self
                 .state

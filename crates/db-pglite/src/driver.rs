@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 
-use db_core::{Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result};
+use db_core::{
+    Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result, SessionTimeouts,
+};
 use pglite_oxide::{ExecProtocolOptions, Pglite};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::metadata;
 use crate::wire::{self, EncodedParams, Messages};
@@ -42,8 +44,12 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<Response>>,
     },
     /// A session gave the backend back: roll back whatever it left open,
-    /// and with `reset`, return the session to its configured settings.
-    Release { reset: bool },
+    /// and with `reset`, return the session to its configured settings;
+    /// then let the next session have the lease.
+    Release {
+        reset: bool,
+        permit: OwnedSemaphorePermit,
+    },
     /// The transaction status byte of the last `ReadyForQuery`.
     Status { reply: oneshot::Sender<u8> },
     /// `pg_dump` (the bundled PostgreSQL 17 build) of the database as SQL
@@ -81,6 +87,8 @@ struct Statement {
 
 struct Driver {
     pglite: Pglite,
+    /// [`session_setup`]'s SQL.
+    setup: String,
     hub: Arc<ListenerHub>,
     /// The persistent data directory, whose record the driver keeps.
     data_dir: Option<PathBuf>,
@@ -95,6 +103,7 @@ struct Driver {
 /// is ready.
 pub(crate) async fn spawn(
     config: &PgliteConfig,
+    setup: String,
     hub: Arc<ListenerHub>,
 ) -> Result<mpsc::Sender<Request>> {
     let (tx, rx) = mpsc::channel::<Request>();
@@ -112,7 +121,7 @@ pub(crate) async fn spawn(
             let fresh = data_dir
                 .as_deref()
                 .is_some_and(|d| !metadata::has_cluster(d));
-            let pglite = match open(&config) {
+            let pglite = match open(&config, &setup) {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -121,6 +130,7 @@ pub(crate) async fn spawn(
             };
             let mut driver = Driver {
                 pglite,
+                setup,
                 hub,
                 data_dir,
                 statements: HashMap::new(),
@@ -143,17 +153,29 @@ pub(crate) async fn spawn(
     Ok(tx)
 }
 
-/// The session settings every backend session starts with.
-fn initialize_session(pglite: &mut Pglite) -> Result<()> {
-    // Same session defaults as the server backend: UTC, so `timestamp`
-    // values and `now()` agree across backends.
+/// The settings every logical session starts with, as SQL: UTC (the server
+/// backend's session default too, so `timestamp` values and `now()` agree)
+/// and the configured time limits that make sense on one shared backend
+/// session (not `idle_in_transaction_session_timeout`: it would end the
+/// session every caller shares).
+pub(crate) fn session_setup(timeouts: &SessionTimeouts) -> String {
+    let mut sql = String::from("SET TimeZone = 'UTC'");
+    for (name, millis) in timeouts.settings() {
+        if name != "idle_in_transaction_session_timeout" {
+            sql.push_str(&format!("; SET {name} = {millis}"));
+        }
+    }
+    sql
+}
+
+fn initialize_session(pglite: &mut Pglite, setup: &str) -> Result<()> {
     pglite
-        .exec("SET TimeZone = 'UTC'", None)
-        .map_err(|e| Error::backend("setting the session time zone", e))?;
+        .exec(setup, None)
+        .map_err(|e| Error::backend("applying the session settings", e))?;
     Ok(())
 }
 
-fn open(config: &PgliteConfig) -> Result<Pglite> {
+fn open(config: &PgliteConfig, setup: &str) -> Result<Pglite> {
     let _span = tracing::info_span!("db.pglite.open", data_dir = %config.data_dir).entered();
     let builder = Pglite::builder().relaxed_durability(config.relaxed_durability);
     let builder = match &config.data_dir {
@@ -167,7 +189,7 @@ fn open(config: &PgliteConfig) -> Result<Pglite> {
             e,
         )
     })?;
-    initialize_session(&mut pglite)?;
+    initialize_session(&mut pglite, setup)?;
     Ok(pglite)
 }
 
@@ -208,7 +230,10 @@ impl Driver {
                     });
                     let _ = reply.send(result);
                 }
-                Request::Release { reset } => self.release(reset),
+                Request::Release { reset, permit } => {
+                    self.release(reset);
+                    drop(permit);
+                }
                 Request::Status { reply } => {
                     let _ = reply.send(self.status);
                 }
@@ -294,7 +319,7 @@ impl Driver {
         self.forget_statements();
         let reset = self
             .simple("ROLLBACK; RESET ALL")
-            .and_then(|_| initialize_session(&mut self.pglite));
+            .and_then(|_| initialize_session(&mut self.pglite, &self.setup));
         let dumped =
             dumped.map_err(|e| Error::backend("running pg_dump on the embedded database", e))?;
         reset?;
@@ -322,7 +347,7 @@ impl Driver {
         if self.pglite.is_closed() {
             return Err(Error::Closed);
         }
-        initialize_session(&mut self.pglite)?;
+        initialize_session(&mut self.pglite, &self.setup)?;
         for channel in self.hub.channels() {
             self.simple(&format!("LISTEN {}", db_core::quote_ident(&channel)))?;
         }
@@ -392,7 +417,7 @@ impl Driver {
             && let Err(e) = self
                 .simple(db_core::RESET_SESSION_SQL)
                 .and_then(|data| wire::read_result(&data, None, false).map(drop))
-                .and_then(|()| initialize_session(&mut self.pglite))
+                .and_then(|()| initialize_session(&mut self.pglite, &self.setup))
         {
             tracing::error!(error = %e, "resetting a released embedded session failed");
         }

@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     acquire_timeout: Duration,
     pub(crate) slow_statement: Duration,
+    /// How long a caller waits for its statement (see
+    /// [`Error::StatementTimeout`]).
+    pub(crate) statement_timeout: Option<Duration>,
     registry_key: Option<PathBuf>,
     dir_lock: Mutex<Option<DirLock>>,
 }
@@ -101,10 +104,18 @@ impl Shared {
         reset: bool,
     ) {
         self.locks.release_all(session);
-        if rollback || reset {
-            let _ = self.send(Request::Release { reset });
-        }
         *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if rollback || reset {
+            // The driver gives the lease back once it has rolled back and
+            // reset: after a statement the caller stopped waiting for (a
+            // timeout, a cancelled future) has ended, so the next session
+            // waits for the backend in the lease queue, not inside its own
+            // statement.
+            if let Err(Error::Closed) = self.send(Request::Release { reset, permit }) {
+                tracing::debug!("released a session of a closed embedded database");
+            }
+            return;
+        }
         drop(permit);
     }
 
@@ -265,7 +276,8 @@ impl PglitePool {
         };
         let dir_lock = key.as_deref().map(DirLock::acquire).transpose()?;
         let (hub, commands) = ListenerHub::new(NOTIFY_BUFFER);
-        let sender = driver::spawn(&config.pglite, Arc::clone(&hub)).await?;
+        let setup = driver::session_setup(&config.timeouts);
+        let sender = driver::spawn(&config.pglite, setup, Arc::clone(&hub)).await?;
         let shared = Arc::new(Shared {
             requests: Mutex::new(Some(sender)),
             lease: Arc::new(Semaphore::new(1)),
@@ -276,6 +288,7 @@ impl PglitePool {
             closed: AtomicBool::new(false),
             acquire_timeout: config.acquire_timeout,
             slow_statement: config.slow_statement_threshold,
+            statement_timeout: config.timeouts.statement,
             registry_key: key.clone(),
             dir_lock: Mutex::new(dir_lock),
         });

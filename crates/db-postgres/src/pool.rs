@@ -116,7 +116,9 @@ impl PgPool {
     /// Must be called within a Tokio runtime: the pool spawns its
     /// notification task here.
     pub async fn connect(config: &Config) -> Result<PgPool> {
-        let options = connect_options(&config.postgres)?;
+        // The configured time limits are startup settings: each session
+        // starts with them, and a reset (`RESET ALL`) returns to them.
+        let options = connect_options(&config.postgres)?.options(config.timeouts.settings());
         let target = Target::new(options.clone());
         let probe = target.connect(config.acquire_timeout).await?;
         let _ = probe.close().await;

@@ -306,3 +306,62 @@ async fn begin_inside_a_transaction_opened_by_sql_text_is_refused() {
     drop(c);
     assert_eq!(ids(&db).await, vec![2]);
 }
+
+/// The configured time limits are what every session starts with, and a
+/// statement that outlives `statement_timeout` fails at the deadline on
+/// every backend; inside a transaction nothing of it is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_timeouts_apply_to_every_session() {
+    let db = TestDb::with_config(|c| {
+        c.statement_timeout(Duration::from_millis(300))
+            .lock_timeout(Duration::from_secs(2))
+    })
+    .await;
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let show = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move { pool.query_one(sql, &[]).await.unwrap().get::<String, _>(0) }
+    };
+    assert_eq!(show("SHOW statement_timeout").await, "300ms");
+    assert_eq!(show("SHOW lock_timeout").await, "2s");
+    // A session that changed them gives them back on release.
+    let mut c = db.pool.acquire().await.unwrap();
+    c.execute("SET statement_timeout = 0", &[]).await.unwrap();
+    drop(c);
+    assert_eq!(show("SHOW statement_timeout").await, "300ms");
+
+    let started = std::time::Instant::now();
+    let err = db
+        .pool
+        .execute("SELECT pg_sleep(2)", &[])
+        .await
+        .unwrap_err();
+    assert!(err.is_statement_timeout(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let mut c = db.pool.acquire().await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let err = tx.execute("SELECT pg_sleep(2)", &[]).await.unwrap_err();
+    assert!(err.is_statement_timeout(), "{err}");
+    let err = tx.commit().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TransactionAborted { .. } | Error::TransactionLost(TransactionLoss::Cancelled)
+        ),
+        "{err}"
+    );
+    drop(c);
+    let n: i64 = db
+        .pool
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
