@@ -1,7 +1,7 @@
 //! The pool: [`PgPool`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct PgPool {
 
 struct Inner {
     pool: sqlx::Pool<Postgres>,
+    /// Connections opened for `pool` since it was made.
+    opened: Arc<AtomicU64>,
     target: Target,
     shared: Arc<Shared>,
     hub: Arc<ListenerHub>,
@@ -123,8 +125,14 @@ impl PgPool {
         let probe = target.connect(config.acquire_timeout).await?;
         let _ = probe.close().await;
 
+        let opened = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&opened);
         let pool = PgPoolOptions::new()
             .max_connections(config.postgres.max_connections.max(1))
+            .after_connect(move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async { Ok(()) })
+            })
             .min_connections(0)
             // sqlx pings every connection it hands out: a round trip per
             // statement, a third of a local autocommit INSERT. Only a
@@ -165,6 +173,7 @@ impl PgPool {
         Ok(PgPool {
             inner: Arc::new(Inner {
                 pool,
+                opened,
                 target,
                 shared: Arc::new(Shared {
                     slow: config.slow_statement_threshold,
@@ -182,6 +191,13 @@ impl PgPool {
     /// at `url` (`postgres://user:password@host:port/database`).
     pub async fn connect_url(url: &str) -> Result<PgPool> {
         PgPool::connect(&Config::new().postgres_url(url)).await
+    }
+
+    /// How many server connections the pool has opened since it was made
+    /// (connections replaced after errors, idle timeouts or a failed reset
+    /// count again).
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.opened.load(Ordering::Relaxed)
     }
 
     fn check_open(&self) -> Result<()> {

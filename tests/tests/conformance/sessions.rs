@@ -365,3 +365,75 @@ async fn configured_timeouts_apply_to_every_session() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+/// Transactions cut off at random moments by their callers' timeouts keep
+/// the invariant (money is neither made nor lost), and on a server each cut
+/// does not cost a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_cut_by_random_timeouts_keep_the_total_and_the_connections() {
+    const ACCOUNTS: i64 = 20;
+    const TASKS: u64 = 32;
+    const TRANSFERS: u64 = 60;
+    let db = TestDb::with_config(|c| c.max_connections(8)).await;
+    db.sql("CREATE TABLE accounts (id int8 PRIMARY KEY, balance int8 NOT NULL)")
+        .await;
+    db.sql("INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 20) g")
+        .await;
+    let tasks = (0..TASKS).map(|task| {
+        let pool = db.pool.clone();
+        tokio::spawn(async move {
+            let mut seed = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let mut committed = 0u32;
+            for _ in 0..TRANSFERS {
+                let from = (next() % ACCOUNTS as u64) as i64 + 1;
+                let to = (next() % ACCOUNTS as u64) as i64 + 1;
+                let limit = Duration::from_micros(50 + next() % 3_000);
+                let transfer = async {
+                    let mut c = pool.acquire().await?;
+                    let mut tx = c.begin().await?;
+                    tx.execute(
+                        "UPDATE accounts SET balance = balance - 1 WHERE id = $1",
+                        &params![from],
+                    )
+                    .await?;
+                    tx.execute(
+                        "UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+                        &params![to],
+                    )
+                    .await?;
+                    tx.commit().await
+                };
+                if let Ok(Ok(())) = tokio::time::timeout(limit, transfer).await {
+                    committed += 1;
+                }
+            }
+            committed
+        })
+    });
+    let mut committed = 0;
+    for task in tasks {
+        committed += task.await.unwrap();
+    }
+    let total: i64 = db
+        .pool
+        .query_one("SELECT sum(balance)::int8 FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        total,
+        100 * ACCOUNTS,
+        "after {committed} committed transfers"
+    );
+    assert!(committed > 0);
+    if let db::AnyPool::Postgres(pool) = &db.pool {
+        let opened = pool.connections_opened();
+        assert!(opened <= 16, "{opened} connections opened for a pool of 8");
+    }
+}
