@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use db_core::{AdvisoryLock, BackendKind, Client, Executor, Pool, Value, quote_ident};
+use db_core::{BackendKind, Client, Executor, Pool, Value, quote_ident};
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -272,12 +272,18 @@ pub struct FeedInfo {
     pub log_bytes: i64,
 }
 
-/// Runs `work` holding the installers' advisory lock.
+/// Runs `work` on session `$c`, which holds the installers' advisory lock:
+/// one session for both (a pool of one connection is enough, and on the
+/// embedded backend the wait for the lock does not hold the backend).
 macro_rules! locked {
-    ($pool:expr, $work:expr) => {{
-        let lock = $pool.lock(INSTALL_LOCK, INSTALL_LOCK_TIMEOUT).await?;
+    ($pool:expr, |$c:ident| $work:expr) => {{
+        let mut $c = $pool.acquire().await?;
+        $c.lock(INSTALL_LOCK, INSTALL_LOCK_TIMEOUT).await?;
         let out = $work.await;
-        lock.unlock().await?;
+        // On failure the release of the session drops the lock with it.
+        if out.is_ok() {
+            $c.unlock(INSTALL_LOCK).await?;
+        }
         out
     }};
 }
@@ -350,8 +356,7 @@ pub(crate) async fn ensure_base<P: Pool>(pool: &P, names: &Names) -> Result<()> 
     if layout(&mut pool.acquire().await?, names).await?.0 {
         return Ok(());
     }
-    locked!(pool, async {
-        let mut c = pool.acquire().await?;
+    locked!(pool, |c| async {
         let mut tx = c.begin().await?;
         install_base(&mut tx, names).await?;
         tx.commit().await?;
@@ -393,8 +398,7 @@ async fn key_columns<E: Executor>(ex: &mut E, names: &Names, table: &str) -> Res
 /// Installs the trigger on `table` (once) and registers the feed.
 #[tracing::instrument(name = "changefeed.enable", level = "info", skip_all, fields(schema = %names.schema, table))]
 pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Result<Vec<String>> {
-    locked!(pool, async {
-        let mut c = pool.acquire().await?;
+    locked!(pool, |c| async {
         let mut tx = c.begin().await?;
         install_base(&mut tx, names).await?;
         let keys = key_columns(&mut tx, names, table).await?;
@@ -432,8 +436,7 @@ pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Res
 /// Returns whether a feed was enabled.
 #[tracing::instrument(name = "changefeed.disable", level = "info", skip_all, fields(schema = %names.schema, table))]
 pub(crate) async fn disable<P: Pool>(pool: &P, names: &Names, table: &str) -> Result<bool> {
-    locked!(pool, async {
-        let mut c = pool.acquire().await?;
+    locked!(pool, |c| async {
         let mut tx = c.begin().await?;
         install_base(&mut tx, names).await?;
         let qualified = names.table(table);

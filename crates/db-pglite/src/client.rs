@@ -1,5 +1,6 @@
 //! A held session: exclusive use of the embedded backend.
 
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,11 @@ use crate::wire;
 /// locks before the next session gets the backend.
 pub struct PgliteClient {
     shared: Arc<Shared>,
+    /// The lease on the backend; `None` only while (or after failing) to
+    /// take it back after waiting for an advisory lock.
     permit: Option<OwnedSemaphorePermit>,
+    /// Where the client was acquired, for deadlock and timeout messages.
+    location: &'static Location<'static>,
     session: SessionId,
     state: SessionState,
 }
@@ -39,11 +44,16 @@ impl std::fmt::Debug for PgliteClient {
 }
 
 impl PgliteClient {
-    pub(crate) fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        permit: OwnedSemaphorePermit,
+        location: &'static Location<'static>,
+    ) -> Self {
         let session = shared.session_id();
         PgliteClient {
             shared,
             permit: Some(permit),
+            location,
             session,
             state: SessionState::default(),
         }
@@ -58,6 +68,9 @@ impl PgliteClient {
         kind: StatementKind,
         make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
     ) -> Result<Response> {
+        if self.permit.is_none() {
+            return Err(Error::Closed);
+        }
         self.state.before(kind);
         self.shared.touch();
         let request = self.shared.request(make);
@@ -248,8 +261,37 @@ impl Client for PgliteClient {
         Ok(TxStatus::from_ready_byte(status))
     }
 
+    /// Takes the in-process advisory lock `key`, waiting up to `timeout`.
+    ///
+    /// A session with nothing open (no transaction, nothing to reset) gives
+    /// the backend back while it waits and takes it again after, so the
+    /// lock's holder can finish its work on the backend meanwhile: nothing
+    /// of the session can be seen to change. A session in a transaction
+    /// keeps the backend, and everyone else waits with it.
     async fn lock(&mut self, key: i64, timeout: Duration) -> Result<()> {
-        self.shared.locks.lock(key, self.session, timeout).await
+        let locks = Arc::clone(&self.shared.locks);
+        if locks.try_lock(key, self.session) {
+            return Ok(());
+        }
+        let state = &self.state;
+        if state.needs_rollback() || state.needs_reset() {
+            return locks.lock(key, self.session, timeout).await;
+        }
+        let Some(permit) = self.permit.take() else {
+            return Err(Error::Closed);
+        };
+        self.shared.yield_lease(permit);
+        let waited = locks.lock(key, self.session, timeout).await;
+        match self.shared.lease(self.location, true).await {
+            Ok(permit) => {
+                self.permit = Some(permit);
+                waited
+            }
+            Err(e) => {
+                locks.release_all(self.session);
+                Err(e)
+            }
+        }
     }
 
     async fn try_lock(&mut self, key: i64) -> Result<bool> {

@@ -20,12 +20,18 @@ pub(crate) type SessionId = u64;
 #[derive(Default)]
 pub(crate) struct LockTable {
     held: Mutex<HashMap<i64, (SessionId, u32)>>,
-    released: Notify,
+    /// One wake-up per key somebody waits for: a release wakes the waiters
+    /// of its own keys only.
+    waiters: Mutex<HashMap<i64, Arc<Notify>>>,
 }
 
 impl LockTable {
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (SessionId, u32)>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn try_lock(&self, key: i64, session: SessionId) -> bool {
@@ -45,46 +51,68 @@ impl LockTable {
 
     pub(crate) async fn lock(&self, key: i64, session: SessionId, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        loop {
-            let released = self.released.notified();
+        let notify = Arc::clone(self.waiters().entry(key).or_default());
+        let outcome = loop {
+            let released = notify.notified();
             tokio::pin!(released);
             released.as_mut().enable();
             if self.try_lock(key, session) {
-                return Ok(());
+                break Ok(());
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return Err(Error::LockTimeout { key, timeout });
+                break Err(Error::LockTimeout { key, timeout });
+            }
+        };
+        // The last waiter of a key removes its wake-up.
+        let mut waiters = self.waiters();
+        if Arc::strong_count(&notify) == 2 {
+            waiters.remove(&key);
+        }
+        outcome
+    }
+
+    fn wake(&self, keys: &[i64]) {
+        let waiters = self.waiters();
+        for key in keys {
+            if let Some(notify) = waiters.get(key) {
+                notify.notify_waiters();
             }
         }
     }
 
     pub(crate) fn unlock(&self, key: i64, session: SessionId) -> bool {
         let mut held = self.held();
-        let released = match held.get_mut(&key) {
+        let (released, freed) = match held.get_mut(&key) {
             Some((owner, count)) if *owner == session => {
                 *count -= 1;
-                if *count == 0 {
+                let freed = *count == 0;
+                if freed {
                     held.remove(&key);
                 }
-                true
+                (true, freed)
             }
-            _ => false,
+            _ => (false, false),
         };
         drop(held);
-        if released {
-            self.released.notify_waiters();
+        if freed {
+            self.wake(&[key]);
         }
         released
     }
 
     pub(crate) fn release_all(&self, session: SessionId) {
         let mut held = self.held();
-        let before = held.len();
-        held.retain(|_, (owner, _)| *owner != session);
-        let changed = held.len() != before;
+        let freed: Vec<i64> = held
+            .iter()
+            .filter(|(_, (owner, _))| *owner == session)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &freed {
+            held.remove(key);
+        }
         drop(held);
-        if changed {
-            self.released.notify_waiters();
+        if !freed.is_empty() {
+            self.wake(&freed);
         }
     }
 }

@@ -119,6 +119,13 @@ impl Shared {
         drop(permit);
     }
 
+    /// Gives the lease of a clean session back for a while (see
+    /// `PgliteClient::lock`): it keeps its advisory locks.
+    pub(crate) fn yield_lease(&self, permit: OwnedSemaphorePermit) {
+        *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        drop(permit);
+    }
+
     /// Records the calling task as the one holding the backend: a client
     /// moved into another task transfers its ownership with its first
     /// statement there.
@@ -149,7 +156,7 @@ impl Shared {
         }
     }
 
-    async fn lease(
+    pub(crate) async fn lease(
         &self,
         location: &'static Location<'static>,
         held: bool,
@@ -330,7 +337,7 @@ impl PglitePool {
         let shared = Arc::clone(&self.shared);
         async move {
             let permit = shared.lease(location, held).await?;
-            Ok(PgliteClient::new(shared, permit))
+            Ok(PgliteClient::new(shared, permit, location))
         }
     }
 }

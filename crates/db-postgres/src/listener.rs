@@ -67,7 +67,14 @@ impl ListenerTask {
         loop {
             if session.listener.is_none() && !session.channels.is_empty() {
                 // The connection was lost while channels were listened to.
-                match reestablish(&mut session, &pool, &target, &mut shutdown).await {
+                let mut link = Link {
+                    pool: &pool,
+                    target: &target,
+                    shutdown: &mut shutdown,
+                    commands: &mut commands,
+                    hub: &hub,
+                };
+                match reestablish(&mut session, &mut link).await {
                     Some(()) => hub.reconnected(),
                     None => break,
                 }
@@ -164,28 +171,62 @@ async fn connect(
     Ok(listener)
 }
 
-/// Re-establishes the connection with every channel, backing off between
-/// failures; `None` on shutdown.
-async fn reestablish(
-    session: &mut Session,
-    pool: &sqlx::Pool<Postgres>,
-    target: &Target,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<()> {
+/// What re-establishing a connection works with.
+struct Link<'a> {
+    pool: &'a sqlx::Pool<Postgres>,
+    target: &'a Target,
+    shutdown: &'a mut watch::Receiver<bool>,
+    commands: &'a mut mpsc::UnboundedReceiver<ListenCommand>,
+    hub: &'a ListenerHub,
+}
+
+/// Re-establishes the connection with every channel, backing off (with
+/// jitter, so that many processes do not retry in step) between failures;
+/// `None` on shutdown. Commands keep being served meanwhile: a new `LISTEN`
+/// fails at once with the reason, instead of waiting for the server.
+async fn reestablish(session: &mut Session, link: &mut Link<'_>) -> Option<()> {
     let mut pause = match session.losses {
         0 | 1 => Duration::ZERO,
         n => (RECONNECT_BACKOFF.0 * 2u32.saturating_pow(n - 2)).min(RECONNECT_BACKOFF.1),
     };
+    let mut last_error = String::from("the connection was lost");
     loop {
-        if !pause.is_zero() {
+        let wake = tokio::time::Instant::now() + jittered(pause);
+        loop {
             tokio::select! {
-                () = stopped(shutdown) => return None,
-                () = tokio::time::sleep(pause) => {}
+                biased;
+                () = stopped(link.shutdown) => return None,
+                () = tokio::time::sleep_until(wake) => break,
+                command = link.commands.recv() => match command {
+                    None => return None,
+                    Some(ListenCommand::Listen(channel, ack)) => {
+                        let _ = ack.send(Err(db_core::Error::backend(
+                            format!(
+                                "LISTEN on channel {channel:?}: the listening connection to {} \
+                                 is being re-established",
+                                link.target.description()
+                            ),
+                            std::io::Error::other(last_error.clone()),
+                        )));
+                    }
+                    Some(ListenCommand::Unlisten(channel)) => {
+                        if link.hub.unlisten_confirmed(&channel) {
+                            session.channels.remove(&channel);
+                        }
+                    }
+                    Some(other) => {
+                        tracing::warn!(target: "db::listen", ?other, "unsupported listener command");
+                    }
+                },
             }
         }
+        if session.channels.is_empty() {
+            // Nobody listens any more: nothing to re-establish or report.
+            return Some(());
+        }
         let attempt = tokio::select! {
-            () = stopped(shutdown) => return None,
-            attempt = connect(pool, &session.channels) => attempt,
+            () = stopped(link.shutdown) => return None,
+            attempt = connect(link.pool, &session.channels) => attempt,
         };
         match attempt {
             Ok(listener) => {
@@ -200,9 +241,10 @@ async fn reestablish(
             }
             Err(error) => {
                 pause = (pause * 2).clamp(RECONNECT_BACKOFF.0, RECONNECT_BACKOFF.1);
+                last_error = error.to_string();
                 tracing::warn!(
                     target: "db::listen",
-                    server = target.description(),
+                    server = link.target.description(),
                     %error,
                     retry_in = ?pause,
                     "re-establishing the listening connection failed"
@@ -210,6 +252,20 @@ async fn reestablish(
             }
         }
     }
+}
+
+/// `pause` give or take a fifth, from the clock's nanoseconds: enough to
+/// spread the retries of many processes without a random number generator.
+fn jittered(pause: Duration) -> Duration {
+    if pause.is_zero() {
+        return pause;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let permille = 800 + u64::from(nanos % 401);
+    let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(millis.saturating_mul(permille) / 1000)
 }
 
 /// Issues `LISTEN` for `channel` (opening the connection on first use).

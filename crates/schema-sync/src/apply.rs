@@ -471,20 +471,27 @@ pub async fn sync<P: Pool>(
     validate(schema)?;
     let backend = pool.backend();
     let diff = options.diff_options(backend);
-    let lock = pool.lock(LOCK_KEY, options.lock_wait).await?;
-    let result = sync_locked(pool, schema, options, &diff).await;
-    drop(lock);
+    // The lock is held by the session that does the work: one connection
+    // (a pool of one is enough), and on the embedded backend the wait for
+    // the lock does not hold the backend.
+    let mut client = pool.acquire().await?;
+    client.lock(LOCK_KEY, options.lock_wait).await?;
+    let result = sync_locked(pool, &mut client, schema, options, &diff).await;
+    // On failure the release of the session drops the lock with it.
+    if result.is_ok() {
+        client.unlock(LOCK_KEY).await?;
+    }
     result
 }
 
 async fn sync_locked<P: Pool>(
     pool: &P,
+    client: &mut P::Client,
     schema: &Schema,
     options: &Options,
     diff: &DiffOptions,
 ) -> Result<Report, SyncError> {
-    let mut client = pool.acquire().await?;
-    let prepared = prepare(&mut client, schema, diff).await?;
+    let prepared = prepare(client, schema, diff).await?;
     let destructive: Vec<String> = prepared
         .plan
         .changes
@@ -531,7 +538,7 @@ async fn sync_locked<P: Pool>(
     } else {
         tx.commit().await?;
         for change in later {
-            run_change(&mut client, change, schema).await?;
+            run_change(client, change, schema).await?;
             if let Some(name) = &change.object {
                 let valid = client
                     .query_opt(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use db::{AdvisoryLock, Client, Pool};
+use db::{AdvisoryLock, Client, Executor, Pool};
 
 use crate::TestDb;
 
@@ -77,4 +77,71 @@ async fn session_locks_are_released_with_the_session() {
     let l = db.pool.lock(11, Duration::from_secs(5)).await.unwrap();
     assert_eq!(l.key(), 11);
     drop(pool_guard);
+}
+
+/// Schema sync and enabling a feed each take their lock on the session that
+/// does the work: a pool of one connection is enough (it waited for the
+/// whole acquire timeout, holding the lock on one connection and asking for
+/// another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_installers_work_with_one_connection() {
+    use schema_sync::{Column, Options, Schema, Table};
+    let db =
+        TestDb::with_config(|c| c.max_connections(1).acquire_timeout(Duration::from_secs(5))).await;
+    let schema = Schema::new().table(
+        Table::new("items")
+            .column(Column::new("id", "BIGINT"))
+            .primary_key(["id"]),
+    );
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        schema_sync::sync(&db.pool, &schema, &Options::new()),
+    )
+    .await
+    .expect("sync must not wait for a second connection")
+    .unwrap();
+    assert!(!report.plan.is_empty());
+    let feed = changefeed::Feed::start(db.pool.clone(), changefeed::Options::new())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), feed.enable("items"))
+        .await
+        .expect("enable must not wait for a second connection")
+        .unwrap();
+}
+
+/// A held session waiting for a lock whose holder needs the database to
+/// finish: on PGlite the waiter gives the backend up meanwhile instead of
+/// waiting out its timeout; on a server the holder uses another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_waiting_for_a_lock_lets_its_holder_finish() {
+    let db = TestDb::new().await;
+    db.sql("CREATE TABLE steps (n int)").await;
+    let guard = db.pool.lock(7, Duration::from_secs(5)).await.unwrap();
+    let pool = db.pool.clone();
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pool.execute("INSERT INTO steps VALUES (1)", &[])
+            .await
+            .unwrap();
+        guard.unlock().await.unwrap();
+    });
+    let mut c = db.pool.acquire().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), c.lock(7, Duration::from_secs(10)))
+        .await
+        .expect("the lock's holder could not finish")
+        .unwrap();
+    c.execute("INSERT INTO steps VALUES (2)", &[])
+        .await
+        .unwrap();
+    assert!(c.unlock(7).await.unwrap());
+    drop(c);
+    holder.await.unwrap();
+    let n: i64 = db
+        .pool
+        .query_one("SELECT count(*) FROM steps", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
 }

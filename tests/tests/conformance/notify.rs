@@ -182,3 +182,74 @@ async fn the_listener_survives_losing_its_connection() {
     notify(&db, "after").await;
     assert_eq!(next_payload(&mut stream).await, "after");
 }
+
+/// While a server's listening connection cannot be re-established, a new
+/// subscription fails at once with the reason instead of hanging; once the
+/// server takes connections again, subscribers hear `Reconnected` and new
+/// subscriptions work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_while_the_listener_reconnects_never_hangs() {
+    let db = TestDb::new().await;
+    let mut stream = db.pool.listen("events").await.unwrap();
+    if db.backend() == db::BackendKind::Pglite {
+        // One backend, nothing to reconnect: subscribing works at once.
+        let other = tokio::time::timeout(Duration::from_secs(5), db.pool.listen("other")).await;
+        assert!(matches!(other, Ok(Ok(_))));
+        return;
+    }
+    let database: String = db
+        .pool
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // A database cannot refuse connections to itself: ask from another.
+    let url = db.config.postgres.url.clone().expect("a server URL");
+    let (server, _) = url.rsplit_once('/').unwrap();
+    let admin = db::AnyPool::connect(&db::Config::new().postgres_url(format!("{server}/postgres")))
+        .await
+        .unwrap();
+    let allow = |on: bool| {
+        let pool = admin.clone();
+        let sql = format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS {on}",
+            db::quote_ident(&database)
+        );
+        async move { pool.execute(&sql, &[]).await.unwrap() }
+    };
+    allow(false).await;
+    let killed = db
+        .pool
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND datname = current_database() \
+             AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let attempt = tokio::time::timeout(Duration::from_secs(5), db.pool.listen("other")).await;
+    allow(true).await;
+    let err = match attempt {
+        Ok(Err(e)) => e,
+        Ok(Ok(_)) => panic!("LISTEN cannot be in effect without a connection"),
+        Err(_) => panic!("subscribing hung while the listener reconnected"),
+    };
+    assert!(err.to_string().contains("re-established"), "{err}");
+    match tokio::time::timeout(Duration::from_secs(20), stream.recv()).await {
+        Ok(Ok(ListenEvent::Reconnected)) => {}
+        other => panic!("expected Reconnected, got {other:?}"),
+    }
+    let mut other = tokio::time::timeout(Duration::from_secs(10), db.pool.listen("other"))
+        .await
+        .expect("must not hang")
+        .unwrap();
+    db.pool
+        .execute("SELECT pg_notify('other', 'hello')", &[])
+        .await
+        .unwrap();
+    assert_eq!(next_payload(&mut other).await, "hello");
+    admin.close().await;
+}
