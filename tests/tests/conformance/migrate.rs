@@ -456,6 +456,37 @@ async fn small_export() -> (Vec<u8>, Manifest) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_names_defaults_and_comments_round_trip() {
+    let source = temporary_pglite().await;
+    source
+        .batch_execute(
+            "CREATE TABLE städte (id serial PRIMARY KEY, ort text NOT NULL DEFAULT 'Zürich', \"größe\" int);
+             COMMENT ON TABLE städte IS 'Orte – ünïcødé';
+             INSERT INTO städte (\"größe\") VALUES (1);
+             INSERT INTO städte (ort) VALUES ('Köln');",
+        )
+        .await
+        .unwrap();
+    let (sql, manifest) = export(&source).await;
+    source.close().await;
+    let db = TestDb::new().await;
+    let report = import(&db, &sql).await.unwrap();
+    assert_eq!(report.rows, 2);
+    migrate::verify(&db.pool, &manifest).await.unwrap();
+    let row = db
+        .pool
+        .query_one(
+            "SELECT obj_description('städte'::regclass, 'pg_class'), \
+             (SELECT ort FROM städte WHERE id = 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "Orte – ünïcødé");
+    assert_eq!(row.get::<String, _>(1), "Zürich");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_holds_tables_is_refused_unless_forced() {
     let (sql, _) = small_export().await;
     let db = TestDb::new().await;
