@@ -513,4 +513,28 @@ mod tests {
             assert!(check_copy(sql).is_err(), "{sql}");
         }
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// No statement text makes the check (or the settings rewrite that
+        /// runs before it) panic.
+        #[test]
+        fn any_statement_is_judged_without_a_panic(
+            sql in "(SET|SELECT|CREATE|ALTER|COPY|COMMENT|pg_catalog|\\.|setval|set_config|\\(|\\)|,|-|'[^']{0,4}'|\"[^\"]{0,3}\"|ü|städte|=|TO|FROM|stdin|LANGUAGE| ){0,12}"
+        ) {
+            let _ = check(&sql);
+            let _ = check_copy(&sql);
+            let _ = crate::compat::TargetSettings::from_names(&["search_path"]).rewrite(&sql);
+        }
+
+        #[test]
+        fn any_text_is_judged_without_a_panic(sql in any::<String>()) {
+            let _ = check(&sql);
+            let _ = check_copy(&sql);
+            let _ = crate::compat::TargetSettings::from_names(&["search_path"]).rewrite(&sql);
+        }
+    }
 }
