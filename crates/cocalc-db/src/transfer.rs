@@ -35,8 +35,9 @@ pub(crate) struct ExportArgs {
 /// The target of `import` and `migrate`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TargetArgs {
-    /// Where to load: a PostgreSQL server (postgres://...), or the path of
-    /// an embedded data directory.
+    /// Where to load: a PostgreSQL server (postgres:// or postgresql://),
+    /// or the path of an embedded data directory; other URLs, memory:// and
+    /// an empty value are refused.
     #[arg(long, value_name = "URL")]
     pub(crate) to: String,
     /// Load even into a database that already holds tables.
@@ -100,6 +101,9 @@ pub(crate) async fn run_import(args: &ImportArgs) -> ExitCode {
 pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
     let name = "migrate";
     let code = async {
+        // Before exporting: a bad target must not cost an export (nor
+        // record one).
+        Target::parse(&args.target.to).map_err(|e| output::fail(name, &e.to_string()))?;
         let temp = match &args.keep {
             Some(_) => None,
             None => Some(tempfile::tempdir().map_err(|e| {
@@ -210,6 +214,7 @@ fn note(name: &str, text: &str) {
 }
 
 async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) -> Outcome<ExitCode> {
+    let to = Target::parse(&target.to).map_err(|e| output::fail(name, &e.to_string()))?;
     let spec = target
         .spec
         .as_deref()
@@ -219,13 +224,12 @@ async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) ->
     let file = std::fs::File::open(from)
         .map_err(|e| output::fail(name, &format!("opening {}: {e}", from.display())))?;
     let input = BufReader::with_capacity(1 << 20, file);
-    let config = target_config(&target.to);
-    let pool = AnyPool::connect(&config).await.map_err(|e| {
+    let pool = AnyPool::connect(&to.config()).await.map_err(|e| {
         output::fail(
             name,
             &format!(
                 "connecting to {}: {}",
-                db::redact_url(&target.to),
+                to.redacted(),
                 output::error_chain(&e)
             ),
         )
@@ -248,14 +252,84 @@ async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) ->
     ))
 }
 
-/// A server URL selects PostgreSQL; anything else is an embedded data
-/// directory.
-fn target_config(to: &str) -> Config {
-    if to.starts_with("postgres://") || to.starts_with("postgresql://") {
-        Config::new().postgres_url(to)
-    } else {
-        Config::new().pglite(DataDir::parse(to))
+/// What `--to` accepts, for error messages.
+const ACCEPTED_TARGETS: &str =
+    "--to takes a postgres:// or postgresql:// URL, or the path of an embedded data directory";
+
+/// Where `import` and `migrate` load, as `--to` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A PostgreSQL server: the URL, its scheme in lower case.
+    Server(String),
+    /// An embedded data directory.
+    Directory(PathBuf),
+}
+
+/// A `--to` that names no place to load into.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TargetError {
+    /// Nothing at all (an unset shell variable, say), which would otherwise
+    /// put the database files into the current directory.
+    #[error("--to is empty; {ACCEPTED_TARGETS}")]
+    Empty,
+    /// An in-memory database, gone when the command ends.
+    #[error(
+        "--to memory:// would load into a database that vanishes when the command ends; {ACCEPTED_TARGETS}"
+    )]
+    Memory,
+    /// A URL of another kind, or a misspelt one. Only the scheme is
+    /// repeated: the rest may hold a password.
+    #[error("--to {scheme}://...: not a PostgreSQL URL; {ACCEPTED_TARGETS}")]
+    UnknownScheme {
+        /// The scheme as given.
+        scheme: String,
+    },
+}
+
+impl Target {
+    /// Parses `--to`: a `postgres://` or `postgresql://` URL (the scheme in
+    /// any case), or a directory path. Anything else shaped like a URL
+    /// (`scheme://...`) is an error rather than a directory named after it.
+    fn parse(to: &str) -> Result<Target, TargetError> {
+        let trimmed = to.trim();
+        if trimmed.is_empty() {
+            return Err(TargetError::Empty);
+        }
+        let Some((scheme, rest)) = trimmed.split_once("://").filter(|(s, _)| is_scheme(s)) else {
+            return Ok(Target::Directory(PathBuf::from(to)));
+        };
+        let lower = scheme.to_ascii_lowercase();
+        match lower.as_str() {
+            "postgres" | "postgresql" => Ok(Target::Server(format!("{lower}://{rest}"))),
+            "memory" => Err(TargetError::Memory),
+            _ => Err(TargetError::UnknownScheme {
+                scheme: scheme.to_owned(),
+            }),
+        }
     }
+
+    fn config(&self) -> Config {
+        match self {
+            Target::Server(url) => Config::new().postgres_url(url),
+            Target::Directory(path) => Config::new().pglite(DataDir::Path(path.clone())),
+        }
+    }
+
+    /// The target for messages, without a password.
+    fn redacted(&self) -> String {
+        match self {
+            Target::Server(url) => db::redact_url(url),
+            Target::Directory(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// A URL scheme as RFC 3986 defines it: a letter, then letters, digits,
+/// `+`, `-` or `.`.
+fn is_scheme(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 fn import_summary(report: &ImportReport, spec_checked: bool) -> String {
@@ -281,4 +355,77 @@ fn import_summary(report: &ImportReport, spec_checked: bool) -> String {
         text.push_str("the schema plan for the spec is empty\n");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_postgres_urls_in_any_case_or_directories() {
+        for (to, url) in [
+            ("postgres://u:pw@host/db", "postgres://u:pw@host/db"),
+            ("postgresql://host/db", "postgresql://host/db"),
+            ("POSTGRES://u@host/db", "postgres://u@host/db"),
+            (
+                "PostgreSQL://host:5433/db?sslmode=require",
+                "postgresql://host:5433/db?sslmode=require",
+            ),
+            (" postgres://host/db\n", "postgres://host/db"),
+        ] {
+            assert_eq!(Target::parse(to), Ok(Target::Server(url.into())), "{to}");
+        }
+        for dir in [
+            "target",
+            "./data/pglite",
+            "/var/lib/hub",
+            "städte",
+            "a:b",
+            "C:\\data",
+            "./x://y",
+        ] {
+            assert_eq!(
+                Target::parse(dir),
+                Ok(Target::Directory(dir.into())),
+                "{dir}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_urls_memory_and_nothing_are_refused_without_a_password() {
+        for (to, expected) in [
+            ("", TargetError::Empty),
+            ("  ", TargetError::Empty),
+            ("memory://", TargetError::Memory),
+            ("MEMORY://", TargetError::Memory),
+            (
+                "postgress://user:secret@host/db",
+                TargetError::UnknownScheme {
+                    scheme: "postgress".into(),
+                },
+            ),
+            (
+                "mysql://user:secret@host/db",
+                TargetError::UnknownScheme {
+                    scheme: "mysql".into(),
+                },
+            ),
+            (
+                "file:///tmp/x",
+                TargetError::UnknownScheme {
+                    scheme: "file".into(),
+                },
+            ),
+        ] {
+            let err = Target::parse(to).expect_err(to);
+            assert_eq!(err, expected, "{to}");
+            let message = err.to_string();
+            assert!(
+                message.contains("postgres:// or postgresql://"),
+                "{message}"
+            );
+            assert!(!message.contains("secret"), "{message}");
+        }
+    }
 }

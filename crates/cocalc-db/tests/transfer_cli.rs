@@ -2,7 +2,7 @@
 //! embedded backend: exit codes and messages. Imports go into embedded data
 //! directories here; the conformance suite covers PostgreSQL targets.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 mod common;
 
 use common::{on_dir as cocalc_db, run};
@@ -17,15 +17,21 @@ fn seed(dir: &Path) {
     }
 }
 
+/// A seeded embedded database in `tmp/source`, exported to `tmp/hub.sql`:
+/// both paths and the export's standard error.
+fn seeded_export(tmp: &Path) -> (PathBuf, PathBuf, String) {
+    let source = tmp.join("source");
+    seed(&source);
+    let file = tmp.join("hub.sql");
+    let (code, out, err) = run(cocalc_db(&source).arg("export").arg("--out").arg(&file));
+    assert_eq!(code, 0, "{out}{err}");
+    (source, file, err)
+}
+
 #[test]
 fn export_then_import_and_migrate_exit_codes() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("source");
-    seed(&source);
-    let file = tmp.path().join("hub.sql");
-
-    let (code, out, err) = run(cocalc_db(&source).arg("export").arg("--out").arg(&file));
-    assert_eq!(code, 0, "{out}{err}");
+    let (source, file, err) = seeded_export(tmp.path());
     assert!(err.contains("exported 1 tables, 3 rows"), "{err}");
     let text = std::fs::read_to_string(&file).expect("export file");
     assert!(text.contains("-- cocalc-db-manifest: "), "{text}");
@@ -114,6 +120,58 @@ fn export_then_import_and_migrate_exit_codes() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn import_targets_must_be_postgres_urls_or_directories() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (source, file, _) = seeded_export(tmp.path());
+    let cwd = tmp.path().join("cwd");
+    std::fs::create_dir(&cwd).expect("cwd");
+
+    for to in [
+        "postgress://user:secret@host/db",
+        "mysql://user:secret@host/db",
+        "memory://",
+        "",
+    ] {
+        for command in ["import", "migrate"] {
+            let mut cmd = cocalc_db(&source);
+            cmd.current_dir(&cwd).arg(command);
+            if command == "import" {
+                cmd.arg("--from").arg(&file);
+            }
+            let (code, out, err) = run(cmd.args(["--to", to]));
+            assert_eq!(code, 1, "{command} --to {to:?}: {out}{err}");
+            assert!(
+                err.starts_with(&format!("cocalc-db {command}: --to ")),
+                "{command} --to {to:?}: {err}"
+            );
+            assert!(err.contains("postgres:// or postgresql://"), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+            assert!(!out.contains("verified"), "{out}");
+        }
+    }
+    // Nothing was created in the current directory, nor named after a URL.
+    let created: Vec<_> = std::fs::read_dir(&cwd).expect("cwd").collect();
+    assert!(created.is_empty(), "{created:?}");
+    assert!(!tmp.path().join("postgress:").exists());
+
+    // The scheme's case does not matter: this is a server, not a directory.
+    let (code, _, err) = run(cocalc_db(&source)
+        .current_dir(&cwd)
+        .args(["import", "--from"])
+        .arg(&file)
+        .args(["--to", "POSTGRES://nobody:secret@127.0.0.1:1/none"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(
+            "cocalc-db import: connecting to postgres://nobody:<redacted>@127.0.0.1:1/none"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+    assert_eq!(std::fs::read_dir(&cwd).expect("cwd").count(), 0);
 }
 
 #[test]

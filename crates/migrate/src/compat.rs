@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 
 use db_core::Executor;
+use db_core::lex::{Token, Tokens};
 
 use crate::error::{MigrateError, Result};
 
@@ -89,126 +90,100 @@ struct Setting {
 }
 
 /// `SET [SESSION] name {=|TO} value` or pg_dump's
-/// `SELECT pg_catalog.set_config('name', 'value', false)`.
+/// `SELECT pg_catalog.set_config('name', 'value', false)`, read with the
+/// workspace's one lexer.
 fn parse_setting(sql: &str) -> Option<Setting> {
-    let mut words = Tokens::new(sql);
-    let first = words.word()?;
+    let mut tokens = Tokens::new(sql);
+    let first = word(tokens.next())?;
     if first.eq_ignore_ascii_case("set") {
-        let mut name = words.word()?;
-        if name.eq_ignore_ascii_case("session") {
-            name = words.word()?;
+        let mut token = tokens.next();
+        if word(token).is_some_and(|w| w.eq_ignore_ascii_case("session")) {
+            token = tokens.next();
         }
-        if name.eq_ignore_ascii_case("local") {
+        if word(token).is_some_and(|w| w.eq_ignore_ascii_case("local")) {
             return None;
         }
-        let rest = words.rest().trim_start();
-        let value = if let Some(v) = rest.strip_prefix('=') {
-            v
-        } else if rest.len() > 2
-            && rest.is_char_boundary(2)
-            && rest[..2].eq_ignore_ascii_case("to")
-            && rest[2..].starts_with(char::is_whitespace)
-        {
-            &rest[2..]
-        } else {
-            // SET TIME ZONE, SET ROLE, SET TRANSACTION, ...: not `name = value`.
-            return None;
+        // A name, possibly quoted, possibly dotted (`myapp.mode`).
+        let mut name = String::new();
+        loop {
+            match token? {
+                Token::Word(w) => name.push_str(&w.to_ascii_lowercase()),
+                Token::Other if tokens.token_text().starts_with('"') => {
+                    name.push_str(&unquote(tokens.token_text())?);
+                }
+                _ => return None,
+            }
+            token = tokens.next();
+            if !matches!(token, Some(Token::Other)) || tokens.token_text() != "." {
+                break;
+            }
+            name.push('.');
+            token = tokens.next();
+        }
+        // SET TIME ZONE, SET ROLE, SET TRANSACTION, ...: not `name = value`.
+        let assigns = match token? {
+            Token::Other => tokens.token_text() == "=",
+            Token::Word(w) => w.eq_ignore_ascii_case("to"),
+            _ => false,
         };
-        let name = unquote(name);
-        let local = format!(
-            "SET LOCAL {} = {}",
-            db_core::quote_ident(&name),
-            value.trim()
-        );
+        if !assigns {
+            return None;
+        }
+        let value = sql.get(tokens.offset()..)?.trim();
+        let local = format!("SET LOCAL {} = {value}", db_core::quote_ident(&name));
         return Some(Setting { name, local });
     }
-    let call = sql.strip_prefix("SELECT pg_catalog.set_config(")?;
-    let (name, rest) = string_literal(call)?;
-    let rest = rest.trim_start().strip_prefix(',')?.trim_start();
-    let (_, after_value) = string_literal(rest)?;
-    let value = &rest[..rest.len() - after_value.len()];
-    let tail = after_value.trim_start().strip_prefix(',')?.trim();
-    if !tail.eq_ignore_ascii_case("false)") {
+    if !first.eq_ignore_ascii_case("select") {
         return None;
     }
-    let local = format!(
-        "SELECT pg_catalog.set_config('{}', {value}, true)",
-        name.replace('\'', "''")
-    );
-    Some(Setting { name, local })
+    let schema = word(tokens.next())?;
+    let dot = tokens.next() == Some(Token::Other) && tokens.token_text() == ".";
+    let function = word(tokens.next())?;
+    if !schema.eq_ignore_ascii_case("pg_catalog")
+        || !dot
+        || !function.eq_ignore_ascii_case("set_config")
+        || tokens.next() != Some(Token::Open)
+    {
+        return None;
+    }
+    let Some(Token::Str(raw_name)) = tokens.next() else {
+        return None;
+    };
+    if tokens.next() != Some(Token::Other) || tokens.token_text() != "," {
+        return None;
+    }
+    let Some(Token::Str(_)) = tokens.next() else {
+        return None;
+    };
+    let value = tokens.token_text();
+    if tokens.next() != Some(Token::Other) || tokens.token_text() != "," {
+        return None;
+    }
+    let is_local = word(tokens.next())?;
+    if !is_local.eq_ignore_ascii_case("false")
+        || tokens.next() != Some(Token::Close)
+        || tokens.next().is_some()
+    {
+        return None;
+    }
+    let local = format!("SELECT pg_catalog.set_config('{raw_name}', {value}, true)");
+    Some(Setting {
+        name: raw_name.replace("''", "'"),
+        local,
+    })
 }
 
-/// An identifier, possibly double-quoted, possibly dotted, as its name.
-fn unquote(word: &str) -> String {
-    if let Some(inner) = word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
-        inner.replace("\"\"", "\"")
-    } else {
-        word.to_ascii_lowercase()
+fn word(token: Option<Token<'_>>) -> Option<&str> {
+    match token {
+        Some(Token::Word(w)) => Some(w),
+        _ => None,
     }
 }
 
-/// A `'...'` literal at the start of `s`: its value and what follows.
-fn string_literal(s: &str) -> Option<(String, &str)> {
-    let body = s.strip_prefix('\'')?;
-    let mut value = String::new();
-    let mut chars = body.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == '\'' {
-            if chars.peek().is_some_and(|&(_, n)| n == '\'') {
-                chars.next();
-                value.push('\'');
-            } else {
-                return Some((value, &body[i + 1..]));
-            }
-        } else {
-            value.push(c);
-        }
-    }
-    None
-}
-
-/// Splits off whitespace-separated words (a quoted identifier is one word).
-struct Tokens<'a> {
-    rest: &'a str,
-}
-
-impl<'a> Tokens<'a> {
-    fn new(s: &'a str) -> Self {
-        Tokens { rest: s }
-    }
-
-    fn word(&mut self) -> Option<&'a str> {
-        let s = self.rest.trim_start();
-        let end = if s.starts_with('"') {
-            let mut end = None;
-            let mut i = 1;
-            let b = s.as_bytes();
-            while i < b.len() {
-                if b[i] == b'"' {
-                    if b.get(i + 1) == Some(&b'"') {
-                        i += 2;
-                        continue;
-                    }
-                    end = Some(i + 1);
-                    break;
-                }
-                i += 1;
-            }
-            end?
-        } else {
-            s.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
-                .unwrap_or(s.len())
-        };
-        if end == 0 {
-            return None;
-        }
-        self.rest = &s[end..];
-        Some(&s[..end])
-    }
-
-    fn rest(&self) -> &'a str {
-        self.rest
-    }
+/// The name a double-quoted identifier stands for.
+fn unquote(quoted: &str) -> Option<String> {
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    Some(inner.replace("\"\"", "\""))
 }
 
 #[cfg(test)]
@@ -277,6 +252,16 @@ mod tests {
         ] {
             assert_eq!(t.rewrite(sql), Rewrite::Keep, "{sql}");
         }
+        // Quoted names keep their case; keywords and comments are the
+        // lexer's business.
+        assert_eq!(
+            t.rewrite("set /* ü */ \"Search_Path\" TO ''"),
+            Rewrite::Local("SET LOCAL \"Search_Path\" = ''".into())
+        );
+        assert_eq!(
+            t.rewrite("select pg_catalog.set_config('it''s.x', 'ü', FALSE)"),
+            Rewrite::Local("SELECT pg_catalog.set_config('it''s.x', 'ü', true)".into())
+        );
         // A custom (dotted) setting exists on every server.
         assert_eq!(
             t.rewrite("SET myapp.mode = 'x'"),

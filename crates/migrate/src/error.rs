@@ -30,6 +30,17 @@ pub enum MigrateError {
         #[source]
         source: db_core::Error,
     },
+    /// A statement of the export is not one an export contains, so it was
+    /// not run (and the import changed nothing).
+    #[error("line {line} of the export: refused: {reason} (statement: {statement})")]
+    Refused {
+        /// 1-based line where the statement starts.
+        line: u64,
+        /// The statement, shortened.
+        statement: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// Reading or writing a file or stream failed.
     #[error("{context}: {source}")]
     Io {

@@ -5,6 +5,7 @@ use std::io::BufRead;
 use db_core::{Client, Executor, Pool};
 use tracing::Instrument;
 
+use crate::allow;
 use crate::catalog;
 use crate::compat::{Rewrite, SkippedSetting, TargetSettings};
 use crate::error::{MigrateError, Result};
@@ -69,7 +70,9 @@ pub struct ImportReport {
 /// Loads the export read from `input` into the database behind `pool`.
 ///
 /// Refuses a target that already holds tables unless
-/// [`ImportOptions::force`]. Everything runs in one transaction: setting
+/// [`ImportOptions::force`], and any statement an export does not contain
+/// ([`MigrateError::Refused`], see the crate docs). Everything runs in one
+/// transaction: setting
 /// statements the target lacks are skipped and reported (see
 /// [`ImportReport::skipped_settings`]), the rest runs as written, and when
 /// the export has a manifest, every table's rows and checksum and every
@@ -135,8 +138,15 @@ async fn run<P: Pool, R: BufRead + Send>(
         match item {
             Item::Statement { sql, line } => {
                 let run = match settings.rewrite(&sql) {
-                    Rewrite::Keep => sql.clone(),
-                    Rewrite::Local(local) => local,
+                    Rewrite::Keep => {
+                        allow::check(&sql).map_err(|reason| refused(line, &sql, reason))?;
+                        sql.clone()
+                    }
+                    Rewrite::Local(local) => {
+                        allow::check(&sql).map_err(|reason| refused(line, &sql, reason))?;
+                        local
+                    }
+                    // Never sent, so harmless whatever it says.
                     Rewrite::Skip(name) => {
                         tracing::warn!(
                             line,
@@ -151,12 +161,16 @@ async fn run<P: Pool, R: BufRead + Send>(
                         continue;
                     }
                 };
-                tx.batch_execute(&run)
+                // The extended protocol runs exactly one statement: should
+                // the server ever see a statement boundary the lexer did
+                // not, it fails instead of running a second, unchecked one.
+                tx.execute(&run, &[])
                     .await
                     .map_err(|source| statement_error(line, &sql, source))?;
                 report.statements += 1;
             }
             Item::CopyStart { sql, line } => {
+                allow::check_copy(&sql).map_err(|reason| refused(line, &sql, reason))?;
                 report.statements += 1;
                 copy = Some((sql, line));
             }
@@ -197,14 +211,28 @@ async fn run<P: Pool, R: BufRead + Send>(
 }
 
 fn statement_error(line: u64, sql: &str, source: db_core::Error) -> MigrateError {
-    const MAX: usize = 200;
-    let statement = match sql.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &sql[..i]),
-        None => sql.to_owned(),
-    };
     MigrateError::Statement {
         line,
-        statement,
+        statement: shortened(sql),
         source,
+    }
+}
+
+/// A statement [`allow::check`] refused. Returning it drops the open
+/// transaction, which rolls back everything the import did.
+fn refused(line: u64, sql: &str, reason: String) -> MigrateError {
+    MigrateError::Refused {
+        line,
+        statement: shortened(sql),
+        reason,
+    }
+}
+
+/// `sql`, cut after 200 characters for error messages.
+fn shortened(sql: &str) -> String {
+    const MAX: usize = 200;
+    match sql.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", sql.get(..i).unwrap_or_default()),
+        None => sql.to_owned(),
     }
 }

@@ -32,7 +32,17 @@
 //! One transaction. The export comes from PostgreSQL 17's pg_dump, whose
 //! preamble sets settings older servers lack (`transaction_timeout`); such
 //! setting statements are skipped and reported, nothing else is.
+//!
+//! Only what an export contains runs: schema statements (`CREATE` / `ALTER`
+//! of tables, sequences, indexes, functions, triggers, types, views),
+//! `COMMENT`, `SET` of pg_dump's session settings,
+//! `pg_catalog.setval` / `set_config` with literal arguments and `COPY table
+//! FROM stdin`. Any other statement (transaction control, `COPY ... TO
+//! PROGRAM`, `DO`, roles, extensions, `DROP`, other `SELECT`s, ...) fails the
+//! import with [`MigrateError::Refused`] naming its line, and the target is
+//! left as it was.
 
+mod allow;
 mod backup;
 mod catalog;
 mod compat;

@@ -1,14 +1,17 @@
 //! Reading a plain-SQL export (pg_dump's format) statement by statement.
 //!
-//! The lexer knows what can hide a `;`: single-quoted strings (with `''`),
-//! `E''` strings (with backslash escapes), dollar-quoted bodies with tags,
-//! double-quoted identifiers, `--` comments and nested `/* */` comments.
-//! `COPY ... FROM stdin;` is followed by data lines up to `\.`, handed out in
-//! chunks of whole rows. psql meta-commands: `\restrict` / `\unrestrict`
-//! (emitted by newer pg_dump) are skipped; any other is an error, since
-//! nothing here can carry it out.
+//! Statements are found by the workspace's one SQL lexer,
+//! [`db_core::lex::scan_statement`], which knows what can hide a `;`
+//! (quotes, `E''` escapes, dollar quoting, comments) and never slices a
+//! character apart, whatever the input. `COPY ... FROM stdin;` is followed by
+//! data lines up to `\.`, handed out in chunks of whole rows. psql
+//! meta-commands: `\restrict` / `\unrestrict` (emitted by newer pg_dump) are
+//! skipped; any other is an error, since nothing here can carry it out.
 
+use std::collections::VecDeque;
 use std::io::BufRead;
+
+use db_core::lex::{StatementScan, scan_statement};
 
 use crate::error::{MigrateError, Result};
 use crate::manifest::{MANIFEST_PREFIX, Manifest};
@@ -16,7 +19,8 @@ use crate::manifest::{MANIFEST_PREFIX, Manifest};
 /// One unit of an export script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Item {
-    /// A statement, without its terminating `;`.
+    /// A statement, from its first token to its last (no `;`, no comments
+    /// around it).
     Statement {
         /// The SQL text.
         sql: String,
@@ -36,33 +40,24 @@ pub(crate) enum Item {
     CopyEnd,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Lex {
-    Normal,
-    /// Inside `'...'`; `escapes` for `E'...'`.
-    Single {
-        escapes: bool,
-    },
-    Double,
-    Dollar(String),
-    Block(u32),
-}
-
 /// Reads [`Item`]s from an export script.
 pub(crate) struct ScriptReader<R> {
     input: R,
+    /// Lines read so far.
     line: u64,
-    lex: Lex,
-    /// The statement being collected.
+    /// Script text read but not yet handed out, whole lines.
     buf: String,
-    /// Line where `buf`'s first code character appeared.
-    start: u64,
-    /// `buf` holds something other than whitespace and comments.
-    has_code: bool,
-    /// A backslash in an `E''` string escapes the next character.
-    escape_next: bool,
+    /// The line `buf` starts on.
+    buf_line: u64,
+    /// Where the statement being collected starts in `buf`, once a token
+    /// of it has been seen.
+    stmt_start: Option<usize>,
+    /// Where to scan `buf` again when a line has been appended.
+    scan_from: usize,
+    /// `buf` ends inside a quote or comment.
+    open: bool,
     /// Statements completed on the current line, not yet handed out.
-    pending: std::collections::VecDeque<Item>,
+    pending: VecDeque<Item>,
     in_copy: bool,
     chunk_bytes: usize,
     manifest: Option<Manifest>,
@@ -75,12 +70,12 @@ impl<R: BufRead> ScriptReader<R> {
         ScriptReader {
             input,
             line: 0,
-            lex: Lex::Normal,
             buf: String::new(),
-            start: 0,
-            has_code: false,
-            escape_next: false,
-            pending: std::collections::VecDeque::new(),
+            buf_line: 1,
+            stmt_start: None,
+            scan_from: 0,
+            open: false,
+            pending: VecDeque::new(),
             in_copy: false,
             chunk_bytes: chunk_bytes.max(1),
             manifest: None,
@@ -123,23 +118,141 @@ impl<R: BufRead> ScriptReader<R> {
                 line: self.line,
                 message: "the line is not valid UTF-8".into(),
             })?;
-            let text = text.to_owned();
-            self.scan_line(&text)?;
+            if self.stmt_start.is_none() && !self.open && self.line_command(text)? {
+                continue;
+            }
+            if self.buf.is_empty() {
+                self.buf_line = self.line;
+            }
+            self.buf.push_str(text);
+            self.scan()?;
             if let Some(item) = self.pending.pop_front() {
                 return Ok(Some(item));
             }
         }
-        if self.has_code {
-            let line = self.start;
+        if let Some(start) = self.stmt_start {
             return Err(MigrateError::Script {
-                line,
-                message: match self.lex {
-                    Lex::Normal => "the last statement has no terminating `;`".into(),
-                    _ => "the script ends inside a quoted string or comment".into(),
+                line: self.line_of(start),
+                message: if self.open {
+                    "the script ends inside a quoted string or comment".into()
+                } else {
+                    "the last statement has no terminating `;`".into()
                 },
             });
         }
+        if self.open {
+            return Err(MigrateError::Script {
+                line: self.line_of(self.scan_from),
+                message: "the script ends inside a comment".into(),
+            });
+        }
         Ok(None)
+    }
+
+    /// Handles a line that is no SQL, between statements: the manifest or
+    /// a psql meta-command. `false` for any other line.
+    fn line_command(&mut self, text: &str) -> Result<bool> {
+        let trimmed = text.trim_start();
+        if let Some(json) = trimmed.strip_prefix(MANIFEST_PREFIX) {
+            let manifest =
+                serde_json::from_str(json.trim()).map_err(|source| MigrateError::Manifest {
+                    line: self.line,
+                    source,
+                })?;
+            self.manifest = Some(manifest);
+        } else if trimmed.starts_with('\\') {
+            self.meta_command(trimmed.trim_end())?;
+        } else {
+            return Ok(false);
+        }
+        // Only blank text can be pending here: drop it with the line.
+        self.buf.clear();
+        self.scan_from = 0;
+        Ok(true)
+    }
+
+    /// Hands out the statements the text read so far completes.
+    fn scan(&mut self) -> Result<()> {
+        loop {
+            match scan_statement(&self.buf, self.scan_from) {
+                StatementScan::Complete { start, end, after } => {
+                    let start = self.stmt_start.take().unwrap_or(start);
+                    let line = self.line_of(start);
+                    let sql = self.buf.get(start..end).unwrap_or_default().to_owned();
+                    self.consume(after);
+                    if db_core::check_copy_statement(&sql, db_core::CopyDirection::In).is_ok() {
+                        // Data starts on the next line: nothing may follow
+                        // the `;` on this one but blank text.
+                        if !matches!(
+                            scan_statement(&self.buf, 0),
+                            StatementScan::Incomplete {
+                                start: None,
+                                open: false,
+                                ..
+                            }
+                        ) {
+                            return Err(MigrateError::Script {
+                                line,
+                                message: "a statement follows `COPY ... FROM stdin;` on its line"
+                                    .into(),
+                            });
+                        }
+                        self.consume(self.buf.len());
+                        self.in_copy = true;
+                        self.pending.push_back(Item::CopyStart { sql, line });
+                        return Ok(());
+                    }
+                    self.pending.push_back(Item::Statement { sql, line });
+                }
+                StatementScan::Incomplete {
+                    start,
+                    open,
+                    resume,
+                    ..
+                } => {
+                    self.open = open;
+                    self.scan_from = resume;
+                    if self.stmt_start.is_none() {
+                        self.stmt_start = start;
+                    }
+                    if self.stmt_start.is_none() && !open {
+                        // Only blank text: nothing to keep.
+                        self.consume(self.buf.len());
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Drops the first `len` bytes of `buf` (a character boundary).
+    fn consume(&mut self, len: usize) {
+        let mut len = len.min(self.buf.len());
+        while !self.buf.is_char_boundary(len) {
+            len += 1;
+        }
+        let newlines = self.buf.as_bytes()[..len]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.buf_line += u64::try_from(newlines).unwrap_or(u64::MAX);
+        self.buf.drain(..len);
+        self.stmt_start = None;
+        self.scan_from = 0;
+        self.open = false;
+    }
+
+    /// The line of byte `offset` of `buf`.
+    fn line_of(&self, offset: usize) -> u64 {
+        let newlines = self
+            .buf
+            .as_bytes()
+            .get(..offset)
+            .unwrap_or_default()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.buf_line + u64::try_from(newlines).unwrap_or(u64::MAX)
     }
 
     fn copy_chunk(&mut self) -> Result<Item> {
@@ -170,138 +283,6 @@ impl<R: BufRead> ScriptReader<R> {
         }
     }
 
-    fn scan_line(&mut self, text: &str) -> Result<()> {
-        if self.lex == Lex::Normal && !self.has_code {
-            let trimmed = text.trim_start();
-            if let Some(json) = trimmed.strip_prefix(MANIFEST_PREFIX) {
-                let manifest =
-                    serde_json::from_str(json.trim()).map_err(|source| MigrateError::Manifest {
-                        line: self.line,
-                        source,
-                    })?;
-                self.manifest = Some(manifest);
-                return Ok(());
-            }
-            if trimmed.starts_with('\\') {
-                return self.meta_command(trimmed.trim_end());
-            }
-        }
-        let bytes = text.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            let next = bytes.get(i + 1).copied();
-            let mut step = 1;
-            match &self.lex {
-                Lex::Normal => match b {
-                    b';' => {
-                        self.finish_statement();
-                        i += 1;
-                        continue;
-                    }
-                    b'-' if next == Some(b'-') => {
-                        // A line comment: the rest of the line.
-                        self.buf.push_str(&text[i..]);
-                        return Ok(());
-                    }
-                    b'/' if next == Some(b'*') => {
-                        self.lex = Lex::Block(1);
-                        step = 2;
-                    }
-                    b'\'' => {
-                        let escapes = self.buf.ends_with(['E', 'e'])
-                            && !self.buf[..self.buf.len() - 1].ends_with(is_ident_char);
-                        self.lex = Lex::Single { escapes };
-                        self.mark_code();
-                    }
-                    b'"' => {
-                        self.lex = Lex::Double;
-                        self.mark_code();
-                    }
-                    b'$' if !self.buf.ends_with(is_ident_char) => {
-                        if let Some(tag_len) = dollar_tag(&bytes[i..]) {
-                            self.lex = Lex::Dollar(text[i..i + tag_len].to_owned());
-                            step = tag_len;
-                        }
-                        self.mark_code();
-                    }
-                    b if b.is_ascii_whitespace() => {}
-                    _ => self.mark_code(),
-                },
-                Lex::Single { escapes } => {
-                    if self.escape_next {
-                        self.escape_next = false;
-                    } else if *escapes && b == b'\\' {
-                        self.escape_next = true;
-                    } else if b == b'\'' {
-                        if next == Some(b'\'') {
-                            step = 2;
-                        } else {
-                            self.lex = Lex::Normal;
-                        }
-                    }
-                }
-                Lex::Double => {
-                    if b == b'"' {
-                        if next == Some(b'"') {
-                            step = 2;
-                        } else {
-                            self.lex = Lex::Normal;
-                        }
-                    }
-                }
-                Lex::Dollar(tag) => {
-                    if b == b'$' && bytes[i..].starts_with(tag.as_bytes()) {
-                        step = tag.len();
-                        self.lex = Lex::Normal;
-                    }
-                }
-                Lex::Block(depth) => {
-                    let depth = *depth;
-                    if b == b'*' && next == Some(b'/') {
-                        self.lex = if depth == 1 {
-                            Lex::Normal
-                        } else {
-                            Lex::Block(depth - 1)
-                        };
-                        step = 2;
-                    } else if b == b'/' && next == Some(b'*') {
-                        self.lex = Lex::Block(depth + 1);
-                        step = 2;
-                    }
-                }
-            }
-            // Steps only ever cover ASCII bytes, so `i` stays on a
-            // character boundary.
-            self.buf.push_str(&text[i..i + step]);
-            i += step;
-        }
-        Ok(())
-    }
-
-    fn mark_code(&mut self) {
-        if !self.has_code {
-            self.has_code = true;
-            self.start = self.line;
-        }
-    }
-
-    fn finish_statement(&mut self) {
-        let sql = std::mem::take(&mut self.buf);
-        if !self.has_code {
-            return;
-        }
-        self.has_code = false;
-        let sql = strip_leading_comments(&sql).trim_end().to_owned();
-        let line = self.start;
-        if is_copy_from_stdin(&sql) {
-            self.in_copy = true;
-            self.pending.push_back(Item::CopyStart { sql, line });
-        } else {
-            self.pending.push_back(Item::Statement { sql, line });
-        }
-    }
-
     fn meta_command(&mut self, command: &str) -> Result<()> {
         let name = command.split_whitespace().next().unwrap_or(command);
         match name {
@@ -317,60 +298,6 @@ impl<R: BufRead> ScriptReader<R> {
             }),
         }
     }
-}
-
-fn is_ident_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || c == '$'
-}
-
-/// The length of a `$tag$` opening at the start of `bytes`, if there is one.
-fn dollar_tag(bytes: &[u8]) -> Option<usize> {
-    let rest = bytes.get(1..)?;
-    for (i, &b) in rest.iter().enumerate() {
-        match b {
-            b'$' => return Some(i + 2),
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' | 0x80..=0xff => {}
-            b'0'..=b'9' if i > 0 => {}
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// `sql` without the comments and whitespace before its first token.
-pub(crate) fn strip_leading_comments(sql: &str) -> &str {
-    let mut s = sql.trim_start();
-    loop {
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if s.starts_with("/*") {
-            let mut depth = 0u32;
-            let bytes = s.as_bytes();
-            let mut i = 0;
-            while i + 1 < bytes.len() {
-                if bytes[i] == b'/' && bytes[i + 1] == b'*' {
-                    depth += 1;
-                    i += 2;
-                } else if bytes[i] == b'*' && bytes[i + 1] == b'/' {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            s = s[i.min(s.len())..].trim_start();
-        } else {
-            return s;
-        }
-    }
-}
-
-fn is_copy_from_stdin(sql: &str) -> bool {
-    let upper = sql.to_ascii_uppercase();
-    upper.starts_with("COPY ") && upper.trim_end().ends_with("FROM STDIN")
 }
 
 #[cfg(test)]
@@ -538,10 +465,135 @@ mod tests {
     }
 
     #[test]
-    fn leading_comments_are_stripped() {
+    fn non_ascii_text_outside_copy_data_is_read_whole() {
+        let script = "-- Städte und Orte\n\
+            CREATE TABLE public.städte (\n    ort text DEFAULT 'Zürich'::text, \"größe\" int\n);\n\
+            COMMENT ON TABLE public.städte IS 'Orte – ünïcødé';\n\
+            COPY public.städte (ort, \"größe\") FROM stdin;\nZürich\t1\n\\.\n\
+            SELECT pg_catalog.setval('public.\"zähler\"', 1, false); /* ü */ SELECT 'ß';\n";
+        let got = items(script);
         assert_eq!(
-            strip_leading_comments("-- x\n /* a /* b */ c */ SELECT 1"),
-            "SELECT 1"
+            got[0],
+            Item::Statement {
+                sql: "CREATE TABLE public.städte (\n    ort text DEFAULT 'Zürich'::text, \"größe\" int\n)"
+                    .into(),
+                line: 2
+            }
         );
+        assert_eq!(
+            got[1],
+            Item::Statement {
+                sql: "COMMENT ON TABLE public.städte IS 'Orte – ünïcødé'".into(),
+                line: 5
+            }
+        );
+        assert_eq!(
+            got[2],
+            Item::CopyStart {
+                sql: "COPY public.städte (ort, \"größe\") FROM stdin".into(),
+                line: 6
+            }
+        );
+        assert_eq!(got[3], Item::CopyData("Zürich\t1\n".as_bytes().to_vec()));
+        assert_eq!(got[4], Item::CopyEnd);
+        assert_eq!(
+            got[5..],
+            [
+                Item::Statement {
+                    sql: "SELECT pg_catalog.setval('public.\"zähler\"', 1, false)".into(),
+                    line: 9
+                },
+                Item::Statement {
+                    sql: "SELECT 'ß'".into(),
+                    line: 9
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_may_follow_copy_from_stdin_on_its_line() {
+        let mut reader = ScriptReader::new(
+            "SELECT 1;\nCOPY t (a) FROM stdin; DROP TABLE t;\n".as_bytes(),
+            16,
+        );
+        assert!(reader.next_item().expect("first").is_some());
+        let err = reader.next_item().expect_err("refused");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    /// Every item of `script`, or the error that stopped the reader.
+    fn read_all(script: &[u8]) -> (Vec<Item>, Option<MigrateError>) {
+        let mut reader = ScriptReader::new(script, 7);
+        let mut out = Vec::new();
+        loop {
+            match reader.next_item() {
+                Ok(Some(item)) => out.push(item),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    /// Statements, blank text and `;`s make up the script again: the text
+    /// between statements (in order) holds no token but `;`.
+    fn check_reproduces(script: &str) -> std::result::Result<(), TestCaseError> {
+        let (got, err) = read_all(script.as_bytes());
+        if err.is_some()
+            || script.lines().any(|l| l.trim_start().starts_with('\\'))
+            || got.iter().any(|i| !matches!(i, Item::Statement { .. }))
+        {
+            // Errors, meta-commands and COPY data are not statements.
+            return Ok(());
+        }
+        let mut pos = 0;
+        for item in got {
+            let Item::Statement { sql, line } = item else {
+                continue;
+            };
+            let found = script[pos..].find(&sql);
+            prop_assert!(found.is_some(), "{:?} not in {:?}", sql, &script[pos..]);
+            let at = pos + found.unwrap_or_default();
+            let gap = &script[pos..at];
+            prop_assert!(
+                db_core::lex::Tokens::new(gap).all(|t| t == db_core::lex::Token::Semicolon),
+                "between statements: {:?}",
+                gap
+            );
+            let expected_line = u64::try_from(script[..at].matches('\n').count()).unwrap_or(0) + 1;
+            prop_assert_eq!(line, expected_line);
+            pos = at + sql.len();
+        }
+        Ok(())
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// No input makes the reader panic; whatever it reads back is the
+        /// script's own text.
+        #[test]
+        fn any_text_is_read_or_refused_without_a_panic(script in any::<String>()) {
+            check_reproduces(&script)?;
+        }
+
+        /// Bytes that are not UTF-8 are refused, not a panic.
+        #[test]
+        fn any_bytes_are_read_or_refused_without_a_panic(
+            script in proptest::collection::vec(any::<u8>(), 0..200)
+        ) {
+            let _ = read_all(&script);
+        }
+
+        /// SQL-like text with non-ASCII everywhere, quotes, comments,
+        /// COPY blocks and meta-commands.
+        #[test]
+        fn sql_like_text_is_read_or_refused_without_a_panic(
+            script in "([a-zé ;'\"$/*\n\\\\-]|--|/\\*|\\*/|\\$\\$|\\$ü\\$|E'|ü|ß|–|😀|\n\\\\\\.\n|COPY t FROM stdin;\n|-- cocalc-db-manifest: \\{\\}\n){0,40}"
+        ) {
+            check_reproduces(&script)?;
+        }
     }
 }

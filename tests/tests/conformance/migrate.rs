@@ -456,6 +456,37 @@ async fn small_export() -> (Vec<u8>, Manifest) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_names_defaults_and_comments_round_trip() {
+    let source = temporary_pglite().await;
+    source
+        .batch_execute(
+            "CREATE TABLE städte (id serial PRIMARY KEY, ort text NOT NULL DEFAULT 'Zürich', \"größe\" int);
+             COMMENT ON TABLE städte IS 'Orte – ünïcødé';
+             INSERT INTO städte (\"größe\") VALUES (1);
+             INSERT INTO städte (ort) VALUES ('Köln');",
+        )
+        .await
+        .unwrap();
+    let (sql, manifest) = export(&source).await;
+    source.close().await;
+    let db = TestDb::new().await;
+    let report = import(&db, &sql).await.unwrap();
+    assert_eq!(report.rows, 2);
+    migrate::verify(&db.pool, &manifest).await.unwrap();
+    let row = db
+        .pool
+        .query_one(
+            "SELECT obj_description('städte'::regclass, 'pg_class'), \
+             (SELECT ort FROM städte WHERE id = 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "Orte – ünïcødé");
+    assert_eq!(row.get::<String, _>(1), "Zürich");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_holds_tables_is_refused_unless_forced() {
     let (sql, _) = small_export().await;
     let db = TestDb::new().await;
@@ -546,6 +577,100 @@ async fn a_failing_import_leaves_the_target_unchanged() {
     assert_eq!(table_count(&db).await, 0);
 
     // The intact export still loads.
+    import(&db, text.as_bytes()).await.unwrap();
+    assert_eq!(table_count(&db).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_an_export_does_not_contain_are_refused_naming_the_line() {
+    let (sql, _) = small_export().await;
+    let text = String::from_utf8(sql).unwrap();
+    let db = TestDb::new().await;
+    let pwned = std::env::temp_dir().join(format!("pwned-{}", std::process::id()));
+    // Each inserted after the table was created (and, for the last ones,
+    // after its rows were loaded), so a refusal must undo work.
+    let after_create = text.find("ALTER TABLE").unwrap();
+    let after_data = text.find("-- Sequence values").unwrap();
+    for (at, statement, reason) in [
+        (
+            after_create,
+            format!("COPY (SELECT 1) TO PROGRAM 'id > {}';", pwned.display()),
+            "COPY is allowed only",
+        ),
+        (
+            after_data,
+            "COMMIT;".to_owned(),
+            "transaction control (COMMIT)",
+        ),
+        (
+            after_data,
+            "begin;".to_owned(),
+            "transaction control (BEGIN)",
+        ),
+        (
+            after_data,
+            "DO $$ BEGIN PERFORM 1; END $$;".to_owned(),
+            "DO statements",
+        ),
+        (
+            after_data,
+            "CREATE ROLE intruder;".to_owned(),
+            "CREATE ROLE",
+        ),
+        (
+            after_data,
+            "CREATE EXTENSION IF NOT EXISTS pgcrypto;".to_owned(),
+            "CREATE EXTENSION",
+        ),
+        (
+            after_data,
+            "DROP TABLE public.items;".to_owned(),
+            "DROP statements",
+        ),
+        (
+            after_data,
+            "SELECT pg_catalog.pg_sleep(0);".to_owned(),
+            "SELECT is allowed only",
+        ),
+        (
+            after_data,
+            "SET session_replication_role = replica;".to_owned(),
+            "session_replication_role",
+        ),
+        (
+            after_data,
+            "COPY public.items FROM '/etc/passwd';".to_owned(),
+            "COPY is allowed only",
+        ),
+    ] {
+        let mut edited = text.clone();
+        edited.insert_str(at, &format!("{statement}\n"));
+        let line = u64::try_from(text[..at].matches('\n').count()).unwrap() + 1;
+        let err = import(&db, edited.as_bytes()).await.unwrap_err();
+        match &err {
+            MigrateError::Refused {
+                line: l, reason: r, ..
+            } => {
+                assert_eq!(*l, line, "{err}");
+                assert!(r.contains(reason), "{statement}: {err}");
+            }
+            other => panic!("{statement}: expected a refusal, got {other}"),
+        }
+        assert!(err.to_string().contains(&format!("line {line}")), "{err}");
+        assert_eq!(table_count(&db).await, 0, "{statement}");
+    }
+    assert!(!pwned.exists(), "the shell command ran");
+    // Nothing else was left behind by the refused imports.
+    let roles: i64 = db
+        .pool
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'intruder'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 0);
     import(&db, text.as_bytes()).await.unwrap();
     assert_eq!(table_count(&db).await, 1);
 }
