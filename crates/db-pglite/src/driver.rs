@@ -16,8 +16,9 @@ use db_core::{
     Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result, SessionTimeouts,
 };
 use pglite_oxide::{ExecProtocolOptions, Pglite};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 
+use crate::data_dir::DirLock;
 use crate::metadata;
 use crate::wire::{self, EncodedParams, Messages};
 
@@ -100,57 +101,71 @@ struct Driver {
 }
 
 /// Opens the backend on a new thread and returns the request sender once it
-/// is ready.
+/// is ready, and a signal that ends (its sender is dropped) once the thread
+/// is through with the data directory: PGlite closed, `dir_lock` released.
 pub(crate) async fn spawn(
     config: &PgliteConfig,
     setup: String,
     hub: Arc<ListenerHub>,
-) -> Result<mpsc::Sender<Request>> {
+    dir_lock: Option<DirLock>,
+) -> Result<(mpsc::Sender<Request>, watch::Receiver<()>)> {
     let (tx, rx) = mpsc::channel::<Request>();
     let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+    let (done_tx, done_rx) = watch::channel(());
     let config = config.clone();
     thread::Builder::new()
         .name("pglite-driver".into())
         // The WebAssembly runtime recurses deeply on some statements.
         .stack_size(32 * 1024 * 1024)
         .spawn(move || {
-            let data_dir = match &config.data_dir {
-                DataDir::Path(p) => Some(p.clone()),
-                _ => None,
-            };
-            let fresh = data_dir
-                .as_deref()
-                .is_some_and(|d| !metadata::has_cluster(d));
-            let pglite = match open(&config, &setup) {
-                Ok(p) => p,
+            // Released only when this thread is done with the files, so the
+            // directory cannot be opened again while PGlite still closes.
+            let held = (dir_lock, done_tx);
+            match start(&config, setup, hub) {
                 Err(e) => {
+                    drop(held);
                     let _ = ready_tx.send(Err(e));
-                    return;
                 }
-            };
-            let mut driver = Driver {
-                pglite,
-                setup,
-                hub,
-                data_dir,
-                statements: HashMap::new(),
-                order: VecDeque::new(),
-                next_statement: 0,
-                status: b'I',
-            };
-            if let Err(e) = driver.record_open(fresh) {
-                let _ = driver.close();
-                let _ = ready_tx.send(Err(e));
-                return;
+                Ok(mut driver) => {
+                    let _ = ready_tx.send(Ok(()));
+                    driver.serve(rx);
+                    drop(driver);
+                    drop(held);
+                }
             }
-            let _ = ready_tx.send(Ok(()));
-            driver.serve(rx);
         })
         .map_err(|e| Error::backend("starting the PGlite driver thread", e))?;
     ready_rx
         .await
         .map_err(|_| Error::Protocol("the PGlite driver thread exited while opening".into()))??;
-    Ok(tx)
+    Ok((tx, done_rx))
+}
+
+/// Opens PGlite and the directory's record, on the driver thread.
+fn start(config: &PgliteConfig, setup: String, hub: Arc<ListenerHub>) -> Result<Driver> {
+    let data_dir = match &config.data_dir {
+        DataDir::Path(p) => Some(p.clone()),
+        _ => None,
+    };
+    let fresh = data_dir
+        .as_deref()
+        .is_some_and(|d| !metadata::has_cluster(d));
+    let pglite = open(config, &setup)?;
+    let mut driver = Driver {
+        pglite,
+        setup,
+        hub,
+        data_dir,
+        statements: HashMap::new(),
+        order: VecDeque::new(),
+        next_statement: 0,
+        status: b'I',
+    };
+    if let Err(e) = driver.record_open(fresh) {
+        let _ = driver.close();
+        return Err(e);
+    }
+    Ok(driver)
 }
 
 /// The settings every logical session starts with, as SQL: UTC (the server

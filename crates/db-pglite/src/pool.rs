@@ -13,7 +13,7 @@ use db_core::{
     BackendKind, Config, DataDir, Error, Executor, ListenCommand, ListenerHub, NotificationStream,
     Pool, QueryResult, Result, Row, TimeoutPhase, Value,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::client::PgliteClient;
 use crate::data_dir::DirLock;
@@ -69,7 +69,8 @@ pub(crate) struct Shared {
     /// [`Error::StatementTimeout`]).
     pub(crate) statement_timeout: Option<Duration>,
     registry_key: Option<PathBuf>,
-    dir_lock: Mutex<Option<DirLock>>,
+    /// Ends once the driver thread is through with the data directory.
+    done: Mutex<Option<watch::Receiver<()>>>,
 }
 
 impl Shared {
@@ -196,6 +197,19 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         self.hub.close();
+        // Dropped without `close()`: the driver thread closes PGlite on its
+        // own; a reopen in this process waits for that.
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let (Some(key), Some(done)) = (&self.registry_key, done) {
+            pending_close()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key.clone(), done);
+        }
         if let Some(key) = &self.registry_key {
             let mut open = registry().lock().unwrap_or_else(PoisonError::into_inner);
             if open
@@ -207,6 +221,16 @@ impl Drop for Shared {
         }
         // Dropping the sender ends the driver thread, which closes PGlite.
     }
+}
+
+/// How long opening waits for a backend of this process that is still
+/// closing the same directory, and closing for its driver thread.
+const CLOSE_WAIT: Duration = Duration::from_secs(60);
+
+/// Persistent directories whose backend in this process is still closing.
+fn pending_close() -> &'static Mutex<HashMap<PathBuf, watch::Receiver<()>>> {
+    static CLOSING: OnceLock<Mutex<HashMap<PathBuf, watch::Receiver<()>>>> = OnceLock::new();
+    CLOSING.get_or_init(Mutex::default)
 }
 
 type Registry = Mutex<HashMap<PathBuf, Weak<Shared>>>;
@@ -281,10 +305,30 @@ impl PglitePool {
             DataDir::Path(p) => Some(canonical(p)),
             _ => None,
         };
+        if let Some(key) = &key {
+            // A backend of this process on the same directory that is still
+            // closing (its pool dropped without `close()`) is waited for:
+            // two PGlite instances must never share the files.
+            let closing = pending_close()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key);
+            if let Some(mut done) = closing
+                && tokio::time::timeout(CLOSE_WAIT, done.changed())
+                    .await
+                    .is_err()
+            {
+                return Err(Error::DataDirLocked {
+                    path: key.display().to_string(),
+                    pid: Some(std::process::id()),
+                });
+            }
+        }
         let dir_lock = key.as_deref().map(DirLock::acquire).transpose()?;
         let (hub, commands) = ListenerHub::new(NOTIFY_BUFFER);
         let setup = driver::session_setup(&config.timeouts);
-        let sender = driver::spawn(&config.pglite, setup, Arc::clone(&hub)).await?;
+        let (sender, done) =
+            driver::spawn(&config.pglite, setup, Arc::clone(&hub), dir_lock).await?;
         let shared = Arc::new(Shared {
             requests: Mutex::new(Some(sender)),
             lease: Arc::new(Semaphore::new(1)),
@@ -297,7 +341,7 @@ impl PglitePool {
             slow_statement: config.slow_statement_threshold,
             statement_timeout: config.timeouts.statement,
             registry_key: key.clone(),
-            dir_lock: Mutex::new(dir_lock),
+            done: Mutex::new(Some(done)),
         });
         if let Some(key) = key {
             registry()
@@ -533,12 +577,16 @@ impl Pool for PglitePool {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         shared.hub.close();
-        // The directory may be opened again, in this process or another.
-        shared
-            .dir_lock
+        // The directory may be opened again, in this process or another,
+        // once the driver thread has let go of it.
+        let done = shared
+            .done
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        if let Some(mut done) = done {
+            let _ = tokio::time::timeout(CLOSE_WAIT, done.changed()).await;
+        }
         if let Some(key) = &shared.registry_key {
             let mut open = registry().lock().unwrap_or_else(PoisonError::into_inner);
             if open

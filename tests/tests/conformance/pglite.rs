@@ -193,3 +193,29 @@ fn a_pool_outlives_the_runtime_that_opened_it() {
         pool.close().await;
     });
 }
+
+/// A pool dropped without `close()` closes PGlite on its driver thread; the
+/// directory's lock is held until that is done, and a reopen in the same
+/// process waits for it rather than starting a second PGlite on the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_pool_keeps_the_directory_until_pglite_has_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+    pool.execute("CREATE TABLE kept (n int)", &[])
+        .await
+        .unwrap();
+    drop(pool);
+    for n in 1..=4 {
+        let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+        pool.execute("INSERT INTO kept VALUES ($1)", &params![n])
+            .await
+            .unwrap();
+        let rows: i64 = pool
+            .query_one("SELECT count(*) FROM kept", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, i64::from(n));
+        drop(pool);
+    }
+}
