@@ -94,9 +94,7 @@ pub(crate) async fn run_restore(db: &DbArgs, args: &RestoreArgs) -> ExitCode {
         let DataDir::Path(dir) = &config.pglite.data_dir else {
             return Err(output::fail(name, "memory:// is not a data directory"));
         };
-        let archive = std::fs::read(&args.from)
-            .map_err(|e| output::fail(name, &format!("reading {}: {e}", args.from.display())))?;
-        migrate::restore(&archive, dir, args.force)
+        migrate::restore_file(&args.from, dir, args.force)
             .await
             .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
         Ok(output::print(

@@ -23,4 +23,4 @@ mod wire;
 pub use client::PgliteClient;
 pub use lock::PgliteLock;
 pub use pool::PglitePool;
-pub use restore::{POSTGRES_MAJOR_VERSION, restore_data_dir};
+pub use restore::{POSTGRES_MAJOR_VERSION, RestoreError, restore_data_dir};

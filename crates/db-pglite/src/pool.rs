@@ -16,7 +16,7 @@ use db_core::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::client::PgliteClient;
-use crate::data_dir::DirLock;
+use crate::data_dir::{self, DirLock};
 use crate::driver::{self, Request, Response};
 use crate::lock::{LockTable, PgliteLock, SessionId};
 use crate::{health, metadata};
@@ -209,9 +209,12 @@ impl PglitePool {
     /// fast, with one line naming the path, on a runtime cache or data
     /// directory that cannot be written ([`Error::RuntimeCacheUnavailable`],
     /// [`Error::DataDirUnwritable`]) or a directory written by an
-    /// incompatible version ([`Error::DataDirIncompatible`]); a directory held
-    /// by another process fails with [`Error::DataDirLocked`] naming the
-    /// holder's PID when known.
+    /// incompatible version ([`Error::DataDirIncompatible`]), and a directory
+    /// holding something other than an embedded cluster is left alone
+    /// ([`Error::DataDirForeign`]); a directory held by a live process fails
+    /// with [`Error::DataDirLocked`] naming the holder's PID when known (one
+    /// held by a dead or exiting process is waited for, a few seconds). A
+    /// new cluster whose creation fails is removed.
     ///
     /// [`health::check`]: crate::health::check
     pub async fn open(config: &Config) -> Result<PglitePool> {
@@ -225,7 +228,8 @@ impl PglitePool {
                 return Ok(PglitePool { shared });
             }
         }
-        health::check(&config.pglite)?;
+        let creation = data_dir::Creation::start(&config.pglite.data_dir);
+        creation.undo_check(health::check(&config.pglite))?;
         // The directory exists now, so this is its final canonical form.
         let key = match &config.pglite.data_dir {
             DataDir::Path(p) => Some(canonical(p)),
@@ -233,7 +237,13 @@ impl PglitePool {
         };
         let dir_lock = key.as_deref().map(DirLock::acquire).transpose()?;
         let (hub, commands) = ListenerHub::new(NOTIFY_BUFFER);
-        let sender = driver::spawn(&config.pglite, Arc::clone(&hub)).await?;
+        let sender = match driver::spawn(&config.pglite, Arc::clone(&hub)).await {
+            Ok(sender) => sender,
+            Err(e) => {
+                drop(dir_lock);
+                return Err(creation.undo(e));
+            }
+        };
         let shared = Arc::new(Shared {
             requests: Mutex::new(Some(sender)),
             lease: Arc::new(Semaphore::new(1)),

@@ -5,13 +5,9 @@ use std::io::Read;
 use std::path::Path;
 
 use db_core::Pool as _;
-use db_pglite::{POSTGRES_MAJOR_VERSION, PglitePool};
+use db_pglite::{PglitePool, RestoreError};
 
 use crate::error::{MigrateError, Result};
-
-/// The lock file every open data directory holds; it alone does not make a
-/// directory non-empty.
-const LOCK_FILE: &str = "cocalc-db.pid";
 
 /// A physical archive of the data directory behind `pool`. The backend is
 /// checkpointed, stopped while its files are read, and restarted; other
@@ -53,10 +49,11 @@ pub fn archive_major_version(archive: &[u8]) -> Result<String> {
 
 /// Restores `archive` into the data directory `dir`.
 ///
-/// The archive must be of the bundled PostgreSQL major version. A directory
-/// holding anything (other than the lock file of a closed database) is
-/// refused unless `force`, which replaces its contents. The restored
-/// cluster is opened once before this returns.
+/// The archive must be of the bundled PostgreSQL major version. A missing
+/// or empty directory is restored into; one holding a cluster only when
+/// `force`, which replaces it; one holding anything else never. The archive
+/// is unpacked and started beside `dir` and swapped in by one atomic
+/// rename, so a damaged archive, a failure or a kill leaves `dir` as it was.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), migrate::MigrateError> {
@@ -65,37 +62,31 @@ pub fn archive_major_version(archive: &[u8]) -> Result<String> {
 /// # Ok(()) }
 /// ```
 pub async fn restore(archive: &[u8], dir: &Path, force: bool) -> Result<()> {
-    let version = archive_major_version(archive)?;
-    if version != POSTGRES_MAJOR_VERSION.to_string() {
-        return Err(MigrateError::VersionMismatch {
-            archive: version,
-            bundled: POSTGRES_MAJOR_VERSION,
-        });
-    }
-    if !force && holds_files(dir)? {
-        return Err(MigrateError::DirectoryNotEmpty(dir.to_path_buf()));
-    }
-    db_pglite::restore_data_dir(dir, archive.to_vec())
-        .await
-        .map_err(MigrateError::db(format!(
-            "restoring into {}",
-            dir.display()
-        )))?;
-    tracing::info!(data_dir = %dir.display(), "restored the data directory");
-    Ok(())
+    restore_from(std::io::Cursor::new(archive.to_vec()), dir, force).await
 }
 
-fn holds_files(dir: &Path) -> Result<bool> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(MigrateError::io(format!("reading {}", dir.display()))(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(MigrateError::io(format!("reading {}", dir.display())))?;
-        if entry.file_name() != LOCK_FILE {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// [`restore`] from the archive file `file`, read as a stream: memory stays
+/// bounded whatever the size of the database.
+pub async fn restore_file(file: &Path, dir: &Path, force: bool) -> Result<()> {
+    let archive = std::fs::File::open(file)
+        .map_err(MigrateError::io(format!("opening {}", file.display())))?;
+    restore_from(archive, dir, force).await
+}
+
+async fn restore_from(archive: impl Read + Send + 'static, dir: &Path, force: bool) -> Result<()> {
+    db_pglite::restore_data_dir(dir, archive, force)
+        .await
+        .map_err(|e| match e {
+            RestoreError::VersionMismatch { archive, bundled } => {
+                MigrateError::VersionMismatch { archive, bundled }
+            }
+            RestoreError::Archive(why) => MigrateError::Archive(why),
+            RestoreError::NotEmpty(dir) => MigrateError::DirectoryNotEmpty(dir),
+            RestoreError::Db(e) => MigrateError::db(format!("restoring into {}", dir.display()))(e),
+            other => MigrateError::db(format!("restoring into {}", dir.display()))(
+                db_core::Error::backend("restoring", other.to_string()),
+            ),
+        })?;
+    tracing::info!(data_dir = %dir.display(), "restored the data directory");
+    Ok(())
 }
