@@ -2,13 +2,11 @@
 //! physical archives of the embedded data directory, for the same
 //! PostgreSQL major version.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use db::{BackendKind, DataDir, PglitePool, Pool};
-use migrate::{MigrateError, OutputFile};
+use db::{BackendKind, DataDir};
 
 use crate::config::{self, DbArgs};
 use crate::output;
@@ -55,30 +53,27 @@ fn data_dir(db: &DbArgs, name: &str) -> Result<db::Config, ExitCode> {
     Ok(config)
 }
 
-/// Runs `backup`.
+/// Runs `backup`: streamed from the closed data directory, so memory does
+/// not grow with the database.
 pub(crate) async fn run_backup(db: &DbArgs, args: &BackupArgs) -> ExitCode {
     let name = "backup";
-    let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
     let result = async {
         let config = data_dir(db, name)?;
-        let mut file = OutputFile::create(&args.out, args.force).map_err(fail)?;
-        let pool = PglitePool::open(&config)
+        let DataDir::Path(dir) = &config.pglite.data_dir else {
+            return Err(output::fail(name, "memory:// is not a data directory"));
+        };
+        let size = migrate::backup_file(dir, &args.out, args.force)
             .await
-            .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))?;
-        let archive = migrate::backup(&pool).await;
-        pool.close().await;
-        let archive = archive.map_err(fail)?;
-        file.writer()
-            .write_all(&archive)
-            .map_err(|e| output::fail(name, &format!("writing {}: {e}", args.out.display())))?;
-        file.commit().map_err(fail)?;
+            .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
         Ok(output::print(
             name,
             &format!(
-                "wrote {} ({} bytes) from {}\n",
+                "wrote {} ({} bytes, {} files of {} bytes) from {}\n",
                 args.out.display(),
-                archive.len(),
-                config.pglite.data_dir
+                size.compressed,
+                size.files,
+                size.bytes,
+                dir.display()
             ),
         ))
     }

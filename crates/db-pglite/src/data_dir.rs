@@ -206,6 +206,27 @@ pub(crate) fn restrict_tree(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `work` on a thread of its own, in `span`, with the stack the
+/// WebAssembly runtime needs to start PostgreSQL (it recurses deeply), and
+/// waits for it without blocking the async runtime.
+pub(crate) async fn on_runtime_thread<T: Send + 'static>(
+    name: &str,
+    span: tracing::Span,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let (reply, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(32 * 1024 * 1024)
+        .spawn(move || {
+            let _entered = span.entered();
+            let _ = reply.send(work());
+        })
+        .map_err(|e| Error::backend(format!("starting the {name} thread"), e))?;
+    done.await
+        .map_err(|_| Error::Protocol(format!("the {name} thread exited early")))
+}
+
 /// What a directory holds, before anything is written into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Contents {

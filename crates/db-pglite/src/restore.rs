@@ -77,18 +77,10 @@ where
 {
     let span = tracing::info_span!("db.pglite.restore", data_dir = %dir.display());
     let dir = dir.to_path_buf();
-    let (reply, done) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("pglite-restore".into())
-        // The WebAssembly runtime recurses deeply while starting up.
-        .stack_size(32 * 1024 * 1024)
-        .spawn(move || {
-            let _entered = span.entered();
-            let _ = reply.send(restore(&dir, archive, replace));
-        })
-        .map_err(|e| Error::backend("starting the PGlite restore thread", e))?;
-    done.await
-        .map_err(|_| Error::Protocol("the PGlite restore thread exited early".into()))?
+    data_dir::on_runtime_thread("pglite-restore", span, move || {
+        restore(&dir, archive, replace)
+    })
+    .await?
 }
 
 fn restore(dir: &Path, archive: impl Read, replace: bool) -> Result<(), RestoreError> {

@@ -5,7 +5,9 @@ use std::io::Read;
 use std::path::Path;
 
 use db_core::Pool as _;
-use db_pglite::{PglitePool, RestoreError};
+use db_pglite::{ArchiveSize, PglitePool, RestoreError};
+
+use crate::OutputFile;
 
 use crate::error::{MigrateError, Result};
 
@@ -23,6 +25,25 @@ pub async fn backup(pool: &PglitePool) -> Result<Vec<u8>> {
         .map_err(MigrateError::db("archiving the data directory"))?;
     tracing::info!(bytes = archive.len(), "archived the data directory");
     Ok(archive)
+}
+
+/// Writes a physical archive of the closed data directory `dir` to the file
+/// `out` (replacing one only when `force`), streamed: memory stays bounded
+/// whatever the size of the database. The file appears only once complete.
+/// The directory must not be open (it is locked meanwhile).
+pub async fn backup_file(dir: &Path, out: &Path, force: bool) -> Result<ArchiveSize> {
+    let file = OutputFile::create(out, force)?;
+    let (file, size) = db_pglite::archive_data_dir_to(dir, file)
+        .await
+        .map_err(MigrateError::db(format!("archiving {}", dir.display())))?;
+    file.commit()?;
+    tracing::info!(
+        files = size.files,
+        bytes = size.bytes,
+        compressed = size.compressed,
+        "archived the data directory"
+    );
+    Ok(size)
 }
 
 /// The `PG_VERSION` (major version) recorded in a data-directory archive.

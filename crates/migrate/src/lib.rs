@@ -45,7 +45,7 @@ mod progress;
 mod script;
 mod verify;
 
-pub use backup::{archive_major_version, backup, restore, restore_file};
+pub use backup::{archive_major_version, backup, backup_file, restore, restore_file};
 pub use compat::SkippedSetting;
 pub use error::{MigrateError, Result};
 pub use export::export;
