@@ -10,6 +10,7 @@ use db::{BackendKind, DataDir};
 
 use crate::config::{self, DbArgs};
 use crate::output;
+use crate::progress_bar::Bar;
 
 /// Arguments of `backup`.
 #[derive(Debug, Clone, Args)]
@@ -62,7 +63,7 @@ pub(crate) async fn run_backup(db: &DbArgs, args: &BackupArgs) -> ExitCode {
         let DataDir::Path(dir) = &config.pglite.data_dir else {
             return Err(output::fail(name, "memory:// is not a data directory"));
         };
-        let size = migrate::backup_file(dir, &args.out, args.force)
+        let size = migrate::backup_file(dir, &args.out, args.force, Bar::bytes("backup"))
             .await
             .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
         Ok(output::print(
@@ -89,7 +90,7 @@ pub(crate) async fn run_restore(db: &DbArgs, args: &RestoreArgs) -> ExitCode {
         let DataDir::Path(dir) = &config.pglite.data_dir else {
             return Err(output::fail(name, "memory:// is not a data directory"));
         };
-        migrate::restore_file(&args.from, dir, args.force)
+        migrate::restore_file(&args.from, dir, args.force, Bar::bytes("restore"))
             .await
             .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
         Ok(output::print(

@@ -1,13 +1,13 @@
 //! Physical backup and restore of the embedded data directory: a gzipped
 //! tar of PGDATA, loadable only by the same PostgreSQL major version.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use db_core::Pool as _;
 use db_pglite::{ArchiveSize, PglitePool, RestoreError};
 
-use crate::OutputFile;
+use crate::{OutputFile, Progress};
 
 use crate::error::{MigrateError, Result};
 
@@ -30,12 +30,29 @@ pub async fn backup(pool: &PglitePool) -> Result<Vec<u8>> {
 /// Writes a physical archive of the closed data directory `dir` to the file
 /// `out` (replacing one only when `force`), streamed: memory stays bounded
 /// whatever the size of the database. The file appears only once complete.
-/// The directory must not be open (it is locked meanwhile).
-pub async fn backup_file(dir: &Path, out: &Path, force: bool) -> Result<ArchiveSize> {
+/// The directory must not be open (it is locked meanwhile). `progress`
+/// counts the archive's bytes as they are written (the total is not known
+/// in advance: `start(0)`).
+pub async fn backup_file(
+    dir: &Path,
+    out: &Path,
+    force: bool,
+    mut progress: impl Progress + 'static,
+) -> Result<ArchiveSize> {
     let file = OutputFile::create(out, force)?;
-    let (file, size) = db_pglite::archive_data_dir_to(dir, file)
+    progress.start(0);
+    let writer = Counted {
+        inner: Some(file),
+        progress,
+    };
+    let (mut writer, size) = db_pglite::archive_data_dir_to(dir, writer)
         .await
         .map_err(MigrateError::db(format!("archiving {}", dir.display())))?;
+    let file = writer
+        .inner
+        .take()
+        .ok_or_else(|| MigrateError::Archive("the archive writer was already taken".into()))?;
+    drop(writer);
     file.commit()?;
     tracing::info!(
         files = size.files,
@@ -87,11 +104,64 @@ pub async fn restore(archive: &[u8], dir: &Path, force: bool) -> Result<()> {
 }
 
 /// [`restore`] from the archive file `file`, read as a stream: memory stays
-/// bounded whatever the size of the database.
-pub async fn restore_file(file: &Path, dir: &Path, force: bool) -> Result<()> {
+/// bounded whatever the size of the database. `progress` counts the bytes
+/// of the file read, out of its size.
+pub async fn restore_file(
+    file: &Path,
+    dir: &Path,
+    force: bool,
+    mut progress: impl Progress + 'static,
+) -> Result<()> {
     let archive = std::fs::File::open(file)
         .map_err(MigrateError::io(format!("opening {}", file.display())))?;
+    progress.start(archive.metadata().map(|m| m.len()).unwrap_or(0));
+    let archive = Counted {
+        inner: Some(archive),
+        progress,
+    };
     restore_from(archive, dir, force).await
+}
+
+/// A reader or writer that reports the bytes passing through it, and
+/// finishes its progress when dropped (however the work ended).
+struct Counted<T, P: Progress> {
+    /// Always `Some` until taken back by [`backup_file`].
+    inner: Option<T>,
+    progress: P,
+}
+
+impl<T, P: Progress> Counted<T, P> {
+    fn inner(&mut self) -> std::io::Result<&mut T> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the stream was already taken"))
+    }
+}
+
+impl<T: Read, P: Progress> Read for Counted<T, P> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner()?.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+impl<T: Write, P: Progress> Write for Counted<T, P> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner()?.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner()?.flush()
+    }
+}
+
+impl<T, P: Progress> Drop for Counted<T, P> {
+    fn drop(&mut self) {
+        self.progress.finish();
+    }
 }
 
 async fn restore_from(archive: impl Read + Send + 'static, dir: &Path, force: bool) -> Result<()> {
