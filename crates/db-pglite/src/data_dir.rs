@@ -159,8 +159,25 @@ fn process_state(pid: u32) -> ProcessState {
         .and_then(|i| stat[i + 1..].split_whitespace().next());
     match state {
         Some("Z" | "X" | "x") => ProcessState::Zombie,
+        _ if kill_pending(pid) => ProcessState::Zombie,
         _ => ProcessState::Alive,
     }
+}
+
+/// Whether `pid` has a SIGKILL pending: it is being torn down, and its
+/// threads have not all reached the zombie state yet.
+fn kill_pending(pid: u32) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status.lines().any(|line| {
+        let mask = line
+            .strip_prefix("SigPnd:")
+            .or_else(|| line.strip_prefix("ShdPnd:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & SIGKILL_BIT != 0)
+    })
 }
 
 /// Creates `dir` owner-only (whatever the umask) if it does not exist;
