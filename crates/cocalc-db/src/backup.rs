@@ -2,16 +2,15 @@
 //! physical archives of the embedded data directory, for the same
 //! PostgreSQL major version.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use db::{BackendKind, DataDir, PglitePool, Pool};
-use migrate::{MigrateError, OutputFile};
+use db::{BackendKind, DataDir};
 
 use crate::config::{self, DbArgs};
 use crate::output;
+use crate::progress_bar::Bar;
 
 /// Arguments of `backup`.
 #[derive(Debug, Clone, Args)]
@@ -55,30 +54,27 @@ fn data_dir(db: &DbArgs, name: &str) -> Result<db::Config, ExitCode> {
     Ok(config)
 }
 
-/// Runs `backup`.
+/// Runs `backup`: streamed from the closed data directory, so memory does
+/// not grow with the database.
 pub(crate) async fn run_backup(db: &DbArgs, args: &BackupArgs) -> ExitCode {
     let name = "backup";
-    let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
     let result = async {
         let config = data_dir(db, name)?;
-        let mut file = OutputFile::create(&args.out, args.force).map_err(fail)?;
-        let pool = PglitePool::open(&config)
+        let DataDir::Path(dir) = &config.pglite.data_dir else {
+            return Err(output::fail(name, "memory:// is not a data directory"));
+        };
+        let size = migrate::backup_file(dir, &args.out, args.force, Bar::bytes("backup"))
             .await
-            .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))?;
-        let archive = migrate::backup(&pool).await;
-        pool.close().await;
-        let archive = archive.map_err(fail)?;
-        file.writer()
-            .write_all(&archive)
-            .map_err(|e| output::fail(name, &format!("writing {}: {e}", args.out.display())))?;
-        file.commit().map_err(fail)?;
+            .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
         Ok(output::print(
             name,
             &format!(
-                "wrote {} ({} bytes) from {}\n",
+                "wrote {} ({} bytes, {} files of {} bytes) from {}\n",
                 args.out.display(),
-                archive.len(),
-                config.pglite.data_dir
+                size.compressed,
+                size.files,
+                size.bytes,
+                dir.display()
             ),
         ))
     }
@@ -94,9 +90,7 @@ pub(crate) async fn run_restore(db: &DbArgs, args: &RestoreArgs) -> ExitCode {
         let DataDir::Path(dir) = &config.pglite.data_dir else {
             return Err(output::fail(name, "memory:// is not a data directory"));
         };
-        let archive = std::fs::read(&args.from)
-            .map_err(|e| output::fail(name, &format!("reading {}: {e}", args.from.display())))?;
-        migrate::restore(&archive, dir, args.force)
+        migrate::restore_file(&args.from, dir, args.force, Bar::bytes("restore"))
             .await
             .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
         Ok(output::print(

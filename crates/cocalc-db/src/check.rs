@@ -39,7 +39,8 @@ pub(crate) struct Report {
     pub(crate) location: (&'static str, String),
     /// `durable` or `relaxed`, for the embedded backend.
     pub(crate) durability: Option<&'static str>,
-    /// Embedded data that needs exporting, on PostgreSQL.
+    /// Embedded data that needs exporting, on PostgreSQL; a data directory
+    /// others may read, on the embedded backend.
     pub(crate) warning: Option<String>,
     /// The steps, in order.
     pub(crate) steps: Vec<Step>,
@@ -97,6 +98,12 @@ async fn check(args: &DbArgs) -> Result<Report, Failure> {
     let config = steps
         .run("configuration", async { config::from_process(args) })
         .await?;
+    let created = match &config.pglite.data_dir {
+        DataDir::Path(dir) if config.backend == BackendKind::Pglite && !dir.exists() => {
+            Some(dir.clone())
+        }
+        _ => None,
+    };
     if config.backend == BackendKind::Pglite {
         steps
             .run("runtime cache", async { health::check_runtime_cache() })
@@ -107,10 +114,20 @@ async fn check(args: &DbArgs) -> Result<Report, Failure> {
                 .await?;
         }
     }
-    let warning = (config.backend == BackendKind::Postgres)
-        .then(|| unexported_data_warning(&config))
-        .flatten();
-    let pool = steps.run("open", AnyPool::connect(&config)).await?;
+    let warning = match (&config.backend, &config.pglite.data_dir) {
+        (BackendKind::Postgres, _) => unexported_data_warning(&config),
+        (BackendKind::Pglite, DataDir::Path(dir)) => health::permission_warning(dir),
+        _ => None,
+    };
+    let pool = steps.run("open", AnyPool::connect(&config)).await;
+    // A data directory that only this check's probe created goes with a
+    // failed open, like everything the open made.
+    if pool.is_err()
+        && let Some(dir) = &created
+    {
+        let _ = std::fs::remove_dir(dir);
+    }
+    let pool = pool?;
     let version = steps.run("query", query(&pool)).await;
     // Close even when the query failed, so the embedded cluster shuts down
     // cleanly and its lock is released.

@@ -119,8 +119,10 @@ fn init_tracing(verbose: u8) {
     // reader of the database variables.
     let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
     // Of two directives for the same target, the later one wins.
+    // The WebAssembly runtime warns about the guest's exit code when
+    // PostgreSQL fails to start; the error that follows says why, once.
     let directives = if verbose == 0 {
-        format!("{level},{rust_log}")
+        format!("{level},wasmer_wasix=error,{rust_log}")
     } else {
         format!("{rust_log},{level}")
     };

@@ -8,13 +8,27 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// is not a terminal (logs and pipes stay clean).
 pub(crate) struct Bar {
     label: &'static str,
+    bytes: bool,
     bar: Option<ProgressBar>,
 }
 
 impl Bar {
-    /// A bar that will show `label` before its counts.
+    /// A bar that will show `label` before its counts of rows.
     pub(crate) fn new(label: &'static str) -> Self {
-        Bar { label, bar: None }
+        Bar {
+            label,
+            bytes: false,
+            bar: None,
+        }
+    }
+
+    /// A bar that counts bytes; a spinner when the total is not known.
+    pub(crate) fn bytes(label: &'static str) -> Self {
+        Bar {
+            label,
+            bytes: true,
+            bar: None,
+        }
     }
 }
 
@@ -23,11 +37,25 @@ impl migrate::Progress for Bar {
         if !std::io::stderr().is_terminal() {
             return;
         }
-        let bar = ProgressBar::new(total_rows);
-        let template = format!(
-            "{} {{bar:40}} {{human_pos}}/{{human_len}} rows ({{per_sec}}, {{eta}} left)",
-            self.label
-        );
+        let label = self.label;
+        let (bar, template) = match (self.bytes, total_rows) {
+            (false, _) => (
+                ProgressBar::new(total_rows),
+                format!(
+                    "{label} {{bar:40}} {{human_pos}}/{{human_len}} rows ({{per_sec}}, {{eta}} left)"
+                ),
+            ),
+            (true, 0) => (
+                ProgressBar::new_spinner(),
+                format!("{label} {{spinner}} {{bytes}} ({{bytes_per_sec}})"),
+            ),
+            (true, total) => (
+                ProgressBar::new(total),
+                format!(
+                    "{label} {{bar:40}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}} left)"
+                ),
+            ),
+        };
         if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style);
         }

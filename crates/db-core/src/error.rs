@@ -185,6 +185,19 @@ pub enum Error {
         /// What this build reads, for example `PostgreSQL 17`.
         supported: String,
     },
+    /// A directory given as the embedded data directory holds something
+    /// other than an embedded cluster (a server's PGDATA, a home directory):
+    /// it is not touched.
+    #[error(
+        "{path} is not an embedded cluster of cocalc-db: it holds {found}; \
+         refusing to use it (give an empty or new directory)"
+    )]
+    DataDirForeign {
+        /// The directory.
+        path: String,
+        /// What was found, for example `other files (a, b and 3 more)`.
+        found: String,
+    },
     /// `copy_in` was given something other than one `COPY ... FROM STDIN`
     /// statement, or `copy_out` other than one `COPY ... TO STDOUT`; nothing
     /// was sent to the server.

@@ -8,12 +8,13 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use db_core::{DataDir, Error, PgliteConfig, Result, StorageProblem};
 
 use crate::POSTGRES_MAJOR_VERSION;
-use crate::metadata;
+use crate::{data_dir, metadata};
 
 /// The directory pglite-oxide unpacks its runtime and compiled modules into,
 /// resolved as pglite-oxide resolves it: `$XDG_CACHE_HOME/pglite-oxide`, else
@@ -50,10 +51,13 @@ pub fn check_runtime_cache() -> Result<()> {
     })
 }
 
-/// The data directory can be created and written, and its cluster and
-/// record are of versions this build reads.
+/// The data directory is missing, empty or an embedded cluster of ours
+/// (anything else is [`Error::DataDirForeign`] and left alone), can be
+/// created (owner-only) and written, and its cluster and record are of
+/// versions this build reads.
 pub fn check_data_dir(dir: &Path) -> Result<()> {
     let _span = tracing::debug_span!("db.pglite.check_data_dir", dir = %dir.display()).entered();
+    data_dir::require_ours(dir)?;
     probe_writable(dir).map_err(|e| Error::DataDirUnwritable {
         path: dir.display().to_string(),
         problem: StorageProblem::from_io(&e),
@@ -79,13 +83,30 @@ fn check_compatible(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::backend(format!("reading {}", file.display()), e)),
     }
-    metadata::read(dir).map(drop)
+    // A damaged record is reported and replaced when the cluster opens; it
+    // never keeps the data from being read.
+    metadata::read_record(dir).map(drop)
+}
+
+/// A one-line warning when group members or others may use the data
+/// directory `dir` (PostgreSQL refuses to start on such a directory), with
+/// the command that fixes it; `None` when it is owner-only or missing.
+pub fn permission_warning(dir: &Path) -> Option<String> {
+    let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the embedded data directory {} has mode {mode:o}: others may read the database; \
+             make it private with `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        )
+    })
 }
 
 /// Creates `dir` if needed, then creates, writes, syncs and removes a probe
 /// file in it.
 fn probe_writable(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    data_dir::create_private(dir)?;
     let probe = dir.join(format!(".cocalc-db-probe-{}", std::process::id()));
     let written = OpenOptions::new()
         .write(true)

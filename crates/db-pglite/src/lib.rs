@@ -10,6 +10,7 @@
 //! transaction. Advisory locks are kept in process, because inside one
 //! backend PostgreSQL's own would exclude nobody.
 
+mod backup;
 mod client;
 mod data_dir;
 mod driver;
@@ -20,7 +21,8 @@ mod pool;
 mod restore;
 mod wire;
 
+pub use backup::{ArchiveSize, archive_data_dir_to};
 pub use client::PgliteClient;
 pub use lock::PgliteLock;
 pub use pool::PglitePool;
-pub use restore::{POSTGRES_MAJOR_VERSION, restore_data_dir};
+pub use restore::{POSTGRES_MAJOR_VERSION, RestoreError, restore_data_dir};

@@ -32,6 +32,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -211,20 +212,54 @@ pub fn has_cluster(dir: &Path) -> bool {
 /// Reads the record of `dir`; `None` when there is none.
 ///
 /// A record of a newer format is [`Error::DataDirIncompatible`]: this build
-/// cannot tell what it means.
+/// cannot tell what it means. A damaged one is an error naming the file and
+/// the command that recreates it (opening the directory replaces it).
 pub fn read(dir: &Path) -> Result<Option<Metadata>> {
+    match read_record(dir)? {
+        Record::Missing => Ok(None),
+        Record::Found(meta) => Ok(Some(meta)),
+        Record::Damaged(why) => Err(Error::backend(
+            format!(
+                "{} is damaged; recreate it with `cocalc-db --data-dir {} check`",
+                path(dir).display(),
+                dir.display()
+            ),
+            why,
+        )),
+    }
+}
+
+/// What `cocalc-db.json` holds.
+#[derive(Debug)]
+pub(crate) enum Record {
+    /// No record.
+    Missing,
+    /// A sound record.
+    Found(Metadata),
+    /// A record that does not parse: why.
+    Damaged(String),
+}
+
+/// Reads the record of `dir`, telling a damaged one apart. Only a record
+/// of a newer format, or one that cannot be read at all, is an error.
+pub(crate) fn read_record(dir: &Path) -> Result<Record> {
     let file = path(dir);
     let text = match fs::read_to_string(&file) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Record::Missing),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Ok(Record::Damaged(e.to_string()));
+        }
         Err(e) => return Err(Error::backend(format!("reading {}", file.display()), e)),
     };
     #[derive(Deserialize)]
     struct Format {
         format: u32,
     }
-    let garbled = |e| Error::backend(format!("parsing {}", file.display()), e);
-    let Format { format } = serde_json::from_str(&text).map_err(garbled)?;
+    let format = match serde_json::from_str::<Format>(&text) {
+        Ok(Format { format }) => format,
+        Err(e) => return Ok(Record::Damaged(e.to_string())),
+    };
     if format > FORMAT {
         return Err(Error::DataDirIncompatible {
             path: dir.display().to_string(),
@@ -232,7 +267,36 @@ pub fn read(dir: &Path) -> Result<Option<Metadata>> {
             supported: format!("format {FORMAT} and older"),
         });
     }
-    serde_json::from_str(&text).map(Some).map_err(garbled)
+    Ok(match serde_json::from_str(&text) {
+        Ok(meta) => Record::Found(meta),
+        Err(e) => Record::Damaged(e.to_string()),
+    })
+}
+
+/// The record of a directory being opened: a damaged one is reported in
+/// one line, kept beside as `cocalc-db.json.damaged`, and treated as
+/// missing, so the data stays readable and a new record is written.
+fn read_for_update(dir: &Path) -> Result<Option<Metadata>> {
+    match read_record(dir)? {
+        Record::Missing => Ok(None),
+        Record::Found(meta) => Ok(Some(meta)),
+        Record::Damaged(why) => {
+            let file = path(dir);
+            let kept = dir.join(format!("{FILE_NAME}.damaged"));
+            let moved = fs::rename(&file, &kept);
+            tracing::warn!(
+                "{} is damaged ({why}); {}; a new record is written, which counts the data as \
+                 not exported until `cocalc-db --data-dir {} export` runs",
+                file.display(),
+                match moved {
+                    Ok(()) => format!("kept it as {}", kept.display()),
+                    Err(e) => format!("could not keep it as {} ({e})", kept.display()),
+                },
+                dir.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Whether `dir` holds data that was not exported, from its record alone.
@@ -289,7 +353,7 @@ pub(crate) fn record_open(
     next_xid: u64,
     server_version: &str,
 ) -> Result<()> {
-    let meta = match read(dir)? {
+    let meta = match read_for_update(dir)? {
         Some(meta) => Metadata { open: true, ..meta },
         None => Metadata {
             format: FORMAT,
@@ -306,12 +370,26 @@ pub(crate) fn record_open(
             last_export: None,
         },
     };
-    write(dir, &meta)
+    write(dir, &meta)?;
+    make_private(dir);
+    Ok(())
+}
+
+/// Makes the files PGlite created (under the process's umask) owner-only.
+/// A failure is reported, not fatal: the directory itself is owner-only.
+fn make_private(dir: &Path) {
+    if let Err(e) = crate::data_dir::restrict_tree(dir) {
+        tracing::warn!(
+            "could not make every file in {} owner-only: {e}",
+            dir.display()
+        );
+    }
 }
 
 /// Marks `dir` cleanly closed with its next transaction id.
 pub(crate) fn record_close(dir: &Path, next_xid: u64) -> Result<()> {
-    let Some(meta) = read(dir)? else {
+    make_private(dir);
+    let Some(meta) = read_for_update(dir)? else {
         return Ok(());
     };
     write(
@@ -335,6 +413,7 @@ fn write(dir: &Path, meta: &Metadata) -> Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(crate::data_dir::FILE_MODE)
             .open(&tmp)?;
         file.write_all(&json)?;
         file.sync_all()?;

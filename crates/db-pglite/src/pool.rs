@@ -16,7 +16,7 @@ use db_core::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::client::PgliteClient;
-use crate::data_dir::DirLock;
+use crate::data_dir::{self, DirLock};
 use crate::driver::{self, Request, Response};
 use crate::lock::{LockTable, PgliteLock, SessionId};
 use crate::{health, metadata};
@@ -283,9 +283,12 @@ impl PglitePool {
     /// fast, with one line naming the path, on a runtime cache or data
     /// directory that cannot be written ([`Error::RuntimeCacheUnavailable`],
     /// [`Error::DataDirUnwritable`]) or a directory written by an
-    /// incompatible version ([`Error::DataDirIncompatible`]); a directory held
-    /// by another process fails with [`Error::DataDirLocked`] naming the
-    /// holder's PID when known.
+    /// incompatible version ([`Error::DataDirIncompatible`]), and a directory
+    /// holding something other than an embedded cluster is left alone
+    /// ([`Error::DataDirForeign`]); a directory held by a live process fails
+    /// with [`Error::DataDirLocked`] naming the holder's PID when known (one
+    /// held by a dead or exiting process is waited for, a few seconds). A
+    /// new cluster whose creation fails is removed.
     ///
     /// [`health::check`]: crate::health::check
     pub async fn open(config: &Config) -> Result<PglitePool> {
@@ -299,7 +302,8 @@ impl PglitePool {
                 return Ok(PglitePool { shared });
             }
         }
-        health::check(&config.pglite)?;
+        let creation = data_dir::Creation::start(&config.pglite.data_dir);
+        creation.undo_check(health::check(&config.pglite))?;
         // The directory exists now, so this is its final canonical form.
         let key = match &config.pglite.data_dir {
             DataDir::Path(p) => Some(canonical(p)),
@@ -327,8 +331,12 @@ impl PglitePool {
         let dir_lock = key.as_deref().map(DirLock::acquire).transpose()?;
         let (hub, commands) = ListenerHub::new(NOTIFY_BUFFER);
         let setup = driver::session_setup(&config.timeouts);
-        let (sender, done) =
-            driver::spawn(&config.pglite, setup, Arc::clone(&hub), dir_lock).await?;
+        let spawned = driver::spawn(&config.pglite, setup, Arc::clone(&hub), dir_lock).await;
+        let (sender, done) = match spawned {
+            Ok(spawned) => spawned,
+            // The driver thread let go of the directory before reporting.
+            Err(e) => return Err(creation.undo(e)),
+        };
         let shared = Arc::new(Shared {
             requests: Mutex::new(Some(sender)),
             lease: Arc::new(Semaphore::new(1)),

@@ -1,17 +1,15 @@
 //! Physical backup and restore of the embedded data directory: a gzipped
 //! tar of PGDATA, loadable only by the same PostgreSQL major version.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use db_core::Pool as _;
-use db_pglite::{POSTGRES_MAJOR_VERSION, PglitePool};
+use db_pglite::{ArchiveSize, PglitePool, RestoreError};
+
+use crate::{OutputFile, Progress};
 
 use crate::error::{MigrateError, Result};
-
-/// The lock file every open data directory holds; it alone does not make a
-/// directory non-empty.
-const LOCK_FILE: &str = "cocalc-db.pid";
 
 /// A physical archive of the data directory behind `pool`. The backend is
 /// checkpointed, stopped while its files are read, and restarted; other
@@ -27,6 +25,42 @@ pub async fn backup(pool: &PglitePool) -> Result<Vec<u8>> {
         .map_err(MigrateError::db("archiving the data directory"))?;
     tracing::info!(bytes = archive.len(), "archived the data directory");
     Ok(archive)
+}
+
+/// Writes a physical archive of the closed data directory `dir` to the file
+/// `out` (replacing one only when `force`), streamed: memory stays bounded
+/// whatever the size of the database. The file appears only once complete.
+/// The directory must not be open (it is locked meanwhile). `progress`
+/// counts the archive's bytes as they are written (the total is not known
+/// in advance: `start(0)`).
+pub async fn backup_file(
+    dir: &Path,
+    out: &Path,
+    force: bool,
+    mut progress: impl Progress + 'static,
+) -> Result<ArchiveSize> {
+    let file = OutputFile::create(out, force)?;
+    progress.start(0);
+    let writer = Counted {
+        inner: Some(file),
+        progress,
+    };
+    let (mut writer, size) = db_pglite::archive_data_dir_to(dir, writer)
+        .await
+        .map_err(MigrateError::db(format!("archiving {}", dir.display())))?;
+    let file = writer
+        .inner
+        .take()
+        .ok_or_else(|| MigrateError::Archive("the archive writer was already taken".into()))?;
+    drop(writer);
+    file.commit()?;
+    tracing::info!(
+        files = size.files,
+        bytes = size.bytes,
+        compressed = size.compressed,
+        "archived the data directory"
+    );
+    Ok(size)
 }
 
 /// The `PG_VERSION` (major version) recorded in a data-directory archive.
@@ -53,10 +87,11 @@ pub fn archive_major_version(archive: &[u8]) -> Result<String> {
 
 /// Restores `archive` into the data directory `dir`.
 ///
-/// The archive must be of the bundled PostgreSQL major version. A directory
-/// holding anything (other than the lock file of a closed database) is
-/// refused unless `force`, which replaces its contents. The restored
-/// cluster is opened once before this returns.
+/// The archive must be of the bundled PostgreSQL major version. A missing
+/// or empty directory is restored into; one holding a cluster only when
+/// `force`, which replaces it; one holding anything else never. The archive
+/// is unpacked and started beside `dir` and swapped in by one atomic
+/// rename, so a damaged archive, a failure or a kill leaves `dir` as it was.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), migrate::MigrateError> {
@@ -65,37 +100,84 @@ pub fn archive_major_version(archive: &[u8]) -> Result<String> {
 /// # Ok(()) }
 /// ```
 pub async fn restore(archive: &[u8], dir: &Path, force: bool) -> Result<()> {
-    let version = archive_major_version(archive)?;
-    if version != POSTGRES_MAJOR_VERSION.to_string() {
-        return Err(MigrateError::VersionMismatch {
-            archive: version,
-            bundled: POSTGRES_MAJOR_VERSION,
-        });
-    }
-    if !force && holds_files(dir)? {
-        return Err(MigrateError::DirectoryNotEmpty(dir.to_path_buf()));
-    }
-    db_pglite::restore_data_dir(dir, archive.to_vec())
-        .await
-        .map_err(MigrateError::db(format!(
-            "restoring into {}",
-            dir.display()
-        )))?;
-    tracing::info!(data_dir = %dir.display(), "restored the data directory");
-    Ok(())
+    restore_from(std::io::Cursor::new(archive.to_vec()), dir, force).await
 }
 
-fn holds_files(dir: &Path) -> Result<bool> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(MigrateError::io(format!("reading {}", dir.display()))(e)),
+/// [`restore`] from the archive file `file`, read as a stream: memory stays
+/// bounded whatever the size of the database. `progress` counts the bytes
+/// of the file read, out of its size.
+pub async fn restore_file(
+    file: &Path,
+    dir: &Path,
+    force: bool,
+    mut progress: impl Progress + 'static,
+) -> Result<()> {
+    let archive = std::fs::File::open(file)
+        .map_err(MigrateError::io(format!("opening {}", file.display())))?;
+    progress.start(archive.metadata().map(|m| m.len()).unwrap_or(0));
+    let archive = Counted {
+        inner: Some(archive),
+        progress,
     };
-    for entry in entries {
-        let entry = entry.map_err(MigrateError::io(format!("reading {}", dir.display())))?;
-        if entry.file_name() != LOCK_FILE {
-            return Ok(true);
-        }
+    restore_from(archive, dir, force).await
+}
+
+/// A reader or writer that reports the bytes passing through it, and
+/// finishes its progress when dropped (however the work ended).
+struct Counted<T, P: Progress> {
+    /// Always `Some` until taken back by [`backup_file`].
+    inner: Option<T>,
+    progress: P,
+}
+
+impl<T, P: Progress> Counted<T, P> {
+    fn inner(&mut self) -> std::io::Result<&mut T> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the stream was already taken"))
     }
-    Ok(false)
+}
+
+impl<T: Read, P: Progress> Read for Counted<T, P> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner()?.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+impl<T: Write, P: Progress> Write for Counted<T, P> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner()?.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner()?.flush()
+    }
+}
+
+impl<T, P: Progress> Drop for Counted<T, P> {
+    fn drop(&mut self) {
+        self.progress.finish();
+    }
+}
+
+async fn restore_from(archive: impl Read + Send + 'static, dir: &Path, force: bool) -> Result<()> {
+    db_pglite::restore_data_dir(dir, archive, force)
+        .await
+        .map_err(|e| match e {
+            RestoreError::VersionMismatch { archive, bundled } => {
+                MigrateError::VersionMismatch { archive, bundled }
+            }
+            RestoreError::Archive(why) => MigrateError::Archive(why),
+            RestoreError::NotEmpty(dir) => MigrateError::DirectoryNotEmpty(dir),
+            RestoreError::Db(e) => MigrateError::db(format!("restoring into {}", dir.display()))(e),
+            other => MigrateError::db(format!("restoring into {}", dir.display()))(
+                db_core::Error::backend("restoring", other.to_string()),
+            ),
+        })?;
+    tracing::info!(data_dir = %dir.display(), "restored the data directory");
+    Ok(())
 }

@@ -118,7 +118,7 @@ pub enum MigrateError {
     #[error("checking the spec: {0}")]
     Spec(#[from] schema_sync::SyncError),
     /// A physical archive is not usable.
-    #[error("the archive is not a data-directory backup: {0}")]
+    #[error("the archive is damaged or not a data-directory backup: {0}")]
     Archive(String),
     /// A physical archive is of another PostgreSQL major version.
     #[error(

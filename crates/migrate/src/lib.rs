@@ -55,7 +55,7 @@ mod progress;
 mod script;
 mod verify;
 
-pub use backup::{archive_major_version, backup, restore};
+pub use backup::{archive_major_version, backup, backup_file, restore, restore_file};
 pub use compat::SkippedSetting;
 pub use error::{MigrateError, Result};
 pub use export::export;

@@ -1,7 +1,7 @@
 //! Writing a file so that it appears whole or not at all.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{MigrateError, Result};
@@ -55,5 +55,17 @@ impl OutputFile {
             .map_err(|e| MigrateError::io(context)(e.error))?;
         drop(file);
         Ok(())
+    }
+}
+
+/// Writes go to the temporary file; nothing appears before
+/// [`OutputFile::commit`].
+impl Write for OutputFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.temp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.temp.flush()
     }
 }

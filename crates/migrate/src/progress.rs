@@ -1,8 +1,10 @@
 //! Progress reporting, for a progress bar or a log.
 
-/// Receives progress of an export or import, counted in rows.
+/// Receives progress of an export or import, counted in rows (in bytes for
+/// [`backup_file`](crate::backup_file) and [`restore_file`](crate::restore_file)).
 pub trait Progress: Send {
-    /// The work is about to start; `total_rows` is known in advance.
+    /// The work is about to start; `total_rows` is known in advance (0 when
+    /// it is not).
     fn start(&mut self, total_rows: u64) {
         let _ = total_rows;
     }

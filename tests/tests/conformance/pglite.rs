@@ -113,6 +113,20 @@ fn next_random(state: &mut u64) -> u64 {
     *state
 }
 
+/// A process inserting rows 1, 2, ... into `acked` in `dir`, printing each
+/// id once committed; its output lines.
+fn writer(dir: &std::path::Path) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hold-data-dir"))
+        .arg(dir)
+        .arg("--write")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_commit_survives_kill_9_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,14 +134,7 @@ async fn every_acknowledged_commit_survives_kill_9_at_random_moments() {
     let mut random = seed;
     let mut acknowledged = 0i64;
     for round in 0..20 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hold-data-dir"))
-            .arg(dir.path())
-            .arg("--write")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut child, mut lines) = writer(dir.path());
         assert_eq!(lines.next().unwrap().unwrap(), "ready", "seed {seed}");
         // A random number of commits, then a random pause, so the kill lands
         // anywhere: between commits, inside one, or inside its fsync.
@@ -167,6 +174,38 @@ async fn every_acknowledged_commit_survives_kill_9_at_random_moments() {
             (acknowledged, acknowledged),
             "round {round}, seed {seed}: reported commits 1..={acknowledged}"
         );
+        pool.close().await;
+    }
+}
+
+/// A supervisor that restarts at once after `kill -9` finds the lock still
+/// held by the dying process (its memory takes a while to unmap): opening
+/// waits for the kernel to release it instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_at_once_after_kill_9_waits_for_the_dying_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged = 0i64;
+    for round in 0..3 {
+        let (mut child, mut lines) = writer(dir.path());
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        let target = acknowledged + 5;
+        while acknowledged < target {
+            acknowledged = lines.next().unwrap().unwrap().parse().unwrap();
+        }
+        child.kill().unwrap(); // SIGKILL, not waited for: the child stays a zombie
+        let opened = PglitePool::open(&config(dir.path())).await;
+        child.wait().unwrap();
+        let pool = opened.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let (count,): (i64,) = pool
+            .query_one(
+                "SELECT count(*) FROM acked WHERE id <= $1",
+                &params![acknowledged],
+            )
+            .await
+            .unwrap()
+            .decode()
+            .unwrap();
+        assert_eq!(count, acknowledged, "round {round}");
         pool.close().await;
     }
 }
