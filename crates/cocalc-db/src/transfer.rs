@@ -54,6 +54,10 @@ pub(crate) struct ImportArgs {
     /// The export to load.
     #[arg(long, value_name = "FILE")]
     pub(crate) from: PathBuf,
+    /// Load a file without a manifest or end marker (hand-made SQL): it may
+    /// be incomplete, and nothing tells.
+    #[arg(long)]
+    pub(crate) unverified: bool,
     /// Where to load it.
     #[command(flatten)]
     pub(crate) target: TargetArgs,
@@ -91,7 +95,7 @@ pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
 /// Runs `import`.
 pub(crate) async fn run_import(args: &ImportArgs) -> ExitCode {
     let name = "import";
-    import_from(name, &args.from, &args.target)
+    import_from(name, &args.from, &args.target, args.unverified)
         .await
         .unwrap_or_else(|c| c)
 }
@@ -120,7 +124,7 @@ pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
         pool.close().await;
         let manifest = result?;
         report_export(name, &manifest, args.keep.as_deref());
-        import_from(name, &file, &args.target).await
+        import_from(name, &file, &args.target, false).await
     }
     .await;
     code.unwrap_or_else(|c| c)
@@ -213,7 +217,12 @@ fn note(name: &str, text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "cocalc-db {name}: {text}");
 }
 
-async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) -> Outcome<ExitCode> {
+async fn import_from(
+    name: &str,
+    from: &std::path::Path,
+    target: &TargetArgs,
+    unverified: bool,
+) -> Outcome<ExitCode> {
     let to = Target::parse(&target.to).map_err(|e| output::fail(name, &e.to_string()))?;
     let spec = target
         .spec
@@ -234,7 +243,9 @@ async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) ->
             ),
         )
     })?;
-    let options = ImportOptions::new().force(target.force);
+    let options = ImportOptions::new()
+        .force(target.force)
+        .unverified(unverified);
     let mut bar = Bar::new("importing");
     let result = async {
         let report = migrate::import(&pool, input, &options, &mut bar).await?;
@@ -344,12 +355,21 @@ fn import_summary(report: &ImportReport, spec_checked: bool) -> String {
         "imported {} statements and {} rows\n",
         report.statements, report.rows
     ));
+    match &report.end_marker {
+        Some(end) => text.push_str(&format!(
+            "verified the file: {} bytes with the SHA-256 of its end marker\n",
+            end.bytes
+        )),
+        None => text.push_str(
+            "not verified (--unverified): nothing shows that the file is whole and unaltered\n",
+        ),
+    }
     match &report.verification {
         Some(v) => text.push_str(&format!(
-            "verified {} tables ({} rows, counts and checksums) and {} sequences\n",
-            v.tables, v.rows, v.sequences
+            "verified {} tables ({} rows, counts and checksums), {} sequences and {} schema objects\n",
+            v.tables, v.rows, v.sequences, v.schema_objects
         )),
-        None => text.push_str("not verified: the export has no manifest\n"),
+        None => text.push_str("not verified (--unverified): the file has no manifest\n"),
     }
     if spec_checked {
         text.push_str("the schema plan for the spec is empty\n");

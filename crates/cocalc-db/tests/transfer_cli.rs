@@ -53,9 +53,12 @@ fn export_then_import_and_migrate_exit_codes() {
         .arg(&target));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("verified 1 tables (3 rows, counts and checksums) and 1 sequences"),
+        out.contains(
+            "verified 1 tables (3 rows, counts and checksums), 1 sequences and 6 schema objects"
+        ),
         "{out}"
     );
+    assert!(out.contains("verified the file: "), "{out}");
 
     // Again: the target holds tables now.
     let (code, _, err) = run(cocalc_db(&source)
@@ -96,6 +99,14 @@ fn export_then_import_and_migrate_exit_codes() {
         .arg("--to")
         .arg(tmp.path().join("other")));
     assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the end marker says"), "{err}");
+    // Unverified, the file may be anything, but its manifest still counts.
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--unverified", "--from"])
+        .arg(&tampered)
+        .arg("--to")
+        .arg(tmp.path().join("other")));
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("table \"public\".\"items\": expected 3 rows with checksum 12345"),
         "{err}"
@@ -120,6 +131,56 @@ fn export_then_import_and_migrate_exit_codes() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_truncated_or_hand_made_file_needs_unverified() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (source, file, _) = seeded_export(tmp.path());
+    let text = std::fs::read_to_string(&file).expect("export file");
+    // `head -n`, cut after the data, before keys and indexes.
+    let lines = text[..text.find("-- Sequence values").expect("sequences")]
+        .matches('\n')
+        .count();
+    let cut = tmp.path().join("cut.sql");
+    let head: String = text.split_inclusive('\n').take(lines).collect();
+    std::fs::write(&cut, head).expect("write");
+    let (code, out, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&cut)
+        .arg("--to")
+        .arg(tmp.path().join("cut-target")));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.starts_with("cocalc-db import: the export is incomplete: its end marker"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("stops at line {lines}")), "{err}");
+    assert!(!out.contains("verified"), "{out}");
+
+    let hand = tmp.path().join("hand.sql");
+    std::fs::write(&hand, "CREATE TABLE hand (a int);\n").expect("write");
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&hand)
+        .arg("--to")
+        .arg(tmp.path().join("hand-target")));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the export has no manifest"), "{err}");
+    let (code, out, err) = run(cocalc_db(&source)
+        .args(["import", "--unverified", "--from"])
+        .arg(&hand)
+        .arg("--to")
+        .arg(tmp.path().join("hand-target")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("not verified (--unverified): nothing shows that the file is whole"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not verified (--unverified): the file has no manifest"),
+        "{out}"
+    );
 }
 
 #[test]
