@@ -77,14 +77,20 @@ pub(crate) struct MigrateArgs {
 /// A failure already reported, as its exit code.
 type Outcome<T> = Result<T, ExitCode>;
 
-/// Runs `export`.
+/// Runs `export`. The data directory records the export only when it went
+/// to a regular file (standard output included, when redirected to one):
+/// what went into a pipe or a device may not be kept.
 pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
     let name = "export";
     let code = async {
         let pool = open_embedded(db, name).await?;
+        let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
         let result = export_to(&pool, args.out.as_deref(), name).await;
         pool.close().await;
-        let manifest = result?;
+        let (manifest, next_xid) = result?;
+        if args.out.is_some() || stdout_is_a_regular_file() {
+            record_export_in_data_dir(data_dir.as_deref(), next_xid, name)?;
+        }
         report_export(name, &manifest, args.out.as_deref());
         Ok(ExitCode::SUCCESS)
     }
@@ -101,7 +107,9 @@ pub(crate) async fn run_import(args: &ImportArgs) -> ExitCode {
 }
 
 /// Runs `migrate`: export to a file (temporary unless `--keep`), import it,
-/// verify.
+/// verify; only then does the data directory record the export, so that a
+/// migrate that failed (at login, say) leaves the "changed since its last
+/// export" warning in place.
 pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
     let name = "migrate";
     let code = async {
@@ -120,11 +128,16 @@ pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
             (None, None) => return Err(output::fail(name, "internal error: no export file")),
         };
         let pool = open_embedded(db, name).await?;
+        let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
         let result = export_to(&pool, Some(&file), name).await;
         pool.close().await;
-        let manifest = result?;
+        let (manifest, next_xid) = result?;
         report_export(name, &manifest, args.keep.as_deref());
-        import_from(name, &file, &args.target, false).await
+        // An import that returns verified the export (it has a manifest and
+        // an end marker, so nothing is skipped).
+        let code = import_from(name, &file, &args.target, false).await?;
+        record_export_in_data_dir(data_dir.as_deref(), next_xid, name)?;
+        Ok(code)
     }
     .await;
     code.unwrap_or_else(|c| c)
@@ -147,13 +160,14 @@ async fn open_embedded(db: &DbArgs, name: &str) -> Outcome<PglitePool> {
         .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))
 }
 
-/// Exports to `out` (atomically) or to standard output, then records the
-/// export in the data directory.
+/// Exports to `out` (atomically) or to standard output: the manifest, and
+/// the next transaction id before the export, for the data directory's
+/// record.
 async fn export_to(
     pool: &PglitePool,
     out: Option<&std::path::Path>,
     name: &str,
-) -> Outcome<Manifest> {
+) -> Outcome<(Manifest, u64)> {
     let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
     let next_xid = pool
         .next_xid()
@@ -180,14 +194,37 @@ async fn export_to(
             manifest
         }
     };
-    record_export_in_data_dir(pool, next_xid, name)?;
-    Ok(manifest)
+    Ok((manifest, next_xid))
 }
 
-/// Records in the data directory that it was exported, so that switching the
-/// hub to PostgreSQL does not warn about unexported data.
-fn record_export_in_data_dir(pool: &PglitePool, next_xid: u64, name: &str) -> Outcome<()> {
-    let Some(dir) = pool.data_dir() else {
+/// Whether standard output is a regular file (`export > hub.sql`), not a
+/// pipe, terminal or device.
+fn stdout_is_a_regular_file() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.file_type().is_file())
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Records in the data directory (`None` for an in-memory database) that it
+/// was exported, so that switching the hub to PostgreSQL does not warn about
+/// unexported data.
+fn record_export_in_data_dir(
+    dir: Option<&std::path::Path>,
+    next_xid: u64,
+    name: &str,
+) -> Outcome<()> {
+    let Some(dir) = dir else {
         return Ok(());
     };
     db::embedded::metadata::record_export(dir, next_xid).map_err(|e| {

@@ -133,6 +133,50 @@ fn export_then_import_and_migrate_exit_codes() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// Whether the data directory's record holds an export.
+fn recorded_export(dir: &Path) -> bool {
+    let record = std::fs::read_to_string(dir.join("cocalc-db.json")).expect("record");
+    assert!(record.contains("\"last_export\""), "{record}");
+    !record.contains("\"last_export\": null")
+}
+
+#[test]
+fn only_an_export_to_a_file_or_a_verified_migrate_is_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed(&source);
+    assert!(!recorded_export(&source));
+
+    // Into a pipe: may be gone.
+    let (code, out, err) = run(cocalc_db(&source).arg("export"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("-- cocalc-db-end: "), "{out}");
+    assert!(!recorded_export(&source));
+
+    // A migrate that fails at login exported, but nothing arrived.
+    let (code, _, err) = run(cocalc_db(&source).args([
+        "migrate",
+        "--to",
+        "postgres://nobody:wrong@127.0.0.1:1/none",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(!recorded_export(&source), "{err}");
+
+    // Redirected to a file, standard output counts.
+    let file = std::fs::File::create(tmp.path().join("redirected.sql")).expect("file");
+    let (code, _, err) = run(cocalc_db(&source).arg("export").stdout(file));
+    assert_eq!(code, 0, "{err}");
+    assert!(recorded_export(&source));
+
+    let again = tmp.path().join("again");
+    seed(&again);
+    let (code, out, err) = run(cocalc_db(&again)
+        .args(["migrate", "--to"])
+        .arg(tmp.path().join("migrated")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(recorded_export(&again));
+}
+
 #[test]
 fn a_truncated_or_hand_made_file_needs_unverified() {
     let tmp = tempfile::tempdir().expect("tempdir");
