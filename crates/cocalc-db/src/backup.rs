@@ -11,12 +11,16 @@ use db::{BackendKind, DataDir, PglitePool, Pool};
 use migrate::{MigrateError, OutputFile};
 
 use crate::config::{self, DbArgs};
+use crate::interrupt::Shutdown;
 use crate::output;
+use crate::transfer::{interrupted, is_stdout};
 
 /// Arguments of `backup`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BackupArgs {
-    /// The archive to write (a gzipped tar of the data directory).
+    /// The archive to write (a gzipped tar of the data directory), beside
+    /// it and renamed into place (a FIFO, device or symlink there is
+    /// refused); `-` for standard output.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: PathBuf,
     /// Replace the file if it exists.
@@ -61,17 +65,47 @@ pub(crate) async fn run_backup(db: &DbArgs, args: &BackupArgs) -> ExitCode {
     let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
     let result = async {
         let config = data_dir(db, name)?;
-        let mut file = OutputFile::create(&args.out, args.force).map_err(fail)?;
+        let mut shutdown = Shutdown::listen();
+        let stdout = is_stdout(&args.out);
+        let mut file = if stdout {
+            None
+        } else {
+            Some(OutputFile::create(&args.out, args.force).map_err(fail)?)
+        };
         let pool = PglitePool::open(&config)
             .await
             .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))?;
-        let archive = migrate::backup(&pool).await;
+        let archive = tokio::select! {
+            archive = migrate::backup(&pool) => Ok(archive),
+            stop = shutdown.recv() => Err(stop),
+        };
         pool.close().await;
-        let archive = archive.map_err(fail)?;
-        file.writer()
-            .write_all(&archive)
-            .map_err(|e| output::fail(name, &format!("writing {}: {e}", args.out.display())))?;
-        file.commit().map_err(fail)?;
+        let archive = match archive {
+            Ok(archive) => archive.map_err(fail)?,
+            // Returning drops the file: its temporary file goes.
+            Err(stop) => {
+                return Err(interrupted(
+                    name,
+                    stop,
+                    file.is_some().then_some(&*args.out),
+                ));
+            }
+        };
+        let written = match file.as_mut() {
+            Some(file) => file.writer().write_all(&archive),
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&archive).and_then(|()| out.flush())
+            }
+        };
+        written.map_err(|e| output::fail(name, &format!("writing {}: {e}", args.out.display())))?;
+        if let Some(file) = file {
+            file.commit().map_err(fail)?;
+        }
+        if stdout {
+            // Standard output carries the archive.
+            return Ok(ExitCode::SUCCESS);
+        }
         Ok(output::print(
             name,
             &format!(

@@ -19,6 +19,7 @@ use db::{AnyPool, BackendKind, Config, DataDir, PglitePool, Pool};
 use migrate::{ImportOptions, ImportReport, Manifest, MigrateError, OutputFile};
 
 use crate::config::{self, DbArgs};
+use crate::interrupt::{Shutdown, Stop};
 use crate::output;
 use crate::progress_bar::Bar;
 use crate::schema::read_spec;
@@ -26,10 +27,23 @@ use crate::schema::read_spec;
 /// Arguments of `export`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ExportArgs {
-    /// Write the export to this file (replaced atomically) instead of
-    /// standard output.
+    /// Write the export to this file (written beside it and renamed into
+    /// place; a FIFO, device or symlink there is refused), or to standard
+    /// output with `-` (the default).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
+}
+
+impl ExportArgs {
+    /// The file to write, `None` for standard output.
+    fn file(&self) -> Option<&std::path::Path> {
+        self.out.as_deref().filter(|p| !is_stdout(p))
+    }
+}
+
+/// Whether an `--out` names standard output (`-`).
+pub(crate) fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 /// The target of `import` and `migrate`.
@@ -83,15 +97,16 @@ type Outcome<T> = Result<T, ExitCode>;
 pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
     let name = "export";
     let code = async {
+        let mut shutdown = Shutdown::listen();
         let pool = open_embedded(db, name).await?;
         let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
-        let result = export_to(&pool, args.out.as_deref(), name).await;
+        let result = export_to(&pool, args.file(), name, &mut shutdown).await;
         pool.close().await;
         let (manifest, next_xid) = result?;
-        if args.out.is_some() || stdout_is_a_regular_file() {
+        if args.file().is_some() || stdout_is_a_regular_file() {
             record_export_in_data_dir(data_dir.as_deref(), next_xid, name)?;
         }
-        report_export(name, &manifest, args.out.as_deref());
+        report_export(name, &manifest, args.file());
         Ok(ExitCode::SUCCESS)
     }
     .await;
@@ -127,9 +142,10 @@ pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
             (None, Some(dir)) => dir.path().join("export.sql"),
             (None, None) => return Err(output::fail(name, "internal error: no export file")),
         };
+        let mut shutdown = Shutdown::listen();
         let pool = open_embedded(db, name).await?;
         let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
-        let result = export_to(&pool, Some(&file), name).await;
+        let result = export_to(&pool, Some(&file), name, &mut shutdown).await;
         pool.close().await;
         let (manifest, next_xid) = result?;
         report_export(name, &manifest, args.keep.as_deref());
@@ -162,11 +178,12 @@ async fn open_embedded(db: &DbArgs, name: &str) -> Outcome<PglitePool> {
 
 /// Exports to `out` (atomically) or to standard output: the manifest, and
 /// the next transaction id before the export, for the data directory's
-/// record.
+/// record. Ctrl-C or SIGTERM stops it, and the partial file is removed.
 async fn export_to(
     pool: &PglitePool,
     out: Option<&std::path::Path>,
     name: &str,
+    shutdown: &mut Shutdown,
 ) -> Outcome<(Manifest, u64)> {
     let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
     let next_xid = pool
@@ -177,17 +194,24 @@ async fn export_to(
     let manifest = match out {
         Some(path) => {
             let mut file = OutputFile::create(path, true).map_err(fail)?;
-            let manifest = migrate::export(pool, file.writer(), &mut bar)
-                .await
-                .map_err(fail)?;
+            let exported = tokio::select! {
+                exported = migrate::export(pool, file.writer(), &mut bar) => exported,
+                stop = shutdown.recv() => {
+                    // Returning drops the file: its temporary file goes.
+                    return Err(interrupted(name, stop, Some(path)));
+                }
+            };
+            let manifest = exported.map_err(fail)?;
             file.commit().map_err(fail)?;
             manifest
         }
         None => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            let manifest = migrate::export(pool, &mut stdout, &mut bar)
-                .await
-                .map_err(fail)?;
+            let exported = tokio::select! {
+                exported = migrate::export(pool, &mut stdout, &mut bar) => exported,
+                stop = shutdown.recv() => return Err(interrupted(name, stop, None)),
+            };
+            let manifest = exported.map_err(fail)?;
             stdout
                 .flush()
                 .map_err(|e| output::fail(name, &format!("writing the export: {e}")))?;
@@ -195,6 +219,16 @@ async fn export_to(
         }
     };
     Ok((manifest, next_xid))
+}
+
+/// Reports a command stopped by a signal; its exit code.
+pub(crate) fn interrupted(name: &str, stop: Stop, file: Option<&std::path::Path>) -> ExitCode {
+    let what = match file {
+        Some(path) => format!("{} was not written", path.display()),
+        None => "the output is incomplete".to_owned(),
+    };
+    let _ = output::fail(name, &format!("interrupted: {what}"));
+    stop.exit_code()
 }
 
 /// Whether standard output is a regular file (`export > hub.sql`), not a

@@ -202,6 +202,18 @@ pub enum MigrateError {
     /// Restore refused to overwrite a data directory that holds files.
     #[error("{} is not empty; restore only into an empty directory, or force it", .0.display())]
     DirectoryNotEmpty(PathBuf),
+    /// An output path exists and is not a regular file, so it is not
+    /// replaced.
+    #[error(
+        "{} is {kind}; write to a regular file (or to standard output with --out -)",
+        .path.display()
+    )]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is (`a FIFO`, `a device`, `a symbolic link`, ...).
+        kind: &'static str,
+    },
     /// A backup refused to overwrite an existing file.
     #[error("{} already exists; choose another file, or force it", .0.display())]
     FileExists(PathBuf),
