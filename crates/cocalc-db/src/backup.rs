@@ -9,13 +9,17 @@ use clap::Args;
 use db::{BackendKind, DataDir};
 
 use crate::config::{self, DbArgs};
+use crate::interrupt::Shutdown;
 use crate::output;
 use crate::progress_bar::Bar;
+use crate::transfer::{interrupted, is_stdout};
 
 /// Arguments of `backup`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BackupArgs {
-    /// The archive to write (a gzipped tar of the data directory).
+    /// The archive to write (a gzipped tar of the data directory), beside
+    /// it and renamed into place (a FIFO, device or symlink there is
+    /// refused); `-` for standard output.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: PathBuf,
     /// Replace the file if it exists.
@@ -63,9 +67,23 @@ pub(crate) async fn run_backup(db: &DbArgs, args: &BackupArgs) -> ExitCode {
         let DataDir::Path(dir) = &config.pglite.data_dir else {
             return Err(output::fail(name, "memory:// is not a data directory"));
         };
-        let size = migrate::backup_file(dir, &args.out, args.force, Bar::bytes("backup"))
-            .await
-            .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
+        let mut shutdown = Shutdown::listen();
+        if is_stdout(&args.out) {
+            // Standard output carries the archive, and nothing else.
+            let archived = tokio::select! {
+                archived = migrate::backup_to(dir, std::io::stdout()) => archived,
+                stop = shutdown.recv() => return Err(interrupted(name, stop, None)),
+            };
+            archived.map_err(|e| output::fail(name, &output::error_chain(&e)))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let backup = migrate::backup_file(dir, &args.out, args.force, Bar::bytes("backup"));
+        let size = tokio::select! {
+            size = backup => size.map_err(|e| output::fail(name, &output::error_chain(&e)))?,
+            // The unfinished file is a temporary one beside the target,
+            // removed when the archiving thread drops it.
+            stop = shutdown.recv() => return Err(interrupted(name, stop, Some(&args.out))),
+        };
         Ok(output::print(
             name,
             &format!(

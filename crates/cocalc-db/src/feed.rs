@@ -9,6 +9,7 @@ use db::{AnyPool, Pool};
 use serde_json::{Map, Value as Json};
 
 use crate::config::{self, DbArgs};
+use crate::interrupt::Shutdown;
 use crate::output;
 
 /// `cocalc-db feed ...`.
@@ -166,28 +167,6 @@ fn parse_start(from: &str) -> Result<Start, String> {
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// Runs `cocalc-db watch`: prints one JSON object per event, flushed, until
 /// Ctrl-C or SIGTERM.
 pub(crate) async fn run_watch(db: &DbArgs, args: &WatchArgs) -> ExitCode {
@@ -216,11 +195,12 @@ pub(crate) async fn run_watch(db: &DbArgs, args: &WatchArgs) -> ExitCode {
             return output::fail("watch", &output::error_chain(&e));
         }
     };
-    let stop = shutdown_signal();
+    let mut shutdown = Shutdown::listen();
+    let stop = shutdown.recv();
     tokio::pin!(stop);
     let code = loop {
         let event = tokio::select! {
-            () = &mut stop => break ExitCode::SUCCESS,
+            _ = &mut stop => break ExitCode::SUCCESS,
             event = sub.recv() => event,
         };
         match event {

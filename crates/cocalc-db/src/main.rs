@@ -12,6 +12,7 @@ mod backup;
 mod check;
 mod config;
 mod feed;
+mod interrupt;
 mod json;
 mod output;
 mod progress_bar;

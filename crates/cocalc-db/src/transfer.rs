@@ -19,6 +19,7 @@ use db::{AnyPool, BackendKind, Config, DataDir, PglitePool, Pool};
 use migrate::{ImportOptions, ImportReport, Manifest, MigrateError, OutputFile};
 
 use crate::config::{self, DbArgs};
+use crate::interrupt::{Shutdown, Stop};
 use crate::output;
 use crate::progress_bar::Bar;
 use crate::schema::read_spec;
@@ -26,10 +27,23 @@ use crate::schema::read_spec;
 /// Arguments of `export`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ExportArgs {
-    /// Write the export to this file (replaced atomically) instead of
-    /// standard output.
+    /// Write the export to this file (written beside it and renamed into
+    /// place; a FIFO, device or symlink there is refused), or to standard
+    /// output with `-` (the default).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
+}
+
+impl ExportArgs {
+    /// The file to write, `None` for standard output.
+    fn file(&self) -> Option<&std::path::Path> {
+        self.out.as_deref().filter(|p| !is_stdout(p))
+    }
+}
+
+/// Whether an `--out` names standard output (`-`).
+pub(crate) fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 /// The target of `import` and `migrate`.
@@ -54,6 +68,10 @@ pub(crate) struct ImportArgs {
     /// The export to load.
     #[arg(long, value_name = "FILE")]
     pub(crate) from: PathBuf,
+    /// Load a file without a manifest or end marker (hand-made SQL): it may
+    /// be incomplete, and nothing tells.
+    #[arg(long)]
+    pub(crate) unverified: bool,
     /// Where to load it.
     #[command(flatten)]
     pub(crate) target: TargetArgs,
@@ -73,15 +91,22 @@ pub(crate) struct MigrateArgs {
 /// A failure already reported, as its exit code.
 type Outcome<T> = Result<T, ExitCode>;
 
-/// Runs `export`.
+/// Runs `export`. The data directory records the export only when it went
+/// to a regular file (standard output included, when redirected to one):
+/// what went into a pipe or a device may not be kept.
 pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
     let name = "export";
     let code = async {
+        let mut shutdown = Shutdown::listen();
         let pool = open_embedded(db, name).await?;
-        let result = export_to(&pool, args.out.as_deref(), name).await;
+        let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
+        let result = export_to(&pool, args.file(), name, &mut shutdown).await;
         pool.close().await;
-        let manifest = result?;
-        report_export(name, &manifest, args.out.as_deref());
+        let (manifest, next_xid) = result?;
+        if args.file().is_some() || stdout_is_a_regular_file() {
+            record_export_in_data_dir(data_dir.as_deref(), next_xid, name)?;
+        }
+        report_export(name, &manifest, args.file());
         Ok(ExitCode::SUCCESS)
     }
     .await;
@@ -91,13 +116,15 @@ pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
 /// Runs `import`.
 pub(crate) async fn run_import(args: &ImportArgs) -> ExitCode {
     let name = "import";
-    import_from(name, &args.from, &args.target)
+    import_from(name, &args.from, &args.target, args.unverified)
         .await
         .unwrap_or_else(|c| c)
 }
 
 /// Runs `migrate`: export to a file (temporary unless `--keep`), import it,
-/// verify.
+/// verify; only then does the data directory record the export, so that a
+/// migrate that failed (at login, say) leaves the "changed since its last
+/// export" warning in place.
 pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
     let name = "migrate";
     let code = async {
@@ -115,12 +142,18 @@ pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
             (None, Some(dir)) => dir.path().join("export.sql"),
             (None, None) => return Err(output::fail(name, "internal error: no export file")),
         };
+        let mut shutdown = Shutdown::listen();
         let pool = open_embedded(db, name).await?;
-        let result = export_to(&pool, Some(&file), name).await;
+        let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
+        let result = export_to(&pool, Some(&file), name, &mut shutdown).await;
         pool.close().await;
-        let manifest = result?;
+        let (manifest, next_xid) = result?;
         report_export(name, &manifest, args.keep.as_deref());
-        import_from(name, &file, &args.target).await
+        // An import that returns verified the export (it has a manifest and
+        // an end marker, so nothing is skipped).
+        let code = import_from(name, &file, &args.target, false).await?;
+        record_export_in_data_dir(data_dir.as_deref(), next_xid, name)?;
+        Ok(code)
     }
     .await;
     code.unwrap_or_else(|c| c)
@@ -143,13 +176,15 @@ async fn open_embedded(db: &DbArgs, name: &str) -> Outcome<PglitePool> {
         .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))
 }
 
-/// Exports to `out` (atomically) or to standard output, then records the
-/// export in the data directory.
+/// Exports to `out` (atomically) or to standard output: the manifest, and
+/// the next transaction id before the export, for the data directory's
+/// record. Ctrl-C or SIGTERM stops it, and the partial file is removed.
 async fn export_to(
     pool: &PglitePool,
     out: Option<&std::path::Path>,
     name: &str,
-) -> Outcome<Manifest> {
+    shutdown: &mut Shutdown,
+) -> Outcome<(Manifest, u64)> {
     let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
     let next_xid = pool
         .next_xid()
@@ -159,31 +194,71 @@ async fn export_to(
     let manifest = match out {
         Some(path) => {
             let mut file = OutputFile::create(path, true).map_err(fail)?;
-            let manifest = migrate::export(pool, file.writer(), &mut bar)
-                .await
-                .map_err(fail)?;
+            let exported = tokio::select! {
+                exported = migrate::export(pool, file.writer(), &mut bar) => exported,
+                stop = shutdown.recv() => {
+                    // Returning drops the file: its temporary file goes.
+                    return Err(interrupted(name, stop, Some(path)));
+                }
+            };
+            let manifest = exported.map_err(fail)?;
             file.commit().map_err(fail)?;
             manifest
         }
         None => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            let manifest = migrate::export(pool, &mut stdout, &mut bar)
-                .await
-                .map_err(fail)?;
+            let exported = tokio::select! {
+                exported = migrate::export(pool, &mut stdout, &mut bar) => exported,
+                stop = shutdown.recv() => return Err(interrupted(name, stop, None)),
+            };
+            let manifest = exported.map_err(fail)?;
             stdout
                 .flush()
                 .map_err(|e| output::fail(name, &format!("writing the export: {e}")))?;
             manifest
         }
     };
-    record_export_in_data_dir(pool, next_xid, name)?;
-    Ok(manifest)
+    Ok((manifest, next_xid))
 }
 
-/// Records in the data directory that it was exported, so that switching the
-/// hub to PostgreSQL does not warn about unexported data.
-fn record_export_in_data_dir(pool: &PglitePool, next_xid: u64, name: &str) -> Outcome<()> {
-    let Some(dir) = pool.data_dir() else {
+/// Reports a command stopped by a signal; its exit code.
+pub(crate) fn interrupted(name: &str, stop: Stop, file: Option<&std::path::Path>) -> ExitCode {
+    let what = match file {
+        Some(path) => format!("{} was not written", path.display()),
+        None => "the output is incomplete".to_owned(),
+    };
+    let _ = output::fail(name, &format!("interrupted: {what}"));
+    stop.exit_code()
+}
+
+/// Whether standard output is a regular file (`export > hub.sql`), not a
+/// pipe, terminal or device.
+fn stdout_is_a_regular_file() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.file_type().is_file())
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Records in the data directory (`None` for an in-memory database) that it
+/// was exported, so that switching the hub to PostgreSQL does not warn about
+/// unexported data.
+fn record_export_in_data_dir(
+    dir: Option<&std::path::Path>,
+    next_xid: u64,
+    name: &str,
+) -> Outcome<()> {
+    let Some(dir) = dir else {
         return Ok(());
     };
     db::embedded::metadata::record_export(dir, next_xid).map_err(|e| {
@@ -213,7 +288,12 @@ fn note(name: &str, text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "cocalc-db {name}: {text}");
 }
 
-async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) -> Outcome<ExitCode> {
+async fn import_from(
+    name: &str,
+    from: &std::path::Path,
+    target: &TargetArgs,
+    unverified: bool,
+) -> Outcome<ExitCode> {
     let to = Target::parse(&target.to).map_err(|e| output::fail(name, &e.to_string()))?;
     let spec = target
         .spec
@@ -234,7 +314,9 @@ async fn import_from(name: &str, from: &std::path::Path, target: &TargetArgs) ->
             ),
         )
     })?;
-    let options = ImportOptions::new().force(target.force);
+    let options = ImportOptions::new()
+        .force(target.force)
+        .unverified(unverified);
     let mut bar = Bar::new("importing");
     let result = async {
         let report = migrate::import(&pool, input, &options, &mut bar).await?;
@@ -344,12 +426,21 @@ fn import_summary(report: &ImportReport, spec_checked: bool) -> String {
         "imported {} statements and {} rows\n",
         report.statements, report.rows
     ));
+    match &report.end_marker {
+        Some(end) => text.push_str(&format!(
+            "verified the file: {} bytes with the SHA-256 of its end marker\n",
+            end.bytes
+        )),
+        None => text.push_str(
+            "not verified (--unverified): nothing shows that the file is whole and unaltered\n",
+        ),
+    }
     match &report.verification {
         Some(v) => text.push_str(&format!(
-            "verified {} tables ({} rows, counts and checksums) and {} sequences\n",
-            v.tables, v.rows, v.sequences
+            "verified {} tables ({} rows, counts and checksums), {} sequences and {} schema objects\n",
+            v.tables, v.rows, v.sequences, v.schema_objects
         )),
-        None => text.push_str("not verified: the export has no manifest\n"),
+        None => text.push_str("not verified (--unverified): the file has no manifest\n"),
     }
     if spec_checked {
         text.push_str("the schema plan for the spec is empty\n");

@@ -3,6 +3,7 @@
 //! directories here; the conformance suite covers PostgreSQL targets.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 mod common;
 
 use common::{on_dir as cocalc_db, run};
@@ -59,9 +60,12 @@ fn export_then_import_and_migrate_exit_codes() {
         .arg(&target));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("verified 1 tables (3 rows, counts and checksums) and 1 sequences"),
+        out.contains(
+            "verified 1 tables (3 rows, counts and checksums), 1 sequences and 6 schema objects"
+        ),
         "{out}"
     );
+    assert!(out.contains("verified the file: "), "{out}");
 
     // Again: the target holds tables now.
     let (code, _, err) = run(cocalc_db(&source)
@@ -102,6 +106,14 @@ fn export_then_import_and_migrate_exit_codes() {
         .arg("--to")
         .arg(tmp.path().join("other")));
     assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the end marker says"), "{err}");
+    // Unverified, the file may be anything, but its manifest still counts.
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--unverified", "--from"])
+        .arg(&tampered)
+        .arg("--to")
+        .arg(tmp.path().join("other")));
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("table \"public\".\"items\": expected 3 rows with checksum 12345"),
         "{err}"
@@ -126,6 +138,100 @@ fn export_then_import_and_migrate_exit_codes() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Whether the data directory's record holds an export.
+fn recorded_export(dir: &Path) -> bool {
+    let record = std::fs::read_to_string(dir.join("cocalc-db.json")).expect("record");
+    assert!(record.contains("\"last_export\""), "{record}");
+    !record.contains("\"last_export\": null")
+}
+
+#[test]
+fn only_an_export_to_a_file_or_a_verified_migrate_is_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed(&source);
+    assert!(!recorded_export(&source));
+
+    // Into a pipe: may be gone.
+    let (code, out, err) = run(cocalc_db(&source).arg("export"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("-- cocalc-db-end: "), "{out}");
+    assert!(!recorded_export(&source));
+
+    // A migrate that fails at login exported, but nothing arrived.
+    let (code, _, err) = run(cocalc_db(&source).args([
+        "migrate",
+        "--to",
+        "postgres://nobody:wrong@127.0.0.1:1/none",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(!recorded_export(&source), "{err}");
+
+    // Redirected to a file, standard output counts.
+    let file = std::fs::File::create(tmp.path().join("redirected.sql")).expect("file");
+    let (code, _, err) = run(cocalc_db(&source).arg("export").stdout(file));
+    assert_eq!(code, 0, "{err}");
+    assert!(recorded_export(&source));
+
+    let again = tmp.path().join("again");
+    seed(&again);
+    let (code, out, err) = run(cocalc_db(&again)
+        .args(["migrate", "--to"])
+        .arg(tmp.path().join("migrated")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(recorded_export(&again));
+}
+
+#[test]
+fn a_truncated_or_hand_made_file_needs_unverified() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (source, file, _) = seeded_export(tmp.path());
+    let text = std::fs::read_to_string(&file).expect("export file");
+    // `head -n`, cut after the data, before keys and indexes.
+    let lines = text[..text.find("-- Sequence values").expect("sequences")]
+        .matches('\n')
+        .count();
+    let cut = tmp.path().join("cut.sql");
+    let head: String = text.split_inclusive('\n').take(lines).collect();
+    std::fs::write(&cut, head).expect("write");
+    let (code, out, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&cut)
+        .arg("--to")
+        .arg(tmp.path().join("cut-target")));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.starts_with("cocalc-db import: the export is incomplete: its end marker"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("stops at line {lines}")), "{err}");
+    assert!(!out.contains("verified"), "{out}");
+
+    let hand = tmp.path().join("hand.sql");
+    std::fs::write(&hand, "CREATE TABLE hand (a int);\n").expect("write");
+    let (code, _, err) = run(cocalc_db(&source)
+        .args(["import", "--from"])
+        .arg(&hand)
+        .arg("--to")
+        .arg(tmp.path().join("hand-target")));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the export has no manifest"), "{err}");
+    let (code, out, err) = run(cocalc_db(&source)
+        .args(["import", "--unverified", "--from"])
+        .arg(&hand)
+        .arg("--to")
+        .arg(tmp.path().join("hand-target")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("not verified (--unverified): nothing shows that the file is whole"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not verified (--unverified): the file has no manifest"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -243,4 +349,145 @@ fn a_backup_after_the_catalog_was_rewritten_restores_the_same_database() {
         after.contains("kept:") && !after.contains("items"),
         "{after}"
     );
+}
+
+/// The entries of `dir` whose name starts with a dot: partial files.
+fn hidden(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn export_and_backup_write_regular_files_or_standard_output_only() {
+    use std::os::unix::fs::FileTypeExt as _;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed(&source);
+    let fifo = tmp.path().join("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let real = tmp.path().join("real.sql");
+    std::fs::write(&real, "kept").expect("write");
+    let link = tmp.path().join("link.sql");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+
+    for (out, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (link.as_path(), "a symbolic link"),
+        (Path::new("/dev/null"), "a device"),
+    ] {
+        let (code, _, err) = run(cocalc_db(&source).args(["export", "--out"]).arg(out));
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "cocalc-db export: {} is {kind}; write to a regular file (or to standard output with --out -)\n",
+                out.display()
+            )
+        );
+        let (code, _, err) = run(cocalc_db(&source)
+            .args(["backup", "--force", "--out"])
+            .arg(out));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("is {kind}")), "{err}");
+    }
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&real).expect("real"), "kept");
+    assert!(
+        std::fs::symlink_metadata("/dev/null")
+            .expect("null")
+            .file_type()
+            .is_char_device()
+    );
+    // None of them counts as an export, and nothing partial is left.
+    assert!(!recorded_export(&source));
+    assert!(hidden(tmp.path()).is_empty(), "{:?}", hidden(tmp.path()));
+
+    // `-` is standard output.
+    let (code, out, err) = run(cocalc_db(&source).args(["export", "--out", "-"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("-- cocalc-db-end: "), "{out}");
+    assert!(!tmp.path().join("-").exists() && !source.join("-").exists());
+    let output = cocalc_db(&source)
+        .args(["backup", "--out", "-"])
+        .output()
+        .expect("backup");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        output.stdout.get(..2),
+        Some(&[0x1f, 0x8b][..]),
+        "a gzip stream"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn an_interrupted_export_leaves_no_partial_file_and_closes_the_database() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed(&source);
+    let (code, out, err) = run(cocalc_db(&source).args([
+        "sql",
+        "INSERT INTO items (name) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 400000) i",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).expect("out dir");
+    let file = out_dir.join("hub.sql");
+
+    for signal in ["-TERM", "-INT"] {
+        let mut child = cocalc_db(&source)
+            .args(["export", "--out"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Wait until the export writes its partial file.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while hidden(&out_dir).is_empty() {
+            assert!(Instant::now() < deadline, "no partial file appeared");
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "the export ended first"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let output = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&output.stderr);
+        let expected = if signal == "-TERM" { 143 } else { 130 };
+        assert_eq!(output.status.code(), Some(expected), "{signal}: {err}");
+        assert!(err.contains("interrupted"), "{err}");
+        assert!(!file.exists());
+        assert!(hidden(&out_dir).is_empty(), "{:?}", hidden(&out_dir));
+        let record = std::fs::read_to_string(source.join("cocalc-db.json")).expect("record");
+        assert!(record.contains("\"open\": false"), "{record}");
+        assert!(!recorded_export(&source));
+    }
 }

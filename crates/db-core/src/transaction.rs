@@ -291,24 +291,26 @@ pub async fn flush_pending<C: Client>(client: &mut C) -> Result<()> {
     let state = client.session_state();
     state.settle_in_flight();
     if let Some(target) = state.pending_rollback_to {
-        let sql = if target == 0 {
-            "ROLLBACK".to_owned()
+        // Each step can be cancelled midway and run again: `ROLLBACK` and
+        // `ROLLBACK TO SAVEPOINT` (which keeps the savepoint) undo the same
+        // whether or not an earlier try got through. `RELEASE` is not
+        // repeatable, so it is tried once, after the pending note is gone:
+        // cut short, it leaves a savepoint nobody names, harmless until the
+        // transaction ends.
+        let (undo, after) = if target == 0 {
+            ("ROLLBACK".to_owned(), TxStatus::Idle)
         } else {
             let sp = savepoint_name(target + 1);
-            format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
+            (
+                format!("ROLLBACK TO SAVEPOINT {sp}"),
+                TxStatus::InTransaction,
+            )
         };
-        let in_transaction = if target == 0 {
-            TxStatus::Idle
-        } else {
-            TxStatus::InTransaction
-        };
-        match control(client, &sql, |ok| {
-            if ok {
-                in_transaction
-            } else {
-                TxStatus::Unknown
-            }
-        })
+        match control(
+            client,
+            &undo,
+            |ok| if ok { after } else { TxStatus::Unknown },
+        )
         .await
         {
             Ok(()) => {
@@ -321,8 +323,21 @@ pub async fn flush_pending<C: Client>(client: &mut C) -> Result<()> {
                     state.loss = Some(TransactionLoss::Cancelled);
                 }
                 state.depth = target;
+                if target > 0 {
+                    let release = format!("RELEASE SAVEPOINT {}", savepoint_name(target + 1));
+                    control(client, &release, |ok| {
+                        if ok {
+                            TxStatus::InTransaction
+                        } else {
+                            TxStatus::Failed
+                        }
+                    })
+                    .await?;
+                }
             }
             Err(e) if target > 0 && e.as_db_error().is_some() => {
+                // The savepoint is gone (a cancelled commit of it may have
+                // released it): only the whole transaction can be undone.
                 control(client, "ROLLBACK", |_| TxStatus::Idle).await?;
                 client
                     .session_state()
@@ -375,9 +390,13 @@ impl<'c, C: Client> Transaction<'c, C> {
         } else {
             format!("SAVEPOINT {}", savepoint_name(depth))
         };
-        // Recorded before the await: if this future is dropped midway the
-        // session undoes whatever part of BEGIN reached the server.
-        state.schedule_rollback_to(depth - 1);
+        // Recorded before the await: if this future is dropped midway, a
+        // BEGIN that reached the server is rolled back before anything else
+        // runs. A cut-short SAVEPOINT needs nothing: nothing ran after it,
+        // and a savepoint nobody names is harmless.
+        if depth == 1 {
+            state.schedule_rollback_to(0);
+        }
         tracing::debug!(target: "db::transaction", depth, "begin");
         let started = control(client, &sql, |ok| match (ok, depth) {
             (true, _) => TxStatus::InTransaction,
@@ -453,19 +472,16 @@ impl<'c, C: Client> Transaction<'c, C> {
     }
 
     async fn finish_rollback(&mut self) -> Result<()> {
-        let depth = self.depth;
-        let sql = if depth == 1 {
-            "ROLLBACK".to_owned()
-        } else {
-            let sp = savepoint_name(depth);
-            format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
-        };
-        self.finish(&sql, move |ok| match (ok, depth) {
-            (_, 1) => TxStatus::Idle,
-            (true, _) => TxStatus::InTransaction,
-            (false, _) => TxStatus::Failed,
-        })
-        .await
+        if self.depth == 1 {
+            return self.finish("ROLLBACK", |_| TxStatus::Idle).await;
+        }
+        // The same steps as for a dropped savepoint, safe to cut short.
+        self.finished = true;
+        tracing::debug!(target: "db::transaction", depth = self.depth, "rollback to savepoint");
+        self.client
+            .session_state()
+            .schedule_rollback_to(self.depth - 1);
+        flush_pending(self.client).await
     }
 
     async fn finish(&mut self, sql: &str, expected: impl FnOnce(bool) -> TxStatus) -> Result<()> {

@@ -63,6 +63,20 @@ pub async fn backup_file(
     Ok(size)
 }
 
+/// Writes a physical archive of the closed data directory `dir` to `out`
+/// (standard output, say), streamed as [`backup_file`] does.
+pub async fn backup_to<W: std::io::Write + Send + 'static>(
+    dir: &Path,
+    out: W,
+) -> Result<ArchiveSize> {
+    let (mut out, size) = db_pglite::archive_data_dir_to(dir, out)
+        .await
+        .map_err(MigrateError::db(format!("archiving {}", dir.display())))?;
+    out.flush()
+        .map_err(MigrateError::io("writing the archive".to_owned()))?;
+    Ok(size)
+}
+
 /// The `PG_VERSION` (major version) recorded in a data-directory archive.
 pub fn archive_major_version(archive: &[u8]) -> Result<String> {
     let reader: Box<dyn Read> = if archive.starts_with(&[0x1f, 0x8b]) {

@@ -4,7 +4,7 @@
 use db_core::{Executor, Value};
 
 use crate::error::{MigrateError, Result};
-use crate::manifest::{SequenceState, TableSummary, qualified};
+use crate::manifest::{SchemaObjects, SequenceState, TableSummary, qualified};
 
 /// Session settings that fix the text form of every value, so that a row
 /// prints identically on PGlite 17 and PostgreSQL 13 and newer. Set with
@@ -189,4 +189,63 @@ pub(crate) async fn some_tables<E: Executor>(exec: &mut E, limit: usize) -> Resu
     );
     let found = pairs(exec, &sql, "checking whether the target is empty").await?;
     Ok(found.iter().map(|(s, n)| qualified(s, n)).collect())
+}
+
+/// SQL quoting `expr` always, as [`db_core::quote_ident`] does, so names
+/// read from the catalog compare equal to names built in Rust.
+fn quoted(expr: &str) -> String {
+    format!("('\"' || replace({expr}::text, '\"', '\"\"') || '\"')")
+}
+
+/// The names of the schema's objects, by kind (see [`SchemaObjects`]).
+/// Sorted in Rust: the servers' collations may differ.
+pub(crate) async fn schema_objects<E: Executor>(exec: &mut E) -> Result<SchemaObjects> {
+    let (ns, rel) = (quoted("n.nspname"), quoted("c.relname"));
+    let not_extension = |class: &str, oid: &str| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = '{class}'::regclass \
+             AND e.objid = {oid} AND e.deptype = 'e')"
+        )
+    };
+    let relations = format!(
+        "pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE {SYSTEM_SCHEMAS} AND {}",
+        not_extension("pg_catalog.pg_class", "c.oid")
+    );
+    let sql = format!(
+        "SELECT 'tables', {ns} || '.' || {rel} FROM {relations} AND c.relkind IN ('r', 'p') \
+         UNION ALL SELECT 'columns', {ns} || '.' || {rel} || '.' || {att} \
+           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE {SYSTEM_SCHEMAS} AND {rel_not_ext} AND c.relkind IN ('r', 'p') \
+           AND a.attnum > 0 AND NOT a.attisdropped \
+         UNION ALL SELECT 'constraints', {ns} || '.' || {rel} || '.' || {con} \
+           FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE {SYSTEM_SCHEMAS} AND {rel_not_ext} AND k.contype <> 'n' \
+         UNION ALL SELECT 'indexes', {ns} || '.' || {rel} FROM {relations} AND c.relkind IN ('i', 'I') \
+         UNION ALL SELECT 'sequences', {ns} || '.' || {rel} FROM {relations} AND c.relkind = 'S' \
+         UNION ALL SELECT 'triggers', {ns} || '.' || {rel} || '.' || {trg} \
+           FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE {SYSTEM_SCHEMAS} AND {rel_not_ext} AND NOT t.tgisinternal \
+         UNION ALL SELECT 'functions', {ns} || '.' || {pro} || '(' || \
+           pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' \
+           FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+           WHERE {SYSTEM_SCHEMAS} AND {pro_not_ext}",
+        att = quoted("a.attname"),
+        con = quoted("k.conname"),
+        trg = quoted("t.tgname"),
+        pro = quoted("p.proname"),
+        rel_not_ext = not_extension("pg_catalog.pg_class", "c.oid"),
+        pro_not_ext = not_extension("pg_catalog.pg_proc", "p.oid"),
+    );
+    let what = "reading the schema's objects";
+    let mut objects = SchemaObjects::default();
+    for (kind, name) in pairs(exec, &sql, what).await? {
+        if let Some(names) = objects.kind_mut(&kind) {
+            names.insert(name);
+        }
+    }
+    Ok(objects)
 }

@@ -67,6 +67,75 @@ pub enum MigrateError {
         #[source]
         source: serde_json::Error,
     },
+    /// The export has no manifest line before its first statement, so
+    /// nothing it holds can be verified.
+    #[error(
+        "the export has no manifest (a `-- cocalc-db-manifest:` line before its first statement, \
+         line {line}): it was not written by `cocalc-db export`, or was edited; \
+         to load hand-made SQL, import it with --unverified"
+    )]
+    NoManifest {
+        /// 1-based line of the first statement.
+        line: u64,
+    },
+    /// The manifest is of a format that does not cover everything an
+    /// import verifies.
+    #[error(
+        "the export's manifest is format {format}, but this version verifies format {expected}; \
+         export again with this version, or import with --unverified"
+    )]
+    ManifestFormat {
+        /// The manifest's format.
+        format: u32,
+        /// The format this version writes.
+        expected: u32,
+    },
+    /// The export ends without its end marker: it was cut short.
+    #[error(
+        "the export is incomplete: its end marker (a last `-- cocalc-db-end:` line) is missing; \
+         the file stops at line {line}, {place}; import with --unverified only if that is intended"
+    )]
+    Incomplete {
+        /// The last line read.
+        line: u64,
+        /// Where the file stops and what arrived (for example "inside the
+        /// COPY data of \"public\".\"items\", after the data of 2 of the manifest's 6 tables").
+        place: String,
+    },
+    /// The text before the end marker is not what the marker describes.
+    #[error(
+        "line {line} of the export: the end marker says {} bytes with SHA-256 {}, \
+         but the {actual_bytes} bytes before it have SHA-256 {actual_sha256}: \
+         the file was altered or cut and joined",
+        .expected.bytes, .expected.sha256
+    )]
+    Altered {
+        /// 1-based line of the end marker.
+        line: u64,
+        /// What the marker says.
+        expected: crate::manifest::EndMarker,
+        /// Bytes before the marker.
+        actual_bytes: u64,
+        /// Their SHA-256.
+        actual_sha256: String,
+    },
+    /// The schema's objects of one kind differ from the manifest's.
+    #[error(
+        "schema: expected {expected} {kind}, found {found}{}{}",
+        names("; missing", .missing), names("; not in the export", .unexpected)
+    )]
+    SchemaMismatch {
+        /// The kind (`indexes`, `constraints`, ...).
+        kind: String,
+        /// How many the manifest lists.
+        expected: usize,
+        /// How many the target holds (of those the import created).
+        found: usize,
+        /// Names in the manifest the target lacks (the first few).
+        missing: Vec<String>,
+        /// Names on the target the manifest lacks (the first few).
+        unexpected: Vec<String>,
+    },
     /// The target already holds tables and the import was not forced.
     #[error(
         "the target already holds {} table(s) ({}); import only into an empty database, or force it",
@@ -133,6 +202,18 @@ pub enum MigrateError {
     /// Restore refused to overwrite a data directory that holds files.
     #[error("{} is not empty; restore only into an empty directory, or force it", .0.display())]
     DirectoryNotEmpty(PathBuf),
+    /// An output path exists and is not a regular file, so it is not
+    /// replaced.
+    #[error(
+        "{} is {kind}; write to a regular file (or to standard output with --out -)",
+        .path.display()
+    )]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is (`a FIFO`, `a device`, `a symbolic link`, ...).
+        kind: &'static str,
+    },
     /// A backup refused to overwrite an existing file.
     #[error("{} already exists; choose another file, or force it", .0.display())]
     FileExists(PathBuf),
@@ -140,6 +221,14 @@ pub enum MigrateError {
 
 fn list(tables: &[String]) -> String {
     tables.join(", ")
+}
+
+fn names(label: &str, names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("{label}: {}", names.join(", "))
+    }
 }
 
 impl MigrateError {

@@ -4,7 +4,8 @@
 //! checksum, every sequence's state), pg_dump's pre-data section (schemas,
 //! tables, sequences, functions), every table's rows as `COPY ... FROM
 //! stdin` blocks, the sequences' `setval` calls, and pg_dump's post-data
-//! section (indexes, constraints, triggers), so rows load before indexes.
+//! section (indexes, constraints, triggers), so rows load before indexes;
+//! last, the end marker: the length and SHA-256 of everything before it.
 //! psql can load the file too.
 
 use std::io::Write;
@@ -15,7 +16,7 @@ use tracing::Instrument;
 
 use crate::catalog;
 use crate::error::{MigrateError, Result};
-use crate::manifest::{MANIFEST_FORMAT, Manifest, qualified};
+use crate::manifest::{Digesting, MANIFEST_FORMAT, Manifest, qualified};
 use crate::progress::Progress;
 
 /// pg_dump arguments shared by both sections: no ownership or privileges,
@@ -51,6 +52,8 @@ async fn run<W: Write + Send>(
     out: &mut W,
     progress: &mut dyn Progress,
 ) -> Result<Manifest> {
+    // Everything goes through the digest but the end marker itself.
+    let out = &mut Digesting::new(out);
     let mut client = pool
         .acquire()
         .await
@@ -72,14 +75,16 @@ async fn run<W: Write + Send>(
         .map_err(MigrateError::db("pinning the output settings"))?;
     let tables = catalog::summarize_all(&mut tx).await?;
     let sequences = catalog::sequence_states(&mut tx).await?;
+    let schema = catalog::schema_objects(&mut tx).await?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         source_version,
         tables,
         sequences,
+        schema: Some(schema),
     };
 
-    let write = |out: &mut W, text: &str| {
+    let write = |out: &mut Digesting<&mut W>, text: &str| {
         out.write_all(text.as_bytes())
             .map_err(MigrateError::io("writing the export"))
     };
@@ -132,6 +137,10 @@ async fn run<W: Write + Send>(
     }
     write(out, "\n")?;
     write(out, &post_data)?;
+    let marker = out.marker().line();
+    out.inner()
+        .write_all(marker.as_bytes())
+        .map_err(MigrateError::io("writing the export"))?;
     out.flush()
         .map_err(MigrateError::io("writing the export"))?;
     tracing::info!(

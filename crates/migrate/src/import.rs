@@ -9,7 +9,7 @@ use crate::allow;
 use crate::catalog;
 use crate::compat::{Rewrite, SkippedSetting, TargetSettings};
 use crate::error::{MigrateError, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{EndMarker, MANIFEST_FORMAT, Manifest};
 use crate::progress::Progress;
 use crate::script::{Item, ScriptReader};
 use crate::verify::{self, Verification};
@@ -19,6 +19,7 @@ use crate::verify::{self, Verification};
 pub struct ImportOptions {
     force: bool,
     chunk_bytes: usize,
+    unverified: bool,
 }
 
 impl Default for ImportOptions {
@@ -26,6 +27,7 @@ impl Default for ImportOptions {
         ImportOptions {
             force: false,
             chunk_bytes: 4 << 20,
+            unverified: false,
         }
     }
 }
@@ -44,6 +46,16 @@ impl ImportOptions {
         self
     }
 
+    /// Load a script that lacks the manifest or the end marker, or whose
+    /// end marker does not match (hand-made SQL, an export of an older
+    /// version, an edited export). Off by default: such a file may be cut
+    /// short, and nothing tells. What a manifest it does have lists is
+    /// still verified.
+    pub fn unverified(mut self, unverified: bool) -> Self {
+        self.unverified = unverified;
+        self
+    }
+
     /// Send COPY data in chunks of about this many bytes (whole rows).
     pub fn chunk_bytes(mut self, bytes: usize) -> Self {
         self.chunk_bytes = bytes.max(1);
@@ -59,6 +71,9 @@ pub struct ImportReport {
     pub manifest: Option<Manifest>,
     /// What the import verified against the manifest (`None` without one).
     pub verification: Option<Verification>,
+    /// The end marker, which matched the file (`None` without one, only
+    /// with [`ImportOptions::unverified`]).
+    pub end_marker: Option<EndMarker>,
     /// Setting statements skipped because the target lacks the setting.
     pub skipped_settings: Vec<SkippedSetting>,
     /// Statements run (COPY included).
@@ -71,12 +86,17 @@ pub struct ImportReport {
 ///
 /// Refuses a target that already holds tables unless
 /// [`ImportOptions::force`], and any statement an export does not contain
-/// ([`MigrateError::Refused`], see the crate docs). Everything runs in one
+/// ([`MigrateError::Refused`], see the crate docs). Unless
+/// [`ImportOptions::unverified`], the export must start with its manifest
+/// ([`MigrateError::NoManifest`]) and end with its end marker, which must
+/// match the text before it ([`MigrateError::Incomplete`],
+/// [`MigrateError::Altered`]). Everything runs in one
 /// transaction: setting
 /// statements the target lacks are skipped and reported (see
 /// [`ImportReport::skipped_settings`]), the rest runs as written, and when
-/// the export has a manifest, every table's rows and checksum and every
-/// sequence are verified before the commit, so a failure or a mismatch
+/// the export has a manifest, every table's rows and checksum, every
+/// sequence and the schema's objects (those the import created must be
+/// exactly the manifest's) are verified before the commit, so a failure or a mismatch
 /// leaves the target as it was.
 ///
 /// ```no_run
@@ -120,10 +140,15 @@ async fn run<P: Pool, R: BufRead + Send>(
         .begin()
         .await
         .map_err(MigrateError::db("starting the import transaction"))?;
-    let mut reader = ScriptReader::new(input, options.chunk_bytes);
+    // What the target held before, so that the objects the import created
+    // can be told apart from them (with --force).
+    let baseline = catalog::schema_objects(&mut tx).await?;
+    let mut reader =
+        ScriptReader::new(input, options.chunk_bytes).require_end_marker(!options.unverified);
     let mut report = ImportReport {
         manifest: None,
         verification: None,
+        end_marker: None,
         skipped_settings: Vec::new(),
         statements: 0,
         rows: 0,
@@ -131,8 +156,13 @@ async fn run<P: Pool, R: BufRead + Send>(
     let mut copy: Option<(String, u64)> = None;
     let mut started = false;
     while let Some(item) = reader.next_item()? {
-        if !started && let Some(manifest) = reader.manifest() {
-            progress.start(manifest.total_rows());
+        if !started {
+            if !options.unverified {
+                check_manifest(reader.manifest(), &item)?;
+            }
+            if let Some(manifest) = reader.manifest() {
+                progress.start(manifest.total_rows());
+            }
             started = true;
         }
         match item {
@@ -193,8 +223,10 @@ async fn run<P: Pool, R: BufRead + Send>(
     }
     progress.finish();
     report.manifest = reader.manifest().cloned();
+    report.end_marker = reader.end_marker().cloned();
     if let Some(manifest) = &report.manifest {
-        report.verification = Some(verify::verify_in_transaction(&mut tx, manifest).await?);
+        report.verification =
+            Some(verify::verify_in_transaction(&mut tx, manifest, Some(&baseline)).await?);
     } else {
         tracing::warn!("the export has no manifest: rows and checksums are not verified");
     }
@@ -208,6 +240,25 @@ async fn run<P: Pool, R: BufRead + Send>(
         "imported"
     );
     Ok(report)
+}
+
+/// Before the first statement runs: a verified import needs a manifest of
+/// this version's format.
+fn check_manifest(manifest: Option<&Manifest>, first: &Item) -> Result<()> {
+    let line = match first {
+        Item::Statement { line, .. } | Item::CopyStart { line, .. } => *line,
+        Item::CopyData(_) | Item::CopyEnd => 0,
+    };
+    let Some(manifest) = manifest else {
+        return Err(MigrateError::NoManifest { line });
+    };
+    if manifest.format != MANIFEST_FORMAT || manifest.schema.is_none() {
+        return Err(MigrateError::ManifestFormat {
+            format: manifest.format,
+            expected: MANIFEST_FORMAT,
+        });
+    }
+    Ok(())
 }
 
 fn statement_error(line: u64, sql: &str, source: db_core::Error) -> MigrateError {

@@ -18,9 +18,13 @@
 //! # The export
 //!
 //! One SQL file that psql could also load: a `-- cocalc-db-manifest: {json}`
-//! line with every table's row count and checksum and every sequence's
-//! state, pg_dump's pre-data section, each table's rows as a `COPY ... FROM
-//! stdin` block, `setval` for each sequence, and pg_dump's post-data section.
+//! line with every table's row count and checksum, every sequence's state
+//! and the schema's objects by kind ([`SchemaObjects`]), pg_dump's pre-data
+//! section, each table's rows as a `COPY ... FROM stdin` block, `setval` for
+//! each sequence, pg_dump's post-data section, and the end marker
+//! ([`EndMarker`]): the length and SHA-256 of everything before it. Without
+//! [`ImportOptions::unverified`], an import refuses a file without a
+//! manifest or whose end marker is missing or does not match.
 //!
 //! The checksum of a table is `sum` over its rows of the first 64 bits of
 //! `md5(row::text)`, with the output settings pinned (UTC, ISO dates,
@@ -55,12 +59,14 @@ mod progress;
 mod script;
 mod verify;
 
-pub use backup::{archive_major_version, backup, backup_file, restore, restore_file};
+pub use backup::{archive_major_version, backup, backup_file, backup_to, restore, restore_file};
 pub use compat::SkippedSetting;
 pub use error::{MigrateError, Result};
 pub use export::export;
 pub use import::{ImportOptions, ImportReport, import};
-pub use manifest::{MANIFEST_FORMAT, Manifest, SequenceState, TableSummary};
+pub use manifest::{
+    END_PREFIX, EndMarker, MANIFEST_FORMAT, Manifest, SchemaObjects, SequenceState, TableSummary,
+};
 pub use output_file::OutputFile;
 pub use progress::{NoProgress, Progress};
 pub use verify::{Verification, verify, verify_spec};

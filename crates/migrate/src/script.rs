@@ -7,6 +7,10 @@
 //! data lines up to `\.`, handed out in chunks of whole rows. psql
 //! meta-commands: `\restrict` / `\unrestrict` (emitted by newer pg_dump) are
 //! skipped; any other is an error, since nothing here can carry it out.
+//!
+//! The manifest line and the end marker are read between statements; every
+//! byte before the end marker is counted and hashed to check it. Data lines
+//! are never taken for either, whatever they hold.
 
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -14,7 +18,7 @@ use std::io::BufRead;
 use db_core::lex::{StatementScan, scan_statement};
 
 use crate::error::{MigrateError, Result};
-use crate::manifest::{MANIFEST_PREFIX, Manifest};
+use crate::manifest::{Digesting, END_PREFIX, EndMarker, MANIFEST_PREFIX, Manifest};
 
 /// One unit of an export script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +66,19 @@ pub(crate) struct ScriptReader<R> {
     chunk_bytes: usize,
     manifest: Option<Manifest>,
     done: bool,
+    /// Every byte before the end marker.
+    digest: Digesting<std::io::Sink>,
+    /// The end marker, once read and checked.
+    end: Option<EndMarker>,
+    /// An end marker was read (matching or, when not required, not).
+    ended: bool,
+    /// Whether the end of the input without an end marker is an error
+    /// ([`MigrateError::Incomplete`]) rather than the end of the script.
+    require_end: bool,
+    /// COPY blocks started so far.
+    copies: usize,
+    /// The statement of the COPY being read.
+    copy_sql: Option<String>,
 }
 
 impl<R: BufRead> ScriptReader<R> {
@@ -80,6 +97,42 @@ impl<R: BufRead> ScriptReader<R> {
             chunk_bytes: chunk_bytes.max(1),
             manifest: None,
             done: false,
+            digest: Digesting::new(std::io::sink()),
+            end: None,
+            ended: false,
+            require_end: false,
+            copies: 0,
+            copy_sql: None,
+        }
+    }
+
+    /// Makes an input that ends without an end marker an error naming
+    /// where it stops, whatever it stops inside.
+    pub(crate) fn require_end_marker(mut self, require: bool) -> Self {
+        self.require_end = require;
+        self
+    }
+
+    /// The end marker, once read; it matched what preceded it.
+    pub(crate) fn end_marker(&self) -> Option<&EndMarker> {
+        self.end.as_ref()
+    }
+
+    /// [`MigrateError::Incomplete`] for an input that ended at the current
+    /// line, `inside` describing what was open.
+    fn incomplete(&self, inside: Option<String>) -> MigrateError {
+        let mut place = inside.map(|i| format!("inside {i}, ")).unwrap_or_default();
+        match &self.manifest {
+            Some(m) => place.push_str(&format!(
+                "after the data of {} of the manifest's {} tables",
+                self.copies.saturating_sub(usize::from(self.in_copy)),
+                m.tables.len()
+            )),
+            None => place.push_str("with no manifest read"),
+        }
+        MigrateError::Incomplete {
+            line: self.line,
+            place,
         }
     }
 
@@ -114,6 +167,21 @@ impl<R: BufRead> ScriptReader<R> {
                 self.done = true;
                 break;
             }
+            let at_boundary = self.stmt_start.is_none() && !self.open;
+            if self.ended {
+                if raw.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Err(MigrateError::Script {
+                    line: self.line,
+                    message: "text follows the end marker".into(),
+                });
+            }
+            if at_boundary && raw.starts_with(END_PREFIX.as_bytes()) {
+                self.end_line(&raw)?;
+                continue;
+            }
+            self.digest.absorb(&raw);
             let text = std::str::from_utf8(&raw).map_err(|_| MigrateError::Script {
                 line: self.line,
                 message: "the line is not valid UTF-8".into(),
@@ -129,6 +197,17 @@ impl<R: BufRead> ScriptReader<R> {
             if let Some(item) = self.pending.pop_front() {
                 return Ok(Some(item));
             }
+        }
+        if self.require_end && self.end.is_none() {
+            let inside = if self.stmt_start.is_some() || self.open {
+                Some(format!(
+                    "the statement that starts at line {}",
+                    self.line_of(self.stmt_start.unwrap_or(self.scan_from))
+                ))
+            } else {
+                None
+            };
+            return Err(self.incomplete(inside));
         }
         if let Some(start) = self.stmt_start {
             return Err(MigrateError::Script {
@@ -171,6 +250,35 @@ impl<R: BufRead> ScriptReader<R> {
         Ok(true)
     }
 
+    /// Checks the end marker line `raw` against everything before it.
+    fn end_line(&mut self, raw: &[u8]) -> Result<()> {
+        let invalid = |source| MigrateError::Manifest {
+            line: self.line,
+            source,
+        };
+        let json = raw.get(END_PREFIX.len()..).unwrap_or_default();
+        let expected: EndMarker = serde_json::from_slice(json).map_err(invalid)?;
+        let actual = self.digest.marker();
+        self.ended = true;
+        if actual != expected {
+            if !self.require_end {
+                tracing::warn!(
+                    line = self.line,
+                    "the end marker does not match the file; importing it unverified"
+                );
+                return Ok(());
+            }
+            return Err(MigrateError::Altered {
+                line: self.line,
+                expected,
+                actual_bytes: actual.bytes,
+                actual_sha256: actual.sha256,
+            });
+        }
+        self.end = Some(expected);
+        Ok(())
+    }
+
     /// Hands out the statements the text read so far completes.
     fn scan(&mut self) -> Result<()> {
         loop {
@@ -199,6 +307,8 @@ impl<R: BufRead> ScriptReader<R> {
                         }
                         self.consume(self.buf.len());
                         self.in_copy = true;
+                        self.copies += 1;
+                        self.copy_sql = Some(sql.clone());
                         self.pending.push_back(Item::CopyStart { sql, line });
                         return Ok(());
                     }
@@ -260,11 +370,18 @@ impl<R: BufRead> ScriptReader<R> {
         let mut raw = Vec::new();
         loop {
             if !self.read_line(&mut raw)? {
+                if self.require_end {
+                    let copy = self.copy_sql.as_deref().unwrap_or_default();
+                    let copy = copy.get(5..).unwrap_or_default();
+                    let copy = copy.split(" (").next().unwrap_or(copy);
+                    return Err(self.incomplete(Some(format!("the data of {copy}"))));
+                }
                 return Err(MigrateError::Script {
                     line: self.line,
                     message: "the script ends inside COPY data (no `\\.`)".into(),
                 });
             }
+            self.digest.absorb(&raw);
             if raw == b"\\.\n" || raw == b"\\." || raw == b"\\.\r\n" {
                 self.in_copy = false;
                 if chunk.is_empty() {
@@ -321,6 +438,48 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_end_marker_is_checked_and_never_read_from_copy_data() {
+        // A data row that looks like the marker is data.
+        let body = format!("COPY t (a) FROM stdin;\n{END_PREFIX}not a marker\n\\.\n");
+        let script = format!("{body}{}", EndMarker::of(body.as_bytes()).line());
+        let mut reader = ScriptReader::new(script.as_bytes(), 8).require_end_marker(true);
+        let mut data = Vec::new();
+        while let Some(item) = reader.next_item().expect("item") {
+            if let Item::CopyData(chunk) = item {
+                data.extend(chunk);
+            }
+        }
+        assert_eq!(data, format!("{END_PREFIX}not a marker\n").into_bytes());
+        assert_eq!(
+            reader.end_marker().map(|m| m.bytes),
+            Some(body.len() as u64)
+        );
+
+        let cut = ScriptReader::new(body.as_bytes(), 8).require_end_marker(true);
+        let altered = script.replacen("COPY t", "COPY u", 1);
+        let altered = ScriptReader::new(altered.as_bytes(), 8).require_end_marker(true);
+        for (mut reader, what) in [(cut, "incomplete"), (altered, "altered")] {
+            let err = loop {
+                match reader.next_item() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{what}: no error"),
+                    Err(e) => break e,
+                }
+            };
+            match what {
+                "incomplete" => assert!(
+                    matches!(err, MigrateError::Incomplete { line: 3, .. }),
+                    "{err}"
+                ),
+                _ => assert!(
+                    matches!(err, MigrateError::Altered { line: 4, .. }),
+                    "{err}"
+                ),
+            }
+        }
     }
 
     #[test]

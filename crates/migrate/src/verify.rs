@@ -1,6 +1,6 @@
 //! Checking that a database holds what a manifest says.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use db_core::{Client, Executor, Pool, Value};
 use schema_sync::{Options, Schema};
@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use crate::catalog;
 use crate::error::{MigrateError, Result};
-use crate::manifest::{Manifest, SequenceState, qualified};
+use crate::manifest::{Manifest, SchemaObjects, SequenceState, qualified};
 
 /// What a verification checked; every check passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +20,16 @@ pub struct Verification {
     pub rows: u64,
     /// Sequences whose state matched.
     pub sequences: usize,
+    /// Schema objects (tables, columns, constraints, indexes, sequences,
+    /// triggers, functions) found as the manifest lists them; 0 for a
+    /// manifest without [`Manifest::schema`].
+    pub schema_objects: usize,
 }
 
 /// Checks the database behind `pool` against `manifest`: every table's row
-/// count and content checksum, every sequence's state, and that each
-/// sequence continues after the highest value of its column. The first
+/// count and content checksum, every sequence's state, that each
+/// sequence continues after the highest value of its column, and that every
+/// schema object the manifest lists exists (others may too). The first
 /// difference is an error naming the table or sequence.
 ///
 /// ```no_run
@@ -43,7 +48,7 @@ pub async fn verify<P: Pool>(pool: &P, manifest: &Manifest) -> Result<Verificati
             .begin()
             .await
             .map_err(MigrateError::db("starting the verification transaction"))?;
-        let checked = verify_in_transaction(&mut tx, manifest).await?;
+        let checked = verify_in_transaction(&mut tx, manifest, None).await?;
         tx.commit()
             .await
             .map_err(MigrateError::db("ending the verification transaction"))?;
@@ -67,10 +72,12 @@ pub async fn verify_spec<P: Pool>(pool: &P, spec: &Schema) -> Result<()> {
 }
 
 /// [`verify`] inside a transaction the caller holds (its output settings
-/// are pinned with `SET LOCAL`).
+/// are pinned with `SET LOCAL`). With a `baseline` (what the target held
+/// before an import), the objects not in it must be exactly the manifest's.
 pub(crate) async fn verify_in_transaction<E: Executor>(
     exec: &mut E,
     manifest: &Manifest,
+    baseline: Option<&SchemaObjects>,
 ) -> Result<Verification> {
     exec.batch_execute(catalog::PINNED_OUTPUT)
         .await
@@ -98,11 +105,71 @@ pub(crate) async fn verify_in_transaction<E: Executor>(
     for expected in &manifest.sequences {
         verify_sequence(exec, expected).await?;
     }
+    let schema_objects = match &manifest.schema {
+        Some(expected) => verify_schema(exec, expected, baseline).await?,
+        None => 0,
+    };
     Ok(Verification {
         tables: manifest.tables.len(),
         rows,
         sequences: manifest.sequences.len(),
+        schema_objects,
     })
+}
+
+/// Compares the schema's objects with `expected`, kind by kind; the first
+/// kind that differs is an error naming the differences.
+async fn verify_schema<E: Executor>(
+    exec: &mut E,
+    expected: &SchemaObjects,
+    baseline: Option<&SchemaObjects>,
+) -> Result<usize> {
+    let actual = catalog::schema_objects(exec).await?;
+    let empty = SchemaObjects::default();
+    let before = baseline.unwrap_or(&empty);
+    for ((kind, want), ((_, have), (_, old))) in expected
+        .kinds()
+        .into_iter()
+        .zip(actual.kinds().into_iter().zip(before.kinds()))
+    {
+        // What the import created: all but what was there before.
+        let created: BTreeSet<&String> = have.difference(old).collect();
+        let missing: Vec<String> = want.difference(have).cloned().collect();
+        let unexpected: Vec<String> = match baseline {
+            Some(_) => created
+                .iter()
+                .filter(|n| !want.contains(**n))
+                .map(|n| (*n).clone())
+                .collect(),
+            // Without a baseline, other objects may belong to anyone.
+            None => Vec::new(),
+        };
+        if !missing.is_empty() || !unexpected.is_empty() {
+            let found = match baseline {
+                Some(_) => created.len(),
+                None => want.len() - missing.len(),
+            };
+            return Err(MigrateError::SchemaMismatch {
+                kind: kind.to_owned(),
+                expected: want.len(),
+                found,
+                missing: first_few(missing),
+                unexpected: first_few(unexpected),
+            });
+        }
+    }
+    Ok(expected.len())
+}
+
+/// The first ten names, and how many more there are.
+fn first_few(mut names: Vec<String>) -> Vec<String> {
+    const MAX: usize = 10;
+    if names.len() > MAX {
+        let more = names.len() - MAX;
+        names.truncate(MAX);
+        names.push(format!("and {more} more"));
+    }
+    names
 }
 
 async fn verify_sequence<E: Executor>(exec: &mut E, expected: &SequenceState) -> Result<()> {

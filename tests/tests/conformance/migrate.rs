@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use db::{BackendKind, Config, DataDir, PglitePool, Pool};
-use migrate::{ImportOptions, Manifest, MigrateError, NoProgress};
+use migrate::{EndMarker, ImportOptions, Manifest, MigrateError, NoProgress};
 use schema_sync::{Options, Schema};
 
 use crate::TestDb;
@@ -321,6 +321,27 @@ async fn import(db: &TestDb, sql: &[u8]) -> Result<migrate::ImportReport, Migrat
     migrate::import(&db.pool, sql, &ImportOptions::new(), &mut NoProgress).await
 }
 
+async fn import_unverified(db: &TestDb, sql: &[u8]) -> Result<migrate::ImportReport, MigrateError> {
+    let options = ImportOptions::new().unverified(true);
+    migrate::import(&db.pool, sql, &options, &mut NoProgress).await
+}
+
+/// An export edited by hand, with its end marker made again for its new
+/// text, so that what the edit does is what the import sees.
+fn reseal(text: &str) -> String {
+    let at = text
+        .rfind(&format!("\n{}", migrate::END_PREFIX))
+        .expect("an end marker")
+        + 1;
+    let body = &text[..at];
+    format!("{body}{}", EndMarker::of(body.as_bytes()).line())
+}
+
+/// The first `n` lines of `text`, as `head -n` cuts them.
+fn head(text: &str, n: usize) -> String {
+    text.split_inclusive('\n').take(n).collect()
+}
+
 async fn server_major(db: &TestDb) -> i64 {
     let row = db
         .pool
@@ -374,6 +395,11 @@ async fn the_filled_fixture_round_trips_with_equal_checksums() {
     assert_eq!(verified.rows, manifest.total_rows());
     assert_eq!(report.rows, manifest.total_rows());
     assert_eq!(verified.sequences, manifest.sequences.len());
+    let schema = manifest.schema.as_ref().unwrap();
+    assert_eq!(schema.tables.len(), manifest.tables.len());
+    assert!(schema.indexes.len() >= 174, "{:?}", schema.indexes.len());
+    assert_eq!(verified.schema_objects, schema.len());
+    assert!(report.end_marker.is_some());
 
     // PostgreSQL 17's preamble: only settings the target lacks are skipped.
     let skipped: Vec<&str> = report
@@ -556,11 +582,11 @@ async fn a_failing_import_leaves_the_target_unchanged() {
     // A manifest that does not match what arrived: the table is named.
     let mut tampered = manifest.clone();
     tampered.tables[0].checksum = "1".into();
-    let tampered_text = text.replacen(
+    let tampered_text = reseal(&text.replacen(
         &serde_json::to_string(&manifest).unwrap(),
         &serde_json::to_string(&tampered).unwrap(),
         1,
-    );
+    ));
     assert_ne!(tampered_text, text);
     let err = import(&db, tampered_text.as_bytes()).await.unwrap_err();
     assert!(
@@ -573,7 +599,7 @@ async fn a_failing_import_leaves_the_target_unchanged() {
     // A truncated export.
     let cut = &text[..text.find("\\.\n").unwrap()];
     let err = import(&db, cut.as_bytes()).await.unwrap_err();
-    assert!(matches!(err, MigrateError::Script { .. }), "{err}");
+    assert!(matches!(err, MigrateError::Incomplete { .. }), "{err}");
     assert_eq!(table_count(&db).await, 0);
 
     // The intact export still loads.
@@ -680,12 +706,12 @@ async fn preamble_settings_the_target_lacks_are_skipped_and_reported() {
     let (sql, _) = small_export().await;
     let text = String::from_utf8(sql).unwrap();
     // A setting no server has, in the preamble's style.
-    let with_unknown = text.replacen(
+    let with_unknown = reseal(&text.replacen(
         "SET statement_timeout = 0;",
         "SET statement_timeout = 0;\nSET no_such_setting_anywhere = 1;\n\
          SELECT pg_catalog.set_config('another_missing_setting', 'x', false);",
         1,
-    );
+    ));
     assert_ne!(with_unknown, text);
     let db = TestDb::new().await;
     let report = import(&db, with_unknown.as_bytes()).await.unwrap();
@@ -700,6 +726,191 @@ async fn preamble_settings_the_target_lacks_are_skipped_and_reported() {
         ["no_such_setting_anywhere", "another_missing_setting"]
     );
     assert_eq!(report.rows, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_or_unsealed_export_is_refused_naming_what_is_missing() {
+    let (sql, _) = small_export().await;
+    let text = String::from_utf8(sql).unwrap();
+    let lines = text.lines().count();
+    let line_of = |needle: &str| text[..text.find(needle).unwrap()].matches('\n').count();
+    let db = TestDb::new().await;
+
+    // Cut as `head -n` cuts: after the data (before keys and indexes),
+    // inside the data, just before the end marker.
+    let after_data = line_of("-- Sequence values");
+    let in_data = line_of("2\tb\n");
+    for (n, place) in [
+        (
+            after_data,
+            "after the data of 1 of the manifest's 1 tables".to_owned(),
+        ),
+        (
+            in_data,
+            "inside the data of \"public\".\"items\", after the data of 0".to_owned(),
+        ),
+        (lines - 1, "after the data of 1".to_owned()),
+    ] {
+        let cut = head(&text, n);
+        let err = import(&db, cut.as_bytes()).await.unwrap_err();
+        assert!(matches!(err, MigrateError::Incomplete { .. }), "{n}: {err}");
+        let message = err.to_string();
+        assert!(message.contains("end marker"), "{message}");
+        assert!(message.contains(&format!("stops at line {n}")), "{message}");
+        assert!(message.contains(&place), "{message}");
+        assert_eq!(table_count(&db).await, 0, "{n}");
+    }
+
+    // Altered after it was sealed, or followed by more text.
+    let altered = text.replacen("-- Data for", "-- data for", 1);
+    let err = import(&db, altered.as_bytes()).await.unwrap_err();
+    assert!(matches!(err, MigrateError::Altered { .. }), "{err}");
+    let longer = format!("{text}SELECT pg_catalog.setval('x', 1, true);\n");
+    let err = import(&db, longer.as_bytes()).await.unwrap_err();
+    assert!(err.to_string().contains("follows the end marker"), "{err}");
+    assert_eq!(table_count(&db).await, 0);
+
+    // No manifest: nothing runs.
+    let manifest_line = text
+        .lines()
+        .find(|l| l.starts_with("-- cocalc-db-manifest: "))
+        .unwrap();
+    let without = reseal(&text.replacen(&format!("{manifest_line}\n"), "", 1));
+    let err = import(&db, without.as_bytes()).await.unwrap_err();
+    assert!(matches!(err, MigrateError::NoManifest { .. }), "{err}");
+    assert!(err.to_string().contains("--unverified"), "{err}");
+    assert_eq!(table_count(&db).await, 0);
+
+    // --unverified: a manifest still present is still checked, schema
+    // included: cut after the sequence values, the export lacks its keys.
+    let after_sequences = line_of("SELECT pg_catalog.setval") + 1;
+    let err = import_unverified(&db, head(&text, after_sequences).as_bytes())
+        .await
+        .unwrap_err();
+    match &err {
+        MigrateError::SchemaMismatch { kind, missing, .. } => {
+            assert_eq!(kind, "constraints", "{err}");
+            assert!(
+                missing.contains(&"\"public\".\"items\".\"items_pkey\"".to_owned()),
+                "{err}"
+            );
+        }
+        other => panic!("expected a schema mismatch, got {other}"),
+    }
+    assert_eq!(table_count(&db).await, 0);
+    // Hand-made SQL loads with --unverified only.
+    let hand_made = "CREATE TABLE hand (a int);\nCOPY hand (a) FROM stdin;\n1\n\\.\n";
+    let err = import(&db, hand_made.as_bytes()).await.unwrap_err();
+    assert!(matches!(err, MigrateError::NoManifest { line: 1 }), "{err}");
+    let report = import_unverified(&db, hand_made.as_bytes()).await.unwrap();
+    assert_eq!(report.rows, 1);
+    assert!(report.verification.is_none() && report.end_marker.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_objects_are_in_the_manifest_and_verified_before_commit() {
+    let source = temporary_pglite().await;
+    source
+        .batch_execute(
+            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL UNIQUE CHECK (name <> ''));
+             CREATE INDEX items_lower ON items (lower(name));
+             CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+             CREATE TRIGGER items_touch BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION touch();
+             INSERT INTO items (name) VALUES ('a'), ('b');",
+        )
+        .await
+        .unwrap();
+    let (sql, manifest) = export(&source).await;
+    source.close().await;
+    let text = String::from_utf8(sql).unwrap();
+    let schema = manifest.schema.clone().unwrap();
+    let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(schema.tables, names(&["\"public\".\"items\""]));
+    assert_eq!(
+        schema.columns,
+        names(&[
+            "\"public\".\"items\".\"id\"",
+            "\"public\".\"items\".\"name\""
+        ])
+    );
+    assert_eq!(
+        schema.constraints,
+        names(&[
+            "\"public\".\"items\".\"items_name_check\"",
+            "\"public\".\"items\".\"items_name_key\"",
+            "\"public\".\"items\".\"items_pkey\"",
+        ])
+    );
+    assert_eq!(
+        schema.indexes,
+        names(&[
+            "\"public\".\"items_lower\"",
+            "\"public\".\"items_name_key\"",
+            "\"public\".\"items_pkey\"",
+        ])
+    );
+    assert_eq!(schema.sequences, names(&["\"public\".\"items_id_seq\""]));
+    assert_eq!(
+        schema.triggers,
+        names(&["\"public\".\"items\".\"items_touch\""])
+    );
+    assert_eq!(schema.functions, names(&["\"public\".\"touch\"()"]));
+
+    let db = TestDb::new().await;
+    // An index the manifest lists that the file no longer creates.
+    let statement = "CREATE INDEX items_lower ON public.items USING btree (lower(name));\n";
+    assert!(text.contains(statement), "{text}");
+    let without_index = reseal(&text.replacen(statement, "", 1));
+    let err = import(&db, without_index.as_bytes()).await.unwrap_err();
+    match &err {
+        MigrateError::SchemaMismatch {
+            kind,
+            expected,
+            found,
+            missing,
+            ..
+        } => {
+            assert_eq!(
+                (kind.as_str(), *expected, *found),
+                ("indexes", 3, 2),
+                "{err}"
+            );
+            assert_eq!(missing, &["\"public\".\"items_lower\""], "{err}");
+        }
+        other => panic!("expected a schema mismatch, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("missing: \"public\".\"items_lower\""),
+        "{err}"
+    );
+    assert_eq!(table_count(&db).await, 0);
+    // One the manifest does not list.
+    let extra = reseal(&text.replacen(
+        statement,
+        &format!("{statement}CREATE INDEX sneaky ON public.items USING btree (id);\n"),
+        1,
+    ));
+    let err = import(&db, extra.as_bytes()).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::SchemaMismatch { unexpected, .. } if unexpected == &["\"public\".\"sneaky\""]),
+        "{err}"
+    );
+    assert_eq!(table_count(&db).await, 0);
+
+    // Forced into a target that holds other objects, only the import's own
+    // objects are compared.
+    db.sql("CREATE TABLE kept (a int PRIMARY KEY)").await;
+    let report = migrate::import(
+        &db.pool,
+        text.as_bytes(),
+        &ImportOptions::new().force(true),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.verification.unwrap().schema_objects, schema.len());
+    assert_eq!(table_count(&db).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

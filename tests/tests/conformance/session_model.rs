@@ -47,6 +47,15 @@ enum Op {
     PoolInsert(u8),
     /// Two one-shot pool calls joined in one task.
     JoinedPoolCalls(u8),
+    /// [`Op::Insert`] whose future is dropped after `polls` polls (it may or
+    /// may not have reached the server).
+    CancelledInsert(u8, u8),
+    /// `begin()` whose future is dropped after `polls` polls.
+    CancelledBegin(u8),
+    /// A spawned task opens a transaction, inserts id `100 + n` and panics.
+    PanicInTransaction(u8),
+    /// `SET LOCAL application_name` inside a guard.
+    SetLocal(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -65,6 +74,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ShowName),
         2 => (0u8..4).prop_map(Op::PoolInsert),
         1 => (0u8..4).prop_map(Op::JoinedPoolCalls),
+        2 => (0u8..8, 0u8..6).prop_map(|(id, polls)| Op::CancelledInsert(id, polls)),
+        1 => (0u8..6).prop_map(Op::CancelledBegin),
+        1 => (0u8..4).prop_map(Op::PanicInTransaction),
+        1 => (0u8..3).prop_map(Op::SetLocal),
     ]
 }
 
@@ -106,7 +119,11 @@ fn outcome<T>(result: &Result<T, Error>) -> Result<Outcome, String> {
 #[derive(Debug, Default, Clone)]
 struct Level {
     rows: BTreeSet<i32>,
+    /// Rows of cancelled inserts: there if the insert reached the server.
+    maybe: BTreeSet<i32>,
     failed: bool,
+    /// `SET LOCAL application_name` in this level.
+    local_name: Option<String>,
 }
 
 /// What PostgreSQL promises, for one held session at a time.
@@ -114,6 +131,8 @@ struct Level {
 struct Model {
     backend: BackendKind,
     committed: BTreeSet<i32>,
+    /// Committed rows of cancelled autocommit inserts, if they ran.
+    maybe_committed: BTreeSet<i32>,
     /// Guard levels, outermost first.
     levels: Vec<Level>,
     /// A transaction opened by SQL text.
@@ -123,11 +142,66 @@ struct Model {
 }
 
 impl Model {
+    fn innermost_failed(&self) -> bool {
+        match self.levels.last() {
+            Some(level) => level.failed,
+            None => self.raw.as_ref().is_some_and(|l| l.failed),
+        }
+    }
+
+    /// Whether a cancelled insert of `id` has one outcome for the rest of
+    /// the sequence either way (no unique violation, no failed transaction).
+    fn can_cancel_insert(&self, id: i32) -> bool {
+        !self.innermost_failed() && !self.visible(id) && !self.maybe_visible(id)
+    }
+
     fn innermost(&mut self) -> Option<&mut Level> {
         match self.levels.last_mut() {
             Some(level) => Some(level),
             None => self.raw.as_mut(),
         }
+    }
+
+    fn maybe_visible(&self, id: i32) -> bool {
+        self.maybe_committed.contains(&id)
+            || self.levels.iter().any(|l| l.maybe.contains(&id))
+            || self.raw.as_ref().is_some_and(|l| l.maybe.contains(&id))
+    }
+
+    /// Settles a cancelled insert of `id` by what a later insert of it
+    /// found: `present` if it had reached the server.
+    fn settle(&mut self, id: i32, present: bool) {
+        let levels = self.levels.iter_mut().chain(self.raw.as_mut());
+        for level in levels {
+            if level.maybe.remove(&id) && present {
+                level.rows.insert(id);
+            }
+        }
+        if self.maybe_committed.remove(&id) && present {
+            self.committed.insert(id);
+        }
+    }
+
+    /// An insert of `id` cancelled before its answer: it ran or not.
+    fn cancelled_insert(&mut self, id: i32) {
+        match self.innermost() {
+            Some(level) => {
+                level.maybe.insert(id);
+            }
+            None => {
+                self.maybe_committed.insert(id);
+            }
+        }
+    }
+
+    /// What `SHOW application_name` gives now.
+    fn shown_name(&self) -> String {
+        self.levels
+            .iter()
+            .rev()
+            .find_map(|l| l.local_name.clone())
+            .or_else(|| self.name.clone())
+            .unwrap_or_else(|| self.default_name.clone())
     }
 
     fn visible(&self, id: i32) -> bool {
@@ -188,8 +262,18 @@ impl Model {
             return Outcome::Aborted(depth);
         }
         match self.levels.last_mut() {
-            Some(parent) => parent.rows.extend(level.rows),
-            None => self.committed.extend(level.rows),
+            Some(parent) => {
+                parent.rows.extend(level.rows);
+                parent.maybe.extend(level.maybe);
+                // RELEASE keeps a SET LOCAL until the transaction ends.
+                if level.local_name.is_some() {
+                    parent.local_name = level.local_name;
+                }
+            }
+            None => {
+                self.committed.extend(level.rows);
+                self.maybe_committed.extend(level.maybe);
+            }
         }
         Outcome::Ok
     }
@@ -204,6 +288,7 @@ impl Model {
             && !level.failed
         {
             self.committed.extend(level.rows);
+            self.maybe_committed.extend(level.maybe);
         }
     }
 
@@ -228,6 +313,36 @@ fn check(op: &Op, expected: &Outcome, actual: Result<Outcome, String>) -> Result
         Err(e) => Err(format!("{op:?}: expected {expected:?}, {e}")),
     }
 }
+
+/// Checks an insert of `id` that returned `actual`; an earlier cancelled
+/// insert of the same id is settled by it (a unique violation means it ran).
+fn check_insert(
+    m: &mut Model,
+    op: &Op,
+    id: i32,
+    actual: Result<Outcome, String>,
+) -> Result<(), String> {
+    if m.maybe_visible(id) && !m.visible(id) && !m.innermost_failed() {
+        m.settle(id, matches!(actual, Ok(Outcome::Unique)));
+    }
+    let expected = m.insert(id);
+    check(op, &expected, actual)
+}
+
+/// Polls `fut` at most `polls` times, yielding in between; `None` when it
+/// did not finish, and is then dropped: a deterministic cancellation.
+async fn poll_times<F: Future>(fut: F, polls: u8) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    for _ in 0..polls {
+        if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+            return Some(out);
+        }
+        tokio::task::yield_now().await;
+    }
+    None
+}
+
+const DELIBERATE_PANIC: &str = "session model: a deliberate panic inside a transaction";
 
 async fn pool_insert(
     pool: &AnyPool,
@@ -283,8 +398,57 @@ fn level<'a>(
                     let result = tx
                         .execute("INSERT INTO t VALUES ($1)", &[i32::from(*n).into()])
                         .await;
-                    let expected = m.insert(i32::from(*n));
+                    check_insert(m, op, i32::from(*n), outcome(&result))?;
+                }
+                Op::CancelledInsert(n, polls) if m.can_cancel_insert(i32::from(*n)) => {
+                    let id = i32::from(*n);
+                    let params = [id.into()];
+                    let insert = tx.execute("INSERT INTO t VALUES ($1)", &params);
+                    match poll_times(insert, *polls).await {
+                        Some(result) => check_insert(m, op, id, outcome(&result))?,
+                        None => m.cancelled_insert(id),
+                    }
+                }
+                Op::CancelledBegin(polls)
+                    if m.levels.len() < MAX_DEPTH && !m.innermost_failed() =>
+                {
+                    match poll_times(tx.begin(), *polls).await {
+                        Some(Ok(inner)) => {
+                            drop(inner);
+                            m.begin();
+                            m.rollback();
+                        }
+                        Some(Err(e)) => check(op, &Outcome::Ok, outcome::<()>(&Err(e)))?,
+                        None => {}
+                    }
+                }
+                Op::SetLocal(n) => {
+                    let name = format!("local_{n}");
+                    let result = tx
+                        .execute(&format!("SET LOCAL application_name = '{name}'"), &[])
+                        .await;
+                    let expected = if m.innermost_failed() {
+                        Outcome::InFailed
+                    } else {
+                        if let Some(level) = m.levels.last_mut() {
+                            level.local_name = Some(name);
+                        }
+                        Outcome::Ok
+                    };
                     check(op, &expected, outcome(&result))?;
+                }
+                Op::ShowName => {
+                    let result = tx.query_one("SHOW application_name", &[]).await;
+                    let expected = if m.innermost_failed() {
+                        Outcome::InFailed
+                    } else {
+                        Outcome::Name(m.shown_name())
+                    };
+                    let actual = match result {
+                        Ok(row) => Ok(Outcome::Name(row.get(0))),
+                        Err(e) => outcome::<()>(&Err(e)),
+                    };
+                    check(op, &expected, actual)?;
                 }
                 Op::Fail => {
                     let result = tx.execute("SELECT 1/0", &[]).await;
@@ -343,8 +507,27 @@ async fn session(
                 let result = client
                     .execute("INSERT INTO t VALUES ($1)", &[i32::from(*n).into()])
                     .await;
-                let expected = m.insert(i32::from(*n));
-                check(op, &expected, outcome(&result))?;
+                check_insert(m, op, i32::from(*n), outcome(&result))?;
+            }
+            Op::CancelledInsert(n, polls) if m.can_cancel_insert(i32::from(*n)) => {
+                let id = i32::from(*n);
+                let params = [id.into()];
+                let insert = client.execute("INSERT INTO t VALUES ($1)", &params);
+                match poll_times(insert, *polls).await {
+                    Some(result) => check_insert(m, op, id, outcome(&result))?,
+                    None => m.cancelled_insert(id),
+                }
+            }
+            Op::CancelledBegin(polls) if m.raw.is_none() => {
+                match poll_times(client.begin(), *polls).await {
+                    Some(Ok(tx)) => {
+                        drop(tx);
+                        m.begin();
+                        m.rollback();
+                    }
+                    Some(Err(e)) => check(op, &Outcome::Ok, outcome::<()>(&Err(e)))?,
+                    None => {}
+                }
             }
             Op::Fail => {
                 let result = client.execute("SELECT 1/0", &[]).await;
@@ -383,7 +566,7 @@ async fn session(
             }
             Op::ShowName if m.raw.is_none() => {
                 let result = client.query_one("SHOW application_name", &[]).await;
-                let expected = Outcome::Name(m.name.clone().unwrap_or(m.default_name.clone()));
+                let expected = Outcome::Name(m.shown_name());
                 let actual = match result {
                     Ok(row) => Ok(Outcome::Name(row.get(0))),
                     Err(e) => outcome::<()>(&Err(e)),
@@ -402,6 +585,7 @@ async fn run_case(db: &TestDb, ops: &[Op], default_name: &str) -> Result<(), Str
     let mut m = Model {
         backend: db.backend(),
         committed: BTreeSet::new(),
+        maybe_committed: BTreeSet::new(),
         levels: Vec::new(),
         raw: None,
         name: None,
@@ -421,6 +605,27 @@ async fn run_case(db: &TestDb, ops: &[Op], default_name: &str) -> Result<(), Str
                 m.release();
             }
             Op::PoolInsert(n) => pool_insert(pool, &mut m, op, *n, false).await?,
+            Op::PanicInTransaction(n) => {
+                let pool = pool.clone();
+                let id = 100 + i32::from(*n);
+                let task = tokio::spawn(async move {
+                    if let Ok(mut c) = pool.acquire().await
+                        && let Ok(mut tx) = c.begin().await
+                    {
+                        let _ = tx
+                            .execute(
+                                "INSERT INTO t VALUES ($1) ON CONFLICT DO NOTHING",
+                                &[id.into()],
+                            )
+                            .await;
+                        panic!("{DELIBERATE_PANIC}");
+                    }
+                });
+                match task.await {
+                    Err(e) if e.is_panic() => {}
+                    other => return Err(format!("{op:?}: expected a panic, got {other:?}")),
+                }
+            }
             Op::JoinedPoolCalls(n) => {
                 let id = 100 + i32::from(*n);
                 let params = [id.into()];
@@ -444,10 +649,11 @@ async fn run_case(db: &TestDb, ops: &[Op], default_name: &str) -> Result<(), Str
         .iter()
         .map(|r| r.get(0))
         .collect();
-    if rows != m.committed {
+    let possible: BTreeSet<i32> = m.committed.union(&m.maybe_committed).copied().collect();
+    if !rows.is_superset(&m.committed) || !rows.is_subset(&possible) {
         return Err(format!(
-            "committed rows: expected {:?}, found {rows:?}",
-            m.committed
+            "committed rows: expected {:?} (and maybe {:?}), found {rows:?}",
+            m.committed, m.maybe_committed
         ));
     }
     invariants(db, default_name).await
@@ -526,6 +732,19 @@ fn sessions_match_the_model() {
             .unwrap()
             .get(0)
     });
+    // The deliberate panics of `PanicInTransaction` are expected: keep them
+    // out of the output, and every other panic in it.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if message != Some(DELIBERATE_PANIC) {
+            report(info);
+        }
+    }));
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = ProptestConfig {

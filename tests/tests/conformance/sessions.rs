@@ -437,3 +437,55 @@ async fn transfers_cut_by_random_timeouts_keep_the_total_and_the_connections() {
         assert!(opened <= 16, "{opened} connections opened for a pool of 8");
     }
 }
+
+/// Found by the session model: a `begin()` the server refuses (inside a
+/// failed transaction) scheduled a rollback to a savepoint that never
+/// existed, which then rolled back the whole transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_refused_in_a_failed_transaction_leaves_it_as_it_was() {
+    let db = setup().await;
+    let mut c = db.pool.acquire().await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    assert!(tx.execute("SELECT 1/0", &[]).await.is_err());
+    let err = tx.begin().await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&db::SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{err}"
+    );
+    let err = tx.commit().await.unwrap_err();
+    assert!(
+        matches!(err, Error::TransactionAborted { depth: 1 }),
+        "{err}"
+    );
+    drop(c);
+    assert_eq!(ids(&db).await, Vec::<i32>::new());
+}
+
+/// Found by the session model: a statement cancelled while the rollback of
+/// a dropped savepoint was on its way repeated that rollback, which failed
+/// the second time and rolled back the whole transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_cancelled_after_a_dropped_savepoint_keeps_the_transaction() {
+    let db = setup().await;
+    let mut c = db.pool.acquire().await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let mut sp = tx.begin().await.unwrap();
+    let inner = sp.begin().await.unwrap();
+    drop(inner);
+    {
+        // Polled once, then dropped: cut short wherever it was.
+        let insert = sp.execute("INSERT INTO t VALUES (2)", &[]);
+        let mut insert = std::pin::pin!(insert);
+        let _ = futures::poll!(insert.as_mut());
+    }
+    let inner = sp.begin().await.unwrap();
+    inner.commit().await.unwrap();
+    sp.commit().await.unwrap();
+    tx.commit().await.unwrap();
+    drop(c);
+    let rows = ids(&db).await;
+    assert!(rows == vec![1] || rows == vec![1, 2], "{rows:?}");
+}
