@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use db_core::{
@@ -37,6 +38,10 @@ pub(crate) struct Shared {
     /// Whether statements are prepared as named, cached statements
     /// (`false` when the statement cache is disabled).
     pub(crate) persistent: bool,
+    /// Released sessions still being rolled back or reset in the
+    /// background (a statement their owner stopped waiting for may still
+    /// be running on them).
+    pub(crate) cleanups: Arc<AtomicUsize>,
 }
 
 /// A server session held exclusively until dropped; from
@@ -513,7 +518,11 @@ impl Drop for PgClient {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(clean_up(conn, rollback, cleanup));
+                let pending = Pending::new(Arc::clone(&self.shared.cleanups));
+                runtime.spawn(async move {
+                    clean_up(conn, rollback, cleanup).await;
+                    drop(pending);
+                });
             }
             Err(_) => {
                 tracing::warn!(
@@ -523,6 +532,23 @@ impl Drop for PgClient {
                 conn.close_on_drop();
             }
         }
+    }
+}
+
+/// One background clean-up, counted while it runs (dropped with it, even
+/// when its runtime shuts down).
+struct Pending(Arc<AtomicUsize>);
+
+impl Pending {
+    fn new(count: Arc<AtomicUsize>) -> Pending {
+        count.fetch_add(1, Ordering::AcqRel);
+        Pending(count)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The pool: [`PgPool`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,7 @@ impl PgPool {
                 opened,
                 target,
                 shared: Arc::new(Shared {
+                    cleanups: Arc::new(AtomicUsize::new(0)),
                     slow: config.slow_statement_threshold,
                     persistent: config.postgres.statement_cache_capacity > 0,
                 }),
@@ -198,6 +199,15 @@ impl PgPool {
     /// count again).
     pub fn connections_opened(&self) -> u64 {
         self.inner.opened.load(Ordering::Relaxed)
+    }
+
+    /// Whether no released session is still being cleaned up in the
+    /// background: after a statement whose caller stopped waiting (a
+    /// dropped future), its session is drained, rolled back and reset
+    /// before its connection is reused, and until then that statement may
+    /// still take effect.
+    pub fn is_quiescent(&self) -> bool {
+        self.inner.shared.cleanups.load(Ordering::Acquire) == 0
     }
 
     fn check_open(&self) -> Result<()> {

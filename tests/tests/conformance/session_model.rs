@@ -663,10 +663,18 @@ async fn run_case(db: &TestDb, ops: &[Op], default_name: &str) -> Result<(), Str
 /// a new session has the configured settings.
 async fn invariants(db: &TestDb, default_name: &str) -> Result<(), String> {
     let pool = &db.pool;
-    if db.backend() != BackendKind::Pglite {
-        // Released sessions are cleaned up in the background: give them a
-        // moment, but not forever.
+    if let AnyPool::Postgres(server) = pool {
+        // Released sessions are cleaned up in the background, and a
+        // cancelled statement may still be running on one: the pool must
+        // become quiescent, soon.
         let mut waited = Duration::ZERO;
+        while !server.is_quiescent() {
+            if waited > Duration::from_secs(10) {
+                return Err("released sessions were not cleaned up within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            waited += Duration::from_millis(5);
+        }
         loop {
             let idle_in_tx: i64 = pool
                 .query_one(
