@@ -226,9 +226,10 @@ impl SessionTimeouts {
     }
 }
 
-/// Parses a PostgreSQL-style duration: a number with an optional unit (`us`,
-/// `ms`, `s`, `min`, `h`, `d`; none means milliseconds, as for
-/// `statement_timeout`). `0` means no limit (`None`).
+/// Parses a PostgreSQL-style duration: a number (`1.5`, `1e3`, `+5`) with
+/// an optional unit (`us`, `ms`, `s`, `min`, `h`, `d`; none means
+/// milliseconds, as for `statement_timeout`), rounded to whole milliseconds
+/// as PostgreSQL rounds it; `0` (or what rounds to it) means no limit.
 fn parse_timeout(variable: &'static str, value: &str) -> Result<Option<Duration>, ConfigError> {
     let invalid = || ConfigError::InvalidValue {
         variable,
@@ -236,25 +237,31 @@ fn parse_timeout(variable: &'static str, value: &str) -> Result<Option<Duration>
         reason: "expected a duration such as 300ms, 5s or 2min (a plain number is milliseconds)",
     };
     let v = value.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
+    const UNITS: [(&str, f64); 6] = [
+        ("min", 60_000.0),
+        ("ms", 1.0),
+        ("us", 0.001),
+        ("s", 1_000.0),
+        ("h", 3_600_000.0),
+        ("d", 86_400_000.0),
+    ];
+    let (number, per_unit) = UNITS
+        .iter()
+        .find_map(|(unit, per)| v.strip_suffix(unit).map(|n| (n.trim_end(), *per)))
+        .unwrap_or((v, 1.0));
     let number: f64 = number.parse().map_err(|_| invalid())?;
-    let millis_per_unit = match unit.trim() {
-        "" | "ms" => 1.0,
-        "us" => 0.001,
-        "s" => 1_000.0,
-        "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
-        _ => return Err(invalid()),
-    };
-    let millis = number * millis_per_unit;
-    if !millis.is_finite() || millis > f64::from(i32::MAX) {
+    let millis = (number * per_unit).round_ties_even();
+    if !millis.is_finite() || !(0.0..=f64::from(i32::MAX)).contains(&millis) {
         return Err(invalid());
     }
-    Ok((millis >= 1.0).then(|| Duration::from_millis(millis as u64)))
+    Ok(whole_millis(Duration::from_millis(millis as u64)))
+}
+
+/// A time limit as the server holds it: whole milliseconds (rounded as
+/// PostgreSQL rounds), and none for zero.
+fn whole_millis(d: Duration) -> Option<Duration> {
+    let millis = (d.as_secs_f64() * 1000.0).round_ties_even();
+    (millis >= 1.0).then(|| Duration::from_millis(millis.min(u64::MAX as f64) as u64))
 }
 
 mod optional_millis {
@@ -441,21 +448,22 @@ impl Config {
     }
 
     /// `statement_timeout` for every session (see [`SessionTimeouts`] for
-    /// what it means on the embedded backend).
+    /// what it means on the embedded backend). Rounded to whole
+    /// milliseconds as PostgreSQL does; zero means no limit.
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
-        self.timeouts.statement = Some(timeout);
+        self.timeouts.statement = whole_millis(timeout);
         self
     }
 
     /// `lock_timeout` for every session.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.timeouts.lock = Some(timeout);
+        self.timeouts.lock = whole_millis(timeout);
         self
     }
 
     /// `idle_in_transaction_session_timeout` for every server session.
     pub fn idle_in_transaction_timeout(mut self, timeout: Duration) -> Self {
-        self.timeouts.idle_in_transaction = Some(timeout);
+        self.timeouts.idle_in_transaction = whole_millis(timeout);
         self
     }
 
@@ -570,7 +578,29 @@ mod tests {
         assert_eq!(c.timeouts.statement, Some(Duration::from_millis(1500)));
         let c = Config::from_lookup(env(&[("COCALC_DB_STATEMENT_TIMEOUT", "0")])).expect("off");
         assert_eq!(c.timeouts.statement, None);
-        for bad in ["5 parsecs", "-1s", "s", "1e99"] {
+        for (value, millis) in [
+            ("900us", Some(1)),
+            ("1.6", Some(2)),
+            ("2.5", Some(2)),
+            ("1e3", Some(1000)),
+            ("+5s", Some(5000)),
+            ("0.4", None),
+        ] {
+            let c = Config::from_lookup(env(&[("COCALC_DB_LOCK_TIMEOUT", value)])).expect(value);
+            assert_eq!(
+                c.timeouts.lock,
+                millis.map(Duration::from_millis),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            Config::new()
+                .statement_timeout(Duration::ZERO)
+                .timeouts
+                .statement,
+            None
+        );
+        for bad in ["5 parsecs", "-1s", "s", "1e99", "nan", "inf"] {
             let err = Config::from_lookup(env(&[("COCALC_DB_LOCK_TIMEOUT", bad)]));
             assert!(err.is_err(), "{bad}");
         }

@@ -117,12 +117,13 @@ pub enum Error {
     /// A statement on the embedded backend outlived the configured
     /// `statement_timeout`. That backend cannot interrupt a running
     /// statement, so the caller stopped waiting while the statement runs on
-    /// to its end: an open transaction is then rolled back (its guards
-    /// report [`Error::TransactionLost`]); an autocommit statement's effects
-    /// are kept if it completes. Later statements wait for it.
+    /// to its end: the transaction it is in is then aborted, as a server's
+    /// timeout would (`commit()` gives [`Error::TransactionAborted`]); an
+    /// autocommit statement's effects are kept if it completes. Later
+    /// statements wait for it.
     #[error(
         "the statement did not finish within the statement timeout of {timeout:?}; the embedded \
-         database cannot cancel it, so it runs on (an open transaction is rolled back after it; \
+         database cannot cancel it, so it runs on (the transaction it is in is aborted after it; \
          an autocommit statement's effects are kept if it completes)"
     )]
     StatementTimeout {

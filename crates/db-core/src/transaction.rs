@@ -65,6 +65,10 @@ impl StatementKind {
         const PLAIN: [&str; 8] = [
             "select", "insert", "update", "delete", "merge", "with", "values", "table",
         ];
+        // Names whose use may change the session: settings (`set_config`,
+        // the `pg_settings` view's update rule), sequence state, advisory
+        // locks (matched as a part of the name).
+        const SESSION: [&str; 5] = ["set_config", "pg_settings", "nextval", "setval", "currval"];
         let mut tokens = Tokens::new(sql);
         let first = loop {
             match tokens.next() {
@@ -76,21 +80,27 @@ impl StatementKind {
         if !PLAIN.iter().any(|k| first.eq_ignore_ascii_case(k)) {
             return StatementKind::Control;
         }
-        let select = first.eq_ignore_ascii_case("select");
+        // `SELECT ... INTO` (also after `WITH`) creates a table.
+        let makes_tables =
+            first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with");
         let mut kind = StatementKind::Plain;
-        for token in tokens {
-            match token {
-                Token::Word(w) if select && w.eq_ignore_ascii_case("into") => {
-                    kind = StatementKind::Session;
-                }
-                Token::Word(w)
-                    if w.eq_ignore_ascii_case("set_config")
-                        || contains_ignore_case(w, "advisory") =>
-                {
-                    kind = StatementKind::Session;
-                }
+        while let Some(token) = tokens.next() {
+            let name = match token {
+                Token::Word(w) => w,
+                // A quoted identifier names the same functions and views.
+                Token::Other => tokens
+                    .token_text()
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or_default(),
                 Token::Invalid => return StatementKind::Control,
-                _ => {}
+                _ => continue,
+            };
+            if (makes_tables && name.eq_ignore_ascii_case("into"))
+                || SESSION.iter().any(|k| name.eq_ignore_ascii_case(k))
+                || contains_ignore_case(name, "advisory")
+            {
+                kind = StatementKind::Session;
             }
         }
         kind
@@ -201,15 +211,6 @@ impl SessionState {
     pub fn observe(&mut self, status: TxStatus) {
         self.in_flight = false;
         self.status = status;
-    }
-
-    /// Gives up a statement whose answer will not be waited for: whatever
-    /// transaction is open is rolled back before the session's next
-    /// statement (or its release), and its guards are lost.
-    pub fn abandon_transaction(&mut self) {
-        if self.depth > 0 {
-            self.schedule_rollback_to(0);
-        }
     }
 
     /// Forgets everything, after the backend has rolled the session back
@@ -598,6 +599,15 @@ mod tests {
             ("SELECT pg_advisory_lock(1)", Session),
             ("SELECT * INTO TEMP t2 FROM t", Session),
             ("SELECT 'set_config' AS name", Plain),
+            ("SELECT \"set_config\"('a', 'b', false)", Session),
+            ("SELECT \"pg_advisory_lock\"(1)", Session),
+            (
+                "UPDATE pg_settings SET setting = 'x' WHERE name = 'a'",
+                Session,
+            ),
+            ("WITH x AS (SELECT 1) SELECT * INTO TEMP t3 FROM x", Session),
+            ("SELECT nextval('s')", Session),
+            ("SELECT \"user\" FROM accounts", Plain),
             ("CREATE TEMP TABLE x (a int)", Control),
             ("", Control),
             ("SELECT '", Control),

@@ -30,6 +30,9 @@ pub struct PgliteClient {
     permit: Option<OwnedSemaphorePermit>,
     /// Where the client was acquired, for deadlock and timeout messages.
     location: &'static Location<'static>,
+    /// The answer to the abort that follows a statement this session
+    /// stopped waiting for; awaited before its next statement.
+    abandoned: Option<oneshot::Receiver<Result<Response>>>,
     session: SessionId,
     state: SessionState,
 }
@@ -54,6 +57,7 @@ impl PgliteClient {
             shared,
             permit: Some(permit),
             location,
+            abandoned: None,
             session,
             state: SessionState::default(),
         }
@@ -66,23 +70,41 @@ impl PgliteClient {
     async fn call(
         &mut self,
         kind: StatementKind,
+        limited: Limit,
         make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
     ) -> Result<Response> {
         if self.permit.is_none() {
-            return Err(Error::Closed);
+            // A `lock` call cancelled while this session had given the
+            // backend back: take it again first (it had nothing open).
+            self.permit = Some(self.shared.lease(self.location, true).await?);
+        }
+        if let Some(abandoned) = self.abandoned.take() {
+            // The statement this session stopped waiting for runs to its
+            // end first; this one's own time limit starts after it.
+            self.state.before(StatementKind::Plain);
+            let status = abandoned.await.ok().and_then(Result::ok).map(|r| r.status);
+            self.state
+                .after(status.map(TxStatus::from_ready_byte), false);
         }
         self.state.before(kind);
         self.shared.touch();
-        let request = self.shared.request(make);
-        let response = match self.shared.statement_timeout {
-            None => request.await,
-            Some(timeout) => match tokio::time::timeout(timeout, request).await {
-                Ok(response) => response,
+        let (reply, answer) = oneshot::channel();
+        self.shared.send(make(reply))?;
+        let timeout = match limited {
+            Limit::StatementTimeout => self.shared.statement_timeout,
+            Limit::None => None,
+        };
+        let response = match timeout {
+            None => answer.await.map_err(|_| Error::Closed)?,
+            Some(timeout) => match tokio::time::timeout(timeout, answer).await {
+                Ok(answer) => answer.map_err(|_| Error::Closed)?,
                 Err(_) => {
-                    // Like a cancelled call: the statement runs on, its
-                    // outcome unknown; a guarded transaction is rolled back
-                    // before this session's next statement.
-                    self.state.abandon_transaction();
+                    // The statement runs on. As a server's timeout would,
+                    // it aborts the transaction it is in (once it ends);
+                    // the session's next statement waits for that.
+                    let (reply, abandoned) = oneshot::channel();
+                    self.shared.send(Request::AbortTransaction { reply })?;
+                    self.abandoned = Some(abandoned);
                     return Err(Error::StatementTimeout { timeout });
                 }
             },
@@ -96,11 +118,11 @@ impl PgliteClient {
         response
     }
 
-    async fn simple(&mut self, sql: &str, kind: StatementKind) -> Result<()> {
+    async fn simple(&mut self, sql: &str, kind: StatementKind, limit: Limit) -> Result<()> {
         let span = db_core::query_span("pglite", sql);
         let started = Instant::now();
         let response = self
-            .call(kind, |reply| Request::Simple {
+            .call(kind, limit, |reply| Request::Simple {
                 sql: sql.to_owned(),
                 reply,
             })
@@ -130,9 +152,8 @@ impl PgliteClient {
         let result = async {
             let message = message()?;
             let response = self
-                .call(StatementKind::Plain, |reply| Request::Copy {
-                    message,
-                    reply,
+                .call(StatementKind::Plain, Limit::StatementTimeout, |reply| {
+                    Request::Copy { message, reply }
                 })
                 .await?;
             read(&response.data)
@@ -171,16 +192,28 @@ impl PgliteClient {
     }
 }
 
+/// Whether a call is subject to the configured `statement_timeout`.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    StatementTimeout,
+    None,
+}
+
 impl Drop for PgliteClient {
     fn drop(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            let state = &self.state;
-            self.shared.release(
-                self.session,
-                permit,
-                state.needs_rollback(),
-                state.needs_reset(),
-            );
+        match self.permit.take() {
+            Some(permit) => {
+                let state = &self.state;
+                self.shared.release(
+                    self.session,
+                    permit,
+                    state.needs_rollback(),
+                    state.needs_reset(),
+                );
+            }
+            // Between giving the backend back for a lock wait and taking it
+            // again (a cancelled `lock`): only the locks are left to release.
+            None => self.shared.locks.release_all(self.session),
         }
     }
 }
@@ -194,11 +227,15 @@ impl Executor for PgliteClient {
         let result = async {
             let params = encoded?;
             let response = self
-                .call(StatementKind::of_statement(sql), |reply| Request::Run {
-                    sql: sql.to_owned(),
-                    params,
-                    reply,
-                })
+                .call(
+                    StatementKind::of_statement(sql),
+                    Limit::StatementTimeout,
+                    |reply| Request::Run {
+                        sql: sql.to_owned(),
+                        params,
+                        reply,
+                    },
+                )
                 .await?;
             wire::read_result(&response.data, response.columns, true)
         }
@@ -212,7 +249,8 @@ impl Executor for PgliteClient {
     async fn batch_execute(&mut self, sql: &str) -> Result<()> {
         db_core::flush_pending(self).await?;
         // A script may do anything to the session.
-        self.simple(sql, StatementKind::Control).await
+        self.simple(sql, StatementKind::Control, Limit::StatementTimeout)
+            .await
     }
 
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
@@ -249,7 +287,9 @@ impl Client for PgliteClient {
     /// The guards' own statements leave nothing to reset; the status they
     /// leave is recorded from the backend's answer.
     async fn simple_raw(&mut self, sql: &str) -> Result<()> {
-        self.simple(sql, StatementKind::Plain).await
+        // Not subject to the caller's deadline: a server does not cut a
+        // COMMIT short by `statement_timeout` either.
+        self.simple(sql, StatementKind::Plain, Limit::None).await
     }
 
     /// The driver knows the status of its one backend session without a

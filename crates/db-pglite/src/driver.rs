@@ -53,6 +53,11 @@ pub(crate) enum Request {
     },
     /// The transaction status byte of the last `ReadyForQuery`.
     Status { reply: oneshot::Sender<u8> },
+    /// After a statement its caller stopped waiting for: abort the
+    /// transaction it left open, as a server's `statement_timeout` would.
+    AbortTransaction {
+        reply: oneshot::Sender<Result<Response>>,
+    },
     /// `pg_dump` (the bundled PostgreSQL 17 build) of the database as SQL
     /// text, with these extra arguments.
     Dump {
@@ -252,6 +257,9 @@ impl Driver {
                 Request::Status { reply } => {
                     let _ = reply.send(self.status);
                 }
+                Request::AbortTransaction { reply } => {
+                    let _ = reply.send(self.abort_transaction());
+                }
                 Request::Dump { args, reply } => {
                     let _ = reply.send(self.dump(args));
                 }
@@ -436,6 +444,23 @@ impl Driver {
         {
             tracing::error!(error = %e, "resetting a released embedded session failed");
         }
+    }
+
+    /// Puts an open transaction into the failed state with the error a
+    /// server's statement timeout gives (`57014`): later statements are
+    /// refused and `COMMIT` rolls back, as on a server.
+    fn abort_transaction(&mut self) -> Result<Response> {
+        if self.status == b'T' {
+            self.simple(
+                "DO $db_timeout$ BEGIN RAISE EXCEPTION USING ERRCODE = 'query_canceled', \
+                 MESSAGE = 'canceling statement due to statement timeout'; END $db_timeout$",
+            )?;
+        }
+        Ok(Response {
+            data: Vec::new(),
+            columns: None,
+            status: self.status,
+        })
     }
 
     fn cached(&self, sql: &str, oids: &[u32]) -> Option<&Statement> {

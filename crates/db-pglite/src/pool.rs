@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::client::PgliteClient;
 use crate::data_dir::{self, DirLock};
-use crate::driver::{self, Request, Response};
+use crate::driver::{self, Request};
 use crate::lock::{LockTable, PgliteLock, SessionId};
 use crate::{health, metadata};
 
@@ -78,15 +78,6 @@ impl Shared {
         let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         let sender = requests.as_ref().ok_or(Error::Closed)?;
         sender.send(request).map_err(|_| Error::Closed)
-    }
-
-    pub(crate) async fn request(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
-    ) -> Result<Response> {
-        let (reply, response) = oneshot::channel();
-        self.send(make(reply))?;
-        response.await.map_err(|_| Error::Closed)?
     }
 
     pub(crate) fn session_id(&self) -> SessionId {

@@ -247,6 +247,10 @@ impl PgClient {
     /// Runs a one-row, one-boolean advisory lock function on `key`. The hold
     /// counts track what it takes, so it does not make the session dirty.
     async fn lock_call(&mut self, sql: &str, key: i64) -> Result<bool> {
+        // Until the caller counts the outcome (and restores this), a lock
+        // may be held that the counts do not know of: a call cancelled
+        // midway leaves it set, so the release unlocks everything.
+        self.untracked_locks = true;
         flush_pending(self).await?;
         self.state.before(StatementKind::Plain);
         let result = self.prepared(sql, &[Value::Int8(key)]).await;

@@ -15,6 +15,7 @@ mod rows;
 mod schema_sync;
 mod session_model;
 mod sessions;
+mod sessions_adversarial;
 mod testing;
 mod transactions;
 mod types;
