@@ -147,7 +147,19 @@ pub struct SessionState {
     in_flight: bool,
     /// Why guards were last lost, for those that find out later.
     loss: Option<TransactionLoss>,
+    /// A statement that can end or start transactions ran since the guards'
+    /// transaction was last known to be theirs.
+    unverified: bool,
+    /// Numbers the guarded transactions of the session: each marks itself
+    /// with it ([`GUARD_MARK`]), so a transaction that SQL text ended and
+    /// began anew in one go (`COMMIT AND CHAIN`, `COMMIT; BEGIN`) is told
+    /// from the guards' own.
+    serial: u64,
 }
+
+/// The transaction-local setting a guarded transaction carries its serial
+/// number in.
+const GUARD_MARK: &str = "db.guard";
 
 impl SessionState {
     /// Open guard levels (0 outside a guarded transaction).
@@ -187,6 +199,7 @@ impl SessionState {
             StatementKind::Control => {
                 self.dirty = true;
                 self.status = TxStatus::Unknown;
+                self.unverified = true;
             }
         }
         self.in_flight = true;
@@ -218,6 +231,7 @@ impl SessionState {
     pub fn reset(&mut self) {
         *self = SessionState {
             epoch: self.epoch + 1,
+            serial: self.serial,
             ..SessionState::default()
         };
     }
@@ -387,7 +401,9 @@ impl<'c, C: Client> Transaction<'c, C> {
         let state = client.session_state();
         let epoch = state.epoch;
         let sql = if depth == 1 {
-            "BEGIN".to_owned()
+            state.serial += 1;
+            state.unverified = false;
+            format!("BEGIN; SET LOCAL {GUARD_MARK} = '{}'", state.serial)
         } else {
             format!("SAVEPOINT {}", savepoint_name(depth))
         };
@@ -562,16 +578,31 @@ impl<C: Client> Transaction<'_, C> {
     /// statement instead of running it outside any transaction.
     async fn after_statement(&mut self) -> Result<()> {
         let state = self.client.session_state();
-        if state.status() != TxStatus::Unknown {
-            if state.status() == TxStatus::Idle && state.depth > 0 {
-                state.lose_guards(TransactionLoss::EndedBySql);
-            }
+        if state.depth == 0 || !state.unverified {
             return Ok(());
         }
-        if status(self.client).await? == TxStatus::Idle {
-            self.client
-                .session_state()
-                .lose_guards(TransactionLoss::EndedBySql);
+        let ours = match status(self.client).await? {
+            TxStatus::Idle => false,
+            // Asking needs a working transaction; a failed one is left to
+            // its commit or rollback.
+            TxStatus::InTransaction => {
+                let serial = self.client.session_state().serial.to_string();
+                let row = self
+                    .client
+                    .query_one(
+                        "SELECT pg_catalog.current_setting($1, true)",
+                        &[Value::from(GUARD_MARK)],
+                    )
+                    .await?;
+                row.try_get::<Option<String>, _>(0)?.as_deref() == Some(serial.as_str())
+            }
+            TxStatus::Failed | TxStatus::Unknown => true,
+        };
+        let state = self.client.session_state();
+        if ours {
+            state.unverified = false;
+        } else {
+            state.lose_guards(TransactionLoss::EndedBySql);
         }
         Ok(())
     }
