@@ -150,6 +150,20 @@ async fn a_subscriber_that_falls_behind_is_told_so() {
     );
 }
 
+/// Terminates the server session that listens for the pool; the number
+/// terminated (0 on PGlite, whose listener is the one backend).
+async fn terminate_listener(db: &TestDb) -> u64 {
+    db.pool
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND datname = current_database() \
+             AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_survives_losing_its_connection() {
     let db = TestDb::new().await;
@@ -158,16 +172,7 @@ async fn the_listener_survives_losing_its_connection() {
     assert_eq!(next_payload(&mut stream).await, "before");
     // A server's listener has a connection of its own; PGlite's is the one
     // backend, which no other session can terminate.
-    let killed = db
-        .pool
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid <> pg_backend_pid() AND datname = current_database() \
-             AND query ILIKE 'LISTEN%'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let killed = terminate_listener(&db).await;
     match db.backend() {
         db::BackendKind::Pglite => assert_eq!(killed, 0),
         _ => {
@@ -218,16 +223,7 @@ async fn subscribing_while_the_listener_reconnects_never_hangs() {
         async move { pool.execute(&sql, &[]).await.unwrap() }
     };
     allow(false).await;
-    let killed = db
-        .pool
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid <> pg_backend_pid() AND datname = current_database() \
-             AND query ILIKE 'LISTEN%'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let killed = terminate_listener(&db).await;
     assert_eq!(killed, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let attempt = tokio::time::timeout(Duration::from_secs(5), db.pool.listen("other")).await;

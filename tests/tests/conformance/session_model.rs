@@ -366,6 +366,36 @@ async fn pool_insert(
     check(op, &expected, outcome(&result))
 }
 
+/// The operations on rows, the same through a client or a guard: an
+/// insert (perhaps cut short after some polls) or a failing statement.
+async fn row_op<E: Executor>(ex: &mut E, m: &mut Model, op: &Op) -> Result<(), String> {
+    match op {
+        Op::Insert(n) => {
+            let id = i32::from(*n);
+            let result = ex.execute("INSERT INTO t VALUES ($1)", &[id.into()]).await;
+            check_insert(m, op, id, outcome(&result))
+        }
+        Op::CancelledInsert(n, polls) if m.can_cancel_insert(i32::from(*n)) => {
+            let id = i32::from(*n);
+            let params = [id.into()];
+            let insert = ex.execute("INSERT INTO t VALUES ($1)", &params);
+            match poll_times(insert, *polls).await {
+                Some(result) => check_insert(m, op, id, outcome(&result)),
+                None => {
+                    m.cancelled_insert(id);
+                    Ok(())
+                }
+            }
+        }
+        Op::Fail => {
+            let result = ex.execute("SELECT 1/0", &[]).await;
+            let expected = m.fail();
+            check(op, &expected, outcome(&result))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs operations inside guard `tx` until it ends; returns the index of the
 /// next operation. At a `Release` the whole stack of guards is dropped.
 fn level<'a>(
@@ -394,20 +424,8 @@ fn level<'a>(
                         Err(e) => check(op, &expected, outcome::<()>(&Err(e)))?,
                     }
                 }
-                Op::Insert(n) => {
-                    let result = tx
-                        .execute("INSERT INTO t VALUES ($1)", &[i32::from(*n).into()])
-                        .await;
-                    check_insert(m, op, i32::from(*n), outcome(&result))?;
-                }
-                Op::CancelledInsert(n, polls) if m.can_cancel_insert(i32::from(*n)) => {
-                    let id = i32::from(*n);
-                    let params = [id.into()];
-                    let insert = tx.execute("INSERT INTO t VALUES ($1)", &params);
-                    match poll_times(insert, *polls).await {
-                        Some(result) => check_insert(m, op, id, outcome(&result))?,
-                        None => m.cancelled_insert(id),
-                    }
+                Op::Insert(_) | Op::CancelledInsert(..) | Op::Fail => {
+                    row_op(&mut tx, m, op).await?
                 }
                 Op::CancelledBegin(polls)
                     if m.levels.len() < MAX_DEPTH && !m.innermost_failed() =>
@@ -449,11 +467,6 @@ fn level<'a>(
                         Err(e) => outcome::<()>(&Err(e)),
                     };
                     check(op, &expected, actual)?;
-                }
-                Op::Fail => {
-                    let result = tx.execute("SELECT 1/0", &[]).await;
-                    let expected = m.fail();
-                    check(op, &expected, outcome(&result))?;
                 }
                 Op::Commit => {
                     let result = tx.commit().await;
@@ -503,21 +516,7 @@ async fn session(
                     Err(e) => check(op, &expected, outcome::<()>(&Err(e)))?,
                 }
             }
-            Op::Insert(n) => {
-                let result = client
-                    .execute("INSERT INTO t VALUES ($1)", &[i32::from(*n).into()])
-                    .await;
-                check_insert(m, op, i32::from(*n), outcome(&result))?;
-            }
-            Op::CancelledInsert(n, polls) if m.can_cancel_insert(i32::from(*n)) => {
-                let id = i32::from(*n);
-                let params = [id.into()];
-                let insert = client.execute("INSERT INTO t VALUES ($1)", &params);
-                match poll_times(insert, *polls).await {
-                    Some(result) => check_insert(m, op, id, outcome(&result))?,
-                    None => m.cancelled_insert(id),
-                }
-            }
+            Op::Insert(_) | Op::CancelledInsert(..) | Op::Fail => row_op(client, m, op).await?,
             Op::CancelledBegin(polls) if m.raw.is_none() => {
                 match poll_times(client.begin(), *polls).await {
                     Some(Ok(tx)) => {
@@ -528,11 +527,6 @@ async fn session(
                     Some(Err(e)) => check(op, &Outcome::Ok, outcome::<()>(&Err(e)))?,
                     None => {}
                 }
-            }
-            Op::Fail => {
-                let result = client.execute("SELECT 1/0", &[]).await;
-                let expected = m.fail();
-                check(op, &expected, outcome(&result))?;
             }
             Op::RawBegin(k) => {
                 let result = client.batch_execute(RAW_BEGINS[usize::from(*k)]).await;

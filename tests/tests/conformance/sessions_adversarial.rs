@@ -655,6 +655,31 @@ async fn cancellation_after_k_polls_on_a_pool_of_one() {
     );
 }
 
+/// In a guarded transaction: inserts `base + 1`, runs `sql`, tries to
+/// insert `base + 2`, then commits (`commit`) or rolls back the guard.
+async fn end_by_sql(
+    db: &TestDb,
+    base: i32,
+    sql: &str,
+    commit: bool,
+) -> (db::Result<()>, db::Result<u64>, db::Result<()>) {
+    let mut c = db.pool.acquire().await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("INSERT INTO t VALUES ($1)", &params![base + 1])
+        .await
+        .unwrap();
+    let ran = tx.batch_execute(sql).await;
+    let next = tx
+        .execute("INSERT INTO t VALUES ($1)", &params![base + 2])
+        .await;
+    let end = if commit {
+        tx.commit().await
+    } else {
+        tx.rollback().await
+    };
+    (ran, next, end)
+}
+
 /// Spellings of ending SQL text that must all lose the guard (these held).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_spelling_of_ending_sql_loses_the_guard() {
@@ -672,17 +697,7 @@ async fn every_spelling_of_ending_sql_loses_the_guard() {
     .enumerate()
     {
         let base = i32::try_from(i).unwrap() * 10;
-        let mut c = db.pool.acquire().await.unwrap();
-        let mut tx = c.begin().await.unwrap();
-        tx.execute("INSERT INTO t VALUES ($1)", &params![base + 1])
-            .await
-            .unwrap();
-        let first = tx.batch_execute(sql).await;
-        let next = tx
-            .execute("INSERT INTO t VALUES ($1)", &params![base + 2])
-            .await;
-        let commit = tx.commit().await;
-        drop(c);
+        let (first, next, commit) = end_by_sql(&db, base, sql, true).await;
         // The session is usable and outside a transaction afterwards.
         let mut c = db.pool.acquire().await.unwrap();
         let again = c.begin().await.map(drop);
@@ -998,17 +1013,7 @@ async fn ending_and_beginning_in_one_script_inside_a_guard_loses_the_guard() {
     .enumerate()
     {
         let base = i32::try_from(i).unwrap() * 10;
-        let mut c = db.pool.acquire().await.unwrap();
-        let mut tx = c.begin().await.unwrap();
-        tx.execute("INSERT INTO t VALUES ($1)", &params![base + 1])
-            .await
-            .unwrap();
-        let script_result = tx.batch_execute(script).await;
-        let next = tx
-            .execute("INSERT INTO t VALUES ($1)", &params![base + 2])
-            .await;
-        let rollback = tx.rollback().await;
-        drop(c);
+        let (script_result, next, rollback) = end_by_sql(&db, base, script, false).await;
         if !next.as_ref().is_err_and(lost) {
             failures.push(format!(
                 "{script:?}: script {script_result:?}, next statement {next:?}, rollback() {rollback:?}"
