@@ -121,9 +121,10 @@ fn init_tracing(verbose: u8) {
     let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
     // Of two directives for the same target, the later one wins.
     // The WebAssembly runtime warns about the guest's exit code when
-    // PostgreSQL fails to start; the error that follows says why, once.
+    // PostgreSQL fails to start, and pglite-oxide and the driver about a
+    // crash of the backend; the error that follows says what happened, once.
     let directives = if verbose == 0 {
-        format!("{level},wasmer_wasix=error,{rust_log}")
+        format!("{level},wasmer_wasix=error,pglite_oxide=error,db_pglite::crash=off,{rust_log}")
     } else {
         format!("{rust_log},{level}")
     };

@@ -422,3 +422,28 @@ fn a_creation_that_fails_leaves_nothing_and_says_why() {
     let (code, out, err) = run(cocalc_db(&dir).arg("check"));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// The issue's case: a function that inserts and calls itself runs the
+/// WebAssembly stack out. The statement fails with one clear line, and none
+/// of its rows is kept, neither at once nor in the next process.
+#[test]
+fn a_statement_that_crashes_the_backend_keeps_none_of_its_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    sql(&dir, "CREATE TABLE r (n int)");
+    sql(
+        &dir,
+        "CREATE FUNCTION f(n int) RETURNS int LANGUAGE plpgsql AS \
+         $$ BEGIN INSERT INTO r VALUES (n); RETURN f(n + 1); END $$",
+    );
+    sql(&dir, "INSERT INTO r VALUES (0)");
+    let (code, out, err) = run(cocalc_db(&dir).args(["sql", "SELECT f(1)"]));
+    assert_ne!(code, 0, "{out}{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("crashed") || first.contains("54001"),
+        "one clear line expected: {err}"
+    );
+    assert!(!err.contains("PostgresMainLoopOnce"), "{err}");
+    assert!(sql(&dir, "SELECT count(*) AS n FROM r").contains("\"n\":1"));
+}

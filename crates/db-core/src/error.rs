@@ -130,6 +130,20 @@ pub enum Error {
         /// The configured `statement_timeout`.
         timeout: Duration,
     },
+    /// The embedded backend crashed running this statement (a WebAssembly
+    /// trap, such as its call stack running out before PostgreSQL's own
+    /// `max_stack_depth` check). It was stopped without running anything
+    /// more inside it and reopened from its files through WAL recovery, as
+    /// after `kill -9`: nothing of the open transaction was kept, what was
+    /// committed before is there, and the pool goes on serving.
+    #[error(
+        "the embedded database crashed running this statement and was restarted from its files; \
+         the open transaction, if any, was rolled back ({detail})"
+    )]
+    BackendCrashed {
+        /// What the WebAssembly runtime reported.
+        detail: String,
+    },
     /// `begin()` on a session where SQL text (`BEGIN`, `START TRANSACTION`)
     /// opened a transaction that no guard tracks: end it with SQL first.
     #[error(
@@ -333,6 +347,9 @@ pub enum TransactionLoss {
     /// A statement run on it (`COMMIT`, `ROLLBACK`, ... as SQL text) ended
     /// the transaction behind the guard's back.
     EndedBySql,
+    /// The embedded backend crashed ([`Error::BackendCrashed`]) and was
+    /// restarted: the transaction was rolled back with it.
+    BackendCrashed,
 }
 
 impl fmt::Display for TransactionLoss {
@@ -340,6 +357,9 @@ impl fmt::Display for TransactionLoss {
         f.write_str(match self {
             TransactionLoss::Cancelled => {
                 "an operation on it was cancelled midway and the session rolled it back"
+            }
+            TransactionLoss::BackendCrashed => {
+                "the embedded database crashed and was restarted, which rolled it back"
             }
             TransactionLoss::EndedBySql => {
                 "a statement run on it (COMMIT, ROLLBACK, ... as SQL text) ended it outside its guard"

@@ -244,6 +244,14 @@ impl SessionState {
         }
     }
 
+    /// The backend crashed and was restarted: the session is a fresh one,
+    /// outside any transaction, and open guards are lost.
+    pub fn crashed(&mut self) {
+        self.lose_guards(TransactionLoss::BackendCrashed);
+        self.dirty = false;
+        self.status = TxStatus::Idle;
+    }
+
     /// The guards are gone: the transaction ended without them.
     fn lose_guards(&mut self, loss: TransactionLoss) {
         let dirty = self.dirty;

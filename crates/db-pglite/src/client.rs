@@ -113,6 +113,7 @@ impl PgliteClient {
             Ok(r) => self
                 .state
                 .after(Some(TxStatus::from_ready_byte(r.status)), false),
+            Err(Error::BackendCrashed { .. }) => self.state.crashed(),
             Err(_) => self.state.after(None, false),
         }
         response

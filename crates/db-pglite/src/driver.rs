@@ -92,7 +92,14 @@ struct Statement {
 }
 
 struct Driver {
-    pglite: Pglite,
+    /// `None` after a crash until the backend is reopened.
+    pglite: Option<Pglite>,
+    /// What the backend was opened with, to reopen it after a crash.
+    config: PgliteConfig,
+    /// The files of an in-memory database: a private temporary directory
+    /// owned here rather than by pglite-oxide, so that a crashed backend
+    /// can be reopened on them.
+    memory_dir: Option<tempfile::TempDir>,
     /// [`session_setup`]'s SQL.
     setup: String,
     hub: Arc<ListenerHub>,
@@ -155,9 +162,20 @@ fn start(config: &PgliteConfig, setup: String, hub: Arc<ListenerHub>) -> Result<
     let fresh = data_dir
         .as_deref()
         .is_some_and(|d| !metadata::has_cluster(d));
-    let pglite = open(config, &setup)?;
+    let memory_dir = match &config.data_dir {
+        DataDir::Path(_) => None,
+        _ => Some(
+            tempfile::Builder::new()
+                .prefix("cocalc-db-memory-")
+                .tempdir()
+                .map_err(|e| Error::backend("creating the in-memory database's directory", e))?,
+        ),
+    };
+    let pglite = open(config, memory_dir.as_ref(), &setup)?;
     let mut driver = Driver {
-        pglite,
+        pglite: Some(pglite),
+        config: config.clone(),
+        memory_dir,
         setup,
         hub,
         data_dir,
@@ -195,13 +213,17 @@ fn initialize_session(pglite: &mut Pglite, setup: &str) -> Result<()> {
     Ok(())
 }
 
-fn open(config: &PgliteConfig, setup: &str) -> Result<Pglite> {
+fn open(
+    config: &PgliteConfig,
+    memory_dir: Option<&tempfile::TempDir>,
+    setup: &str,
+) -> Result<Pglite> {
     let _span = tracing::info_span!("db.pglite.open", data_dir = %config.data_dir).entered();
     let builder = Pglite::builder().relaxed_durability(config.relaxed_durability);
-    let builder = match &config.data_dir {
-        DataDir::Memory => builder.temporary(),
-        DataDir::Path(p) => builder.path(p.clone()),
-        _ => builder.temporary(),
+    let builder = match (&config.data_dir, memory_dir) {
+        (DataDir::Path(p), _) => builder.path(p.clone()),
+        (_, Some(dir)) => builder.path(dir.path()),
+        (_, None) => builder.temporary(),
     };
     let mut pglite = builder.open().map_err(|e| {
         Error::backend(
@@ -280,13 +302,16 @@ impl Driver {
     /// close with the next transaction id, which tells whether anything was
     /// written since the last export.
     fn close(&mut self) -> Result<()> {
+        let open = self.pglite.as_ref().is_some_and(|p| !p.is_closed());
         let next_xid = match &self.data_dir {
-            Some(_) if !self.pglite.is_closed() => Some(self.next_xid()),
+            Some(_) if open => Some(self.next_xid()),
             _ => None,
         };
-        self.pglite
-            .close()
-            .map_err(|e| Error::backend("closing the embedded database", e))?;
+        if let Some(pglite) = &mut self.pglite {
+            pglite
+                .close()
+                .map_err(|e| Error::backend("closing the embedded database", e))?;
+        }
         match (&self.data_dir, next_xid) {
             (Some(dir), Some(next_xid)) => metadata::record_close(dir, next_xid?),
             _ => Ok(()),
@@ -334,7 +359,7 @@ impl Driver {
         let _span = tracing::info_span!("db.pglite.dump").entered();
         self.require_idle("pg_dump")?;
         let options = pglite_oxide::PgDumpOptions::new().args(args);
-        let dumped = self.pglite.dump_sql(options);
+        let dumped = self.backend()?.dump_sql(options);
         // pg_dump shares this backend session: pglite-oxide ends it with
         // `DEALLOCATE ALL`, but leaves pg_dump's snapshot transaction open
         // and its settings (`extra_float_digits = 3`, ...) in place. Undo
@@ -342,7 +367,7 @@ impl Driver {
         self.forget_statements();
         let reset = self
             .simple("ROLLBACK; RESET ALL")
-            .and_then(|_| initialize_session(&mut self.pglite, &self.setup));
+            .and_then(|_| self.initialize_session());
         let dumped =
             dumped.map_err(|e| Error::backend("running pg_dump on the embedded database", e))?;
         reset?;
@@ -352,7 +377,7 @@ impl Driver {
     fn archive(&mut self) -> Result<Vec<u8>> {
         let _span = tracing::info_span!("db.pglite.archive").entered();
         self.require_idle("archiving the data directory")?;
-        let archive = self.pglite.dump_data_dir();
+        let archive = self.backend()?.dump_data_dir();
         // The archive is taken with the backend shut down and restarted, so
         // the session starts afresh: no prepared statements, no settings, no
         // LISTEN.
@@ -367,22 +392,78 @@ impl Driver {
     }
 
     fn restore_session(&mut self) -> Result<()> {
-        if self.pglite.is_closed() {
+        if self.backend()?.is_closed() {
             return Err(Error::Closed);
         }
-        initialize_session(&mut self.pglite, &self.setup)?;
+        self.initialize_session()?;
         for channel in self.hub.channels() {
             self.simple(&format!("LISTEN {}", db_core::quote_ident(&channel)))?;
         }
         Ok(())
     }
 
+    fn initialize_session(&mut self) -> Result<()> {
+        let setup = self.setup.clone();
+        initialize_session(self.backend()?, &setup)
+    }
+
+    /// The backend, reopened first if a crash left none.
+    fn backend(&mut self) -> Result<&mut Pglite> {
+        if self.pglite.is_none() {
+            self.reopen()?;
+        }
+        self.pglite.as_mut().ok_or(Error::Closed)
+    }
+
+    /// Opens the backend again on its files after a crash: PostgreSQL
+    /// replays the WAL from the last checkpoint, so what was committed is
+    /// there and nothing else. The session starts afresh but for `LISTEN`.
+    fn reopen(&mut self) -> Result<()> {
+        let _span = tracing::info_span!("db.pglite.reopen").entered();
+        let pglite = open(&self.config, self.memory_dir.as_ref(), &self.setup)?;
+        self.pglite = Some(pglite);
+        self.status = b'I';
+        self.restore_session()
+    }
+
+    /// A call into the backend failed inside the WebAssembly runtime (a
+    /// trap, such as its call stack running out), not with an
+    /// `ErrorResponse`: the backend's memory can no longer be trusted. It is
+    /// abandoned without running anything more in it (pglite-oxide's own
+    /// recovery and shutdown were seen to hang, or to keep a failed
+    /// statement's rows) and reopened from its files, as after `kill -9`.
+    fn crash(&mut self, cause: &(dyn std::error::Error + 'static)) -> Error {
+        let detail = crash_detail(cause);
+        tracing::error!(
+            target: "db_pglite::crash",
+            %detail,
+            "the embedded database crashed; reopening it from its files"
+        );
+        if let Some(pglite) = self.pglite.take() {
+            pglite.abandon();
+        }
+        self.forget_statements();
+        self.status = b'I';
+        if let Err(e) = self.reopen() {
+            // The next request tries again.
+            tracing::error!(
+                target: "db_pglite::crash",
+                error = %e,
+                "reopening the embedded database after a crash failed"
+            );
+            self.pglite = None;
+        }
+        Error::BackendCrashed { detail }
+    }
+
     fn round_trip(&mut self, message: &[u8]) -> Result<Vec<u8>> {
-        let data = self
-            .pglite
+        match self
+            .backend()?
             .exec_protocol_raw(message, ExecProtocolOptions::no_sync())
-            .map_err(|e| Error::backend("embedded database round trip", e))?;
-        Ok(data)
+        {
+            Ok(data) => Ok(data),
+            Err(e) => Err(self.crash(e.as_ref())),
+        }
     }
 
     /// Scans a response for what the driver itself needs: notifications to
@@ -440,7 +521,7 @@ impl Driver {
             && let Err(e) = self
                 .simple(db_core::RESET_SESSION_SQL)
                 .and_then(|data| wire::read_result(&data, None, false).map(drop))
-                .and_then(|()| initialize_session(&mut self.pglite, &self.setup))
+                .and_then(|()| self.initialize_session())
         {
             tracing::error!(error = %e, "resetting a released embedded session failed");
         }
@@ -572,6 +653,16 @@ impl Driver {
             self.scan(&data);
         }
     }
+}
+
+/// The first line of each error in a crash's chain: the runtime's own text
+/// carries a backtrace, which belongs in no error message.
+fn crash_detail(cause: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(cause), |e| e.source())
+        .filter_map(|e| e.to_string().lines().next().map(str::to_owned))
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 struct Attempt {

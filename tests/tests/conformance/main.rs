@@ -16,6 +16,7 @@ mod schema_sync;
 mod session_model;
 mod sessions;
 mod sessions_adversarial;
+mod stack_depth;
 mod testing;
 mod transactions;
 mod types;

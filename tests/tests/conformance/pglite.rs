@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use db::embedded::metadata::{self, EmbeddedDataStatus};
-use db::{Config, DataDir, PglitePool, Pool, params};
+use db::{Client, Config, DataDir, Executor, PglitePool, Pool, params};
 
 fn config(dir: &std::path::Path) -> Config {
     Config::new().pglite(DataDir::Path(dir.to_path_buf()))
@@ -257,4 +257,78 @@ async fn a_dropped_pool_keeps_the_directory_until_pglite_has_closed() {
         assert_eq!(rows, i64::from(n));
         drop(pool);
     }
+}
+
+async fn count(pool: &PglitePool, table: &str) -> i64 {
+    pool.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A WebAssembly trap in an open transaction: the caller gets
+/// `BackendCrashed`, and exactly the rows committed before it are there: on
+/// the same pool at once, after reopening in the same process, and in the
+/// next process after the crashing one was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_backend_keeps_only_what_was_committed_across_reopen_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+    pool.batch_execute(
+        "CREATE TABLE deep_rows (n int); INSERT INTO deep_rows VALUES (-1); \
+         CREATE FUNCTION deep_insert(n int) RETURNS int LANGUAGE plpgsql AS \
+         $$ BEGIN INSERT INTO deep_rows VALUES (n); RETURN deep_insert(n + 1); END $$",
+    )
+    .await
+    .unwrap();
+    let mut client = pool.acquire().await.unwrap();
+    let mut tx = client.begin().await.unwrap();
+    tx.execute("INSERT INTO deep_rows VALUES (0)", &[])
+        .await
+        .unwrap();
+    let err = tx.query("SELECT deep_insert(1)", &[]).await.unwrap_err();
+    assert!(matches!(err, db::Error::BackendCrashed { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'), "one line: {err}");
+    assert!(matches!(
+        tx.commit().await,
+        Err(db::Error::TransactionLost(
+            db::TransactionLoss::BackendCrashed
+        ))
+    ));
+    drop(client);
+    assert_eq!(count(&pool, "deep_rows").await, 1);
+    pool.execute("INSERT INTO deep_rows VALUES (1)", &[])
+        .await
+        .unwrap();
+    pool.close().await;
+    drop(pool);
+
+    let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+    assert_eq!(count(&pool, "deep_rows").await, 2);
+    pool.close().await;
+    drop(pool);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hold-data-dir"))
+        .arg(dir.path())
+        .arg("--crash")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    assert_eq!(lines.next().unwrap().unwrap(), "crashed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pool = PglitePool::open(&config(dir.path())).await.unwrap();
+    assert_eq!(count(&pool, "deep_rows").await, 2);
+    let ns: Vec<i32> = pool
+        .query("SELECT n FROM deep_rows ORDER BY n", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ns, vec![-1, 1]);
+    pool.close().await;
 }
