@@ -215,3 +215,52 @@ async fn concurrent_tasks_increment_counters_exactly() {
         .collect();
     assert_eq!(each, vec![TASKS * TXS / 4; 4]);
 }
+
+async fn values(db: &TestDb, table: &str) -> Vec<i32> {
+    db.pool
+        .query(&format!("SELECT n FROM {table} ORDER BY n"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Procedures and `DO` blocks that end transactions from inside PL/pgSQL.
+/// `COMMIT` inside works as on a server. `ROLLBACK` inside is refused by the
+/// embedded backend (PGlite fails it with `XX000`, a resource owner error):
+/// there the whole call fails and keeps nothing, never half of it, and the
+/// database goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn procedures_that_commit_or_roll_back_inside() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute(
+            "CREATE TABLE proc_rows (n int); \
+             CREATE PROCEDURE commits() LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO proc_rows VALUES (1); COMMIT; INSERT INTO proc_rows VALUES (2); END $$; \
+             CREATE PROCEDURE rolls_back() LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO proc_rows VALUES (3); ROLLBACK; INSERT INTO proc_rows VALUES (4); END $$",
+        )
+        .await
+        .unwrap();
+    db.pool.batch_execute("CALL commits()").await.unwrap();
+    assert_eq!(values(&db, "proc_rows").await, vec![1, 2]);
+    db.pool
+        .batch_execute("DO $$ BEGIN INSERT INTO proc_rows VALUES (5); COMMIT; END $$")
+        .await
+        .unwrap();
+    assert_eq!(values(&db, "proc_rows").await, vec![1, 2, 5]);
+    match db.pool.batch_execute("CALL rolls_back()").await {
+        Ok(()) => assert_eq!(values(&db, "proc_rows").await, vec![1, 2, 4, 5]),
+        Err(e) => {
+            assert!(e.as_db_error().is_some(), "{e}");
+            assert_eq!(values(&db, "proc_rows").await, vec![1, 2, 5]);
+        }
+    }
+    db.pool
+        .execute("INSERT INTO proc_rows VALUES ($1)", &params![6])
+        .await
+        .unwrap();
+    assert!(values(&db, "proc_rows").await.ends_with(&[5, 6]));
+}
