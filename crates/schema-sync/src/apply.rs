@@ -313,14 +313,14 @@ pub async fn canonicalize<C: Client>(client: &mut C, tables: &Schema) -> Result<
         .await?;
     for t in &tables.tables {
         let (sql, ranges) = create_table(Some(&ns), t);
-        if let Err(e) = tx.batch_execute(&sql).await {
+        if let Err(e) = tx.execute(&sql, &[]).await {
             return Err(rejected(t, &ranges, e));
         }
     }
     for t in &tables.tables {
         for i in &t.indexes {
             let sql = create_index(Some(&ns), &t.name, i, &i.name, false);
-            if let Err(source) = tx.batch_execute(&sql).await {
+            if let Err(source) = tx.execute(&sql, &[]).await {
                 return Err(SyncError::Rejected {
                     table: t.name.clone(),
                     column: None,
@@ -430,8 +430,10 @@ async fn run_change<E: Executor>(
             });
         }
     }
+    // One statement per call, through the extended protocol, which refuses
+    // a second statement: whatever text a spec holds, it cannot add one.
     for statement in &change.statements {
-        if let Err(source) = ex.batch_execute(statement).await {
+        if let Err(source) = ex.execute(statement, &[]).await {
             // A new table or index is sent as written: report the server's
             // rejection with the table and column or index it concerns.
             let table = schema.get(&change.table);

@@ -1,6 +1,7 @@
 //! DDL generation: every identifier quoted with [`quote_ident`], every
-//! expression (types, defaults, checks, index keys and predicates) emitted
-//! verbatim. Nothing newer than PostgreSQL 13.
+//! expression (types, defaults, checks, index keys and predicates) emitted as
+//! written, after [`validate`](crate::validate()) made sure each is one type
+//! name or one self-contained expression. Nothing newer than PostgreSQL 13.
 
 use db_core::quote_ident;
 use sha2::{Digest, Sha256};

@@ -38,12 +38,20 @@
 //!                    "include": [] } ] } ] }
 //! ```
 //!
-//! - `type` is SQL text (`VARCHAR(32)`, `TEXT[]`, `SERIAL`, `NUMERIC(20,10)`).
+//! - `type` is a type name (`VARCHAR(32)`, `TEXT[]`, `SERIAL`, `NUMERIC(20,10)`,
+//!   `timestamp with time zone`, `public.my_enum`): words, quoted or qualified
+//!   names, integer modifiers and array brackets, nothing else.
 //! - `default`, `check` (without `CHECK` and outer parentheses), `null_backfill`,
 //!   index `keys` (with ordering and operator class) and `where` are SQL
-//!   expressions, emitted verbatim. A `default` may also be a JSON number or
-//!   boolean. All of these, `not_null`, `unique`, `primary_key`, `indexes`,
-//!   `method` (default `btree`) and `include` are optional.
+//!   expressions. Each must be one self-contained expression: balanced
+//!   parentheses and brackets, no `;`, no comment, no `,` outside parentheses
+//!   (checked by [`validate`] before anything is sent). A `default` may also
+//!   be a JSON number or boolean. All of these, `not_null`, `unique`,
+//!   `primary_key`, `indexes`, `method` (a plain name, default `btree`) and
+//!   `include` are optional.
+//! - Every generated DDL statement is sent alone through the extended
+//!   protocol, which refuses a second statement, so no text in a spec can run
+//!   SQL of its own.
 //! - Identifiers (table, column, index names) may hold any characters; they are
 //!   always quoted. At most 63 bytes.
 //! - TOML uses the same field names (`[[tables]]`, `[[tables.columns]]`,

@@ -102,6 +102,43 @@ pub enum ValidationError {
         /// The column.
         column: String,
     },
+    /// A type that is not a type name: words, a qualified or quoted name,
+    /// numeric modifiers (`(32)`, `(20,10)`) and array brackets only.
+    #[error(
+        "table {table:?}, column {column:?}: {type_:?} is not a type name (words, a quoted or \
+         schema-qualified name, numeric modifiers such as (20,10), and [] only)"
+    )]
+    InvalidType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The type as written.
+        type_: String,
+    },
+    /// An expression that is not one self-contained expression: it could
+    /// end or change the statement it is written into.
+    #[error("table {table:?}, {what}: {text:?} is not one expression: {reason}")]
+    InvalidExpression {
+        /// The table.
+        table: String,
+        /// Where: `column "c" default`, `index "i" key`, ...
+        what: String,
+        /// The expression as written.
+        text: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An index access method that is not a plain name.
+    #[error("table {table:?}, index {index:?}: access method {method:?} is not a name")]
+    InvalidMethod {
+        /// The table.
+        table: String,
+        /// The index.
+        index: String,
+        /// The method as written.
+        method: String,
+    },
     /// A name PostgreSQL would silently truncate.
     #[error(
         "table {table:?}{}: name {name:?} is {bytes} bytes long; PostgreSQL keeps at most 63",
@@ -142,6 +179,152 @@ fn check_len(errors: &mut Vec<ValidationError>, table: &str, what: Option<String
             what,
             name: name.to_owned(),
             bytes: name.len(),
+        });
+    }
+}
+
+fn is_word_start(c: char) -> bool {
+    c.is_alphabetic() || c == '_'
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '$'
+}
+
+/// Whether `text` is a type name: words separated by blanks (`double
+/// precision`, `timestamp with time zone`), names qualified with `.` or
+/// double-quoted, integer modifiers in parentheses and array brackets. No
+/// other punctuation, so a type can never leave its place in a statement.
+pub(crate) fn is_type_name(text: &str) -> bool {
+    let mut chars = text.trim().chars().peekable();
+    let mut names = 0;
+    // Whether the last thing was a name that `.` may follow.
+    let mut after_name = false;
+    while let Some(&c) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+                after_name = false;
+            }
+            c if is_word_start(c) => {
+                while chars.next_if(|&c| is_word_char(c)).is_some() {}
+                names += 1;
+                after_name = true;
+            }
+            '"' => {
+                chars.next();
+                let mut empty = true;
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.next_if_eq(&'"').is_some() => empty = false,
+                        Some('"') => break,
+                        Some('\0') | None => return false,
+                        Some(_) => empty = false,
+                    }
+                }
+                if empty {
+                    return false;
+                }
+                names += 1;
+                after_name = true;
+            }
+            '.' if after_name => {
+                chars.next();
+                after_name = false;
+                if !chars.peek().is_some_and(|&c| is_word_start(c) || c == '"') {
+                    return false;
+                }
+            }
+            '(' if names > 0 => {
+                chars.next();
+                loop {
+                    while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                    chars.next_if_eq(&'-');
+                    if chars.next_if(char::is_ascii_digit).is_none() {
+                        return false;
+                    }
+                    while chars.next_if(char::is_ascii_digit).is_some() {}
+                    while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                    match chars.next() {
+                        Some(',') => {}
+                        Some(')') => break,
+                        _ => return false,
+                    }
+                }
+                after_name = false;
+            }
+            '[' if names > 0 => {
+                chars.next();
+                while chars.next_if(char::is_ascii_digit).is_some() {}
+                if chars.next() != Some(']') {
+                    return false;
+                }
+                after_name = false;
+            }
+            _ => return false,
+        }
+    }
+    names > 0
+}
+
+/// Why `text` is not one self-contained SQL expression, if it is not: it
+/// must be non-empty, with balanced parentheses that never close what the
+/// statement around it opened, and no `;`, comment, unterminated quote or
+/// top-level `,` (which would add to the statement it is written into).
+pub(crate) fn expression_problem(text: &str) -> Option<&'static str> {
+    use db_core::lex::{Token, Tokens};
+    if text.trim().is_empty() {
+        return Some("it is empty");
+    }
+    let mut tokens = Tokens::new(text);
+    let mut depth = 0usize;
+    let mut brackets = 0usize;
+    let mut end = 0;
+    while let Some(token) = tokens.next() {
+        // Only blanks may separate tokens: anything else the lexer skipped
+        // is a comment, which could hide the rest of the statement.
+        if !text[end..tokens.token_start()].trim().is_empty() {
+            return Some("it holds a comment");
+        }
+        match token {
+            Token::Invalid => return Some("it holds an unterminated quote or comment"),
+            Token::Semicolon => return Some("it holds a ';'"),
+            Token::Open => depth += 1,
+            Token::Close if depth == 0 => {
+                return Some("a ')' closes more than the expression opens");
+            }
+            Token::Close => depth -= 1,
+            Token::Other => match tokens.token_text() {
+                "[" => brackets += 1,
+                "]" if brackets == 0 => {
+                    return Some("a ']' closes more than the expression opens");
+                }
+                "]" => brackets -= 1,
+                "," if depth == 0 && brackets == 0 => {
+                    return Some("it holds a ',' outside parentheses");
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        end = tokens.offset();
+    }
+    if !text[end..].trim().is_empty() {
+        return Some("it holds a comment");
+    }
+    if depth > 0 || brackets > 0 {
+        return Some("a '(' or '[' is not closed");
+    }
+    None
+}
+
+fn check_expression(errors: &mut Vec<ValidationError>, table: &str, what: String, text: &str) {
+    if let Some(reason) = expression_problem(text) {
+        errors.push(ValidationError::InvalidExpression {
+            table: table.to_owned(),
+            what,
+            text: text.to_owned(),
+            reason,
         });
     }
 }
@@ -189,6 +372,21 @@ pub fn validate(schema: &Schema) -> Result<(), ValidationErrors> {
                     table: t.to_owned(),
                     column: c.to_owned(),
                 });
+            } else if !is_type_name(&column.type_) {
+                errors.push(ValidationError::InvalidType {
+                    table: t.to_owned(),
+                    column: c.to_owned(),
+                    type_: column.type_.clone(),
+                });
+            }
+            for (field, text) in [
+                ("default", &column.default),
+                ("check", &column.check),
+                ("null_backfill", &column.null_backfill),
+            ] {
+                if let Some(text) = text {
+                    check_expression(&mut errors, t, format!("column {c:?} {field}"), text);
+                }
             }
             check_len(&mut errors, t, Some(format!("column {c:?}")), c);
         }
@@ -230,6 +428,21 @@ pub fn validate(schema: &Schema) -> Result<(), ValidationErrors> {
                 errors.push(ValidationError::EmptyIndexKeys {
                     table: t.to_owned(),
                     index: i.to_owned(),
+                });
+            } else {
+                for key in &index.keys {
+                    check_expression(&mut errors, t, format!("index {i:?} key"), key);
+                }
+            }
+            if let Some(predicate) = &index.where_ {
+                check_expression(&mut errors, t, format!("index {i:?} where"), predicate);
+            }
+            let mut method = index.method.chars();
+            if !(method.next().is_some_and(is_word_start) && method.all(is_word_char)) {
+                errors.push(ValidationError::InvalidMethod {
+                    table: t.to_owned(),
+                    index: i.to_owned(),
+                    method: index.method.clone(),
                 });
             }
             for column in &index.include {
@@ -396,6 +609,82 @@ mod tests {
             );
             let text = ValidationErrors(found).to_string();
             assert!(text.contains("is invalid"), "{text}");
+        }
+    }
+
+    #[test]
+    fn type_names_are_words_modifiers_and_brackets() {
+        for ok in [
+            "int",
+            "BIGINT",
+            "double precision",
+            "timestamp(3) with time zone",
+            "character varying(32)",
+            "NUMERIC(20,10)",
+            "numeric(5, -2)",
+            "TEXT[]",
+            "int[3][]",
+            "public.my_enum",
+            "\"My Type\"",
+            "\"a\"\"b\".\"c\"",
+            "interval day to second(3)",
+            "bit varying(5)",
+            "SERIAL",
+            "été",
+        ] {
+            assert!(is_type_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "int); DROP TABLE victim; CREATE TABLE pwned(x int",
+            "int, extra int",
+            "int -- x",
+            "int /* x */",
+            "varchar(x)",
+            "varchar(3",
+            "int[",
+            "'int'",
+            "(3)",
+            "a..b",
+            "\"\"",
+            "int;",
+            "public.",
+        ] {
+            assert!(!is_type_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expressions_stay_in_their_place() {
+        for ok in [
+            "0",
+            "now()",
+            "'a,b;c--d'",
+            "$$x;$$",
+            "lower(x) text_pattern_ops",
+            "created DESC NULLS LAST",
+            "(a + b) * 2",
+            "coalesce(a, b)",
+            "ARRAY[1, 2]",
+            "E'it''s \\' ok'",
+            "x->>'k' = 'v'",
+            "\"a,b\" > 0",
+        ] {
+            assert_eq!(expression_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "0, extra int",
+            "0) --",
+            "0 /* x */",
+            "0; DROP TABLE victim",
+            "c > 0), CONSTRAINT x CHECK (true",
+            "x); DROP TABLE victim; --",
+            "(0",
+            "'open",
+            "ARRAY[1], 2",
+        ] {
+            assert!(expression_problem(bad).is_some(), "{bad}");
         }
     }
 

@@ -1,0 +1,318 @@
+//! A spec is data: hostile text in any field of a spec is refused before any
+//! SQL runs, or becomes DDL that does exactly what the spec says. Nothing
+//! else is ever created, changed or dropped.
+
+use db::Pool;
+use proptest::prelude::*;
+use schema_sync::{Column, Index, Options, Schema, SyncError, Table};
+
+use crate::TestDb;
+
+/// A table the hostile specs try to drop or change, with one row.
+async fn victim(db: &TestDb) {
+    db.pool
+        .batch_execute("CREATE TABLE victim (v int); INSERT INTO victim VALUES (42)")
+        .await
+        .unwrap();
+}
+
+/// Everything in `public` besides the spec's table: only `victim`, with its
+/// row, and the spec's table (if created) has exactly the spec's columns.
+async fn assert_untouched(db: &TestDb, spec_columns: &[&str]) {
+    let v: i32 = db
+        .pool
+        .query_one("SELECT v FROM victim", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 42);
+    let tables: Vec<String> = db
+        .pool
+        .query(
+            "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace \
+             AND relkind = 'r' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        tables == ["victim"] || tables == ["s", "victim"],
+        "unexpected tables: {tables:?}"
+    );
+    if tables.len() == 2 {
+        let columns: Vec<String> = db
+            .pool
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = 'public.s'::regclass \
+                 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(columns, spec_columns);
+    }
+}
+
+fn hostile_specs() -> Vec<(&'static str, Schema)> {
+    let t = || Table::new("s").column(Column::new("id", "int"));
+    let col = |c: Column| Schema::new().table(t().column(c));
+    let idx = |i: Index| Schema::new().table(t().column(Column::new("x", "text")).index(i));
+    vec![
+        (
+            "type ending the statement",
+            col(Column::new(
+                "c",
+                "int); DROP TABLE victim; CREATE TABLE pwned(x int",
+            )),
+        ),
+        (
+            "type adding a column",
+            col(Column::new("c", "int, extra int")),
+        ),
+        ("type with a comment", col(Column::new("c", "int -- x"))),
+        (
+            "default adding a column",
+            col(Column::new("c", "int").default("0), extra int, other int DEFAULT (0")),
+        ),
+        (
+            "default with a comma",
+            col(Column::new("c", "int").default("0, extra int")),
+        ),
+        (
+            "default ending in a comment",
+            col(Column::new("c", "int").default("0) --")),
+        ),
+        (
+            "default with a block comment",
+            col(Column::new("c", "int").default("0 /* x */")),
+        ),
+        (
+            "default with a semicolon",
+            col(Column::new("c", "int").default("0; DROP TABLE victim")),
+        ),
+        (
+            "check closing its parenthesis",
+            col(Column::new("c", "int").check("c > 0), CONSTRAINT x CHECK (true")),
+        ),
+        (
+            "backfill with a second statement",
+            col(Column::new("c", "int")
+                .not_null()
+                .null_backfill("0; DROP TABLE victim")),
+        ),
+        (
+            "index key ending the statement",
+            idx(Index::new("s_x_idx", ["x); DROP TABLE victim; --"])),
+        ),
+        (
+            "index key with a comma",
+            idx(Index::new("s_x_idx", ["x, id"])),
+        ),
+        (
+            "index predicate with a second statement",
+            idx(Index::new("s_x_idx", ["x"]).where_("true; DROP TABLE victim")),
+        ),
+        (
+            "index method with a statement",
+            idx(Index::new("s_x_idx", ["x"]).method("btree (x); DROP TABLE victim; --")),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_in_a_spec_is_refused_before_any_sql_runs() {
+    let db = TestDb::new().await;
+    victim(&db).await;
+    for (name, spec) in hostile_specs() {
+        for destructive in [false, true] {
+            let options = Options::new().allow_destructive(destructive);
+            let err = schema_sync::sync(&db.pool, &spec, &options)
+                .await
+                .expect_err(name);
+            assert!(matches!(err, SyncError::Invalid(_)), "{name}: {err}");
+            assert!(
+                schema_sync::plan(&db.pool, &spec, &options).await.is_err(),
+                "{name}"
+            );
+            assert_untouched(&db, &[]).await;
+        }
+    }
+}
+
+/// Text that could smuggle SQL: something that tries to leave the slot
+/// (closing parentheses, statement ends, comments, commas), a payload and a
+/// tail that tries to repair what follows, after the slot's plausible start;
+/// or a random mix of such pieces, with quotes and non-ASCII.
+fn hostile_text() -> impl Strategy<Value = (String, String, String)> {
+    let escape = prop::sample::select(vec![")", ");", ",", "--\n", "; ", ") ,"]);
+    let payload = prop::sample::select(vec![
+        "DROP TABLE victim",
+        "extra int",
+        "CREATE TABLE pwned (x int)",
+    ]);
+    let tail = prop::sample::select(vec![
+        "",
+        "--",
+        "(0",
+        "; CREATE TABLE pwned(x int",
+        ", d int DEFAULT (0",
+    ]);
+    let structured =
+        (escape, payload, tail).prop_map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    let pieces = prop::sample::select(vec![
+        ";",
+        "--",
+        "/*",
+        "*/",
+        "'",
+        "\"",
+        "$$",
+        ",",
+        "(",
+        ")",
+        "[",
+        "]",
+        " ",
+        "\n",
+        "0",
+        "int",
+        "DROP TABLE victim",
+        "extra int",
+        "é",
+        "∑",
+        "\\",
+        "E'",
+        "c",
+        "DEFAULT",
+        "ARRAY",
+        "varchar(3)",
+    ]);
+    let random = prop::collection::vec(pieces, 1..8)
+        .prop_map(|v| (v.concat(), String::new(), String::new()));
+    prop_oneof![3 => structured, 1 => random]
+}
+
+/// Where hostile text goes in a spec.
+#[derive(Debug, Clone)]
+enum Slot {
+    Type,
+    Default,
+    Check,
+    IndexKey,
+    IndexWhere,
+    IndexMethod,
+    ColumnName,
+    IndexName,
+}
+
+/// A value the slot would accept, for hostile text to start from.
+fn plausible(slot: &Slot) -> &'static str {
+    match slot {
+        Slot::Type => "int",
+        Slot::Default => "0",
+        Slot::Check => "c > 0",
+        Slot::IndexKey => "c",
+        Slot::IndexWhere => "true",
+        Slot::IndexMethod => "btree",
+        Slot::ColumnName => "c",
+        Slot::IndexName => "s_c_idx",
+    }
+}
+
+fn spec_with(slot: &Slot, text: &str) -> (Schema, Vec<String>) {
+    let mut column = Column::new("c", "int");
+    let mut index = Index::new("s_c_idx", ["c"]);
+    let mut column_name = "c".to_owned();
+    match slot {
+        Slot::Type => column.type_ = text.to_owned(),
+        Slot::Default => column.default = Some(text.to_owned()),
+        Slot::Check => column.check = Some(text.to_owned()),
+        Slot::IndexKey => index.keys = vec![text.to_owned()],
+        Slot::IndexWhere => index.where_ = Some(text.to_owned()),
+        Slot::IndexMethod => index.method = text.to_owned(),
+        Slot::ColumnName => {
+            column.name = text.to_owned();
+            column_name = text.to_owned();
+            index.keys = vec![db::quote_ident(text)];
+        }
+        Slot::IndexName => index.name = text.to_owned(),
+    }
+    let spec = Schema::new().table(
+        Table::new("s")
+            .column(Column::new("id", "int"))
+            .column(column)
+            .index(index),
+    );
+    (spec, vec!["id".to_owned(), column_name])
+}
+
+#[test]
+fn fuzzed_hostile_specs_are_refused_or_do_exactly_what_they_say() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(async {
+        let db = TestDb::new().await;
+        victim(&db).await;
+        db
+    });
+    let slots = prop::sample::select(vec![
+        Slot::Type,
+        Slot::Default,
+        Slot::Check,
+        Slot::IndexKey,
+        Slot::IndexWhere,
+        Slot::IndexMethod,
+        Slot::ColumnName,
+        Slot::IndexName,
+    ]);
+    let cases = std::env::var("SPEC_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(
+            &(slots, hostile_text()),
+            |(slot, (escape, payload, tail))| {
+                let text = if payload.is_empty() {
+                    escape
+                } else {
+                    format!("{}{escape}{payload}{tail}", plausible(&slot))
+                };
+                runtime.block_on(async {
+                    db.pool
+                        .batch_execute(
+                            "DROP TABLE IF EXISTS s; DROP SCHEMA IF EXISTS schema_sync CASCADE",
+                        )
+                        .await
+                        .unwrap();
+                    let (spec, columns) = spec_with(&slot, &text);
+                    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+                    let result = schema_sync::sync(&db.pool, &spec, &Options::new()).await;
+                    // Refused, or created as written; never anything else.
+                    assert_untouched(&db, &columns).await;
+                    if result.is_ok() {
+                        let plan = schema_sync::plan(&db.pool, &spec, &Options::new())
+                            .await
+                            .unwrap();
+                        assert!(plan.is_empty(), "{slot:?} {text:?}: {plan}");
+                    }
+                });
+                Ok(())
+            },
+        )
+        .unwrap();
+}
