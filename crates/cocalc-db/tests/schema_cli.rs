@@ -77,3 +77,57 @@ fn plan_sync_and_introspect_round_trip() {
     assert_eq!(code, 1);
     assert!(err.contains("missing.json"), "{err}");
 }
+
+/// A spec with a typo, an empty object or an empty file is refused naming
+/// what is wrong, even with `--allow-destructive`, and nothing is dropped.
+#[test]
+fn a_spec_with_a_typo_or_nothing_in_it_is_refused_and_drops_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("db");
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(&spec, SPEC).expect("spec");
+    let (code, out, err) = run(cocalc_db(&db).args(["schema", "sync", "--spec"]).arg(&spec));
+    assert_eq!(code, 0, "{out}{err}");
+    let bad = [
+        (
+            "typo.json",
+            r#"{"table": [{"name": "Accounts", "columns": []}]}"#,
+            "table",
+        ),
+        ("empty.json", "{}", "tables"),
+        ("empty.toml", "", "tables"),
+        (
+            "column-typo.json",
+            r#"{"tables": [{"name": "Accounts", "columns": [{"name": "id", "typ": "BIGINT"}]}]}"#,
+            "typ",
+        ),
+        (
+            "index-typo.toml",
+            "[[tables]]\nname = \"t\"\n[[tables.indexes]]\nname = \"i\"\nkey = [\"x\"]\n",
+            "key",
+        ),
+    ];
+    for (name, text, key) in bad {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        for command in ["plan", "sync"] {
+            let mut cmd = cocalc_db(&db);
+            cmd.args(["schema", command, "--spec"]).arg(&path);
+            if command == "sync" {
+                cmd.arg("--allow-destructive");
+            }
+            let (code, out, err) = run(&mut cmd);
+            assert_ne!(code, 0, "{name} {command}: {out}{err}");
+            assert!(
+                err.contains(key),
+                "{name} {command}: the error names {key:?}: {err}"
+            );
+            assert!(
+                err.contains("line"),
+                "{name} {command}: the error gives the position: {err}"
+            );
+        }
+    }
+    let (code, out, err) = run(cocalc_db(&db).args(["sql", "SELECT count(*) FROM \"Accounts\""]));
+    assert_eq!(code, 0, "the table is still there: {out}{err}");
+}

@@ -22,9 +22,11 @@
 //! # The interchange format (JSON or TOML)
 //!
 //! The JSON form is the shape of `shared/fixtures/cocalc-control-plane-schema.json`,
-//! which loads unchanged. Unknown fields anywhere are ignored (the fixture's
-//! `format`, `source`, `counts`, `skipped`, `durability`, `kind`,
-//! `source_query`, `comment`, `nullability_declared`, ...).
+//! which loads unchanged. Files are read strictly: `tables` is required, and
+//! an unknown key anywhere is an error naming it and its line; the fixture's
+//! annotations (`format`, `source`, `counts`, `skipped`, `durability`,
+//! `kind`, `source_query`, `comment`, `nullability_declared`, ...) are known
+//! and ignored (see [`Schema`]).
 //!
 //! ```json
 //! { "tables": [ {

@@ -1,34 +1,44 @@
 //! The spec model: schemas, tables, columns and indexes, with serde (JSON,
 //! TOML) and a builder API.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+mod file;
 
 /// A set of tables in the `public` schema.
+///
+/// Read strictly: `tables` is required (an empty spec is `"tables": []`,
+/// written on purpose), and an unknown key anywhere is an error naming it
+/// and its line, so a typo can never read as a spec that lacks something.
+/// The annotations of the control-plane fixture are known and ignored:
+/// `format`, `source`, `counts`, `skipped`; a table's `durability`,
+/// `default_primary_key_value`, `extra_objects`; a column's
+/// `nullability_declared`; an index's `kind`, `comment`, `source_query`,
+/// `untruncated_name`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "file::SchemaFile")]
 pub struct Schema {
     /// The tables, in the order they are created.
-    #[serde(default)]
     pub tables: Vec<Table>,
 }
 
 /// One table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "file::TableFile")]
 pub struct Table {
     /// The table name (any characters; always quoted in SQL).
     pub name: String,
     /// The columns, in declaration order.
-    #[serde(default)]
     pub columns: Vec<Column>,
     /// The primary-key columns, in key order (empty: no primary key).
-    #[serde(default)]
     pub primary_key: Vec<String>,
     /// The indexes (primary keys and column `unique` flags are not listed here).
-    #[serde(default)]
     pub indexes: Vec<Index>,
 }
 
 /// One column.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "file::ColumnFile")]
 pub struct Column {
     /// The column name.
     pub name: String,
@@ -36,90 +46,45 @@ pub struct Column {
     #[serde(rename = "type")]
     pub type_: String,
     /// `NOT NULL`. Primary-key columns are NOT NULL implicitly.
-    #[serde(default)]
     pub not_null: bool,
     /// The default, as an SQL expression (a JSON number or boolean is accepted
     /// and used as its literal text).
-    #[serde(
-        default,
-        deserialize_with = "sql_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
     /// A CHECK expression, without `CHECK` and the outer parentheses.
-    #[serde(
-        default,
-        deserialize_with = "sql_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
     /// A column-level UNIQUE constraint.
-    #[serde(default)]
     pub unique: bool,
     /// The expression NULL rows are set to when an existing nullable column
     /// is made NOT NULL.
-    #[serde(
-        default,
-        deserialize_with = "sql_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub null_backfill: Option<String>,
 }
 
 /// One index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "file::IndexFile")]
 pub struct Index {
     /// The index name (indexes share one namespace with tables).
     pub name: String,
     /// `UNIQUE`.
-    #[serde(default)]
     pub unique: bool,
     /// The access method: `btree` (default), `gin`, `gist`, `hash`, ...
-    #[serde(default = "btree")]
     pub method: String,
     /// Key expressions as SQL text, with ordering and operator class
     /// (`lower(name) text_pattern_ops`, `created DESC`).
-    #[serde(default)]
     pub keys: Vec<String>,
     /// A partial-index predicate.
-    #[serde(
-        rename = "where",
-        default,
-        deserialize_with = "sql_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
     pub where_: Option<String>,
     /// `INCLUDE` columns.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
     /// Whether schema-sync owns this index (set by introspection from the
     /// ownership marker; never read from or written to a spec file).
     #[serde(skip)]
     pub owned: bool,
-}
-
-fn btree() -> String {
-    "btree".to_owned()
-}
-
-/// Reads an optional SQL text that may be written as a JSON/TOML string,
-/// number or boolean.
-fn sql_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        S(String),
-        I(i64),
-        F(f64),
-        B(bool),
-    }
-    Ok(match Option::<Text>::deserialize(d)? {
-        None => None,
-        Some(Text::S(s)) => Some(s),
-        Some(Text::I(i)) => Some(i.to_string()),
-        Some(Text::F(f)) => Some(f.to_string()),
-        Some(Text::B(b)) => Some(if b { "true" } else { "false" }.to_owned()),
-    })
 }
 
 /// A spec file could not be read or written.
@@ -150,12 +115,13 @@ impl Schema {
         self
     }
 
-    /// Reads the JSON interchange format (unknown fields are ignored).
+    /// Reads the JSON interchange format, strictly (see [`Schema`]).
     pub fn from_json(text: &str) -> Result<Self, FormatError> {
         Ok(serde_json::from_str(text)?)
     }
 
-    /// Reads the TOML form (`[[tables]]`, `[[tables.columns]]`, ...).
+    /// Reads the TOML form (`[[tables]]`, `[[tables.columns]]`, ...),
+    /// strictly (see [`Schema`]).
     pub fn from_toml(text: &str) -> Result<Self, FormatError> {
         Ok(toml::from_str(text)?)
     }
@@ -272,7 +238,7 @@ impl Index {
         Index {
             name: name.into(),
             unique: false,
-            method: btree(),
+            method: file::DEFAULT_METHOD.to_owned(),
             keys: keys.into_iter().map(Into::into).collect(),
             where_: None,
             include: Vec::new(),

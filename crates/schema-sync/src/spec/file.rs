@@ -1,0 +1,164 @@
+//! The file format of a spec, read strictly: every key must be one the
+//! format knows, so a typo (`table` for `tables`, `typ` for `type`) is an
+//! error naming the key and its line, never a spec that silently lacks
+//! something (which a destructive sync would then drop). `tables` is
+//! required: an empty spec is `"tables": []`, written on purpose.
+//!
+//! Besides the spec's own fields, the annotations the control-plane fixture
+//! carries are known and ignored: `format`, `source`, `counts` and `skipped`
+//! at the top; a table's `durability`, `default_primary_key_value` and
+//! `extra_objects`; a column's `nullability_declared`; an index's `kind`,
+//! `comment`, `source_query` and `untruncated_name`.
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+
+use super::{Column, Index, Schema, Table};
+
+/// The access method of an index that names none.
+pub(crate) const DEFAULT_METHOD: &str = "btree";
+
+fn btree() -> String {
+    DEFAULT_METHOD.to_owned()
+}
+
+/// Reads an optional SQL text that may be written as a string, number or
+/// boolean.
+fn sql_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Option::<Text>::deserialize(d)? {
+        None => None,
+        Some(Text::S(s)) => Some(s),
+        Some(Text::I(i)) => Some(i.to_string()),
+        Some(Text::F(f)) => Some(f.to_string()),
+        Some(Text::B(b)) => Some(if b { "true" } else { "false" }.to_owned()),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SchemaFile {
+    tables: Vec<Table>,
+    #[serde(default, rename = "format")]
+    _format: Option<IgnoredAny>,
+    #[serde(default, rename = "source")]
+    _source: Option<IgnoredAny>,
+    #[serde(default, rename = "counts")]
+    _counts: Option<IgnoredAny>,
+    #[serde(default, rename = "skipped")]
+    _skipped: Option<IgnoredAny>,
+}
+
+impl From<SchemaFile> for Schema {
+    fn from(f: SchemaFile) -> Schema {
+        Schema { tables: f.tables }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TableFile {
+    name: String,
+    #[serde(default)]
+    columns: Vec<Column>,
+    #[serde(default)]
+    primary_key: Vec<String>,
+    #[serde(default)]
+    indexes: Vec<Index>,
+    #[serde(default, rename = "durability")]
+    _durability: Option<IgnoredAny>,
+    #[serde(default, rename = "default_primary_key_value")]
+    _default_primary_key_value: Option<IgnoredAny>,
+    #[serde(default, rename = "extra_objects")]
+    _extra_objects: Option<IgnoredAny>,
+}
+
+impl From<TableFile> for Table {
+    fn from(f: TableFile) -> Table {
+        Table {
+            name: f.name,
+            columns: f.columns,
+            primary_key: f.primary_key,
+            indexes: f.indexes,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ColumnFile {
+    name: String,
+    #[serde(rename = "type")]
+    type_: String,
+    #[serde(default)]
+    not_null: bool,
+    #[serde(default, deserialize_with = "sql_text")]
+    default: Option<String>,
+    #[serde(default, deserialize_with = "sql_text")]
+    check: Option<String>,
+    #[serde(default)]
+    unique: bool,
+    #[serde(default, deserialize_with = "sql_text")]
+    null_backfill: Option<String>,
+    #[serde(default, rename = "nullability_declared")]
+    _nullability_declared: Option<IgnoredAny>,
+}
+
+impl From<ColumnFile> for Column {
+    fn from(f: ColumnFile) -> Column {
+        Column {
+            name: f.name,
+            type_: f.type_,
+            not_null: f.not_null,
+            default: f.default,
+            check: f.check,
+            unique: f.unique,
+            null_backfill: f.null_backfill,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IndexFile {
+    name: String,
+    #[serde(default)]
+    unique: bool,
+    #[serde(default = "btree")]
+    method: String,
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(rename = "where", default, deserialize_with = "sql_text")]
+    where_: Option<String>,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default, rename = "kind")]
+    _kind: Option<IgnoredAny>,
+    #[serde(default, rename = "comment")]
+    _comment: Option<IgnoredAny>,
+    #[serde(default, rename = "source_query")]
+    _source_query: Option<IgnoredAny>,
+    #[serde(default, rename = "untruncated_name")]
+    _untruncated_name: Option<IgnoredAny>,
+}
+
+impl From<IndexFile> for Index {
+    fn from(f: IndexFile) -> Index {
+        Index {
+            name: f.name,
+            unique: f.unique,
+            method: f.method,
+            keys: f.keys,
+            where_: f.where_,
+            include: f.include,
+            owned: false,
+        }
+    }
+}
