@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ddl::{create_index, create_table};
 use crate::introspect::{LiveSchema, introspect};
+use crate::ownership::Ownership;
 use crate::plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, HazardKind, Plan, diff_rendered,
 };
@@ -196,6 +197,9 @@ pub struct Report {
 
 struct Prepared {
     live: LiveSchema,
+    /// The ledger of owned objects; `None` before the first sync that
+    /// writes one.
+    owned: Option<Ownership>,
     desired: Schema,
     plan: Plan,
     spec_hash: String,
@@ -242,9 +246,11 @@ async fn read_state<E: Executor>(
 async fn write_state<E: Executor>(
     ex: &mut E,
     prepared: &Prepared,
+    schema: &Schema,
     canonical: &Schema,
-    live: &Schema,
+    after: &LiveSchema,
 ) -> Result<(), SyncError> {
+    let live = &after.schema;
     ex.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS schema_sync;
          CREATE TABLE IF NOT EXISTS schema_sync.state (
@@ -272,7 +278,13 @@ async fn write_state<E: Executor>(
         ],
     )
     .await?;
-    Ok(())
+    prepared
+        .owned
+        .clone()
+        .unwrap_or_default()
+        .after_sync(schema, after)
+        .write(ex)
+        .await
 }
 
 fn unique_suffix() -> String {
@@ -341,6 +353,7 @@ async fn prepare<C: Client>(
     diff: &DiffOptions,
 ) -> Result<Prepared, SyncError> {
     let (server_version, state) = read_state(client).await?;
+    let owned = Ownership::read(client).await?;
     let spec_hash = sha256(&[FORMAT, &server_version, &serde_json::to_string(schema)?]);
     let live = introspect(client, NAMESPACE).await?;
     let cached = match state {
@@ -373,7 +386,13 @@ async fn prepare<C: Client>(
             }
         }
     };
-    let mut plan = diff_rendered(&live.schema, &desired, schema, diff);
+    let mut plan = diff_rendered(
+        &live.schema,
+        &desired,
+        schema,
+        diff,
+        owned.as_ref().unwrap_or(&Ownership::default()),
+    );
     for c in &live.other_constraints {
         if schema.get(&c.table).is_some() {
             plan.drift.push(Drift {
@@ -391,6 +410,7 @@ async fn prepare<C: Client>(
     }
     Ok(Prepared {
         live,
+        owned,
         desired,
         plan,
         spec_hash,
@@ -509,7 +529,9 @@ async fn sync_locked<P: Pool>(
         applied,
         cache_hit: prepared.cache_hit,
     };
-    if options.dry_run || (prepared.plan.is_empty() && prepared.cache_hit) {
+    if options.dry_run
+        || (prepared.plan.is_empty() && prepared.cache_hit && prepared.owned.is_some())
+    {
         return Ok(report(false));
     }
     let later: Vec<&Change> = prepared
@@ -534,8 +556,8 @@ async fn sync_locked<P: Pool>(
         run_change(&mut tx, change, schema).await?;
     }
     if later.is_empty() {
-        let canonical = verify(&mut tx, schema, &prepared, diff).await?;
-        write_state(&mut tx, &prepared, &canonical.0, &canonical.1).await?;
+        let (canonical, after) = verify(&mut tx, schema, &prepared, diff).await?;
+        write_state(&mut tx, &prepared, schema, &canonical, &after).await?;
         tx.commit().await?;
     } else {
         tx.commit().await?;
@@ -561,8 +583,8 @@ async fn sync_locked<P: Pool>(
             }
         }
         let mut tx = client.begin().await?;
-        let canonical = verify(&mut tx, schema, &prepared, diff).await?;
-        write_state(&mut tx, &prepared, &canonical.0, &canonical.1).await?;
+        let (canonical, after) = verify(&mut tx, schema, &prepared, diff).await?;
+        write_state(&mut tx, &prepared, schema, &canonical, &after).await?;
         tx.commit().await?;
     }
     tracing::info!(
@@ -582,7 +604,7 @@ async fn verify<E: Executor>(
     schema: &Schema,
     prepared: &Prepared,
     diff: &DiffOptions,
-) -> Result<(Schema, Schema), SyncError> {
+) -> Result<(Schema, LiveSchema), SyncError> {
     let after = introspect(ex, NAMESPACE).await?;
     let canonical = Schema {
         tables: schema
@@ -602,9 +624,14 @@ async fn verify<E: Executor>(
             })
             .collect(),
     };
-    let remaining = diff_rendered(&after.schema, &canonical, schema, diff);
+    let owned = prepared
+        .owned
+        .clone()
+        .unwrap_or_default()
+        .after_sync(schema, &after);
+    let remaining = diff_rendered(&after.schema, &canonical, schema, diff, &owned);
     if !remaining.is_empty() {
         return Err(SyncError::NotConverged(remaining.to_string()));
     }
-    Ok((canonical, after.schema))
+    Ok((canonical, after))
 }

@@ -76,6 +76,19 @@ pub struct LiveSchema {
     pub schema: Schema,
     /// Constraints outside the model.
     pub other_constraints: Vec<OtherConstraint>,
+    /// The one-column UNIQUE constraints behind the columns' `unique` flags:
+    /// `(table, column, constraint name)`.
+    pub unique_constraints: Vec<(String, String, String)>,
+}
+
+impl LiveSchema {
+    /// The name of the one-column UNIQUE constraint on `table.column`.
+    pub fn unique_constraint(&self, table: &str, column: &str) -> Option<&str> {
+        self.unique_constraints
+            .iter()
+            .find(|(t, c, _)| t == table && c == column)
+            .map(|(_, _, name)| name.as_str())
+    }
 }
 
 fn text(v: &Value) -> Result<Option<String>, SyncError> {
@@ -138,6 +151,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         });
     }
     let mut other_constraints = Vec::new();
+    let mut unique_constraints = Vec::new();
     for row in ex.query(CONSTRAINTS, &params).await? {
         let v = row.values();
         let tname = req(&v[0])?;
@@ -165,6 +179,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
                 match table.columns.iter_mut().find(|c| c.name == columns[0]) {
                     Some(c) if !c.unique => {
                         c.unique = true;
+                        unique_constraints.push((tname.clone(), c.name.clone(), cname.clone()));
                         true
                     }
                     _ => false,
@@ -226,6 +241,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
     Ok(LiveSchema {
         schema,
         other_constraints,
+        unique_constraints,
     })
 }
 

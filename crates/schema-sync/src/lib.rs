@@ -97,6 +97,7 @@ mod apply;
 mod ddl;
 mod introspect;
 mod normalize;
+mod ownership;
 mod plan;
 pub mod snapshot;
 mod spec;

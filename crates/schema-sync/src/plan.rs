@@ -12,6 +12,7 @@ use crate::ddl::{
     pkey_name, temp_index_name, unique_name,
 };
 use crate::normalize::{is_serial, normalize_table, storage_type};
+use crate::ownership::Ownership;
 use crate::spec::{Column, Index, Schema, Table};
 
 /// What a hazard is about. Names are stable (`SCREAMING_SNAKE_CASE` in
@@ -31,6 +32,9 @@ pub enum HazardKind {
     IndexBuild,
     /// Drops an index schema-sync owns; queries using it may slow down.
     IndexDropped,
+    /// Drops a constraint schema-sync owns: the table accepts rows it
+    /// refused before.
+    LoosensConstraint,
 }
 
 impl HazardKind {
@@ -42,6 +46,7 @@ impl HazardKind {
             HazardKind::Destructive => "DESTRUCTIVE",
             HazardKind::IndexBuild => "INDEX_BUILD",
             HazardKind::IndexDropped => "INDEX_DROPPED",
+            HazardKind::LoosensConstraint => "LOOSENS_CONSTRAINT",
         }
     }
 }
@@ -93,6 +98,8 @@ pub enum ChangeKind {
     DropCheck,
     /// `ADD CONSTRAINT ... UNIQUE`.
     AddUnique,
+    /// `DROP CONSTRAINT` of a one-column UNIQUE constraint schema-sync owns.
+    DropUnique,
     /// `ADD PRIMARY KEY` on a table without one.
     AddPrimaryKey,
     /// Drop the primary key (`<table>_pkey`) and add the spec's.
@@ -122,6 +129,7 @@ impl ChangeKind {
             ChangeKind::AddCheck => "add check on",
             ChangeKind::DropCheck => "drop check on",
             ChangeKind::AddUnique => "add unique on",
+            ChangeKind::DropUnique => "drop unique on",
             ChangeKind::AddPrimaryKey => "add primary key to",
             ChangeKind::ChangePrimaryKey => "change primary key of",
             ChangeKind::CreateIndex => "create index",
@@ -314,9 +322,17 @@ impl DiffOptions {
 
 /// The plan that turns `current` into `desired`. Both are compared in
 /// normalized form; the SQL is written from `desired`. Indexes of `current`
-/// are replaced or dropped only if marked `owned`.
+/// are replaced or dropped only if marked `owned`; its tables, columns and
+/// UNIQUE constraints count as schema-sync's (`current` is an older spec,
+/// synced before).
 pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
-    diff_rendered(current, desired, desired, options)
+    diff_rendered(
+        current,
+        desired,
+        desired,
+        options,
+        &Ownership::all_of(current),
+    )
 }
 
 /// [`diff`] comparing against `desired` (canonical forms) while writing SQL
@@ -326,10 +342,12 @@ pub(crate) fn diff_rendered(
     desired: &Schema,
     render: &Schema,
     options: &DiffOptions,
+    owned: &Ownership,
 ) -> Plan {
     let mut d = Differ {
         plan: Plan::default(),
         options,
+        owned,
     };
     for rt in &render.tables {
         let dt = desired.get(&rt.name).unwrap_or(rt);
@@ -343,7 +361,17 @@ pub(crate) fn diff_rendered(
         if render.get(&ct.name).is_some() {
             continue;
         }
-        if options.allow_destructive {
+        if !owned.owns_table(&ct.name) {
+            d.drift(
+                DriftKind::ExtraTable,
+                &ct.name,
+                None,
+                format!(
+                    "table {} is not in the spec and not schema-sync's; left alone",
+                    quote_ident(&ct.name)
+                ),
+            );
+        } else if options.allow_destructive {
             drops.push(Change {
                 kind: ChangeKind::DropTable,
                 table: ct.name.clone(),
@@ -373,6 +401,7 @@ pub(crate) fn diff_rendered(
 struct Differ<'o> {
     plan: Plan,
     options: &'o DiffOptions,
+    owned: &'o Ownership,
 }
 
 fn cols(t: &str, c: &str) -> String {
@@ -563,7 +592,17 @@ impl Differ<'_> {
             if render.get_column(&cc.name).is_some() {
                 continue;
             }
-            if self.options.allow_destructive {
+            if !self.owned.owns_column(t, &cc.name) {
+                self.drift(
+                    DriftKind::ExtraColumn,
+                    t,
+                    Some(&cc.name),
+                    format!(
+                        "column {} is not in the spec and not schema-sync's; left alone",
+                        cols(t, &cc.name)
+                    ),
+                );
+            } else if self.options.allow_destructive {
                 self.push(
                     ChangeKind::DropColumn,
                     t,
@@ -796,6 +835,24 @@ impl Differ<'_> {
                         "holds an ACCESS EXCLUSIVE lock during the build",
                     ),
                 ],
+            );
+        } else if !dc.unique
+            && cc.unique
+            && des.primary_key != [cc.name.clone()]
+            && let Some(name) = self.owned.unique(t, &rc.name)
+        {
+            self.push(
+                ChangeKind::DropUnique,
+                t,
+                Some(&rc.name),
+                vec![format!(
+                    "ALTER TABLE {qt} DROP CONSTRAINT {}",
+                    quote_ident(name)
+                )],
+                vec![hazard(
+                    HazardKind::LoosensConstraint,
+                    "drops the UNIQUE constraint: duplicate values are accepted from now on",
+                )],
             );
         } else if !dc.unique && cc.unique && des.primary_key != [cc.name.clone()] {
             self.drift(

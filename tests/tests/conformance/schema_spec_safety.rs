@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use schema_sync::{Column, Index, Options, Schema, SyncError, Table};
 
 use crate::TestDb;
+use crate::schema_ownership::{columns, tables};
 
 /// A table the hostile specs try to drop or change, with one row.
 async fn victim(db: &TestDb) {
@@ -26,35 +27,13 @@ async fn assert_untouched(db: &TestDb, spec_columns: &[&str]) {
         .unwrap()
         .get(0);
     assert_eq!(v, 42);
-    let tables: Vec<String> = db
-        .pool
-        .query(
-            "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace \
-             AND relkind = 'r' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables = tables(db).await;
     assert!(
         tables == ["victim"] || tables == ["s", "victim"],
         "unexpected tables: {tables:?}"
     );
     if tables.len() == 2 {
-        let columns: Vec<String> = db
-            .pool
-            .query(
-                "SELECT attname::text FROM pg_attribute WHERE attrelid = 'public.s'::regclass \
-                 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let columns = columns(db, "s").await;
         assert_eq!(columns, spec_columns);
     }
 }
