@@ -2,13 +2,16 @@
 //!
 //! - `schema plan --spec FILE` prints the plan; exits 0 when there is nothing
 //!   to do, 2 when changes are pending, 1 on error.
-//! - `schema sync --spec FILE [--allow-destructive] [--dry-run]` applies it.
+//! - `schema sync --spec FILE [--allow-destructive] [--dry-run]
+//!   [--lock-timeout D] [--lock-deadline D] [--statement-timeout D]
+//!   [--concurrent-indexes]` applies it.
 //! - `schema introspect [--format json|toml]` prints the live schema as a spec.
 //!
 //! A spec file ending in `.toml` is read as TOML, anything else as JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use db::{AnyPool, Pool};
@@ -50,6 +53,32 @@ pub(crate) struct SyncArgs {
     /// Print the plan and check its hazards, change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// How long one DDL statement waits for its lock before the attempt is
+    /// rolled back and retried (PostgreSQL; `0` waits forever).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = duration)]
+    pub(crate) lock_timeout: Limit,
+    /// How long the sync keeps retrying while its locks are not granted.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub(crate) lock_deadline: Limit,
+    /// The longest any statement of the sync may run (PostgreSQL; `0`, the
+    /// default, is no limit).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration)]
+    pub(crate) statement_timeout: Limit,
+    /// Build indexes on existing tables with CREATE INDEX CONCURRENTLY,
+    /// outside the transaction (PostgreSQL; writes go on meanwhile).
+    #[arg(long)]
+    pub(crate) concurrent_indexes: bool,
+}
+
+/// A time limit given on the command line; `None` for `0` (no limit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit(Option<Duration>);
+
+/// A duration as PostgreSQL's settings take it (`300ms`, `5s`, `2min`).
+fn duration(text: &str) -> Result<Limit, String> {
+    db::parse_duration(text)
+        .map(Limit)
+        .map_err(|e| e.to_string())
 }
 
 /// Output formats of `schema introspect`.
@@ -123,9 +152,13 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
             }
         }
         (SchemaCommand::Sync(args), Some(spec)) => {
-            let options = Options::new()
+            let mut options = Options::new()
                 .allow_destructive(args.allow_destructive)
-                .dry_run(args.dry_run);
+                .dry_run(args.dry_run)
+                .concurrent_indexes(args.concurrent_indexes)
+                .lock_deadline(args.lock_deadline.0.unwrap_or_default());
+            options.lock_timeout = args.lock_timeout.0;
+            options.statement_timeout = args.statement_timeout.0;
             match schema_sync::sync(&pool, &spec, &options).await {
                 Ok(report) => {
                     let verb = if report.applied {

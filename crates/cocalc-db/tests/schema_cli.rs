@@ -131,3 +131,28 @@ fn a_spec_with_a_typo_or_nothing_in_it_is_refused_and_drops_nothing() {
     let (code, out, err) = run(cocalc_db(&db).args(["sql", "SELECT count(*) FROM \"Accounts\""]));
     assert_eq!(code, 0, "the table is still there: {out}{err}");
 }
+
+/// The lock and statement limits and concurrent index builds are flags of
+/// `schema sync`; a value that is not a duration is refused by name.
+#[test]
+fn sync_takes_lock_and_statement_limits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("db");
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(&spec, SPEC).expect("spec");
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "sync", "--spec"])
+        .arg(&spec)
+        .args(["--lock-timeout", "500ms", "--lock-deadline", "1min"])
+        .args(["--statement-timeout", "30s", "--concurrent-indexes"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "sync", "--spec"])
+        .arg(&spec)
+        .args(["--lock-timeout", "soon"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("--lock-timeout") && err.contains("\"soon\""),
+        "{err}"
+    );
+}

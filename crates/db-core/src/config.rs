@@ -231,11 +231,23 @@ impl SessionTimeouts {
 /// milliseconds, as for `statement_timeout`), rounded to whole milliseconds
 /// as PostgreSQL rounds it; `0` (or what rounds to it) means no limit.
 fn parse_timeout(variable: &'static str, value: &str) -> Result<Option<Duration>, ConfigError> {
-    let invalid = || ConfigError::InvalidValue {
+    parse_duration(value).map_err(|_| ConfigError::InvalidValue {
         variable,
         value: value.to_owned(),
         reason: "expected a duration such as 300ms, 5s or 2min (a plain number is milliseconds)",
-    };
+    })
+}
+
+/// Text that is not a duration (see [`parse_duration`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a duration such as 300ms, 5s or 2min (a plain number is milliseconds)")]
+pub struct InvalidDuration(pub String);
+
+/// Reads a duration as PostgreSQL's settings take it (`300ms`, `5s`,
+/// `2min`, `1h`; a plain number is milliseconds), in whole milliseconds as
+/// the server holds it; `None` for zero (off).
+pub fn parse_duration(value: &str) -> Result<Option<Duration>, InvalidDuration> {
+    let invalid = || InvalidDuration(value.to_owned());
     let v = value.trim();
     const UNITS: [(&str, f64); 6] = [
         ("min", 60_000.0),

@@ -73,6 +73,22 @@ pub enum SyncError {
     /// schema-sync); the transaction was rolled back.
     #[error("the database did not converge; remaining plan:\n{0}")]
     NotConverged(String),
+    /// The sync could not get the locks it needs before its deadline
+    /// ([`Options::lock_deadline`]); every attempt was rolled back, so
+    /// nothing changed.
+    #[error(
+        "gave up after {waited:?}: could not lock {}{}; nothing was changed",
+        table.as_deref().map_or_else(|| "the tables".to_owned(), |t| format!("table {t:?}")),
+        holders_suffix(.holders)
+    )]
+    LockTimeout {
+        /// The table whose lock was not granted.
+        table: Option<String>,
+        /// How long the sync tried.
+        waited: Duration,
+        /// The sessions holding locks on it when the sync gave up.
+        holders: Vec<LockHolder>,
+    },
     /// A concurrently built index ended up invalid and was dropped.
     #[error("concurrent build of index {0:?} failed and left an invalid index (dropped)")]
     InvalidIndex(String),
@@ -85,6 +101,42 @@ pub enum SyncError {
     /// Any other database error.
     #[error(transparent)]
     Db(#[from] db_core::Error),
+}
+
+/// A session holding a lock a sync waited for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LockHolder {
+    /// Its server process id (`pg_terminate_backend` takes it).
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application: String,
+    /// How long its transaction (or, outside one, its statement) has run.
+    pub held_for: Option<Duration>,
+    /// `active`, `idle in transaction`, ...
+    pub state: String,
+}
+
+fn holders_suffix(holders: &[LockHolder]) -> String {
+    if holders.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = holders
+        .iter()
+        .map(|h| {
+            let held = h
+                .held_for
+                .map(|d| format!(", for {:.1} s", d.as_secs_f64()))
+                .unwrap_or_default();
+            format!(
+                "pid {} ({:?}, {}{held})",
+                h.pid,
+                h.application,
+                if h.state.is_empty() { "?" } else { &h.state }
+            )
+        })
+        .collect();
+    format!(", held by {}", list.join(", "))
 }
 
 fn rejected_where(column: &Option<String>, index: &Option<String>) -> String {
@@ -105,8 +157,13 @@ pub struct Options {
     /// On PostgreSQL, build indexes on existing tables with `CREATE INDEX
     /// CONCURRENTLY` outside the transaction (ignored on PGlite).
     pub concurrent_indexes: bool,
-    /// `SET LOCAL lock_timeout` inside the apply transaction (PostgreSQL).
+    /// `SET LOCAL lock_timeout` inside the apply transaction (PostgreSQL):
+    /// how long one DDL statement waits for its lock, and so how long
+    /// readers of the table can queue behind it. Default 3 s.
     pub lock_timeout: Option<Duration>,
+    /// How long a sync keeps retrying (with backoff) while its locks are not
+    /// granted, before it fails with [`SyncError::LockTimeout`]. Default 30 s.
+    pub lock_deadline: Duration,
     /// `SET LOCAL statement_timeout` inside the apply transaction (PostgreSQL).
     pub statement_timeout: Option<Duration>,
     /// How long to wait for another sync to finish (the advisory lock).
@@ -120,7 +177,8 @@ impl Default for Options {
         Options {
             allow_destructive: false,
             concurrent_indexes: false,
-            lock_timeout: None,
+            lock_timeout: Some(Duration::from_secs(3)),
+            lock_deadline: Duration::from_secs(30),
             statement_timeout: None,
             lock_wait: Duration::from_secs(120),
             dry_run: false,
@@ -152,6 +210,13 @@ impl Options {
     #[must_use]
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`Options::lock_deadline`].
+    #[must_use]
+    pub fn lock_deadline(mut self, deadline: Duration) -> Self {
+        self.lock_deadline = deadline;
         self
     }
 
@@ -454,6 +519,13 @@ async fn run_change<E: Executor>(
     // a second statement: whatever text a spec holds, it cannot add one.
     for statement in &change.statements {
         if let Err(source) = ex.execute(statement, &[]).await {
+            if source.code() == Some(&db_core::SqlState::LOCK_NOT_AVAILABLE) {
+                return Err(SyncError::LockTimeout {
+                    table: Some(change.table.clone()),
+                    waited: Duration::ZERO,
+                    holders: Vec::new(),
+                });
+            }
             // A new table or index is sent as written: report the server's
             // rejection with the table and column or index it concerns.
             let table = schema.get(&change.table);
@@ -498,12 +570,85 @@ pub async fn sync<P: Pool>(
     // the lock does not hold the backend.
     let mut client = pool.acquire().await?;
     client.lock(LOCK_KEY, options.lock_wait).await?;
-    let result = sync_locked(pool, &mut client, schema, options, &diff).await;
+    let result = sync_retrying(pool, &mut client, schema, options, &diff).await;
     // On failure the release of the session drops the lock with it.
     if result.is_ok() {
         client.unlock(LOCK_KEY).await?;
     }
     result
+}
+
+/// Runs [`sync_locked`] again, after a backoff, each time a DDL statement
+/// could not get its lock within `lock_timeout` (the attempt was rolled
+/// back), until [`Options::lock_deadline`]; then names who holds the lock.
+async fn sync_retrying<P: Pool>(
+    pool: &P,
+    client: &mut P::Client,
+    schema: &Schema,
+    options: &Options,
+    diff: &DiffOptions,
+) -> Result<Report, SyncError> {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match sync_locked(pool, client, schema, options, diff).await {
+            Err(SyncError::LockTimeout { table, .. }) => {
+                if started.elapsed() + backoff < options.lock_deadline {
+                    tracing::info!(
+                        target: "schema_sync",
+                        table = table.as_deref().unwrap_or_default(),
+                        ?backoff,
+                        "a lock was not granted; retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                let holders = match &table {
+                    Some(t) => lock_holders(client, t).await?,
+                    None => Vec::new(),
+                };
+                return Err(SyncError::LockTimeout {
+                    table,
+                    waited: started.elapsed(),
+                    holders,
+                });
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The other sessions holding a lock on `table`.
+async fn lock_holders<E: Executor>(ex: &mut E, table: &str) -> Result<Vec<LockHolder>, SyncError> {
+    let rows = ex
+        .query(
+            "SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
+                    extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8,
+                    coalesce(a.state, '')
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'relation' AND l.relation = to_regclass($1)
+               AND l.granted AND l.pid <> pg_backend_pid()
+             ORDER BY a.pid",
+            &[Value::Text(format!(
+                "{}.{}",
+                quote_ident(NAMESPACE),
+                quote_ident(table)
+            ))],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LockHolder {
+                pid: r.try_get(0)?,
+                application: r.try_get(1)?,
+                held_for: r
+                    .try_get::<Option<f64>, _>(2)?
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+                state: r.try_get(3)?,
+            })
+        })
+        .collect()
 }
 
 async fn sync_locked<P: Pool>(

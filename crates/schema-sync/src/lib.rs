@@ -103,7 +103,9 @@ pub mod snapshot;
 mod spec;
 mod validate;
 
-pub use apply::{LOCK_KEY, NAMESPACE, Options, Report, SyncError, canonicalize, plan, sync};
+pub use apply::{
+    LOCK_KEY, LockHolder, NAMESPACE, Options, Report, SyncError, canonicalize, plan, sync,
+};
 pub use ddl::{OWNER_MARKER, check_name, index_marker, is_owner_marker, pkey_name, unique_name};
 pub use introspect::{LiveSchema, OtherConstraint, introspect};
 pub use normalize::{normalize, normalize_type};

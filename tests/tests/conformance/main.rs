@@ -12,6 +12,7 @@ mod migrate;
 mod notify;
 mod pglite;
 mod rows;
+mod schema_locks;
 mod schema_ownership;
 mod schema_spec_safety;
 mod schema_sync;
