@@ -1,7 +1,12 @@
 //! `cocalc-db schema ...`: plan, sync and introspect with schema-sync.
 //!
-//! - `schema plan --spec FILE` prints the plan; exits 0 when there is nothing
-//!   to do, 2 when changes are pending, 1 on error.
+//! - `schema plan --spec FILE [--json] [--expect HASH]` prints the plan and
+//!   its hash; exits 0 when there is nothing to do, 2 when changes are
+//!   pending, 1 on error; with `--expect`, 0 exactly when the plan's hash is
+//!   the one given (the plan a pull request's reviewers saw).
+//! - `schema diff OLD NEW [--json] [--expect HASH]` the same, offline: the
+//!   plan from one spec file to another, as a live plan on a database synced
+//!   with OLD would be.
 //! - `schema sync --spec FILE [--allow-destructive] [--dry-run]
 //!   [--lock-timeout D] [--lock-deadline D] [--statement-timeout D]
 //!   [--concurrent-indexes]` applies it.
@@ -23,9 +28,13 @@ use crate::output;
 /// The `schema` subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub(crate) enum SchemaCommand {
-    /// Print the plan that would make the database match the spec. Exit
-    /// status: 0 nothing to do, 2 changes pending, 1 error.
-    Plan(SpecArgs),
+    /// Print the plan that would make the database match the spec, and its
+    /// hash. Exit status: 0 nothing to do, 2 changes pending, 1 error; with
+    /// --expect, 0 exactly when the plan's hash is the one given.
+    Plan(PlanArgs),
+    /// The plan from one spec file to another, offline (no database): what
+    /// `plan` would print on a database synced with OLD.
+    Diff(DiffArgs),
     /// Make the database match the spec.
     Sync(SyncArgs),
     /// Print the live `public` schema as a spec.
@@ -38,6 +47,80 @@ pub(crate) struct SpecArgs {
     /// The spec file (`.toml` for TOML, otherwise JSON).
     #[arg(long)]
     pub(crate) spec: PathBuf,
+}
+
+/// How a plan is printed and checked.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PlanOutput {
+    /// Print the plan as JSON (with its hash) instead of SQL text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Exit 0 only if the plan's hash is HASH (printed with every plan), 1
+    /// otherwise: gates a deploy or pull request on the reviewed plan.
+    #[arg(long, value_name = "HASH")]
+    pub(crate) expect: Option<String>,
+}
+
+/// Arguments of `schema plan`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PlanArgs {
+    /// The spec.
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    /// Output.
+    #[command(flatten)]
+    pub(crate) output: PlanOutput,
+}
+
+/// Arguments of `schema diff`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DiffArgs {
+    /// The older spec file.
+    pub(crate) old: PathBuf,
+    /// The newer spec file.
+    pub(crate) new: PathBuf,
+    /// Plan drops of the tables and columns OLD has and NEW lacks.
+    #[arg(long)]
+    pub(crate) allow_destructive: bool,
+    /// Output.
+    #[command(flatten)]
+    pub(crate) output: PlanOutput,
+}
+
+/// Prints `plan` with its hash and picks the exit status (see the module
+/// docs).
+fn report_plan(name: &str, plan: &schema_sync::Plan, output: &PlanOutput) -> ExitCode {
+    let hash = plan.hash();
+    let text = if output.json {
+        let json = serde_json::to_value(plan).map(|mut value| {
+            if let Some(object) = value.as_object_mut() {
+                object.insert("hash".to_owned(), serde_json::Value::String(hash.clone()));
+            }
+            value
+        });
+        match json.and_then(|v| serde_json::to_string_pretty(&v)) {
+            Ok(t) => t + "\n",
+            Err(e) => return output::fail(name, &format!("writing JSON: {e}")),
+        }
+    } else {
+        format!("{plan}-- plan hash: {hash}\n")
+    };
+    let code = output::print(name, &text);
+    if code != ExitCode::SUCCESS {
+        return code;
+    }
+    match &output.expect {
+        Some(expected) if expected.trim() == hash => ExitCode::SUCCESS,
+        Some(expected) => output::fail(
+            name,
+            &format!(
+                "the plan's hash is {hash}, not the expected {}",
+                expected.trim()
+            ),
+        ),
+        None if plan.is_empty() => ExitCode::SUCCESS,
+        None => ExitCode::from(2),
+    }
 }
 
 /// Arguments of `schema sync`.
@@ -119,15 +202,19 @@ async fn open(db: &DbArgs, name: &str) -> Result<AnyPool, ExitCode> {
 
 /// Runs a `schema` subcommand.
 pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
+    if let SchemaCommand::Diff(args) = command {
+        return diff(args);
+    }
     let name = match command {
         SchemaCommand::Plan(_) => "schema plan",
+        SchemaCommand::Diff(_) => "schema diff",
         SchemaCommand::Sync(_) => "schema sync",
         SchemaCommand::Introspect(_) => "schema introspect",
     };
     let spec = match command {
-        SchemaCommand::Plan(a) => Some(&a.spec),
+        SchemaCommand::Plan(a) => Some(&a.spec.spec),
         SchemaCommand::Sync(a) => Some(&a.spec.spec),
-        SchemaCommand::Introspect(_) => None,
+        SchemaCommand::Introspect(_) | SchemaCommand::Diff(_) => None,
     };
     let spec = match spec.map(|p| read_spec(p)).transpose() {
         Ok(s) => s,
@@ -138,16 +225,9 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
         Err(code) => return code,
     };
     let code = match (command, spec) {
-        (SchemaCommand::Plan(_), Some(spec)) => {
+        (SchemaCommand::Plan(args), Some(spec)) => {
             match schema_sync::plan(&pool, &spec, &Options::new()).await {
-                Ok(plan) => {
-                    let code = output::print(name, &plan.to_string());
-                    if code != ExitCode::SUCCESS || plan.is_empty() {
-                        code
-                    } else {
-                        ExitCode::from(2)
-                    }
-                }
+                Ok(plan) => report_plan(name, &plan, &args.output),
                 Err(e) => output::fail(name, &output::error_chain(&e)),
             }
         }
@@ -170,7 +250,8 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
                     };
                     let mut text = report.plan.to_string();
                     text.push_str(&format!(
-                        "-- {verb}: {} change(s)\n",
+                        "-- plan hash: {}\n-- {verb}: {} change(s)\n",
+                        report.plan.hash(),
                         report.plan.changes.len()
                     ));
                     output::print(name, &text)
@@ -211,4 +292,21 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
     };
     pool.close().await;
     code
+}
+
+/// `schema diff OLD NEW`: the offline plan between two spec files.
+fn diff(args: &DiffArgs) -> ExitCode {
+    let name = "schema diff";
+    let (old, new) = match (read_spec(&args.old), read_spec(&args.new)) {
+        (Ok(old), Ok(new)) => (old, new),
+        (Err(e), _) | (_, Err(e)) => return output::fail(name, &e),
+    };
+    for spec in [&old, &new] {
+        if let Err(e) = schema_sync::validate(spec) {
+            return output::fail(name, &e.to_string());
+        }
+    }
+    let options = schema_sync::DiffOptions::new().allow_destructive(args.allow_destructive);
+    let plan = schema_sync::snapshot::plan_between_with(&old, &new, &options);
+    report_plan(name, &plan, &args.output)
 }

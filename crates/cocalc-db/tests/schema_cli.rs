@@ -156,3 +156,63 @@ fn sync_takes_lock_and_statement_limits() {
         "{err}"
     );
 }
+
+fn plan_hash(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("-- plan hash: "))
+        .unwrap_or_else(|| panic!("no plan hash in {out}"))
+        .to_owned()
+}
+
+/// Every plan carries a hash; `--expect` gates on it; `schema diff OLD NEW`
+/// gives offline the plan (and hash) that `schema plan` gives live on a
+/// database synced with OLD; `--json` prints the same plan as JSON.
+#[test]
+fn plans_have_a_hash_to_gate_on_and_diff_matches_the_live_plan() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("db");
+    let old = tmp.path().join("old.toml");
+    let new = tmp.path().join("new.toml");
+    std::fs::write(&old, SPEC).expect("old");
+    let newer = format!(
+        "{SPEC}\n[[tables.columns]]\nname = \"note\"\ntype = \"TEXT\"\ndefault = \"''\"\n\n\
+         [[tables]]\nname = \"extra\"\n[[tables.columns]]\nname = \"id\"\ntype = \"INTEGER\"\n"
+    );
+    std::fs::write(&new, newer).expect("new");
+    let (code, out, err) = run(cocalc_db(&db).args(["schema", "sync", "--spec"]).arg(&old));
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, live, err) = run(cocalc_db(&db).args(["schema", "plan", "--spec"]).arg(&new));
+    assert_eq!(code, 2, "changes pending: {live}{err}");
+    let hash = plan_hash(&live);
+    let (code, offline, err) = run(cocalc_db(&db).args(["schema", "diff"]).arg(&old).arg(&new));
+    assert_eq!(code, 2, "{offline}{err}");
+    assert_eq!(
+        plan_hash(&offline),
+        hash,
+        "live:\n{live}\noffline:\n{offline}"
+    );
+
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "plan", "--spec"])
+        .arg(&new)
+        .args(["--expect", &hash]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "plan", "--spec"])
+        .arg(&new)
+        .args(["--expect", "0123456789abcdef"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&hash) && err.contains("0123456789abcdef"),
+        "{err}"
+    );
+
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "plan", "--json", "--spec"])
+        .arg(&new));
+    assert_eq!(code, 2, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(json["hash"], hash.as_str());
+    assert_eq!(json["changes"].as_array().map(Vec::len), Some(2), "{json}");
+}

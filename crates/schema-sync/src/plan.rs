@@ -266,6 +266,38 @@ impl fmt::Display for Change {
     }
 }
 
+impl Plan {
+    /// A digest of what the plan would do: every change's kind, table,
+    /// object, statements and hazards, in order (drift is not part of it).
+    /// Two plans with the same hash run the same SQL; CI can gate a pull
+    /// request on the hash of the plan its reviewers saw. 16 hex digits of a
+    /// SHA-256.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for change in &self.changes {
+            for part in [
+                change.kind.describe(),
+                &change.table,
+                change.object.as_deref().unwrap_or_default(),
+            ] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            for statement in &change.statements {
+                h.update(statement.as_bytes());
+                h.update([0]);
+            }
+            for hazard in &change.hazards {
+                h.update(hazard.kind.as_str().as_bytes());
+                h.update([0]);
+            }
+            h.update([1]);
+        }
+        hex::encode(&h.finalize()[..8])
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.changes.is_empty() {
