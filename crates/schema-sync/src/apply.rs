@@ -457,6 +457,7 @@ async fn prepare<C: Client>(
         schema,
         diff,
         owned.as_ref().unwrap_or(&Ownership::default()),
+        &live.primary_key_names,
     );
     for c in &live.other_constraints {
         if schema.get(&c.table).is_some() {
@@ -774,7 +775,14 @@ async fn verify<E: Executor>(
         .clone()
         .unwrap_or_default()
         .after_sync(schema, &after);
-    let remaining = diff_rendered(&after.schema, &canonical, schema, diff, &owned);
+    let remaining = diff_rendered(
+        &after.schema,
+        &canonical,
+        schema,
+        diff,
+        &owned,
+        &after.primary_key_names,
+    );
     if !remaining.is_empty() {
         return Err(SyncError::NotConverged(remaining.to_string()));
     }

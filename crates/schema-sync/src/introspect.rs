@@ -79,6 +79,9 @@ pub struct LiveSchema {
     /// The one-column UNIQUE constraints behind the columns' `unique` flags:
     /// `(table, column, constraint name)`.
     pub unique_constraints: Vec<(String, String, String)>,
+    /// The names of the tables' primary-key constraints, by table (a key
+    /// made outside schema-sync need not be `<table>_pkey`).
+    pub primary_key_names: BTreeMap<String, String>,
 }
 
 impl LiveSchema {
@@ -152,6 +155,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
     }
     let mut other_constraints = Vec::new();
     let mut unique_constraints = Vec::new();
+    let mut primary_key_names = BTreeMap::new();
     for row in ex.query(CONSTRAINTS, &params).await? {
         let v = row.values();
         let tname = req(&v[0])?;
@@ -173,6 +177,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         let mapped = match kind.as_str() {
             "p" => {
                 table.primary_key = columns;
+                primary_key_names.insert(tname.clone(), cname.clone());
                 true
             }
             "u" if columns.len() == 1 => {
@@ -242,6 +247,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         schema,
         other_constraints,
         unique_constraints,
+        primary_key_names,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Plans: ordered changes with their SQL and hazards, and the pure diff of
 //! two schemas that produces them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use db_core::quote_ident;
@@ -102,7 +102,7 @@ pub enum ChangeKind {
     DropUnique,
     /// `ADD PRIMARY KEY` on a table without one.
     AddPrimaryKey,
-    /// Drop the primary key (`<table>_pkey`) and add the spec's.
+    /// Drop the primary key (by its live name) and add the spec's.
     ChangePrimaryKey,
     /// `CREATE INDEX` (and its ownership marker).
     CreateIndex,
@@ -364,6 +364,7 @@ pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
         desired,
         options,
         &Ownership::all_of(current),
+        &BTreeMap::new(),
     )
 }
 
@@ -375,11 +376,13 @@ pub(crate) fn diff_rendered(
     render: &Schema,
     options: &DiffOptions,
     owned: &Ownership,
+    pkey_names: &BTreeMap<String, String>,
 ) -> Plan {
     let mut d = Differ {
         plan: Plan::default(),
         options,
         owned,
+        pkey_names,
     };
     for rt in &render.tables {
         let dt = desired.get(&rt.name).unwrap_or(rt);
@@ -434,6 +437,8 @@ struct Differ<'o> {
     plan: Plan,
     options: &'o DiffOptions,
     owned: &'o Ownership,
+    /// The live primary keys' names; absent ones are `<table>_pkey`.
+    pkey_names: &'o BTreeMap<String, String>,
 }
 
 fn cols(t: &str, c: &str) -> String {
@@ -544,10 +549,12 @@ impl Differ<'_> {
                     ],
                 );
             } else {
-                let mut sql = format!(
-                    "ALTER TABLE {qt} DROP CONSTRAINT {}",
-                    quote_ident(&pkey_name(t))
-                );
+                let name = self
+                    .pkey_names
+                    .get(t)
+                    .cloned()
+                    .unwrap_or_else(|| pkey_name(t));
+                let mut sql = format!("ALTER TABLE {qt} DROP CONSTRAINT {}", quote_ident(&name));
                 let mut hazards = vec![hazard(
                     HazardKind::TakesStrongLock,
                     "holds an ACCESS EXCLUSIVE lock while the key is swapped",

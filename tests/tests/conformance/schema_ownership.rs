@@ -224,3 +224,44 @@ async fn the_changefeed_tables_survive_a_destructive_sync() {
         .unwrap();
     drop(feed);
 }
+
+/// A primary key made outside schema-sync, under a name of its own, is
+/// swapped by that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_is_swapped_by_its_real_name() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute(
+            "CREATE TABLE t (id bigint NOT NULL, code text NOT NULL, \
+             CONSTRAINT custom_key PRIMARY KEY (id))",
+        )
+        .await
+        .unwrap();
+    let spec = Schema::new().table(
+        Table::new("t")
+            .column(Column::new("id", "BIGINT").not_null())
+            .column(Column::new("code", "TEXT").not_null())
+            .primary_key(["code"]),
+    );
+    sync(&db, &spec, &Options::new()).await;
+    let key: Vec<String> = db
+        .pool
+        .query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = 't'::regclass AND i.indisprimary",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(key, ["code"]);
+    assert!(
+        schema_sync::plan(&db.pool, &spec, &Options::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
