@@ -137,13 +137,31 @@ pub enum Error {
     /// after `kill -9`: nothing of the open transaction was kept, what was
     /// committed before is there, and the pool goes on serving.
     #[error(
-        "the embedded database crashed running this statement and was restarted from its files; \
-         the open transaction, if any, was rolled back ({detail})"
+        "the embedded database crashed running this statement{}; the open transaction, if any, \
+         was rolled back ({detail})",
+        match .reopen_error {
+            None => " and was restarted from its files".to_owned(),
+            Some(e) => format!(
+                "; reopening it failed ({e}), and the next statement tries again"
+            ),
+        }
     )]
     BackendCrashed {
         /// What the WebAssembly runtime reported.
         detail: String,
+        /// Why reopening the database after the crash failed, if it did.
+        reopen_error: Option<String>,
     },
+    /// This session was lost in an earlier crash of the embedded backend
+    /// ([`Error::BackendCrashed`]): its transaction, settings (`SET ROLE`,
+    /// `search_path`, ...), temporary objects and advisory locks are gone, so
+    /// nothing more runs on it, as on a server connection whose backend
+    /// died. Release it and acquire another.
+    #[error(
+        "this session was lost when the embedded database crashed (its transaction, settings, \
+         temporary objects and locks are gone); release it and acquire another"
+    )]
+    SessionLost,
     /// `begin()` on a session where SQL text (`BEGIN`, `START TRANSACTION`)
     /// opened a transaction that no guard tracks: end it with SQL first.
     #[error(

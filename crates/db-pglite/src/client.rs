@@ -35,6 +35,8 @@ pub struct PgliteClient {
     abandoned: Option<oneshot::Receiver<Result<Response>>>,
     session: SessionId,
     state: SessionState,
+    /// The backend crashed under this session: nothing more runs on it.
+    lost: bool,
 }
 
 impl std::fmt::Debug for PgliteClient {
@@ -60,6 +62,7 @@ impl PgliteClient {
             abandoned: None,
             session,
             state: SessionState::default(),
+            lost: false,
         }
     }
 
@@ -73,6 +76,9 @@ impl PgliteClient {
         limited: Limit,
         make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
     ) -> Result<Response> {
+        if self.lost {
+            return Err(Error::SessionLost);
+        }
         if self.permit.is_none() {
             // A `lock` call cancelled while this session had given the
             // backend back: take it again first (it had nothing open).
@@ -113,7 +119,10 @@ impl PgliteClient {
             Ok(r) => self
                 .state
                 .after(Some(TxStatus::from_ready_byte(r.status)), false),
-            Err(Error::BackendCrashed { .. }) => self.state.crashed(),
+            Err(Error::BackendCrashed { .. }) => {
+                self.lost = true;
+                self.state.crashed();
+            }
             Err(_) => self.state.after(None, false),
         }
         response
@@ -310,6 +319,9 @@ impl Client for PgliteClient {
     /// of the session can be seen to change. A session in a transaction
     /// keeps the backend, and everyone else waits with it.
     async fn lock(&mut self, key: i64, timeout: Duration) -> Result<()> {
+        if self.lost {
+            return Err(Error::SessionLost);
+        }
         let locks = Arc::clone(&self.shared.locks);
         if locks.try_lock(key, self.session) {
             return Ok(());
@@ -336,6 +348,9 @@ impl Client for PgliteClient {
     }
 
     async fn try_lock(&mut self, key: i64) -> Result<bool> {
+        if self.lost {
+            return Err(Error::SessionLost);
+        }
         Ok(self.shared.locks.try_lock(key, self.session))
     }
 

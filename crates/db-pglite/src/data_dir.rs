@@ -223,6 +223,23 @@ pub(crate) fn restrict_tree(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Flushes every file and directory below `dir` to the disk: PostgreSQL's
+/// own fsync is off in this build, so the data files its last checkpoint
+/// wrote are synced here, at close.
+pub(crate) fn sync_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if kind.is_dir() {
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            fs::File::open(&path)?.sync_data()?;
+        }
+    }
+    fs::File::open(dir)?.sync_all()
+}
+
 /// Runs `work` on a thread of its own, in `span`, with the stack the
 /// WebAssembly runtime needs to start PostgreSQL (it recurses deeply), and
 /// waits for it without blocking the async runtime.

@@ -221,7 +221,15 @@ fn open(
     let _span = tracing::info_span!("db.pglite.open", data_dir = %config.data_dir).entered();
     let builder = Pglite::builder().relaxed_durability(config.relaxed_durability);
     let builder = match (&config.data_dir, memory_dir) {
-        (DataDir::Path(p), _) => builder.path(p.clone()),
+        (DataDir::Path(p), _) => {
+            // pglite-oxide runs PostgreSQL with fsync off (with it on, the
+            // WebAssembly runtime refuses PostgreSQL's fsync of directories
+            // and every checkpoint fails), so a commit would reach the OS but
+            // not the disk. The host file system syncs every WAL write of a
+            // durable directory instead, and the data files at close.
+            pglite_oxide::set_durable_wal(p, !config.relaxed_durability);
+            builder.path(p.clone())
+        }
         (_, Some(dir)) => builder.path(dir.path()),
         (_, None) => builder.temporary(),
     };
@@ -444,7 +452,7 @@ impl Driver {
         }
         self.forget_statements();
         self.status = b'I';
-        if let Err(e) = self.reopen() {
+        let reopen_error = self.reopen().err().map(|e| {
             // The next request tries again.
             tracing::error!(
                 target: "db_pglite::crash",
@@ -452,8 +460,12 @@ impl Driver {
                 "reopening the embedded database after a crash failed"
             );
             self.pglite = None;
+            e.to_string()
+        });
+        Error::BackendCrashed {
+            detail,
+            reopen_error,
         }
-        Error::BackendCrashed { detail }
     }
 
     fn round_trip(&mut self, message: &[u8]) -> Result<Vec<u8>> {

@@ -386,9 +386,13 @@ fn make_private(dir: &Path) {
     }
 }
 
-/// Marks `dir` cleanly closed with its next transaction id.
+/// Marks `dir` cleanly closed with its next transaction id, after its files
+/// reached the disk.
 pub(crate) fn record_close(dir: &Path, next_xid: u64) -> Result<()> {
     make_private(dir);
+    if let Err(e) = crate::data_dir::sync_tree(dir) {
+        tracing::warn!("could not flush {} to the disk: {e}", dir.display());
+    }
     let Some(meta) = read_for_update(dir)? else {
         return Ok(());
     };

@@ -4,6 +4,7 @@
 
 mod changefeed;
 mod copy;
+mod crash_adversarial;
 mod embedded_data;
 mod errors;
 mod lifecycle;

@@ -9,6 +9,7 @@ pub use pglite::extensions;
 
 #[cfg(feature = "extensions")]
 pub use pglite::PgDumpOptions;
+pub use pglite::sync_host_fs::set_durable_wal;
 pub use pglite::{
     DataDirArchiveFormat, DataTransferContainer, DescribeQueryParam, DescribeQueryResult,
     DescribeResultField, ExecProtocolOptions, ExecProtocolResult, FieldInfo, GlobalListenerHandle,

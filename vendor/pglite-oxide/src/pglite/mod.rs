@@ -16,7 +16,7 @@ pub mod pg_dump;
 pub(crate) mod postgres_mod;
 pub(crate) mod proxy;
 pub(crate) mod server;
-pub(crate) mod sync_host_fs;
+pub mod sync_host_fs;
 pub(crate) mod templating;
 pub(crate) mod timing;
 pub(crate) mod transport;

@@ -2,7 +2,9 @@ use std::fs;
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
+use std::collections::BTreeSet;
 use std::pin::Pin;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -172,20 +174,70 @@ impl virtual_fs::FileOpener for SyncHostFileSystem {
     }
 }
 
+/// Data directories whose WAL must reach the disk at every write.
+static DURABLE_ROOTS: OnceLock<Mutex<BTreeSet<PathBuf>>> = OnceLock::new();
+
+/// Makes every write to a WAL segment under `root` reach the disk before it
+/// returns (`durable`), or not. This build of PostgreSQL does not sync the
+/// WAL at commit, so without it an OS crash or power loss can lose commits
+/// that were acknowledged. (Patch of this workspace's vendored copy.)
+pub fn set_durable_wal(root: &Path, durable: bool) {
+    let root = dunce::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut roots = DURABLE_ROOTS
+        .get_or_init(|| Mutex::new(BTreeSet::new()))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if durable {
+        roots.insert(root);
+    } else {
+        roots.remove(&root);
+    }
+}
+
+fn durable_wal(path: &Path) -> bool {
+    let in_wal = path
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|dir| dir == "pg_wal");
+    in_wal
+        && DURABLE_ROOTS.get().is_some_and(|roots| {
+            roots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|root| path.starts_with(root))
+        })
+}
+
 #[derive(Debug)]
 struct SyncHostFile {
     file: fs::File,
     position: u64,
     host_path: PathBuf,
+    /// A WAL segment of a durable root: every write reaches the disk before
+    /// it returns.
+    sync_writes: bool,
 }
 
 impl SyncHostFile {
     fn new(file: fs::File, host_path: PathBuf) -> Self {
+        // See `set_durable_wal`: as `wal_sync_method = open_datasync` would.
+        let sync_writes = durable_wal(&host_path);
         Self {
             file,
             position: 0,
             host_path,
+            sync_writes,
         }
+    }
+
+    /// Makes a completed write durable when this is a WAL segment.
+    fn synced(&self, written: io::Result<usize>) -> io::Result<usize> {
+        let written = written?;
+        if self.sync_writes && written > 0 {
+            self.file.sync_data()?;
+        }
+        Ok(written)
     }
 
     fn metadata(&self) -> io::Result<fs::Metadata> {
@@ -272,14 +324,19 @@ impl AsyncWrite for SyncHostFile {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let file = self.get_mut();
-        let result = write_at(&file.file, buf, file.position).inspect(|written| {
-            file.position = file.position.saturating_add(*written as u64);
-        });
+        let result = file
+            .synced(write_at(&file.file, buf, file.position))
+            .inspect(|written| {
+                file.position = file.position.saturating_add(*written as u64);
+            });
         Poll::Ready(result)
     }
 
+    // WASI `fd_sync`/`fd_datasync` (PostgreSQL's fsync of the WAL and of
+    // data files at checkpoints) arrive here: they must reach the disk.
+    // (Patch of this workspace's vendored copy; upstream flushes nothing.)
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.get_mut().file.flush())
+        Poll::Ready(self.get_mut().file.sync_data())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -306,7 +363,7 @@ impl AsyncWrite for SyncHostFile {
                 Err(err) => return Poll::Ready(Err(err)),
             }
         }
-        Poll::Ready(Ok(total))
+        Poll::Ready(file.synced(Ok(total)))
     }
 
     fn is_write_vectored(&self) -> bool {
