@@ -6,10 +6,12 @@
 //! ```no_run
 //! # async fn demo(source: db_pglite::PglitePool, target: impl db_core::Pool) -> Result<(), migrate::MigrateError> {
 //! use migrate::{ImportOptions, NoProgress};
-//! // Export to a buffer (any `std::io::Write`), import from it (any `BufRead`).
+//! // Export to a buffer (any `std::io::Write`), import from it (any
+//! // `BufRead` that can move to the thread that reads it).
 //! let mut sql = Vec::new();
 //! let manifest = migrate::export(&source, &mut sql, &mut NoProgress).await?;
-//! let report = migrate::import(&target, sql.as_slice(), &ImportOptions::new(), &mut NoProgress).await?;
+//! let input = std::io::Cursor::new(sql);
+//! let report = migrate::import(&target, input, &ImportOptions::new(), &mut NoProgress).await?;
 //! // The import verified rows and checksums before committing; verify again at will.
 //! migrate::verify(&target, &manifest).await?;
 //! # let _ = report; Ok(()) }
@@ -33,7 +35,9 @@
 //!
 //! # The import
 //!
-//! One transaction. The export comes from PostgreSQL 17's pg_dump, whose
+//! One transaction. The input is read and split into statements on a
+//! thread of its own, a few COPY chunks ahead of the target at most, so
+//! the async runtime never waits for a read. The export comes from PostgreSQL 17's pg_dump, whose
 //! preamble sets settings older servers lack (`transaction_timeout`); such
 //! setting statements are skipped and reported, nothing else is.
 //!

@@ -9,6 +9,7 @@ mod errors;
 mod lifecycle;
 mod locks;
 mod migrate;
+mod migrate_streaming;
 mod notify;
 mod pglite;
 mod rows;
