@@ -7,7 +7,7 @@ use std::io::BufReader;
 use std::time::{Duration, Instant};
 
 use db::{AnyPool, Config, DataDir, PgPool, PglitePool, Pool};
-use migrate::{ImportOptions, NoProgress, OutputFile};
+use migrate::{ExportOptions, ImportOptions, NoProgress, OutputFile};
 use schema_sync::{Column, Schema, Table};
 
 use crate::contender::BenchResult;
@@ -121,7 +121,13 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
     let path = dir.path().join("export.sql");
     let started = Instant::now();
     let mut file = OutputFile::create(&path, true)?;
-    let manifest = migrate::export(&source, file.writer(), &mut NoProgress).await?;
+    let manifest = migrate::export(
+        &source,
+        file.writer(),
+        &ExportOptions::new(),
+        &mut NoProgress,
+    )
+    .await?;
     file.commit()?;
     let exported = started.elapsed();
     source.close().await;

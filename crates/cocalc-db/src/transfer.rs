@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use db::{AnyPool, BackendKind, Config, DataDir, PglitePool, Pool};
-use migrate::{ImportOptions, ImportReport, Manifest, MigrateError, OutputFile};
+use migrate::{ExportOptions, ImportOptions, ImportReport, Manifest, MigrateError, OutputFile};
 
 use crate::config::{self, DbArgs};
 use crate::interrupt::{Shutdown, Stop};
@@ -191,11 +191,12 @@ async fn export_to(
         .await
         .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
     let mut bar = Bar::new("exporting");
+    let options = ExportOptions::new();
     let manifest = match out {
         Some(path) => {
             let mut file = OutputFile::create(path, true).map_err(fail)?;
             let exported = tokio::select! {
-                exported = migrate::export(pool, file.writer(), &mut bar) => exported,
+                exported = migrate::export(pool, file.writer(), &options, &mut bar) => exported,
                 stop = shutdown.recv() => {
                     // Returning drops the file: its temporary file goes.
                     return Err(interrupted(name, stop, Some(path)));
@@ -208,7 +209,7 @@ async fn export_to(
         None => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
             let exported = tokio::select! {
-                exported = migrate::export(pool, &mut stdout, &mut bar) => exported,
+                exported = migrate::export(pool, &mut stdout, &options, &mut bar) => exported,
                 stop = shutdown.recv() => return Err(interrupted(name, stop, None)),
             };
             let manifest = exported.map_err(fail)?;

@@ -5,11 +5,11 @@
 //!
 //! ```no_run
 //! # async fn demo(source: db_pglite::PglitePool, target: impl db_core::Pool) -> Result<(), migrate::MigrateError> {
-//! use migrate::{ImportOptions, NoProgress};
+//! use migrate::{ExportOptions, ImportOptions, NoProgress};
 //! // Export to a buffer (any `std::io::Write`), import from it (any
 //! // `BufRead` that can move to the thread that reads it).
 //! let mut sql = Vec::new();
-//! let manifest = migrate::export(&source, &mut sql, &mut NoProgress).await?;
+//! let manifest = migrate::export(&source, &mut sql, &ExportOptions::new(), &mut NoProgress).await?;
 //! let input = std::io::Cursor::new(sql);
 //! let report = migrate::import(&target, input, &ImportOptions::new(), &mut NoProgress).await?;
 //! // The import verified rows and checksums before committing; verify again at will.
@@ -27,6 +27,11 @@
 //! ([`EndMarker`]): the length and SHA-256 of everything before it. Without
 //! [`ImportOptions::unverified`], an import refuses a file without a
 //! manifest or whose end marker is missing or does not match.
+//!
+//! Tables are read in pieces of about [`ExportOptions::chunk_bytes`] each,
+//! by primary key (a table without one by page), so memory stays bounded
+//! whatever a table's size; a table's rows come in the order of its
+//! primary key (of its pages without one).
 //!
 //! The checksum of a table is `sum` over its rows of the first 64 bits of
 //! `md5(row::text)`, with the output settings pinned (UTC, ISO dates,
@@ -53,6 +58,7 @@
 mod allow;
 mod backup;
 mod catalog;
+mod chunks;
 mod compat;
 mod error;
 mod export;
@@ -66,7 +72,7 @@ mod verify;
 pub use backup::{archive_major_version, backup, backup_file, backup_to, restore, restore_file};
 pub use compat::SkippedSetting;
 pub use error::{MigrateError, Result};
-pub use export::export;
+pub use export::{ExportOptions, export};
 pub use import::{ImportOptions, ImportReport, import};
 pub use manifest::{
     END_PREFIX, EndMarker, MANIFEST_FORMAT, Manifest, SchemaObjects, SequenceState, TableSummary,

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 use db::{BackendKind, Config, DataDir, PglitePool, Pool};
-use migrate::{EndMarker, ImportOptions, Manifest, MigrateError, NoProgress};
+use migrate::{EndMarker, ExportOptions, ImportOptions, Manifest, MigrateError, NoProgress};
 use schema_sync::{Options, Schema};
 
 use crate::TestDb;
@@ -312,7 +312,7 @@ pub(crate) async fn filled_source() -> (PglitePool, Schema) {
 
 pub(crate) async fn export(source: &PglitePool) -> (Vec<u8>, Manifest) {
     let mut sql = Vec::new();
-    let manifest = migrate::export(source, &mut sql, &mut NoProgress)
+    let manifest = migrate::export(source, &mut sql, &ExportOptions::new(), &mut NoProgress)
         .await
         .unwrap();
     (sql, manifest)
