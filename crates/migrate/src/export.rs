@@ -19,14 +19,15 @@ use crate::catalog;
 use crate::chunks::{KeyColumn, RelationSize, TableChunks};
 use crate::error::{MigrateError, Result};
 use crate::manifest::{Digesting, MANIFEST_FORMAT, Manifest, TableSummary, qualified};
+use crate::pipe::PipeWriter;
 use crate::progress::Progress;
 
 /// pg_dump arguments shared by both sections: no ownership or privileges,
 /// which belong to the source and would fail on another server.
 const DUMP_ARGS: [&str; 2] = ["--no-owner", "--no-acl"];
 
-/// Bytes gathered before they are written: COPY pieces of small tables go
-/// together, a large piece on its own.
+/// Bytes gathered before they are handed to the output: COPY pieces of
+/// small tables travel together, a large piece on its own.
 const OUTPUT_BUFFER: usize = 1 << 20;
 
 /// How an export runs.
@@ -82,15 +83,24 @@ pub async fn export<W: Write + Send>(
     options: &ExportOptions,
     progress: &mut dyn Progress,
 ) -> Result<Manifest> {
-    write_export(pool, out, options, progress)
-        .instrument(tracing::info_span!("migrate.export"))
-        .await
+    run(pool, Output::Writer(out), options, progress).await
+}
+
+/// Where an export goes.
+pub(crate) enum Output<'a> {
+    /// A writer.
+    Writer(&'a mut (dyn Write + Send)),
+    /// An import reading at the same time, and a copy for a writer.
+    Pipe {
+        pipe: &'a PipeWriter,
+        copy: Option<&'a mut (dyn Write + Send)>,
+    },
 }
 
 /// The export's text on its way out: counted and hashed for the end
-/// marker, gathered in `pending` and written in pieces.
+/// marker, gathered in `pending` and handed to the output in pieces.
 struct Sink<'a> {
-    out: &'a mut (dyn Write + Send),
+    out: Output<'a>,
     digest: Digesting<std::io::Sink>,
     pending: Vec<u8>,
 }
@@ -100,37 +110,66 @@ impl Sink<'_> {
         self.pending.extend_from_slice(text.as_bytes());
     }
 
-    /// Writes what is pending once there is enough of it.
-    fn flush_if_full(&mut self) -> Result<()> {
+    /// Hands what is pending to the output once there is enough of it.
+    async fn flush_if_full(&mut self) -> Result<()> {
         if self.pending.len() >= OUTPUT_BUFFER {
-            self.flush()?;
+            self.flush().await?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         self.digest.absorb(&self.pending);
-        self.out
-            .write_all(&self.pending)
-            .map_err(MigrateError::io("writing the export"))?;
-        self.pending.clear();
-        Ok(())
+        let bytes = std::mem::take(&mut self.pending);
+        self.emit(bytes).await
     }
 
-    /// Writes the end marker (not counted) and flushes the writer.
-    fn finish(mut self) -> Result<()> {
-        self.flush()?;
-        let marker = self.digest.marker().line();
-        self.out
-            .write_all(marker.as_bytes())
-            .and_then(|()| self.out.flush())
-            .map_err(MigrateError::io("writing the export"))
+    /// Writes `bytes` without counting them (the end marker), or counted
+    /// already by [`Sink::flush`].
+    async fn emit(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let written = |e| MigrateError::io("writing the export")(e);
+        match &mut self.out {
+            Output::Writer(writer) => writer.write_all(&bytes).map_err(written),
+            Output::Pipe { pipe, copy } => {
+                if let Some(copy) = copy {
+                    copy.write_all(&bytes).map_err(written)?;
+                }
+                pipe.send(bytes).await
+            }
+        }
     }
+
+    /// Writes the end marker and flushes the writers.
+    async fn finish(mut self) -> Result<()> {
+        self.flush().await?;
+        let marker = self.digest.marker().line();
+        self.emit(marker.into_bytes()).await?;
+        let flushed = match &mut self.out {
+            Output::Writer(writer) => writer.flush(),
+            Output::Pipe { copy, .. } => copy.as_mut().map_or(Ok(()), |c| c.flush()),
+        };
+        flushed.map_err(MigrateError::io("writing the export"))
+    }
+}
+
+/// The export into `out`; [`export`] and [`transfer`](crate::transfer).
+pub(crate) async fn run(
+    pool: &PglitePool,
+    out: Output<'_>,
+    options: &ExportOptions,
+    progress: &mut dyn Progress,
+) -> Result<Manifest> {
+    write_export(pool, out, options, progress)
+        .instrument(tracing::info_span!("migrate.export"))
+        .await
 }
 
 async fn write_export(
     pool: &PglitePool,
-    out: &mut (dyn Write + Send),
+    out: Output<'_>,
     options: &ExportOptions,
     progress: &mut dyn Progress,
 ) -> Result<Manifest> {
@@ -178,7 +217,7 @@ async fn write_export(
     sink.text(&line);
     sink.text("\n");
     sink.text(&pre_data);
-    sink.flush()?;
+    sink.flush().await?;
 
     progress.start(manifest.total_rows());
     for table in &manifest.tables {
@@ -199,7 +238,7 @@ async fn write_export(
     }
     sink.text("\n");
     sink.text(&post_data);
-    sink.finish()?;
+    sink.finish().await?;
     tracing::info!(
         tables = manifest.tables.len(),
         rows = manifest.total_rows(),
@@ -244,7 +283,7 @@ async fn copy_table<E: Executor>(
             })?;
         exported += rows;
         progress.advance(rows);
-        sink.flush_if_full()?;
+        sink.flush_if_full().await?;
     }
     // A piece that missed or repeated rows would be caught by the import's
     // checksums; caught here, the export fails instead of being written.

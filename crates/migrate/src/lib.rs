@@ -17,6 +17,8 @@
 //! # let _ = report; Ok(()) }
 //! ```
 //!
+//! [`transfer`] does both at once, through a bounded pipe.
+//!
 //! # The export
 //!
 //! One SQL file that psql could also load: a `-- cocalc-db-manifest: {json}`
@@ -65,8 +67,10 @@ mod export;
 mod import;
 mod manifest;
 mod output_file;
+mod pipe;
 mod progress;
 mod script;
+mod transfer;
 mod verify;
 
 pub use backup::{archive_major_version, backup, backup_file, backup_to, restore, restore_file};
@@ -79,4 +83,5 @@ pub use manifest::{
 };
 pub use output_file::OutputFile;
 pub use progress::{NoProgress, Progress};
+pub use transfer::{Transfer, transfer};
 pub use verify::{Verification, verify, verify_spec};

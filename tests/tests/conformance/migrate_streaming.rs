@@ -1,7 +1,7 @@
 //! Moving off the embedded database in bounded memory: the import reads its
 //! input on a thread of its own and stops it when it fails, the export reads
 //! large tables in pieces (by primary key, by page without one) and writes
-//! what a whole-table COPY gives.
+//! what a whole-table COPY gives, and `transfer` streams one into the other.
 
 use std::io::{BufReader, Cursor, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,10 +10,10 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use db::{PglitePool, Pool};
-use migrate::{ExportOptions, ImportOptions, MigrateError, NoProgress};
+use migrate::{ExportOptions, ImportOptions, MigrateError, NoProgress, OutputFile};
 
 use crate::TestDb;
-use crate::migrate::{import, small_export, table_count, temporary_pglite};
+use crate::migrate::{export, import, small_export, table_count, temporary_pglite};
 
 /// An input whose every next piece is handed over by a task of the async
 /// runtime, when asked. Read on the runtime's only thread, a read would wait
@@ -353,4 +353,75 @@ async fn tables_larger_than_a_piece_export_in_pieces_with_the_same_content() {
         .unwrap()
         .get(0);
     assert_eq!(nulls, 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_streams_the_export_into_the_import() {
+    let source = chunky_source().await;
+    let (plain, manifest) = export(&source).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.sql");
+    let db = TestDb::new().await;
+    let done = migrate::transfer(
+        &source,
+        &db.pool,
+        Some(OutputFile::create(&kept, false).unwrap()),
+        &ExportOptions::new().chunk_bytes(256),
+        &ImportOptions::new().chunk_bytes(512),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.manifest, manifest);
+    assert_eq!(done.report.rows, manifest.total_rows());
+    let verified = done.report.verification.clone().unwrap();
+    assert_eq!(verified.tables, manifest.tables.len());
+    assert!(done.report.end_marker.is_some());
+    migrate::verify(&db.pool, &manifest).await.unwrap();
+    // The kept file is the export, and loads on its own.
+    let kept_text = std::fs::read_to_string(&kept).unwrap();
+    assert_eq!(
+        comparable(&kept_text),
+        comparable(&String::from_utf8(plain).unwrap())
+    );
+    let again = TestDb::new().await;
+    import(&again, kept_text.as_bytes()).await.unwrap();
+
+    // A target that holds tables: the import fails at once, the export
+    // stops, and no file is kept.
+    let not_kept = dir.path().join("not-kept.sql");
+    let err = migrate::transfer(
+        &source,
+        &db.pool,
+        Some(OutputFile::create(&not_kept, false).unwrap()),
+        &ExportOptions::new().chunk_bytes(256),
+        &ImportOptions::new(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, MigrateError::TargetNotEmpty { .. }), "{err}");
+    assert!(!not_kept.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // The source was let go: it still answers.
+    source.execute("SELECT 1", &[]).await.unwrap();
+
+    // An export that fails: its error, and the import commits nothing.
+    source.close().await;
+    let empty = TestDb::new().await;
+    let err = migrate::transfer(
+        &source,
+        &empty.pool,
+        None,
+        &ExportOptions::new(),
+        &ImportOptions::new(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Database { context, .. } if context == "holding the embedded database"),
+        "{err}"
+    );
+    assert_eq!(table_count(&empty).await, 0);
 }
