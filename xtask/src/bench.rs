@@ -14,6 +14,16 @@ const NODE_PGLITE: &str = "@electric-sql/pglite@0.4";
 pub(crate) fn run(flags: &BenchFlags) -> Result<()> {
     let cluster = postgres::Cluster::start(15)?;
     let node_dir = install_node_pglite();
+    // The migrate workload runs the `cocalc-db` binary as a child process,
+    // to measure what a user's export and import take (time and memory).
+    let built = Command::new(env!("CARGO"))
+        .current_dir(project_root())
+        .args(["build", "--release", "--quiet", "-p", "cocalc-db"])
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !built.success() {
+        return Err(format!("building cocalc-db failed ({built})"));
+    }
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .current_dir(project_root())

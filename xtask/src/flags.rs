@@ -24,7 +24,8 @@ commands:
       db-postgres and sqlx on a throwaway PostgreSQL 15) in release mode and
       print medians, p99 and the tracked ratios; --json also writes them.
       --only runs just these workload groups: core, changefeed, schema-sync,
-      migrate.
+      migrate (which runs the release `cocalc-db` binary's export, import and
+      migrate as child processes and reports their time and peak RSS).
   codegen [--check]
       Regenerate crates/db-core/src/sqlstate.rs from PostgreSQL's errcodes.txt;
       with --check, fail if the committed file is out of date.

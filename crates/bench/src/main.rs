@@ -29,6 +29,9 @@ struct Options {
     /// `--only GROUP[,GROUP...]`: run only these workload groups
     /// ([`GROUPS`]); all when empty.
     only: Vec<String>,
+    /// `--cocalc-db PATH`: the binary the migrate workload runs (default:
+    /// the one beside this benchmark).
+    cocalc_db: Option<PathBuf>,
 }
 
 /// The workload groups `--only` selects from.
@@ -51,6 +54,9 @@ fn parse_args() -> Result<Options, String> {
             "--json" => o.json = Some(args.next().ok_or("--json needs a file")?.into()),
             "--postgres-url" => {
                 o.postgres_url = Some(args.next().ok_or("--postgres-url needs a URL")?)
+            }
+            "--cocalc-db" => {
+                o.cocalc_db = Some(args.next().ok_or("--cocalc-db needs a file")?.into())
             }
             "--node-dir" => {
                 o.node_dir = Some(args.next().ok_or("--node-dir needs a directory")?.into())
@@ -95,12 +101,25 @@ struct Ratio {
     met: Option<bool>,
 }
 
+/// One step of a process run as a child: its time and peak memory.
+#[derive(Debug, Serialize)]
+struct Step {
+    name: String,
+    /// Rows moved.
+    rows: u64,
+    seconds: f64,
+    /// Peak resident set size of the process (`VmHWM`), when measured.
+    peak_rss_mb: Option<f64>,
+}
+
 /// The whole report.
 #[derive(Debug, Default, Serialize)]
 struct Report {
     workloads: Vec<Workload>,
     ratios: Vec<Ratio>,
     figures: Vec<(String, String)>,
+    /// Steps of the migrate workload.
+    steps: Vec<Step>,
 }
 
 impl Report {
@@ -146,6 +165,23 @@ impl Report {
             println!("\n## figures");
             for (k, v) in &self.figures {
                 println!("{k:<58} {v}");
+            }
+        }
+        if !self.steps.is_empty() {
+            println!("\n## migrate steps (child processes)");
+            println!(
+                "{:<70} {:>9} {:>10} {:>12}",
+                "step", "seconds", "rows/s", "peak RSS MB"
+            );
+            for step in &self.steps {
+                let rate = step.rows as f64 / step.seconds.max(1e-9);
+                let rss = step
+                    .peak_rss_mb
+                    .map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
+                println!(
+                    "{:<70} {:>9.2} {:>10.0} {:>12}",
+                    step.name, step.seconds, rate, rss
+                );
             }
         }
         println!("\n## ratios");

@@ -5,7 +5,8 @@
 //!   database (to standard output without `--out`).
 //! - `import --from FILE --to URL [--force] [--spec FILE]` loads an export
 //!   into a server and verifies it.
-//! - `migrate --to URL [--force] [--spec FILE] [--keep FILE]` does both.
+//! - `migrate --to URL [--force] [--spec FILE] [--keep FILE]` does both at
+//!   once: the export streams into the import through a bounded pipe.
 //!
 //! Exit status 0 on success, 1 on any failure, including a verification
 //! mismatch, whose message names the table.
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use db::{AnyPool, BackendKind, Config, DataDir, PglitePool, Pool};
-use migrate::{ImportOptions, ImportReport, Manifest, MigrateError, OutputFile};
+use migrate::{ExportOptions, ImportOptions, ImportReport, Manifest, MigrateError, OutputFile};
 
 use crate::config::{self, DbArgs};
 use crate::interrupt::{Shutdown, Stop};
@@ -83,7 +84,8 @@ pub(crate) struct MigrateArgs {
     /// Where to load the embedded database.
     #[command(flatten)]
     pub(crate) target: TargetArgs,
-    /// Keep the intermediate export in this file.
+    /// Also write the export to this file, as it goes; it appears once the
+    /// export is complete (and stays should the import then fail).
     #[arg(long, value_name = "FILE")]
     pub(crate) keep: Option<PathBuf>,
 }
@@ -106,7 +108,10 @@ pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
         if args.file().is_some() || stdout_is_a_regular_file() {
             record_export_in_data_dir(data_dir.as_deref(), next_xid, name)?;
         }
-        report_export(name, &manifest, args.file());
+        let place = args
+            .file()
+            .map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
+        report_export(name, &manifest, &place);
         Ok(ExitCode::SUCCESS)
     }
     .await;
@@ -121,42 +126,137 @@ pub(crate) async fn run_import(args: &ImportArgs) -> ExitCode {
         .unwrap_or_else(|c| c)
 }
 
-/// Runs `migrate`: export to a file (temporary unless `--keep`), import it,
-/// verify; only then does the data directory record the export, so that a
-/// migrate that failed (at login, say) leaves the "changed since its last
+/// Runs `migrate`: exports the embedded database and imports it at the
+/// same time (through a bounded pipe, with `--keep` also into a file),
+/// verifies; only then does the data directory record the export, so that
+/// a migrate that failed (at login, say) leaves the "changed since its last
 /// export" warning in place.
 pub(crate) async fn run_migrate(db: &DbArgs, args: &MigrateArgs) -> ExitCode {
     let name = "migrate";
     let code = async {
         // Before exporting: a bad target must not cost an export (nor
         // record one).
-        Target::parse(&args.target.to).map_err(|e| output::fail(name, &e.to_string()))?;
-        let temp = match &args.keep {
-            Some(_) => None,
-            None => Some(tempfile::tempdir().map_err(|e| {
-                output::fail(name, &format!("creating a temporary directory: {e}"))
-            })?),
-        };
-        let file = match (&args.keep, &temp) {
-            (Some(keep), _) => keep.clone(),
-            (None, Some(dir)) => dir.path().join("export.sql"),
-            (None, None) => return Err(output::fail(name, "internal error: no export file")),
-        };
+        let to = Target::parse(&args.target.to).map_err(|e| output::fail(name, &e.to_string()))?;
+        let spec = args
+            .target
+            .spec
+            .as_deref()
+            .map(read_spec)
+            .transpose()
+            .map_err(|e| output::fail(name, &e))?;
         let mut shutdown = Shutdown::listen();
-        let pool = open_embedded(db, name).await?;
-        let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
-        let result = export_to(&pool, Some(&file), name, &mut shutdown).await;
-        pool.close().await;
-        let (manifest, next_xid) = result?;
-        report_export(name, &manifest, args.keep.as_deref());
-        // An import that returns verified the export (it has a manifest and
-        // an end marker, so nothing is skipped).
-        let code = import_from(name, &file, &args.target, false).await?;
+        let source = open_embedded(db, name).await?;
+        let data_dir = source.data_dir().map(std::path::Path::to_path_buf);
+        let result = migrate_into(&source, &to, args, spec.as_ref(), &mut shutdown).await;
+        source.close().await;
+        let (done, next_xid) = result?;
         record_export_in_data_dir(data_dir.as_deref(), next_xid, name)?;
-        Ok(code)
+        let place = match &args.keep {
+            Some(keep) => format!("the import and {}", keep.display()),
+            None => "the import".to_owned(),
+        };
+        report_export(name, &done.manifest, &place);
+        Ok(output::print(
+            name,
+            &import_summary(&done.report, spec.is_some()),
+        ))
     }
     .await;
     code.unwrap_or_else(|c| c)
+}
+
+/// The export and import of `migrate`, and the next transaction id before
+/// the export. Ctrl-C or SIGTERM stops both: the import rolls back and a
+/// `--keep` file that was not complete is removed.
+async fn migrate_into(
+    source: &PglitePool,
+    to: &Target,
+    args: &MigrateArgs,
+    spec: Option<&schema_sync::Schema>,
+    shutdown: &mut Shutdown,
+) -> Outcome<(migrate::Transfer, u64)> {
+    let name = "migrate";
+    let fail = |e: MigrateError| output::fail(name, &output::error_chain(&e));
+    if let (Target::Directory(dir), Some(source_dir)) = (to, source.data_dir())
+        && same_directory(dir, source_dir)
+    {
+        return Err(output::fail(
+            name,
+            &format!(
+                "--to {} is the embedded database being exported; load it elsewhere",
+                dir.display()
+            ),
+        ));
+    }
+    let next_xid = source
+        .next_xid()
+        .await
+        .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
+    let target = connect(to, name).await?;
+    let keep = args
+        .keep
+        .as_deref()
+        .map(|path| OutputFile::create(path, true))
+        .transpose();
+    let keep = match keep {
+        Ok(keep) => keep,
+        Err(e) => {
+            target.close().await;
+            return Err(fail(e));
+        }
+    };
+    let options = ImportOptions::new().force(args.target.force);
+    let mut bar = Bar::new("migrating");
+    let moved = async {
+        let done = migrate::transfer(
+            source,
+            &target,
+            keep,
+            &ExportOptions::new(),
+            &options,
+            &mut bar,
+        )
+        .await?;
+        if let Some(spec) = spec {
+            migrate::verify_spec(&target, spec).await?;
+        }
+        Ok::<_, MigrateError>(done)
+    };
+    let result = tokio::select! {
+        done = moved => done,
+        stop = shutdown.recv() => {
+            // The transfer is dropped: its transaction rolls back.
+            target.close().await;
+            let _ = output::fail(name, "interrupted: nothing was imported");
+            return Err(stop.exit_code());
+        }
+    };
+    target.close().await;
+    let done = result.map_err(fail)?;
+    Ok((done, next_xid))
+}
+
+/// Whether two paths name the same directory (as far as the file system
+/// can tell; a directory that does not exist yet is no other's).
+fn same_directory(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Connects to the target of `import` or `migrate`.
+async fn connect(to: &Target, name: &str) -> Outcome<AnyPool> {
+    AnyPool::connect(&to.config()).await.map_err(|e| {
+        output::fail(
+            name,
+            &format!(
+                "connecting to {}: {}",
+                to.redacted(),
+                output::error_chain(&e)
+            ),
+        )
+    })
 }
 
 /// The embedded database the configuration selects; `export` and `migrate`
@@ -191,11 +291,12 @@ async fn export_to(
         .await
         .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
     let mut bar = Bar::new("exporting");
+    let options = ExportOptions::new();
     let manifest = match out {
         Some(path) => {
             let mut file = OutputFile::create(path, true).map_err(fail)?;
             let exported = tokio::select! {
-                exported = migrate::export(pool, file.writer(), &mut bar) => exported,
+                exported = migrate::export(pool, file.writer(), &options, &mut bar) => exported,
                 stop = shutdown.recv() => {
                     // Returning drops the file: its temporary file goes.
                     return Err(interrupted(name, stop, Some(path)));
@@ -208,7 +309,7 @@ async fn export_to(
         None => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
             let exported = tokio::select! {
-                exported = migrate::export(pool, &mut stdout, &mut bar) => exported,
+                exported = migrate::export(pool, &mut stdout, &options, &mut bar) => exported,
                 stop = shutdown.recv() => return Err(interrupted(name, stop, None)),
             };
             let manifest = exported.map_err(fail)?;
@@ -269,8 +370,7 @@ fn record_export_in_data_dir(
     })
 }
 
-fn report_export(name: &str, manifest: &Manifest, out: Option<&std::path::Path>) {
-    let place = out.map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
+fn report_export(name: &str, manifest: &Manifest, place: &str) {
     note(
         name,
         &format!(
@@ -304,16 +404,7 @@ async fn import_from(
     let file = std::fs::File::open(from)
         .map_err(|e| output::fail(name, &format!("opening {}: {e}", from.display())))?;
     let input = BufReader::with_capacity(1 << 20, file);
-    let pool = AnyPool::connect(&to.config()).await.map_err(|e| {
-        output::fail(
-            name,
-            &format!(
-                "connecting to {}: {}",
-                to.redacted(),
-                output::error_chain(&e)
-            ),
-        )
-    })?;
+    let pool = connect(&to, name).await?;
     let options = ImportOptions::new()
         .force(target.force)
         .unverified(unverified);

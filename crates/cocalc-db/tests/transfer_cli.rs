@@ -126,6 +126,36 @@ fn export_then_import_and_migrate_exit_codes() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("verified 1 tables"), "{out}");
     assert!(err.contains("exported 1 tables"), "{err}");
+    // With --keep, the export streamed into the import is also a file,
+    // the same as `export` writes.
+    let kept = tmp.path().join("kept.sql");
+    let (code, out, err) = run(cocalc_db(&source)
+        .args(["migrate", "--keep"])
+        .arg(&kept)
+        .arg("--to")
+        .arg(tmp.path().join("migrated-again")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verified 1 tables"), "{out}");
+    assert!(
+        err.contains(&format!("to the import and {}", kept.display())),
+        "{err}"
+    );
+    let kept_text = std::fs::read_to_string(&kept).expect("kept file");
+    let body = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .filter(|l| !l.starts_with("-- cocalc-db-end"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&kept_text), body(&text));
+    // Not into the embedded database itself.
+    let (code, _, err) = run(cocalc_db(&source).args(["migrate", "--to"]).arg(&source));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is the embedded database being exported"),
+        "{err}"
+    );
 
     // An unreachable server is a one-line failure.
     let (code, _, err) = run(cocalc_db(&source)

@@ -38,7 +38,19 @@ pub(crate) async fn sequences<E: Executor>(exec: &mut E) -> Result<Vec<(String, 
 }
 
 async fn pairs<E: Executor>(exec: &mut E, sql: &str, what: &str) -> Result<Vec<(String, String)>> {
-    let rows = exec.query(sql, &[]).await.map_err(MigrateError::db(what))?;
+    pairs_with(exec, sql, &[], what).await
+}
+
+async fn pairs_with<E: Executor>(
+    exec: &mut E,
+    sql: &str,
+    params: &[Value],
+    what: &str,
+) -> Result<Vec<(String, String)>> {
+    let rows = exec
+        .query(sql, params)
+        .await
+        .map_err(MigrateError::db(what))?;
     rows.iter()
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
         .collect::<db_core::Result<_>>()
@@ -178,6 +190,60 @@ pub(crate) async fn copy_columns<E: Executor>(
         .map(|r| r.try_get::<String, _>(0).map(|c| db_core::quote_ident(&c)))
         .collect::<db_core::Result<_>>()
         .map_err(MigrateError::db(context()))
+}
+
+/// The primary key of a table, `(column, type)` in key order (without
+/// `INCLUDE` columns), the type as `format_type` spells it; empty for a
+/// table without one.
+pub(crate) async fn primary_key<E: Executor>(
+    exec: &mut E,
+    schema: &str,
+    name: &str,
+) -> Result<Vec<(String, String)>> {
+    let sql = "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod) \
+         FROM pg_catalog.pg_index i \
+         JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+         WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary AND k.ord <= i.indnkeyatts \
+         ORDER BY k.ord";
+    let params = [Value::from(schema), Value::from(name)];
+    pairs_with(
+        exec,
+        sql,
+        &params,
+        &format!("reading the primary key of {}", qualified(schema, name)),
+    )
+    .await
+}
+
+/// A table's pages and bytes on disk (TOAST included).
+pub(crate) async fn relation_size<E: Executor>(
+    exec: &mut E,
+    schema: &str,
+    name: &str,
+) -> Result<(u64, u64)> {
+    let sql = "SELECT pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8, \
+         pg_catalog.pg_table_size(c.oid) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2";
+    let params = [Value::from(schema), Value::from(name)];
+    let context = || format!("reading the size of {}", qualified(schema, name));
+    let row = exec
+        .query_one(sql, &params)
+        .await
+        .map_err(MigrateError::db(context()))?;
+    let pages = row
+        .try_get::<i64, _>(0)
+        .map_err(MigrateError::db(context()))?;
+    let bytes = row
+        .try_get::<i64, _>(1)
+        .map_err(MigrateError::db(context()))?;
+    Ok((
+        u64::try_from(pages).unwrap_or(0),
+        u64::try_from(bytes).unwrap_or(0),
+    ))
 }
 
 /// Up to `limit` qualified names of the tables a database holds.

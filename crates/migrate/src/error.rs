@@ -41,6 +41,15 @@ pub enum MigrateError {
         /// Why it is refused.
         reason: String,
     },
+    /// Reading a table for an export went wrong: a piece of it could not
+    /// be continued, or the pieces did not add up to the table's rows.
+    #[error("exporting {table}: {message}")]
+    Export {
+        /// Qualified table name.
+        table: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Reading or writing a file or stream failed.
     #[error("{context}: {source}")]
     Io {

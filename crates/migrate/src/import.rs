@@ -3,6 +3,7 @@
 use std::io::BufRead;
 
 use db_core::{Client, Executor, Pool};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::allow;
@@ -84,6 +85,12 @@ pub struct ImportReport {
 
 /// Loads the export read from `input` into the database behind `pool`.
 ///
+/// `input` is read on a thread of its own, never on the async runtime
+/// (reading a file or a pipe blocks), at most a few items ahead of the
+/// statements running on the target, so memory stays bounded whatever the
+/// export's size. Should the import fail, the reading stops at the reader's
+/// next item.
+///
 /// Refuses a target that already holds tables unless
 /// [`ImportOptions::force`], and any statement an export does not contain
 /// ([`MigrateError::Refused`], see the crate docs). Unless
@@ -97,7 +104,7 @@ pub struct ImportReport {
 /// the export has a manifest, every table's rows and checksum, every
 /// sequence and the schema's objects (those the import created must be
 /// exactly the manifest's) are verified before the commit, so a failure or a mismatch
-/// leaves the target as it was.
+/// (or an error reading `input`) leaves the target as it was.
 ///
 /// ```no_run
 /// # async fn demo<P: db_core::Pool>(pool: P) -> Result<(), migrate::MigrateError> {
@@ -108,7 +115,7 @@ pub struct ImportReport {
 /// }
 /// # Ok(()) }
 /// ```
-pub async fn import<P: Pool, R: BufRead + Send>(
+pub async fn import<P: Pool, R: BufRead + Send + 'static>(
     pool: &P,
     input: R,
     options: &ImportOptions,
@@ -119,7 +126,77 @@ pub async fn import<P: Pool, R: BufRead + Send>(
         .await
 }
 
-async fn run<P: Pool, R: BufRead + Send>(
+/// What the reading thread hands to the import, in the script's order.
+enum Piece {
+    /// The script's first item, with the manifest read before it.
+    First {
+        manifest: Option<Manifest>,
+        item: Item,
+    },
+    /// Any later item.
+    Item(Item),
+    /// The end of the script: the manifest and the end marker read.
+    End {
+        manifest: Option<Manifest>,
+        end_marker: Option<EndMarker>,
+    },
+    /// Reading stopped here; the import fails with this.
+    Failed(MigrateError),
+}
+
+/// How many pieces the reading thread may be ahead of the import: a few
+/// COPY chunks of [`ImportOptions::chunk_bytes`] each at most, so reading
+/// overlaps the target's work without holding much of the file.
+const PIECES_AHEAD: usize = 4;
+
+/// Reads the script from `input` on a thread of its own (not a task of
+/// the async runtime, whose shutdown would wait for a read that blocks
+/// forever, as one from a pipe can). The thread stops after the end of the
+/// script, after an error, or once the receiver is dropped.
+fn read_on_a_thread<R: BufRead + Send + 'static>(
+    input: R,
+    options: &ImportOptions,
+) -> Result<mpsc::Receiver<Piece>> {
+    let (sender, receiver) = mpsc::channel(PIECES_AHEAD);
+    let mut reader =
+        ScriptReader::new(input, options.chunk_bytes).require_end_marker(!options.unverified);
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name("migrate-import-reader".into())
+        .spawn(move || {
+            let _span = span.entered();
+            let mut first = true;
+            loop {
+                let piece = match reader.next_item() {
+                    Ok(Some(item)) if first => {
+                        first = false;
+                        Piece::First {
+                            manifest: reader.manifest().cloned(),
+                            item,
+                        }
+                    }
+                    Ok(Some(item)) => Piece::Item(item),
+                    Ok(None) => Piece::End {
+                        manifest: reader.manifest().cloned(),
+                        end_marker: reader.end_marker().cloned(),
+                    },
+                    Err(e) => Piece::Failed(e),
+                };
+                let last = matches!(piece, Piece::End { .. } | Piece::Failed(_));
+                // An error means the import is gone (it failed, or its
+                // future was dropped): nothing more is wanted.
+                if sender.blocking_send(piece).is_err() || last {
+                    return;
+                }
+            }
+        })
+        .map_err(MigrateError::io(
+            "starting the thread that reads the export",
+        ))?;
+    Ok(receiver)
+}
+
+async fn run<P: Pool, R: BufRead + Send + 'static>(
     pool: &P,
     input: R,
     options: &ImportOptions,
@@ -143,8 +220,7 @@ async fn run<P: Pool, R: BufRead + Send>(
     // What the target held before, so that the objects the import created
     // can be told apart from them (with --force).
     let baseline = catalog::schema_objects(&mut tx).await?;
-    let mut reader =
-        ScriptReader::new(input, options.chunk_bytes).require_end_marker(!options.unverified);
+    let mut pieces = read_on_a_thread(input, options)?;
     let mut report = ImportReport {
         manifest: None,
         verification: None,
@@ -154,17 +230,36 @@ async fn run<P: Pool, R: BufRead + Send>(
         rows: 0,
     };
     let mut copy: Option<(String, u64)> = None;
-    let mut started = false;
-    while let Some(item) = reader.next_item()? {
-        if !started {
-            if !options.unverified {
-                check_manifest(reader.manifest(), &item)?;
+    loop {
+        // Dropping `pieces` on any return below stops the reading thread.
+        let item = match pieces.recv().await {
+            Some(Piece::First { manifest, item }) => {
+                if !options.unverified {
+                    check_manifest(manifest.as_ref(), &item)?;
+                }
+                if let Some(manifest) = &manifest {
+                    progress.start(manifest.total_rows());
+                }
+                item
             }
-            if let Some(manifest) = reader.manifest() {
-                progress.start(manifest.total_rows());
+            Some(Piece::Item(item)) => item,
+            Some(Piece::End {
+                manifest,
+                end_marker,
+            }) => {
+                report.manifest = manifest;
+                report.end_marker = end_marker;
+                break;
             }
-            started = true;
-        }
+            Some(Piece::Failed(e)) => return Err(e),
+            // The thread ended without saying why: the reader panicked.
+            None => {
+                return Err(MigrateError::Io {
+                    context: "reading the export".into(),
+                    source: std::io::Error::other("the reading thread stopped unexpectedly"),
+                });
+            }
+        };
         match item {
             Item::Statement { sql, line } => {
                 let run = match settings.rewrite(&sql) {
@@ -222,8 +317,6 @@ async fn run<P: Pool, R: BufRead + Send>(
         }
     }
     progress.finish();
-    report.manifest = reader.manifest().cloned();
-    report.end_marker = reader.end_marker().cloned();
     if let Some(manifest) = &report.manifest {
         report.verification =
             Some(verify::verify_in_transaction(&mut tx, manifest, Some(&baseline)).await?);

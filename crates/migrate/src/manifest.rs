@@ -224,11 +224,6 @@ impl<W> Digesting<W> {
             sha256,
         }
     }
-
-    /// The writer, to write past the count (the marker itself).
-    pub(crate) fn inner(&mut self) -> &mut W {
-        &mut self.inner
-    }
 }
 
 impl<W: Write> Write for Digesting<W> {

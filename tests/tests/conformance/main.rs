@@ -10,6 +10,7 @@ mod errors;
 mod lifecycle;
 mod locks;
 mod migrate;
+mod migrate_streaming;
 mod notify;
 mod pglite;
 mod rows;

@@ -4,10 +4,11 @@
 //! rollback on failure, PostgreSQL 17 preamble settings on older servers,
 //! and physical backup and restore.
 
+use std::io::Cursor;
 use std::path::PathBuf;
 
 use db::{BackendKind, Config, DataDir, PglitePool, Pool};
-use migrate::{EndMarker, ImportOptions, Manifest, MigrateError, NoProgress};
+use migrate::{EndMarker, ExportOptions, ImportOptions, Manifest, MigrateError, NoProgress};
 use schema_sync::{Options, Schema};
 
 use crate::TestDb;
@@ -20,7 +21,7 @@ fn fixture() -> Schema {
     Schema::from_json(&text).unwrap()
 }
 
-async fn temporary_pglite() -> PglitePool {
+pub(crate) async fn temporary_pglite() -> PglitePool {
     PglitePool::open(&Config::new().pglite(DataDir::Memory))
         .await
         .unwrap()
@@ -298,7 +299,7 @@ CREATE TRIGGER touch BEFORE INSERT ON "odd ""schema""".";semi colon"
 
 /// A temporary PGlite holding the fixture schema filled with edge values,
 /// plus [`EXTRA`].
-async fn filled_source() -> (PglitePool, Schema) {
+pub(crate) async fn filled_source() -> (PglitePool, Schema) {
     let source = temporary_pglite().await;
     let spec = fixture();
     schema_sync::sync(&source, &spec, &Options::new())
@@ -309,21 +310,26 @@ async fn filled_source() -> (PglitePool, Schema) {
     (source, spec)
 }
 
-async fn export(source: &PglitePool) -> (Vec<u8>, Manifest) {
+pub(crate) async fn export(source: &PglitePool) -> (Vec<u8>, Manifest) {
     let mut sql = Vec::new();
-    let manifest = migrate::export(source, &mut sql, &mut NoProgress)
+    let manifest = migrate::export(source, &mut sql, &ExportOptions::new(), &mut NoProgress)
         .await
         .unwrap();
     (sql, manifest)
 }
 
-async fn import(db: &TestDb, sql: &[u8]) -> Result<migrate::ImportReport, MigrateError> {
-    migrate::import(&db.pool, sql, &ImportOptions::new(), &mut NoProgress).await
+/// An export as the import takes it: read on a thread of its own, so owned.
+fn owned(sql: &[u8]) -> Cursor<Vec<u8>> {
+    Cursor::new(sql.to_vec())
+}
+
+pub(crate) async fn import(db: &TestDb, sql: &[u8]) -> Result<migrate::ImportReport, MigrateError> {
+    migrate::import(&db.pool, owned(sql), &ImportOptions::new(), &mut NoProgress).await
 }
 
 async fn import_unverified(db: &TestDb, sql: &[u8]) -> Result<migrate::ImportReport, MigrateError> {
     let options = ImportOptions::new().unverified(true);
-    migrate::import(&db.pool, sql, &options, &mut NoProgress).await
+    migrate::import(&db.pool, owned(sql), &options, &mut NoProgress).await
 }
 
 /// An export edited by hand, with its end marker made again for its new
@@ -354,7 +360,7 @@ async fn server_major(db: &TestDb) -> i64 {
     row.get(0)
 }
 
-async fn table_count(db: &TestDb) -> i64 {
+pub(crate) async fn table_count(db: &TestDb) -> i64 {
     let row = db
         .pool
         .query_one(
@@ -467,7 +473,7 @@ async fn the_filled_fixture_round_trips_with_equal_checksums() {
 }
 
 /// A small export: one table with a serial key and three rows.
-async fn small_export() -> (Vec<u8>, Manifest) {
+pub(crate) async fn small_export() -> (Vec<u8>, Manifest) {
     let source = temporary_pglite().await;
     source
         .batch_execute(
@@ -530,7 +536,7 @@ async fn a_target_that_holds_tables_is_refused_unless_forced() {
 
     let report = migrate::import(
         &db.pool,
-        sql.as_slice(),
+        owned(&sql),
         &ImportOptions::new().force(true),
         &mut NoProgress,
     )
@@ -542,7 +548,7 @@ async fn a_target_that_holds_tables_is_refused_unless_forced() {
     // Forced again, the export's objects clash and nothing changes.
     let err = migrate::import(
         &db.pool,
-        sql.as_slice(),
+        owned(&sql),
         &ImportOptions::new().force(true),
         &mut NoProgress,
     )
@@ -903,7 +909,7 @@ async fn schema_objects_are_in_the_manifest_and_verified_before_commit() {
     db.sql("CREATE TABLE kept (a int PRIMARY KEY)").await;
     let report = migrate::import(
         &db.pool,
-        text.as_bytes(),
+        owned(text.as_bytes()),
         &ImportOptions::new().force(true),
         &mut NoProgress,
     )
