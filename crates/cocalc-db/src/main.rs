@@ -92,6 +92,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    let _file_size_limit = outlive_file_size_limit();
     match &cli.command {
         Command::Check => check::run(&cli.db).await,
         Command::Sql(args) => sql::run(&cli.db, args).await,
@@ -105,6 +106,21 @@ async fn main() -> ExitCode {
         Command::Restore(args) => backup::run_restore(&cli.db, args).await,
     }
 }
+
+/// Keeps a file size limit (`ulimit -f`) from ending the process: with a
+/// handler for SIGXFSZ in place, the write that crosses it fails with
+/// `EFBIG` ("File too large") instead, so a half-made data directory is
+/// removed and the error says why. (PostgreSQL ignores SIGXFSZ too.) The
+/// handler lives as long as the returned value.
+#[cfg(target_os = "linux")]
+fn outlive_file_size_limit() -> Option<tokio::signal::unix::Signal> {
+    // SIGXFSZ's number on Linux.
+    const SIGXFSZ: i32 = 25;
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn outlive_file_size_limit() {}
 
 /// Logs to stderr. The overall level is warn, or what `-v` asks for;
 /// `RUST_LOG` adds per-target directives (`RUST_LOG=db=debug`) and, without

@@ -382,8 +382,9 @@ async fn the_filled_fixture_round_trips_with_equal_checksums() {
     let text = String::from_utf8(sql.clone()).unwrap();
     assert!(text.contains("-- cocalc-db-manifest: "));
     assert!(text.contains("COPY public.accounts") || text.contains("COPY \"public\".\"accounts\""));
-    // 174 fixture tables, schema-sync's state table, the extra table.
-    assert_eq!(manifest.tables.len(), 176, "{:?}", manifest.tables.len());
+    // 174 fixture tables, schema-sync's state and ownership tables, the
+    // extra table.
+    assert_eq!(manifest.tables.len(), 177, "{:?}", manifest.tables.len());
     assert!(manifest.total_rows() >= 174 * 6);
     assert!(
         manifest
