@@ -457,6 +457,15 @@ enum TargetError {
         /// The scheme as given.
         scheme: String,
     },
+    /// `postgres:` (or `memory:`) without `//` after it.
+    #[error(
+        "--to {scheme}:...: not a URL (the scheme must be followed by //); {ACCEPTED_TARGETS} \
+         (a directory whose name starts with {scheme}: is written ./{scheme}:...)"
+    )]
+    MalformedUrl {
+        /// The scheme as given.
+        scheme: String,
+    },
 }
 
 impl Target {
@@ -469,6 +478,18 @@ impl Target {
             return Err(TargetError::Empty);
         }
         let Some((scheme, rest)) = trimmed.split_once("://").filter(|(s, _)| is_scheme(s)) else {
+            // `postgres:/...`, `postgres:user@host`, `memory:`: a URL with a
+            // typo, never meant as a directory (which would be created, with
+            // a password in its name). `./postgres:x` names such a directory.
+            if let Some((scheme, _)) = trimmed.split_once(':')
+                && ["postgres", "postgresql", "memory"]
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(scheme))
+            {
+                return Err(TargetError::MalformedUrl {
+                    scheme: scheme.to_owned(),
+                });
+            }
             return Ok(Target::Directory(PathBuf::from(to)));
         };
         let lower = scheme.to_ascii_lowercase();
@@ -597,6 +618,30 @@ mod tests {
                 "file:///tmp/x",
                 TargetError::UnknownScheme {
                     scheme: "file".into(),
+                },
+            ),
+            (
+                "postgres:/alice:secret@127.0.0.1:5432/tx",
+                TargetError::MalformedUrl {
+                    scheme: "postgres".into(),
+                },
+            ),
+            (
+                "Postgres:\\alice:secret@h/db",
+                TargetError::MalformedUrl {
+                    scheme: "Postgres".into(),
+                },
+            ),
+            (
+                "postgresql:alice:secret@h/db",
+                TargetError::MalformedUrl {
+                    scheme: "postgresql".into(),
+                },
+            ),
+            (
+                "memory:",
+                TargetError::MalformedUrl {
+                    scheme: "memory".into(),
                 },
             ),
         ] {

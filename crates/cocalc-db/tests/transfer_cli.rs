@@ -521,3 +521,56 @@ fn an_interrupted_export_leaves_no_partial_file_and_closes_the_database() {
         assert!(!recorded_export(&source));
     }
 }
+
+/// Ctrl-C or SIGTERM during `backup --out` leaves no partial file beside the
+/// target (the archive is written on a thread that outlives the command).
+#[cfg(unix)]
+#[test]
+fn an_interrupted_backup_leaves_no_partial_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("source");
+    seed(&source);
+    let (code, out, err) = run(cocalc_db(&source).args([
+        "sql",
+        "INSERT INTO items (name) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 400000) i",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).expect("out dir");
+    let file = out_dir.join("hub.tgz");
+    for signal in ["-TERM", "-INT"] {
+        let mut child = cocalc_db(&source)
+            .args(["backup", "--out"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while hidden(&out_dir).is_empty() {
+            assert!(Instant::now() < deadline, "no partial file appeared");
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "the backup ended first"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let output = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&output.stderr);
+        let expected = if signal == "-TERM" { 143 } else { 130 };
+        assert_eq!(output.status.code(), Some(expected), "{signal}: {err}");
+        assert!(!file.exists());
+        assert!(
+            hidden(&out_dir).is_empty(),
+            "{signal}: {:?}",
+            hidden(&out_dir)
+        );
+    }
+}

@@ -151,18 +151,38 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// A URL with its password replaced, for logs and `Debug`.
+/// A URL with its passwords replaced, for logs and `Debug`: the one in the
+/// user information (`user:secret@`) and any `password=` query parameter
+/// (libpq accepts both).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (before_query, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let mut out = match before_query.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+                None => before_query.to_owned(),
+            },
+            None => before_query.to_owned(),
+        },
+        None => before_query.to_owned(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
-        None => url.to_owned(),
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                    format!("{key}=<redacted>")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 /// How to open the embedded backend.
@@ -566,6 +586,25 @@ mod tests {
         // A URL set later replaces fields set before.
         let c = c.postgres_url("postgres://u@h/scratch");
         assert_eq!(c.postgres.database, None);
+    }
+
+    #[test]
+    fn redact_url_hides_every_password() {
+        for (url, shown) in [
+            ("postgres://u:pw@h/db", "postgres://u:<redacted>@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://u@h/db?password=pw&sslmode=require",
+                "postgres://u@h/db?password=<redacted>&sslmode=require",
+            ),
+            (
+                "postgresql://u:a@b@h/db?sslmode=x&PASSWORD=pw",
+                "postgresql://u:<redacted>@h/db?sslmode=x&PASSWORD=<redacted>",
+            ),
+            ("postgres://h/db", "postgres://h/db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub async fn backup_file(
     mut progress: impl Progress + 'static,
 ) -> Result<ArchiveSize> {
     let file = OutputFile::create(out, force)?;
+    // The archive is written on a thread of its own, which outlives this
+    // future when it is dropped (a signal, a timeout): the unfinished file
+    // goes with the future, not with the process's exit.
+    let mut unfinished = RemoveOnDrop(Some(file.temporary_path().to_owned()));
     progress.start(0);
     let writer = Counted {
         inner: Some(file),
@@ -53,6 +57,7 @@ pub async fn backup_file(
         .take()
         .ok_or_else(|| MigrateError::Archive("the archive writer was already taken".into()))?;
     drop(writer);
+    unfinished.0 = None;
     file.commit()?;
     tracing::info!(
         files = size.files,
@@ -194,4 +199,15 @@ async fn restore_from(archive: impl Read + Send + 'static, dir: &Path, force: bo
         })?;
     tracing::info!(data_dir = %dir.display(), "restored the data directory");
     Ok(())
+}
+
+/// Removes a file when dropped, unless disarmed (`.0 = None`).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }

@@ -60,7 +60,9 @@ async fn pairs_with<E: Executor>(
 /// The row count and checksum of one table. The caller pins the output
 /// settings ([`PINNED_OUTPUT`]) in its transaction first.
 ///
-/// The checksum is the sum of the first 64 bits of each row text's md5, as
+/// The checksum is the sum of the first 64 bits of each row text's md5 (the
+/// row as `ROW(t.*)`: a bare `t` would be a column of that name, if the
+/// table has one), as
 /// numeric: order-independent, and computed the same way on PostgreSQL 13
 /// (which lacks `bit_xor`) and on PGlite 17.
 pub(crate) async fn summarize<E: Executor>(
@@ -70,7 +72,7 @@ pub(crate) async fn summarize<E: Executor>(
 ) -> Result<TableSummary> {
     let table = qualified(schema, name);
     let sql = format!(
-        "SELECT count(*)::int8, coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::int8::numeric), 0)::text \
+        "SELECT count(*)::int8, coalesce(sum(('x' || left(md5(ROW(t.*)::text), 16))::bit(64)::int8::numeric), 0)::text \
          FROM {table} AS t"
     );
     let context = || format!("checksumming {table}");

@@ -262,16 +262,13 @@ async fn run<P: Pool, R: BufRead + Send + 'static>(
         };
         match item {
             Item::Statement { sql, line } => {
+                // Checked before anything else: a statement an export never
+                // holds is refused even when the target would skip it.
+                allow::check(&sql).map_err(|reason| refused(line, &sql, reason))?;
                 let run = match settings.rewrite(&sql) {
-                    Rewrite::Keep => {
-                        allow::check(&sql).map_err(|reason| refused(line, &sql, reason))?;
-                        sql.clone()
-                    }
-                    Rewrite::Local(local) => {
-                        allow::check(&sql).map_err(|reason| refused(line, &sql, reason))?;
-                        local
-                    }
-                    // Never sent, so harmless whatever it says.
+                    Rewrite::Keep => sql.clone(),
+                    Rewrite::Local(local) => local,
+                    // A preamble setting the target lacks: never sent.
                     Rewrite::Skip(name) => {
                         tracing::warn!(
                             line,
