@@ -131,7 +131,12 @@ impl Names {
                 tbl text PRIMARY KEY,
                 key_columns jsonb NOT NULL,
                 enabled_at timestamptz NOT NULL DEFAULT now()
-            );"
+            );
+            COMMENT ON TABLE {log} IS '{mark}changefeed';
+            COMMENT ON TABLE {ticks} IS '{mark}changefeed';
+            COMMENT ON TABLE {state} IS '{mark}changefeed';
+            COMMENT ON TABLE {feeds} IS '{mark}changefeed';",
+            mark = db_core::COMPONENT_MARK
         )
     }
 

@@ -43,3 +43,9 @@ pub use transaction::{
 };
 pub use types::Type;
 pub use value::{Array, BitString, Inet, Interval, Numeric, ParseNumericError, Value};
+
+/// The start of the `COMMENT ON TABLE` text by which a component (the
+/// changefeed: `cocalc-component:changefeed`) declares a table its own.
+/// Schema tools leave such tables out of their view: schema-sync neither
+/// plans changes to them nor reports them as drift.
+pub const COMPONENT_MARK: &str = "cocalc-component:";

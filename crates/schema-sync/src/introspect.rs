@@ -25,6 +25,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+  AND NOT starts_with(coalesce(obj_description(c.oid, 'pg_class'), ''), $2)
 ORDER BY c.oid, a.attnum";
 
 const CONSTRAINTS: &str = "\
@@ -117,7 +118,13 @@ fn flag(v: &Value) -> bool {
 pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<LiveSchema, SyncError> {
     let params = [Value::Text(namespace.to_owned())];
     let mut tables: BTreeMap<String, Table> = BTreeMap::new();
-    for row in ex.query(COLUMNS, &params).await? {
+    // Tables another component declares its own are outside the view; their
+    // constraints and indexes then find no table and are skipped too.
+    let columns_params = [
+        Value::Text(namespace.to_owned()),
+        Value::Text(db_core::COMPONENT_MARK.to_owned()),
+    ];
+    for row in ex.query(COLUMNS, &columns_params).await? {
         let v = row.values();
         let tname = req(&v[0])?;
         let table = tables

@@ -218,6 +218,17 @@ async fn the_changefeed_tables_survive_a_destructive_sync() {
         "nothing of the changefeed may be touched:\n{}",
         report.plan
     );
+    // Its tables are the changefeed's, outside schema-sync's view: not even
+    // drift.
+    assert!(
+        report
+            .plan
+            .drift
+            .iter()
+            .all(|d| !d.table.starts_with("changefeed_")),
+        "{}",
+        report.plan
+    );
     db.pool
         .execute("INSERT INTO t VALUES ($1, $2)", &params![1i64, "watched"])
         .await
