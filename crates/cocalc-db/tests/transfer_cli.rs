@@ -469,89 +469,40 @@ fn export_and_backup_write_regular_files_or_standard_output_only() {
     );
 }
 
+/// A source directory big enough that writing it out takes a while.
 #[cfg(unix)]
-#[test]
-fn an_interrupted_export_leaves_no_partial_file_and_closes_the_database() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("source");
+fn big_source(tmp: &std::path::Path) -> std::path::PathBuf {
+    let source = tmp.join("source");
     seed(&source);
     let (code, out, err) = run(cocalc_db(&source).args([
         "sql",
         "INSERT INTO items (name) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 400000) i",
     ]));
     assert_eq!(code, 0, "{out}{err}");
-    let out_dir = tmp.path().join("out");
-    std::fs::create_dir(&out_dir).expect("out dir");
-    let file = out_dir.join("hub.sql");
-
-    for signal in ["-TERM", "-INT"] {
-        let mut child = cocalc_db(&source)
-            .args(["export", "--out"])
-            .arg(&file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        // Wait until the export writes its partial file.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while hidden(&out_dir).is_empty() {
-            assert!(Instant::now() < deadline, "no partial file appeared");
-            assert!(
-                child.try_wait().expect("wait").is_none(),
-                "the export ended first"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let output = child.wait_with_output().expect("wait");
-        let err = String::from_utf8_lossy(&output.stderr);
-        let expected = if signal == "-TERM" { 143 } else { 130 };
-        assert_eq!(output.status.code(), Some(expected), "{signal}: {err}");
-        assert!(err.contains("interrupted"), "{err}");
-        assert!(!file.exists());
-        assert!(hidden(&out_dir).is_empty(), "{:?}", hidden(&out_dir));
-        let record = std::fs::read_to_string(source.join("cocalc-db.json")).expect("record");
-        assert!(record.contains("\"open\": false"), "{record}");
-        assert!(!recorded_export(&source));
-    }
+    source
 }
 
-/// Ctrl-C or SIGTERM during `backup --out` leaves no partial file beside the
-/// target (the archive is written on a thread that outlives the command).
+/// Runs `cocalc-db COMMAND --out FILE` on `source`, sends it SIGTERM and then
+/// SIGINT (a run each) once its partial file beside FILE appeared, and checks
+/// that it stops with 143 / 130, writes no FILE and leaves nothing hidden
+/// beside it.
 #[cfg(unix)]
-#[test]
-fn an_interrupted_backup_leaves_no_partial_file() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("source");
-    seed(&source);
-    let (code, out, err) = run(cocalc_db(&source).args([
-        "sql",
-        "INSERT INTO items (name) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 400000) i",
-    ]));
-    assert_eq!(code, 0, "{out}{err}");
-    let out_dir = tmp.path().join("out");
-    std::fs::create_dir(&out_dir).expect("out dir");
-    let file = out_dir.join("hub.tgz");
+fn interrupt_while_writing(source: &std::path::Path, command: &str, file: &std::path::Path) {
+    let out_dir = file.parent().expect("a directory");
     for signal in ["-TERM", "-INT"] {
-        let mut child = cocalc_db(&source)
-            .args(["backup", "--out"])
-            .arg(&file)
+        let mut child = cocalc_db(source)
+            .args([command, "--out"])
+            .arg(file)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
         let deadline = Instant::now() + Duration::from_secs(120);
-        while hidden(&out_dir).is_empty() {
+        while hidden(out_dir).is_empty() {
             assert!(Instant::now() < deadline, "no partial file appeared");
             assert!(
                 child.try_wait().expect("wait").is_none(),
-                "the backup ended first"
+                "{command} ended first"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -566,11 +517,37 @@ fn an_interrupted_backup_leaves_no_partial_file() {
         let err = String::from_utf8_lossy(&output.stderr);
         let expected = if signal == "-TERM" { 143 } else { 130 };
         assert_eq!(output.status.code(), Some(expected), "{signal}: {err}");
+        assert!(err.contains("interrupted"), "{err}");
         assert!(!file.exists());
         assert!(
-            hidden(&out_dir).is_empty(),
+            hidden(out_dir).is_empty(),
             "{signal}: {:?}",
-            hidden(&out_dir)
+            hidden(out_dir)
         );
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_interrupted_export_leaves_no_partial_file_and_closes_the_database() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = big_source(tmp.path());
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).expect("out dir");
+    interrupt_while_writing(&source, "export", &out_dir.join("hub.sql"));
+    let record = std::fs::read_to_string(source.join("cocalc-db.json")).expect("record");
+    assert!(record.contains("\"open\": false"), "{record}");
+    assert!(!recorded_export(&source));
+}
+
+/// Ctrl-C or SIGTERM during `backup --out` leaves no partial file beside the
+/// target (the archive is written on a thread that outlives the command).
+#[cfg(unix)]
+#[test]
+fn an_interrupted_backup_leaves_no_partial_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = big_source(tmp.path());
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).expect("out dir");
+    interrupt_while_writing(&source, "backup", &out_dir.join("hub.tgz"));
 }
