@@ -188,7 +188,7 @@ impl Reader {
         let feed = Feed::start(pool.clone(), options).await?;
         let (tx, arrivals) = mpsc::unbounded_channel();
         for filter in filters {
-            let mut query = Query::table(table);
+            let mut query = Query::table(format!("{SCHEMA}.{table}"));
             if let Some(f) = filter {
                 query = query.filter(f.clone());
             }
@@ -247,8 +247,8 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
         }
         // Installs the triggers; the feed is started again per measurement.
         let feed = Feed::start(pool.clone(), changefeed::Options::new().schema(SCHEMA)).await?;
-        feed.enable("fed").await?;
-        feed.enable("projects").await?;
+        feed.enable(&format!("{SCHEMA}.fed")).await?;
+        feed.enable(&format!("{SCHEMA}.projects")).await?;
         feed.close();
     }
     for write in [Write::Single, Write::Hundred, Write::Project] {

@@ -26,9 +26,30 @@ pub enum Error {
     /// No feed is enabled on the table.
     #[error("no change feed is enabled on table {0:?} (enable one first)")]
     NotEnabled(String),
-    /// The table does not exist in the feed's schema.
+    /// No table has this name (as SQL resolves it: `schema.table`, unquoted
+    /// parts folded to lower case, an unqualified name by `search_path`).
     #[error("table {0:?} does not exist")]
     NoSuchTable(String),
+    /// A feed cannot be enabled on this relation: one of the feed's own
+    /// tables, a partitioned table or a partition, or not a table.
+    #[error("cannot enable a change feed on {table}: {reason}")]
+    Refused {
+        /// The table as it was named.
+        table: String,
+        /// Why, in a few words.
+        reason: String,
+    },
+    /// The subscription's feed ended: it was disabled, its table dropped, or
+    /// its columns changed (subscribe again, from a snapshot, to go on). The
+    /// subscription's last event was [`Event::End`](crate::Event::End) or
+    /// [`Event::SchemaChanged`](crate::Event::SchemaChanged).
+    #[error("the change feed on {table} ended: {reason}")]
+    Ended {
+        /// The table (its name when the feed ended).
+        table: String,
+        /// Why.
+        reason: EndReason,
+    },
     /// The table has no primary key, which deletes are reported by.
     #[error("table {0:?} has no primary key; a change feed needs one to identify rows")]
     NoPrimaryKey(String),
@@ -44,6 +65,30 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] db_core::Error),
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The feed was disabled.
+    Disabled,
+    /// The table was dropped; the feed is gone with it.
+    Dropped,
+    /// Columns of the table were added, dropped or changed type (or its
+    /// primary key changed): the subscriber must resync.
+    SchemaChanged,
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndReason::Disabled => "the feed was disabled",
+            EndReason::Dropped => "the table was dropped",
+            EndReason::SchemaChanged => "the table's columns changed; resync from a snapshot",
+        })
+    }
 }
 
 /// `Result` with this crate's [`Error`].

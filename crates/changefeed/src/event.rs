@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
+use crate::error::EndReason;
 use crate::filter::Filter;
 
 /// The JSON image of a row (or of part of it): column name to value, as
@@ -51,6 +52,47 @@ pub enum Event {
         /// The offset the snapshot is consistent with.
         offset: i64,
     },
+    /// The table was truncated: every row is gone, whatever the filter.
+    Truncate {
+        /// The change's offset.
+        offset: i64,
+        /// The table, schema-qualified.
+        table: String,
+    },
+    /// The table was renamed, or its columns changed. Seen at the feed's
+    /// next poll after the change committed (changes committed in between
+    /// may come before it). After a change of columns (`resync`) the
+    /// subscription ends with [`Error::Ended`](crate::Error::Ended): row
+    /// images change shape and a filter may name a column that is gone, so
+    /// subscribe again from a snapshot. After a rename alone it goes on.
+    SchemaChanged {
+        /// The offset of the event.
+        offset: i64,
+        /// The table's name now, schema-qualified.
+        table: String,
+        /// Its name before, when it was renamed (or moved to another schema).
+        renamed_from: Option<String>,
+        /// Columns added.
+        added: Vec<String>,
+        /// Columns dropped.
+        dropped: Vec<String>,
+        /// Columns whose type changed.
+        retyped: Vec<String>,
+        /// Whether the subscriber must resync (anything but a rename
+        /// changed; the subscription ends after this event).
+        resync: bool,
+    },
+    /// The feed ended: it was disabled or its table dropped. The last event
+    /// of the subscription, which then ends with
+    /// [`Error::Ended`](crate::Error::Ended).
+    End {
+        /// The offset of the event.
+        offset: i64,
+        /// The table, schema-qualified.
+        table: String,
+        /// Why.
+        reason: EndReason,
+    },
 }
 
 impl Event {
@@ -61,8 +103,24 @@ impl Event {
             Event::Insert { offset, .. }
             | Event::Update { offset, .. }
             | Event::Delete { offset, .. }
-            | Event::SnapshotEnd { offset } => Some(*offset),
+            | Event::SnapshotEnd { offset }
+            | Event::Truncate { offset, .. }
+            | Event::SchemaChanged { offset, .. }
+            | Event::End { offset, .. } => Some(*offset),
             Event::SnapshotRow { .. } => None,
+        }
+    }
+
+    /// Why the subscription ends after this event, if it does.
+    pub(crate) fn ends(&self) -> Option<(&str, EndReason)> {
+        match self {
+            Event::End { table, reason, .. } => Some((table, *reason)),
+            Event::SchemaChanged {
+                table,
+                resync: true,
+                ..
+            } => Some((table, EndReason::SchemaChanged)),
+            _ => None,
         }
     }
 }
@@ -71,6 +129,9 @@ impl Event {
 #[derive(Debug, Clone)]
 pub(crate) struct LogRow {
     pub(crate) pos: i64,
+    /// The table's OID (`None` for changes of a table no feed knows).
+    pub(crate) relid: Option<i64>,
+    /// The table's schema-qualified name when the change was logged.
     pub(crate) table: String,
     pub(crate) op: Op,
     pub(crate) new: Option<JsonRow>,
@@ -82,12 +143,32 @@ pub(crate) enum Op {
     Insert,
     Update,
     Delete,
+    /// `TRUNCATE`.
+    Truncate,
+    /// A rename or a change of columns: `new` and `old` are the table's
+    /// shapes ([`shape`](crate::schema) objects).
+    Schema,
+    /// The feed ended: `new` holds `{"reason": ...}`.
+    End,
+}
+
+impl Op {
+    /// Lifecycle operations concern every subscription of the table,
+    /// whatever its filter.
+    pub(crate) fn is_lifecycle(self) -> bool {
+        matches!(self, Op::Truncate | Op::Schema | Op::End)
+    }
 }
 
 /// What a subscription asked for.
 #[derive(Debug)]
 pub(crate) struct Spec {
+    /// The table's OID, which its changes are matched by (a rename keeps it).
+    pub(crate) relid: i64,
+    /// The table's schema-qualified name when subscribing, for messages.
     pub(crate) table: String,
+    /// The table's quoted, schema-qualified name for SQL.
+    pub(crate) relation: String,
     pub(crate) columns: Option<Vec<String>>,
     pub(crate) filter: Option<Filter>,
     pub(crate) key_columns: Vec<String>,
@@ -132,10 +213,14 @@ impl Spec {
     /// The events `change` means for this subscription (none, one, or a
     /// delete and an insert when the key changed).
     pub(crate) fn events(&self, change: &LogRow, out: &mut Vec<Event>) {
-        if change.table != self.table {
+        if change.relid != Some(self.relid) {
             return;
         }
         let offset = change.pos;
+        if change.op.is_lifecycle() {
+            out.push(lifecycle(change));
+            return;
+        }
         let old = change.old.as_ref().filter(|r| self.matches(r));
         let new = change.new.as_ref().filter(|r| self.matches(r));
         match (change.op, old, new) {
@@ -193,6 +278,82 @@ impl Spec {
     }
 }
 
+/// The event of a lifecycle change.
+fn lifecycle(change: &LogRow) -> Event {
+    let (offset, table) = (change.pos, change.table.clone());
+    match change.op {
+        Op::Schema => {
+            let columns = |shape: Option<&JsonRow>| -> Vec<(String, Json)> {
+                shape
+                    .and_then(|s| s.get("columns"))
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| Some((c.get(0)?.as_str()?.to_owned(), c.get(1)?.clone())))
+                    .collect()
+            };
+            let name = |shape: Option<&JsonRow>| {
+                shape
+                    .and_then(|s| s.get("table"))
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+            };
+            let (new, old) = (change.new.as_ref(), change.old.as_ref());
+            let (now, before) = (columns(new), columns(old));
+            let type_of = |cols: &[(String, Json)], c: &str| {
+                cols.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone())
+            };
+            let added: Vec<String> = now
+                .iter()
+                .filter(|(c, _)| type_of(&before, c).is_none())
+                .map(|(c, _)| c.clone())
+                .collect();
+            let dropped: Vec<String> = before
+                .iter()
+                .filter(|(c, _)| type_of(&now, c).is_none())
+                .map(|(c, _)| c.clone())
+                .collect();
+            let retyped: Vec<String> = now
+                .iter()
+                .filter(|(c, t)| type_of(&before, c).is_some_and(|b| &b != t))
+                .map(|(c, _)| c.clone())
+                .collect();
+            let key_changed = new.and_then(|s| s.get("key")) != old.and_then(|s| s.get("key"));
+            let table = name(new).unwrap_or(table);
+            let renamed_from = name(old).filter(|before| *before != table);
+            let resync =
+                !added.is_empty() || !dropped.is_empty() || !retyped.is_empty() || key_changed;
+            Event::SchemaChanged {
+                offset,
+                table,
+                renamed_from,
+                added,
+                dropped,
+                retyped,
+                resync,
+            }
+        }
+        Op::End => {
+            let dropped = change
+                .new
+                .as_ref()
+                .and_then(|n| n.get("reason"))
+                .and_then(Json::as_str)
+                == Some("dropped");
+            Event::End {
+                offset,
+                table,
+                reason: if dropped {
+                    EndReason::Dropped
+                } else {
+                    EndReason::Disabled
+                },
+            }
+        }
+        _ => Event::Truncate { offset, table },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -208,7 +369,9 @@ mod tests {
 
     fn spec(filter: &str, columns: Option<&[&str]>) -> Spec {
         Spec {
+            relid: 1,
             table: "t".into(),
+            relation: "t".into(),
             columns: columns.map(|cs| cs.iter().map(|c| (*c).to_owned()).collect()),
             filter: Some(filter.parse().unwrap_or_else(|e| panic!("{e}"))),
             key_columns: vec!["id".into()],
@@ -218,6 +381,7 @@ mod tests {
     fn update(old: serde_json::Value, new: serde_json::Value) -> LogRow {
         LogRow {
             pos: 7,
+            relid: Some(1),
             table: "t".into(),
             op: Op::Update,
             new: Some(obj(new)),

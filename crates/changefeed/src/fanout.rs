@@ -63,10 +63,10 @@ type ValueIndex = HashMap<Key, Vec<usize>>;
 /// The subscriptions (by index) each change is to be offered to.
 #[derive(Debug, Default)]
 pub(crate) struct Router {
-    /// Per table, the subscriptions that see all of its changes.
-    all: HashMap<String, Vec<usize>>,
-    /// Per table and column, the subscriptions requiring each value.
-    by_value: HashMap<String, Vec<(String, ValueIndex)>>,
+    /// Per table (OID), the subscriptions that see all of its changes.
+    all: HashMap<i64, Vec<usize>>,
+    /// Per table (OID) and column, the subscriptions requiring each value.
+    by_value: HashMap<i64, Vec<(String, ValueIndex)>>,
 }
 
 impl Router {
@@ -74,9 +74,9 @@ impl Router {
         let mut router = Router::default();
         for (i, spec) in specs.into_iter().enumerate() {
             match spec.filter.as_ref().and_then(required) {
-                None => router.all.entry(spec.table.clone()).or_default().push(i),
+                None => router.all.entry(spec.relid).or_default().push(i),
                 Some((column, keys)) => {
-                    let columns = router.by_value.entry(spec.table.clone()).or_default();
+                    let columns = router.by_value.entry(spec.relid).or_default();
                     let index = match columns.iter().position(|(c, _)| c == column) {
                         Some(at) => &mut columns[at].1,
                         None => {
@@ -96,13 +96,21 @@ impl Router {
 
     /// Fills `out` with the subscriptions `change` can concern, each once,
     /// in increasing order: those with no required value, and those whose
-    /// required value the new or the old image has.
+    /// required value the new or the old image has; every subscription of
+    /// the table for a lifecycle change (truncate, schema change, end).
     pub(crate) fn route(&self, change: &LogRow, out: &mut Vec<usize>) {
         out.clear();
-        if let Some(all) = self.all.get(&change.table) {
+        let Some(relid) = change.relid else {
+            return;
+        };
+        if let Some(all) = self.all.get(&relid) {
             out.extend_from_slice(all);
         }
-        for (column, index) in self.by_value.get(&change.table).into_iter().flatten() {
+        for (column, index) in self.by_value.get(&relid).into_iter().flatten() {
+            if change.op.is_lifecycle() {
+                out.extend(index.values().flatten());
+                continue;
+            }
             for image in [&change.new, &change.old].into_iter().flatten() {
                 if let Some(subs) = image.get(column).and_then(key).and_then(|k| index.get(&k)) {
                     out.extend_from_slice(subs);
@@ -123,7 +131,9 @@ mod tests {
 
     fn spec(table: &str, filter: Option<&str>) -> Spec {
         Spec {
+            relid: if table == "t" { 1 } else { 2 },
             table: table.into(),
+            relation: table.into(),
             columns: None,
             filter: filter.map(|f| f.parse().unwrap_or_else(|e| panic!("{e}"))),
             key_columns: vec!["id".into()],
@@ -142,6 +152,7 @@ mod tests {
     ) -> Vec<usize> {
         let change = LogRow {
             pos: 1,
+            relid: Some(1),
             table: "t".into(),
             op,
             new: image(new),
@@ -194,8 +205,13 @@ mod tests {
             vec![1, 3, 5]
         );
         assert_eq!(
-            route(&router, Op::Delete, null, json!({"owner": null})),
+            route(&router, Op::Delete, null.clone(), json!({"owner": null})),
             vec![3, 5]
+        );
+        // A truncation concerns every subscription of the table.
+        assert_eq!(
+            route(&router, Op::Truncate, null.clone(), null),
+            vec![0, 1, 2, 3, 5]
         );
     }
 }

@@ -43,8 +43,11 @@ pub struct Options {
     pub retention: Retention,
     /// How often the poller prunes (when `retention` limits anything).
     pub prune_interval: Duration,
-    /// The schema of the feed's tables and of the watched tables; the
-    /// connection's `current_schema()` when `None`.
+    /// The schema of the feed's own tables and trigger function,
+    /// `changefeed` when `None`. A feed of an earlier release kept them in
+    /// the connection's `current_schema()`, next to the watched tables;
+    /// [`Feed::start`] moves them from there in place. Watched tables are
+    /// named as SQL names them, in any schema.
     pub schema: Option<String>,
     /// After a nudge, wait this long for more before reading, so that a
     /// stream of small commits costs one read per interval rather than one
@@ -58,7 +61,7 @@ impl Default for Options {
         Options {
             poll_interval: Duration::from_millis(250),
             subscriber_buffer: 1024,
-            retention: Retention::unlimited(),
+            retention: Retention::default_limits(),
             prune_interval: Duration::from_secs(60),
             schema: None,
             coalesce: Duration::ZERO,
@@ -68,7 +71,7 @@ impl Default for Options {
 
 impl Options {
     /// The defaults: poll every 250 ms, buffer 1024 events per subscriber,
-    /// keep the whole log.
+    /// keep changes for 7 days ([`Retention::default_limits`]).
     pub fn new() -> Options {
         Options::default()
     }
@@ -230,12 +233,14 @@ impl<P: Pool> Feed<P> {
     /// Creates the feed's tables if needed, listens for nudges and starts
     /// the poller. Must be called within a Tokio runtime.
     pub async fn start(pool: P, options: Options) -> Result<Feed<P>> {
-        let schema = match &options.schema {
-            Some(s) => s.clone(),
-            None => schema::current_schema(&pool).await?,
+        let (names, legacy) = match &options.schema {
+            Some(s) => (Names::new(s), None),
+            None => (
+                Names::new(schema::DEFAULT_SCHEMA),
+                Some(schema::current_schema(&pool).await?),
+            ),
         };
-        let names = Names::new(&schema);
-        schema::ensure_base(&pool, &names).await?;
+        schema::ensure_base(&pool, &names, legacy.as_deref()).await?;
         let stream = pool.listen(schema::CHANNEL).await?;
         schema::tick_pool(&pool, &names).await?;
         let (last, _) = schema::positions(&pool, &names).await?;
@@ -259,16 +264,22 @@ impl<P: Pool> Feed<P> {
         &self.inner.pool
     }
 
-    /// Enables a feed on `table` (in the feed's schema): installs the shared
-    /// trigger function once and the trigger on the table once; enabling
-    /// again changes nothing. Returns the table's key columns.
+    /// Enables a feed on `table`, named as SQL names it (`accounts`,
+    /// `app.accounts`, `"Mixed Case"`; an unqualified name by
+    /// `search_path`): installs the shared trigger function once and the
+    /// triggers on the table once; enabling again changes nothing. Returns
+    /// the table's key columns. The feed follows the table (by OID) through
+    /// renames. The feed's own tables, partitioned tables and partitions
+    /// are [`Error::Refused`].
     pub async fn enable(&self, table: &str) -> Result<Vec<String>> {
         schema::enable(&self.inner.pool, &self.inner.names, table).await
     }
 
-    /// Disables the feed on `table`: removes its trigger, and the trigger
-    /// function when no feed is left. Its changes stay in the log until
-    /// pruned. Returns whether a feed was enabled.
+    /// Disables the feed on `table`: removes its triggers, and the trigger
+    /// function when no feed is left; its subscriptions end with
+    /// [`Event::End`] and the table's row images are removed from the log
+    /// (their offsets stay, with nothing to deliver). Returns whether a feed
+    /// was enabled.
     pub async fn disable(&self, table: &str) -> Result<bool> {
         schema::disable(&self.inner.pool, &self.inner.names, table).await
     }
@@ -304,9 +315,12 @@ impl<P: Pool> Feed<P> {
         if inner.hub().closed {
             return Err(Error::Closed);
         }
-        let key_columns = schema::feed_keys(&inner.pool, &inner.names, &query.table).await?;
+        let (watched, key_columns) =
+            schema::feed_of(&inner.pool, &inner.names, &query.table).await?;
         let spec = Arc::new(Spec {
-            table: query.table,
+            relid: watched.relid,
+            relation: watched.name.clone(),
+            table: watched.name,
             columns: query.columns,
             filter: query.filter,
             key_columns,
@@ -385,7 +399,7 @@ impl<P: Pool> Feed<P> {
             .try_get::<i64, _>(0)?;
         let rows = tx
             .query(
-                &format!("SELECT row_to_json(t) FROM {} t", names.table(&spec.table)),
+                &format!("SELECT row_to_json(t) FROM {} t", spec.relation),
                 &[],
             )
             .await?;
@@ -529,7 +543,7 @@ async fn join<P: Pool>(
             }
         }
         let batch =
-            match schema::read(&inner.pool, &inner.names, cursor, Some(&spec.table), BATCH).await {
+            match schema::read(&inner.pool, &inner.names, cursor, Some(spec.relid), BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     shared.end(e);
@@ -546,7 +560,12 @@ async fn join<P: Pool>(
             events.clear();
             spec.events(row, &mut events);
             for event in events.drain(..) {
+                let ends = event.ends().map(|(t, r)| (t.to_owned(), r));
                 if sender.send(event).await.is_err() {
+                    return;
+                }
+                if let Some((table, reason)) = ends {
+                    shared.end(Error::Ended { table, reason });
                     return;
                 }
             }
@@ -558,6 +577,7 @@ async fn join<P: Pool>(
 /// The poller: reads on every nudge and every `poll_interval`.
 async fn run<P: Pool>(inner: Arc<Inner<P>>, stream: db_core::NotificationStream) {
     let mut last_prune = Instant::now();
+    let mut last_detect: Option<Instant> = None;
     let mut failures = 0u32;
     // Idle, the poller listens and reads on every nudge. Busy (a poll found
     // several changes), it reads on its own clock and stops listening until
@@ -592,6 +612,12 @@ async fn run<P: Pool>(inner: Arc<Inner<P>>, stream: db_core::NotificationStream)
                     }
                     listen_failed = true;
                 }
+            }
+        }
+        if last_detect.is_none_or(|at| at.elapsed() >= inner.options.poll_interval) {
+            last_detect = Some(Instant::now());
+            if let Err(e) = schema::detect(&inner.pool, &inner.names).await {
+                tracing::warn!(target: "changefeed", error = %e, "checking the watched tables for changes failed");
             }
         }
         let started = Instant::now();
@@ -720,7 +746,13 @@ fn fan_out(hub: &mut Hub, rows: &[LogRow], pruned_through: i64, through: i64) {
                 continue;
             }
             for event in events.drain(..) {
+                let ends = event.ends().map(|(t, r)| (t.to_owned(), r));
                 if live.sender.try_send(event).is_err() {
+                    ended[i] = true;
+                    break;
+                }
+                if let Some((table, reason)) = ends {
+                    live.shared.end(Error::Ended { table, reason });
                     ended[i] = true;
                     break;
                 }

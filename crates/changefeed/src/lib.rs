@@ -22,9 +22,13 @@
 //!
 //! # How it works
 //!
-//! Enabling a feed on a table installs triggers that append the changes to
-//! the shared `changefeed_log` table (JSON row images, `txid_current()`) and
-//! send `pg_notify('changefeed', <table name>)`. Inserts and deletes are
+//! The feed's own tables and trigger function live in a schema of their own,
+//! `changefeed` ([`Options::schema`]); a feed of an earlier release that
+//! kept them next to the watched tables is moved there in place when a
+//! [`Feed`] starts. Enabling a feed on a table installs triggers that append
+//! the changes to the shared `changefeed.changefeed_log` table (JSON row
+//! images, the table's OID, `txid_current()`) and send
+//! `pg_notify('changefeed', '')`. Inserts and deletes are
 //! captured per statement from its transition table: one log row holds the
 //! images of up to 1,000 rows (and about 16 MB), so a statement costs one
 //! log row, two index entries and one notification however many rows it
@@ -103,16 +107,38 @@
 //! with [`Error::Lagged`] naming the last offset whose events were all
 //! queued, from which it can resume. Memory stays bounded.
 //!
+//! # A table's life
+//!
+//! Tables are named as SQL names them (`accounts`, `app.accounts`,
+//! `"Mixed Case"`) and tracked by OID, so a feed follows its table through
+//! a rename. `TRUNCATE` is captured by a statement trigger and reaches every
+//! subscription of the table as [`Event::Truncate`], whatever its filter.
+//! Renames and changes of columns are noticed by the poller (once per poll
+//! interval, from the catalog, so it works for any role and on PGlite, where
+//! event triggers would need a superuser) and logged as
+//! [`Event::SchemaChanged`]; after a change of columns the subscription ends
+//! ([`Error::Ended`]) and must resync. Disabling a feed, or dropping its
+//! table, logs [`Event::End`], the last event of its subscriptions.
+//!
+//! # Retention
+//!
+//! The log keeps 7 days of changes by default ([`Retention::default_limits`]):
+//! the poller prunes older ones every [`Options::prune_interval`], and with
+//! them the row images of deleted rows. [`Feed::prune_with`] prunes on
+//! demand. Disabling a feed removes its table's row images from the log at
+//! once. On PGlite (which has no autovacuum) pruning runs `VACUUM` on the
+//! log.
+//!
 //! # Limits
 //!
-//! Watched tables live in one schema (the feed's), need a primary key and
-//! report `TRUNCATE` as nothing. Filters are evaluated on the JSON image of
-//! rows ([`Filter`]), so values compare as JSON (timestamps as text). A
-//! snapshot is read into memory before it is handed out. The log only grows
-//! until pruned ([`Retention`]); on PGlite (which has no autovacuum) pruning
-//! runs `VACUUM` on the log. A log of the first layout (offsets stamped into
-//! each row) is renamed `changefeed_log_v1` and kept; offsets it gave need a
-//! resync.
+//! Watched tables need a primary key; partitioned tables and partitions are
+//! refused ([`Error::Refused`]), as are the feed's own tables. Filters are
+//! evaluated on the JSON image of rows ([`Filter`]), so values compare as
+//! JSON (timestamps as text). A snapshot is read into memory before it is
+//! handed out. A schema change is seen at the next poll, so changes committed
+//! between the change and the poll may come before its event. A log of the
+//! first layout (offsets stamped into each row) is renamed
+//! `changefeed_log_v1` and kept; offsets it gave need a resync.
 
 mod error;
 mod event;
@@ -121,7 +147,7 @@ mod feed;
 mod filter;
 mod schema;
 
-pub use error::{Error, Result};
+pub use error::{EndReason, Error, Result};
 pub use event::{Event, JsonRow};
 pub use feed::{Feed, Options, Query, Start, Subscription};
 pub use filter::Filter;

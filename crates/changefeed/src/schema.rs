@@ -21,6 +21,12 @@ const NEW_ROWS: &str = "changefeed_new";
 /// The statement-level delete trigger and its transition table.
 const DELETE_TRIGGER: &str = "changefeed_capture_delete";
 const OLD_ROWS: &str = "changefeed_old";
+/// The statement-level truncate trigger.
+const TRUNCATE_TRIGGER: &str = "changefeed_capture_truncate";
+/// A table's name as the log and the feeds hold it: schema-qualified and
+/// quoted as SQL needs (`public.items`, `app."Mixed Case"`), in the
+/// trigger function.
+const TABLE_NAME: &str = "quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME)";
 /// The notification channel writers nudge readers on.
 pub(crate) const CHANNEL: &str = "changefeed";
 /// Row images per log row at most: a statement's changes are split into
@@ -41,6 +47,19 @@ const NO_ID: i64 = i64::MAX;
 /// Attempts at a tick that lost the race for the state row to another
 /// reader's tick (each retry sees the other tick).
 const TICK_ATTEMPTS: u32 = 100;
+
+/// The schema of the feed's own objects unless
+/// [`Options::schema`](crate::Options::schema) says otherwise.
+pub(crate) const DEFAULT_SCHEMA: &str = "changefeed";
+
+/// The feed's tables, by their unqualified names.
+const OWN_TABLES: [&str; 5] = [
+    "changefeed_log",
+    "changefeed_ticks",
+    "changefeed_state",
+    "changefeed_feeds",
+    "changefeed_log_v1",
+];
 
 /// Qualified names of the feed's objects in one schema.
 #[derive(Debug, Clone)]
@@ -66,6 +85,30 @@ impl Names {
         }
     }
 
+    /// Moves the feed's objects from schema `from` (where the previous
+    /// release kept them, next to the watched tables) into this one, in
+    /// place: the same tables, rows, sequences and function.
+    fn move_ddl(&self, from: &str) -> String {
+        let from = quote_ident(from);
+        let to = quote_ident(&self.schema);
+        let mut sql = format!("CREATE SCHEMA IF NOT EXISTS {to};");
+        for table in OWN_TABLES {
+            sql.push_str(&format!(
+                "ALTER TABLE IF EXISTS {from}.{table} SET SCHEMA {to};"
+            ));
+        }
+        // ALTER FUNCTION has no IF EXISTS.
+        sql.push_str(&format!(
+            "DO $move$ BEGIN
+                IF to_regprocedure('{from}.{TRIGGER}()') IS NOT NULL THEN
+                    ALTER FUNCTION {from}.{TRIGGER}() SET SCHEMA {to};
+                END IF;
+             END $move$",
+            from = from.replace('\'', "''")
+        ));
+        sql
+    }
+
     /// `name` (a table, an index) qualified with the feed's schema.
     pub(crate) fn table(&self, name: &str) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(name))
@@ -79,15 +122,18 @@ impl Names {
     /// save.
     fn log_ddl(&self) -> String {
         let log = &self.log;
+        let schema = quote_ident(&self.schema);
         format!(
-            "CREATE TABLE {log} (
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+            CREATE TABLE {log} (
                 id bigserial PRIMARY KEY,
                 txid bigint NOT NULL,
                 tbl text NOT NULL,
                 op \"char\" NOT NULL,
                 n integer NOT NULL,
                 row_new json,
-                row_old json
+                row_old json,
+                relid oid
             );
             ALTER TABLE {log} ALTER COLUMN row_new SET STORAGE EXTERNAL,
                 ALTER COLUMN row_old SET STORAGE EXTERNAL"
@@ -127,9 +173,12 @@ impl Names {
                 ADD COLUMN IF NOT EXISTS horizon bigint NOT NULL DEFAULT 0,
                 ADD COLUMN IF NOT EXISTS gen bigint NOT NULL DEFAULT 0;
             INSERT INTO {state} DEFAULT VALUES ON CONFLICT DO NOTHING;
+            ALTER TABLE {log} ADD COLUMN IF NOT EXISTS relid oid;
             CREATE TABLE IF NOT EXISTS {feeds} (
-                tbl text PRIMARY KEY,
+                relid oid PRIMARY KEY,
+                tbl text NOT NULL,
                 key_columns jsonb NOT NULL,
+                shape jsonb,
                 enabled_at timestamptz NOT NULL DEFAULT now()
             );
             COMMENT ON TABLE {log} IS '{mark}changefeed';
@@ -177,7 +226,10 @@ impl Names {
         format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $changefeed$
             BEGIN
-                IF TG_LEVEL = 'STATEMENT' THEN
+                IF TG_OP = 'TRUNCATE' THEN
+                    INSERT INTO {log} (txid, tbl, relid, op, n)
+                    VALUES (txid_current(), {TABLE_NAME}, TG_RELID, 'T', 1);
+                ELSIF TG_LEVEL = 'STATEMENT' THEN
                     IF TG_OP = 'INSERT' THEN
                         {insert_one};
                         IF NOT FOUND THEN
@@ -193,12 +245,12 @@ impl Names {
                         RETURN NULL;
                     END IF;
                 ELSE
-                    INSERT INTO {log} (txid, tbl, op, n, row_new, row_old)
-                    VALUES (txid_current(), TG_TABLE_NAME, left(TG_OP, 1)::\"char\", 1,
+                    INSERT INTO {log} (txid, tbl, relid, op, n, row_new, row_old)
+                    VALUES (txid_current(), {TABLE_NAME}, TG_RELID, left(TG_OP, 1)::\"char\", 1,
                             CASE WHEN TG_OP <> 'DELETE' THEN json_build_array(row_to_json(NEW)) END,
                             CASE WHEN TG_OP <> 'INSERT' THEN json_build_array(row_to_json(OLD)) END);
                 END IF;
-                PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME);
+                PERFORM pg_notify('{CHANNEL}', '');
                 RETURN NULL;
             END
             $changefeed$"
@@ -217,7 +269,9 @@ impl Names {
              CREATE TRIGGER {INSERT_TRIGGER} AFTER INSERT ON {qualified}
              REFERENCING NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}();
              CREATE TRIGGER {DELETE_TRIGGER} AFTER DELETE ON {qualified}
-             REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+             REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+             CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {qualified}
+             FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
             Names::drop_triggers_ddl(qualified)
         )
     }
@@ -227,7 +281,8 @@ impl Names {
         format!(
             "DROP TRIGGER IF EXISTS {TRIGGER} ON {qualified};
              DROP TRIGGER IF EXISTS {INSERT_TRIGGER} ON {qualified};
-             DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {qualified}"
+             DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {qualified};
+             DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {qualified}"
         )
     }
 }
@@ -239,8 +294,8 @@ impl Names {
 /// counts, so chunks are runs of consecutive rows).
 fn capture_sql(log: &str, op: char, column: &str, transition: &str) -> (String, String) {
     let head = format!(
-        "INSERT INTO {log} (txid, tbl, op, n, {column})
-         SELECT txid_current(), TG_TABLE_NAME, '{op}', count(*), json_agg(j)"
+        "INSERT INTO {log} (txid, tbl, relid, op, n, {column})
+         SELECT txid_current(), {TABLE_NAME}, TG_RELID, '{op}', count(*), json_agg(j)"
     );
     let one = format!(
         "{head} FROM (SELECT row_to_json(t.*) AS j FROM {transition} t) r
@@ -302,21 +357,35 @@ pub(crate) async fn current_schema<P: Pool>(pool: &P) -> Result<String> {
     )
 }
 
-/// Whether the shared tables are all there in the current layout; and
-/// whether the log is there, and of the first layout.
+/// Whether the shared tables are all there in the current layout; whether
+/// the log is there, and of the first layout; and whether the feeds table
+/// predates tracking tables by OID.
 const LAYOUT_SQL: &str = "SELECT to_regclass($1) IS NOT NULL
         AND to_regclass($2) IS NOT NULL
         AND to_regclass($4) IS NOT NULL
         AND to_regclass($5) IS NOT NULL
         AND EXISTS (SELECT 1 FROM pg_attribute
                     WHERE attrelid = to_regclass($3) AND attname = 'horizon' AND NOT attisdropped)
+        AND EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = to_regclass($4) AND attname = 'shape' AND NOT attisdropped)
+        AND EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = to_regclass($1) AND attname = 'relid' AND NOT attisdropped)
         AND NOT EXISTS (SELECT 1 FROM pg_attribute
                         WHERE attrelid = to_regclass($1) AND attname = 'pos' AND NOT attisdropped),
     to_regclass($1) IS NOT NULL,
     EXISTS (SELECT 1 FROM pg_attribute
-            WHERE attrelid = to_regclass($1) AND attname = 'pos' AND NOT attisdropped)";
+            WHERE attrelid = to_regclass($1) AND attname = 'pos' AND NOT attisdropped),
+    to_regclass($4) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute
+            WHERE attrelid = to_regclass($4) AND attname = 'relid' AND NOT attisdropped)";
 
-async fn layout<E: Executor>(ex: &mut E, names: &Names) -> Result<(bool, bool, bool)> {
+struct Layout {
+    ready: bool,
+    log_exists: bool,
+    first_layout: bool,
+    feeds_by_name: bool,
+}
+
+async fn layout<E: Executor>(ex: &mut E, names: &Names) -> Result<Layout> {
     let row = ex
         .query_one(
             LAYOUT_SQL,
@@ -329,26 +398,104 @@ async fn layout<E: Executor>(ex: &mut E, names: &Names) -> Result<(bool, bool, b
             ],
         )
         .await?;
-    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    Ok(Layout {
+        ready: row.try_get(0)?,
+        log_exists: row.try_get(1)?,
+        first_layout: row.try_get(2)?,
+        feeds_by_name: row.try_get(3)?,
+    })
 }
 
-/// Creates the shared tables if they are missing (and moves a first-layout
-/// log aside), within the caller's transaction. Does nothing, and takes no
-/// table lock, when they are there: readers tick while feeds are enabled.
-async fn install_base<E: Executor>(ex: &mut E, names: &Names) -> Result<()> {
-    let (ready, log_exists, first_layout) = layout(ex, names).await?;
-    if ready {
+/// A table's shape, as the feeds table keeps it to notice renames and
+/// changes of columns: `{"table": qualified name, "columns": [[name, type],
+/// ...], "key": [primary-key columns]}`, or NULL when `relid` (an SQL
+/// expression) names no table.
+fn shape_sql(relid: &str) -> String {
+    format!(
+        "(SELECT jsonb_build_object(
+            'table', quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+            'columns', coalesce((SELECT jsonb_agg(jsonb_build_array(a.attname, format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+                                 FROM pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'::jsonb),
+            'key', coalesce((SELECT jsonb_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+                             FROM pg_index i
+                             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                             WHERE i.indrelid = c.oid AND i.indisprimary), '[]'::jsonb))
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = {relid})"
+    )
+}
+
+/// Upgrades a feeds table of the releases that named tables (in `tables_in`,
+/// the schema the feed's tables were in) to tracking them by OID: the log's
+/// rows get their table's OID, feeds of tables that are gone are dropped,
+/// and every feed's triggers are installed again (with the truncate
+/// trigger).
+async fn upgrade_feeds<E: Executor>(ex: &mut E, names: &Names, tables_in: &str) -> Result<()> {
+    let Names { log, feeds, .. } = names;
+    ex.batch_execute(&format!(
+        "ALTER TABLE {feeds} ADD COLUMN IF NOT EXISTS relid oid, ADD COLUMN IF NOT EXISTS shape jsonb;
+         ALTER TABLE {log} ADD COLUMN IF NOT EXISTS relid oid"
+    ))
+    .await?;
+    ex.execute(
+        &format!(
+            "UPDATE {feeds} SET relid = to_regclass(quote_ident($1) || '.' || quote_ident(tbl))
+             WHERE relid IS NULL"
+        ),
+        &[Value::from(tables_in)],
+    )
+    .await?;
+    ex.batch_execute(&format!(
+        "UPDATE {log} l SET relid = f.relid FROM {feeds} f WHERE l.relid IS NULL AND l.tbl = f.tbl;
+         DELETE FROM {feeds} WHERE relid IS NULL;
+         UPDATE {feeds} SET shape = {shape}, tbl = {shape}->>'table';
+         ALTER TABLE {feeds} DROP CONSTRAINT IF EXISTS changefeed_feeds_pkey;
+         ALTER TABLE {feeds} ADD PRIMARY KEY (relid)",
+        shape = shape_sql("relid")
+    ))
+    .await?;
+    ex.batch_execute(&names.function_ddl()).await?;
+    let tables = ex.query(&format!("SELECT tbl FROM {feeds}"), &[]).await?;
+    for row in &tables {
+        let table: String = row.try_get(0)?;
+        ex.batch_execute(&names.triggers_ddl(&table)).await?;
+    }
+    Ok(())
+}
+
+/// Creates the shared tables if they are missing (moving them from
+/// `legacy`, the schema the previous release kept them in, and upgrading
+/// older layouts in place), within the caller's transaction. Does nothing,
+/// and takes no table lock, when they are there: readers tick while feeds
+/// are enabled.
+async fn install_base<E: Executor>(ex: &mut E, names: &Names, legacy: Option<&str>) -> Result<()> {
+    let mut now = layout(ex, names).await?;
+    if now.ready {
         return Ok(());
     }
-    if first_layout {
+    let mut tables_in = names.schema.clone();
+    if let Some(from) = legacy.filter(|from| *from != names.schema) {
+        let old = Names::new(from);
+        if !now.log_exists && layout(ex, &old).await?.log_exists {
+            tracing::info!(target: "changefeed", from, to = names.schema, "moving the change feed's tables into a schema of their own");
+            ex.batch_execute(&names.move_ddl(from)).await?;
+            tables_in = from.to_owned();
+            now = layout(ex, names).await?;
+        }
+    }
+    if now.first_layout {
         tracing::warn!(target: "changefeed", schema = names.schema, "moving a change log of the first layout aside as changefeed_log_v1; resuming from its offsets requires a resync");
         ex.batch_execute(&names.upgrade_v1_ddl()).await?;
     }
-    if !log_exists || first_layout {
+    if !now.log_exists || now.first_layout {
         ex.batch_execute(&names.log_ddl()).await?;
     }
+    if now.feeds_by_name {
+        upgrade_feeds(ex, names, &tables_in).await?;
+    }
     ex.batch_execute(&names.meta_ddl()).await?;
-    if first_layout {
+    if now.first_layout {
         // The installed triggers call the function by name: it must write
         // the new log before the first writer does.
         ex.batch_execute(&names.function_ddl()).await?;
@@ -356,64 +503,118 @@ async fn install_base<E: Executor>(ex: &mut E, names: &Names) -> Result<()> {
     Ok(())
 }
 
-/// Creates the shared tables if they are missing.
-pub(crate) async fn ensure_base<P: Pool>(pool: &P, names: &Names) -> Result<()> {
-    if layout(&mut pool.acquire().await?, names).await?.0 {
+/// Creates the shared tables if they are missing, or moves them from
+/// `legacy`.
+pub(crate) async fn ensure_base<P: Pool>(
+    pool: &P,
+    names: &Names,
+    legacy: Option<&str>,
+) -> Result<()> {
+    if layout(&mut pool.acquire().await?, names).await?.ready {
         return Ok(());
     }
     locked!(pool, |c| async {
         let mut tx = c.begin().await?;
-        install_base(&mut tx, names).await?;
+        install_base(&mut tx, names, legacy).await?;
         tx.commit().await?;
         Ok::<_, Error>(())
     })
 }
 
-async fn key_columns<E: Executor>(ex: &mut E, names: &Names, table: &str) -> Result<Vec<String>> {
-    let qualified = names.table(table);
-    let exists = ex
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[Value::from(qualified.as_str())],
-        )
-        .await?
-        .try_get::<bool, _>(0)?;
-    if !exists {
-        return Err(Error::NoSuchTable(table.to_owned()));
-    }
-    let rows = ex
-        .query(
-            "SELECT a.attname::text FROM pg_index i
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-             WHERE i.indrelid = $1::regclass AND i.indisprimary
-             ORDER BY array_position(i.indkey::int2[], a.attnum)",
-            &[Value::from(qualified.as_str())],
-        )
-        .await?;
-    let keys = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<db_core::Result<Vec<_>>>()?;
-    if keys.is_empty() {
-        return Err(Error::NoPrimaryKey(table.to_owned()));
-    }
-    Ok(keys)
+/// A table a feed can watch, resolved from its name.
+#[derive(Debug, Clone)]
+pub(crate) struct Watched {
+    /// Its OID.
+    pub(crate) relid: i64,
+    /// Its schema-qualified, quoted name: for messages and for SQL.
+    pub(crate) name: String,
 }
 
-/// Installs the trigger on `table` (once) and registers the feed.
+/// Resolves `table` as SQL would (`schema.table`, unquoted parts folded,
+/// an unqualified name by `search_path`): the table, or why no feed can
+/// watch it.
+async fn resolve<E: Executor>(ex: &mut E, names: &Names, table: &str) -> Result<Watched> {
+    let own: Vec<String> = OWN_TABLES.iter().map(|t| names.table(t)).collect();
+    let row = ex
+        .query_opt(
+            "SELECT c.oid::int8, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+                    c.relkind::text, c.relispartition,
+                    EXISTS (SELECT 1 FROM unnest($2::text[]) o WHERE to_regclass(o) = c.oid)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = to_regclass($1)",
+            &[Value::from(table), Value::from(own)],
+        )
+        .await;
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(Error::NoSuchTable(table.to_owned())),
+        // Up to PostgreSQL 15, `to_regclass` raises on a name that is not
+        // valid SQL (`a b c`) rather than returning NULL.
+        Err(e)
+            if e.code()
+                .is_some_and(|c| c.code().starts_with("42") || c.code().starts_with("22")) =>
+        {
+            return Err(Error::NoSuchTable(table.to_owned()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let refused = |reason: &str| {
+        Err(Error::Refused {
+            table: table.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    let (relid, name, kind, partition, own): (i64, String, String, bool, bool) = (
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+    );
+    if own {
+        return refused("it is one of the change feed's own tables");
+    }
+    if partition {
+        return refused("it is a partition; partitioned tables are not supported");
+    }
+    match kind.as_str() {
+        "r" => Ok(Watched { relid, name }),
+        "p" => refused("it is a partitioned table; partitioned tables are not supported"),
+        _ => refused("it is not a table"),
+    }
+}
+
+/// Installs the trigger on `table` (once) and registers the feed. Returns
+/// the table's key columns.
 #[tracing::instrument(name = "changefeed.enable", level = "info", skip_all, fields(schema = %names.schema, table))]
 pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Result<Vec<String>> {
     locked!(pool, |c| async {
+        let watched = resolve(&mut c, names, table).await?;
         let mut tx = c.begin().await?;
-        install_base(&mut tx, names).await?;
-        let keys = key_columns(&mut tx, names, table).await?;
-        let qualified = names.table(table);
-        // The insert trigger is the newest of the set: without it, the table
-        // has no triggers or an earlier version's row trigger.
+        install_base(&mut tx, names, None).await?;
+        let shape: Json = tx
+            .query_one(
+                &format!("SELECT {}::json", shape_sql("$1::int8::oid")),
+                &[Value::from(watched.relid)],
+            )
+            .await?
+            .try_get(0)?;
+        let keys: Vec<String> = shape
+            .get("key")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("key columns of {table}: {e}")))?
+            .unwrap_or_default();
+        if keys.is_empty() {
+            return Err(Error::NoPrimaryKey(table.to_owned()));
+        }
+        // The truncate trigger is the newest of the set: without it, the
+        // table has no triggers or an earlier version's.
         let installed = tx
             .query_opt(
-                "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2",
-                &[Value::from(qualified.as_str()), Value::from(INSERT_TRIGGER)],
+                "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::int8::oid AND tgname = $2",
+                &[Value::from(watched.relid), Value::from(TRUNCATE_TRIGGER)],
             )
             .await?
             .is_some();
@@ -421,15 +622,22 @@ pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Res
         // earlier version's function is upgraded.
         tx.batch_execute(&names.function_ddl()).await?;
         if !installed {
-            tx.batch_execute(&names.triggers_ddl(&qualified)).await?;
+            tx.batch_execute(&names.triggers_ddl(&watched.name)).await?;
         }
+        // An enabled feed keeps its recorded shape, so that a change of
+        // columns not yet noticed is still reported.
         tx.execute(
             &format!(
-                "INSERT INTO {} (tbl, key_columns) VALUES ($1, $2)
-                 ON CONFLICT (tbl) DO UPDATE SET key_columns = EXCLUDED.key_columns",
+                "INSERT INTO {} (relid, tbl, key_columns, shape) VALUES ($1::int8::oid, $2, $3, $4)
+                 ON CONFLICT (relid) DO NOTHING",
                 names.feeds
             ),
-            &[Value::from(table), Value::from(Json::from(keys.clone()))],
+            &[
+                Value::from(watched.relid),
+                Value::from(watched.name.as_str()),
+                Value::from(Json::from(keys.clone())),
+                Value::from(shape),
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -437,31 +645,80 @@ pub(crate) async fn enable<P: Pool>(pool: &P, names: &Names, table: &str) -> Res
     })
 }
 
-/// Removes the trigger from `table`, and the function once no feed uses it.
-/// Returns whether a feed was enabled.
+/// Logs the end of the feed on `relid` (`reason`: `disabled` or
+/// `dropped`), in the caller's transaction, and nudges readers.
+async fn log_end<E: Executor>(
+    ex: &mut E,
+    names: &Names,
+    relid: i64,
+    table: &str,
+    reason: &str,
+    old: Option<&Json>,
+) -> Result<()> {
+    ex.execute(
+        &format!(
+            "INSERT INTO {} (txid, tbl, relid, op, n, row_new, row_old)
+             VALUES (txid_current(), $1, $2::int8::oid, 'X', 1,
+                     json_build_array(json_build_object('reason', $3::text)),
+                     json_build_array($4::json))",
+            names.log
+        ),
+        &[
+            Value::from(table),
+            Value::from(relid),
+            Value::from(reason),
+            Value::from(old.cloned()),
+        ],
+    )
+    .await?;
+    ex.execute("SELECT pg_notify($1, '')", &[Value::from(CHANNEL)])
+        .await?;
+    Ok(())
+}
+
+/// Removes the trigger from `table`, and the function once no feed uses it;
+/// ends the feed's subscriptions (a final event in the log) and forgets the
+/// table's row images in the log. Returns whether a feed was enabled.
 #[tracing::instrument(name = "changefeed.disable", level = "info", skip_all, fields(schema = %names.schema, table))]
 pub(crate) async fn disable<P: Pool>(pool: &P, names: &Names, table: &str) -> Result<bool> {
     locked!(pool, |c| async {
+        let watched = resolve(&mut c, names, table).await?;
         let mut tx = c.begin().await?;
-        install_base(&mut tx, names).await?;
-        let qualified = names.table(table);
-        let exists = tx
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[Value::from(qualified.as_str())],
-            )
-            .await?
-            .try_get::<bool, _>(0)?;
-        if exists {
-            tx.batch_execute(&Names::drop_triggers_ddl(&qualified))
-                .await?;
-        }
+        install_base(&mut tx, names, None).await?;
+        tx.batch_execute(&Names::drop_triggers_ddl(&watched.name))
+            .await?;
         let removed = tx
-            .execute(
-                &format!("DELETE FROM {} WHERE tbl = $1", names.feeds),
-                &[Value::from(table)],
+            .query_opt(
+                &format!(
+                    "DELETE FROM {} WHERE relid = $1::int8::oid RETURNING shape::json",
+                    names.feeds
+                ),
+                &[Value::from(watched.relid)],
             )
             .await?;
+        if let Some(row) = &removed {
+            let shape: Option<Json> = row.try_get(0)?;
+            // Pruned on disable: no row image of the table stays behind
+            // (offsets stay, with nothing to deliver).
+            tx.execute(
+                &format!(
+                    "UPDATE {} SET row_new = NULL, row_old = NULL
+                     WHERE relid = $1::int8::oid AND op IN ('I', 'U', 'D')",
+                    names.log
+                ),
+                &[Value::from(watched.relid)],
+            )
+            .await?;
+            log_end(
+                &mut tx,
+                names,
+                watched.relid,
+                &watched.name,
+                "disabled",
+                shape.as_ref(),
+            )
+            .await?;
+        }
         let remaining = tx
             .query_one(&format!("SELECT count(*) FROM {}", names.feeds), &[])
             .await?
@@ -471,25 +728,116 @@ pub(crate) async fn disable<P: Pool>(pool: &P, names: &Names, table: &str) -> Re
                 .await?;
         }
         tx.commit().await?;
-        Ok::<_, Error>(removed > 0)
+        Ok::<_, Error>(removed.is_some())
     })
 }
 
-/// The key columns of an enabled feed.
-pub(crate) async fn feed_keys<P: Pool>(
+/// Notices renamed, changed and dropped tables of enabled feeds, and logs
+/// each as an event (a change of shape, or the feed's end). Two readers
+/// noticing the same change log it once: the feed's row is locked and
+/// compared again. Returns the number of events logged.
+#[tracing::instrument(name = "changefeed.detect", level = "debug", skip_all, fields(schema = %names.schema))]
+pub(crate) async fn detect<P: Pool>(pool: &P, names: &Names) -> Result<u64> {
+    let feeds = &names.feeds;
+    let changed = pool
+        .query(
+            &format!(
+                "SELECT f.relid::int8 FROM {feeds} f WHERE f.shape IS DISTINCT FROM {}",
+                shape_sql("f.relid")
+            ),
+            &[],
+        )
+        .await?;
+    let mut logged = 0;
+    for row in &changed {
+        let relid: i64 = row.try_get(0)?;
+        let mut client = pool.acquire().await?;
+        let mut tx = client.begin().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT f.tbl, f.shape::json, {}::json FROM {feeds} f
+                     WHERE f.relid = $1::int8::oid FOR UPDATE",
+                    shape_sql("f.relid")
+                ),
+                &[Value::from(relid)],
+            )
+            .await?;
+        let Some(row) = row else {
+            continue;
+        };
+        let (table, old, new): (String, Option<Json>, Option<Json>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        match new {
+            None => {
+                tx.execute(
+                    &format!("DELETE FROM {feeds} WHERE relid = $1::int8::oid"),
+                    &[Value::from(relid)],
+                )
+                .await?;
+                log_end(&mut tx, names, relid, &table, "dropped", old.as_ref()).await?;
+            }
+            Some(new) if Some(&new) != old.as_ref() => {
+                let name = new
+                    .get("table")
+                    .and_then(Json::as_str)
+                    .unwrap_or(&table)
+                    .to_owned();
+                tx.execute(
+                    &format!(
+                        "UPDATE {feeds} SET shape = $2::jsonb, tbl = $3,
+                             key_columns = coalesce(nullif($2::jsonb->'key', '[]'::jsonb), key_columns)
+                         WHERE relid = $1::int8::oid"
+                    ),
+                    &[Value::from(relid), Value::from(new.clone()), Value::from(name.as_str())],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (txid, tbl, relid, op, n, row_new, row_old)
+                         VALUES (txid_current(), $1, $2::int8::oid, 'S', 1,
+                                 json_build_array($3::json), json_build_array($4::json))",
+                        names.log
+                    ),
+                    &[
+                        Value::from(name.as_str()),
+                        Value::from(relid),
+                        Value::from(new),
+                        Value::from(old),
+                    ],
+                )
+                .await?;
+                tx.execute("SELECT pg_notify($1, '')", &[Value::from(CHANNEL)])
+                    .await?;
+            }
+            Some(_) => continue,
+        }
+        tx.commit().await?;
+        logged += 1;
+    }
+    Ok(logged)
+}
+
+/// The table `table` names and its feed's key columns.
+pub(crate) async fn feed_of<P: Pool>(
     pool: &P,
     names: &Names,
     table: &str,
-) -> Result<Vec<String>> {
+) -> Result<(Watched, Vec<String>)> {
+    let watched = resolve(&mut pool.acquire().await?, names, table).await?;
     let row = pool
         .query_opt(
-            &format!("SELECT key_columns FROM {} WHERE tbl = $1", names.feeds),
-            &[Value::from(table)],
+            &format!(
+                "SELECT key_columns FROM {} WHERE relid = $1::int8::oid",
+                names.feeds
+            ),
+            &[Value::from(watched.relid)],
         )
         .await?
         .ok_or_else(|| Error::NotEnabled(table.to_owned()))?;
-    serde_json::from_value(row.try_get::<Json, _>(0)?)
-        .map_err(|e| Error::Corrupt(format!("key columns of {table}: {e}")))
+    let keys = serde_json::from_value(row.try_get::<Json, _>(0)?)
+        .map_err(|e| Error::Corrupt(format!("key columns of {table}: {e}")))?;
+    Ok((watched, keys))
 }
 
 /// The rows of the ticks in `ticks` (a query yielding `base, span, lo, hi,
@@ -499,7 +847,7 @@ pub(crate) async fn feed_keys<P: Pool>(
 fn tick_rows_sql(log: &str, ticks: &str) -> String {
     format!(
         "SELECT t.base, t.base + t.span AS tick_end, l.id, l.n, l.tbl, l.op::text AS op,
-                l.row_new, l.row_old,
+                l.row_new, l.row_old, l.relid::int8 AS relid,
                 t.base + sum(l.n) OVER (PARTITION BY t.base ORDER BY l.id) AS pos_end
          FROM ({ticks}) t
          JOIN {log} l ON l.id BETWEEN t.lo AND t.hi
@@ -510,6 +858,7 @@ fn tick_rows_sql(log: &str, ticks: &str) -> String {
 
 /// The enabled feeds.
 pub(crate) async fn list<P: Pool>(pool: &P, names: &Names) -> Result<Vec<FeedInfo>> {
+    detect(pool, names).await?;
     tick_pool(pool, names).await?;
     let Names {
         log, ticks, feeds, ..
@@ -519,17 +868,17 @@ pub(crate) async fn list<P: Pool>(pool: &P, names: &Names) -> Result<Vec<FeedInf
         .query(
             &format!(
                 "WITH o AS (
-                    SELECT tbl, min(pos_end - n + 1) AS first, max(pos_end) AS last
-                    FROM ({rows}) r GROUP BY tbl
+                    SELECT relid, min(pos_end - n + 1) AS first, max(pos_end) AS last
+                    FROM ({rows}) r GROUP BY relid
                  ), c AS (
-                    SELECT tbl, sum(n)::int8 AS events,
+                    SELECT relid, sum(n)::int8 AS events,
                            sum(coalesce(pg_column_size(row_new), 0)
                                + coalesce(pg_column_size(row_old), 0))::int8 AS bytes
-                    FROM {log} GROUP BY tbl
+                    FROM {log} GROUP BY relid
                  )
                  SELECT f.tbl, f.key_columns, o.first, o.last,
                         coalesce(c.events, 0), coalesce(c.bytes, 0)
-                 FROM {feeds} f LEFT JOIN o ON o.tbl = f.tbl LEFT JOIN c ON c.tbl = f.tbl
+                 FROM {feeds} f LEFT JOIN o ON o.relid = f.relid LEFT JOIN c ON c.relid = f.relid
                  ORDER BY f.tbl"
             ),
             &[],
@@ -679,21 +1028,22 @@ fn image(images: &Option<Json>, i: usize, what: &str) -> Result<Option<JsonRow>>
     }
 }
 
-/// Reads the changes with offsets above `after` (of `table` only if given)
-/// in offset order: whole ticks, about `limit` offsets' worth.
-#[tracing::instrument(name = "changefeed.read", level = "debug", skip_all, fields(schema = %names.schema, after, table, events = tracing::field::Empty))]
+/// Reads the changes with offsets above `after` (of the table with OID
+/// `relid` only if given) in offset order: whole ticks, about `limit`
+/// offsets' worth.
+#[tracing::instrument(name = "changefeed.read", level = "debug", skip_all, fields(schema = %names.schema, after, relid, events = tracing::field::Empty))]
 pub(crate) async fn read<P: Pool>(
     pool: &P,
     names: &Names,
     after: i64,
-    table: Option<&str>,
+    relid: Option<i64>,
     limit: i64,
 ) -> Result<Batch> {
     let sql = read_sql(names);
     let result = pool
         .query(
             &sql,
-            &[Value::from(after), Value::from(table), Value::from(limit)],
+            &[Value::from(after), Value::from(relid), Value::from(limit)],
         )
         .await?;
     let mut batch = Batch {
@@ -717,12 +1067,16 @@ pub(crate) async fn read<P: Pool>(
             "I" => Op::Insert,
             "U" => Op::Update,
             "D" => Op::Delete,
+            "T" => Op::Truncate,
+            "S" => Op::Schema,
+            "X" => Op::End,
             other => return Err(Error::Corrupt(format!("operation {other:?}"))),
         };
         let (new, old) = (
             r.try_get::<Option<Json>, _>(7)?,
             r.try_get::<Option<Json>, _>(8)?,
         );
+        let relid = r.try_get::<Option<i64>, _>(9)?;
         let first = pos_end - i64::from(n) + 1;
         for i in 0..usize::try_from(n).unwrap_or(0) {
             let pos = first + i as i64;
@@ -731,6 +1085,7 @@ pub(crate) async fn read<P: Pool>(
             }
             batch.rows.push(LogRow {
                 pos,
+                relid,
                 table: table.clone(),
                 op,
                 new: image(&new, i, "row_new")?,
@@ -745,7 +1100,7 @@ pub(crate) async fn read<P: Pool>(
 }
 
 /// The statement behind [`read`]: `$1` the offset to read after, `$2` the
-/// table or NULL, `$3` about how many offsets.
+/// table's OID or NULL, `$3` about how many offsets.
 fn read_sql(names: &Names) -> String {
     let Names {
         log, ticks, state, ..
@@ -765,10 +1120,10 @@ fn read_sql(names: &Names) -> String {
     // the table filter leaves no row.
     format!(
         "WITH r AS ({rows})
-         SELECT s.last_pos, s.pruned_through, e.tick_end, x.pos_end, x.n, x.tbl, x.op, x.row_new, x.row_old
+         SELECT s.last_pos, s.pruned_through, e.tick_end, x.pos_end, x.n, x.tbl, x.op, x.row_new, x.row_old, x.relid
          FROM (SELECT last_pos, pruned_through FROM {state} LIMIT 1) s
          LEFT JOIN (SELECT max(tick_end) AS tick_end FROM r) e ON true
-         LEFT JOIN r x ON x.pos_end > $1 AND ($2::text IS NULL OR x.tbl = $2)
+         LEFT JOIN r x ON x.pos_end > $1 AND ($2::int8 IS NULL OR x.relid = $2)
          ORDER BY x.pos_end"
     )
 }
@@ -788,6 +1143,17 @@ impl Retention {
     pub fn unlimited() -> Retention {
         Retention::default()
     }
+
+    /// What a [`Feed`](crate::Feed) keeps unless told otherwise: 7 days of
+    /// changes ([`Retention::DEFAULT_MAX_AGE`]); the poller prunes older
+    /// ones (with the row images of deleted rows) every
+    /// [`Options::prune_interval`](crate::Options::prune_interval).
+    pub fn default_limits() -> Retention {
+        Retention::unlimited().max_age(Retention::DEFAULT_MAX_AGE)
+    }
+
+    /// The default age limit: 7 days.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
     /// Prunes changes older than `age`.
     pub fn max_age(mut self, age: Duration) -> Retention {

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use changefeed::{Event, Feed, Filter, Options, Query, Start};
 use clap::{Args, Subcommand};
 use db::{AnyPool, Pool};
-use serde_json::{Map, Value as Json};
 
 use crate::config::{self, DbArgs};
 use crate::interrupt::Shutdown;
@@ -123,37 +122,13 @@ pub(crate) async fn run_feed(db: &DbArgs, command: &FeedCommand) -> ExitCode {
     }
 }
 
-/// One event as one JSON object: its kind, offset and the row's columns
-/// (the event's own keys win over columns of the same name).
-pub(crate) fn event_json(event: &Event) -> Json {
-    let mut out = Map::new();
-    let (kind, offset, row) = match event {
-        Event::Insert { offset, row } => ("insert", Some(*offset), Some(row)),
-        Event::Update {
-            offset,
-            row,
-            changed,
-            old,
-        } => {
-            out.insert("changed".into(), Json::from(changed.clone()));
-            out.insert("old".into(), Json::Object(old.clone()));
-            ("update", Some(*offset), Some(row))
-        }
-        Event::Delete { offset, key } => ("delete", Some(*offset), Some(key)),
-        Event::SnapshotRow { row } => ("snapshot_row", None, Some(row)),
-        Event::SnapshotEnd { offset } => ("snapshot_end", Some(*offset), None),
-        _ => ("unknown", event.offset(), None),
-    };
-    out.insert("kind".into(), Json::from(kind));
-    if let Some(offset) = offset {
-        out.insert("offset".into(), Json::from(offset));
-    }
-    for (k, v) in row.into_iter().flatten() {
-        if !out.contains_key(k) {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    Json::Object(out)
+/// One event as one line of JSON: the event's envelope (`kind`, `offset`,
+/// and the row under `row`, `old` or `key`), the same as the library's
+/// serialization, so that no column name can collide with the event's keys.
+pub(crate) fn event_line(event: &Event) -> String {
+    serde_json::to_string(event).unwrap_or_else(|e| {
+        serde_json::json!({"kind": "error", "message": e.to_string()}).to_string()
+    })
 }
 
 fn parse_start(from: &str) -> Result<Start, String> {
@@ -206,12 +181,20 @@ pub(crate) async fn run_watch(db: &DbArgs, args: &WatchArgs) -> ExitCode {
         match event {
             Ok(event) => {
                 let mut out = io::stdout().lock();
-                let line = event_json(&event).to_string();
+                let line = event_line(&event);
                 match writeln!(out, "{line}").and_then(|()| out.flush()) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break ExitCode::SUCCESS,
                     Err(e) => break output::fail("watch", &format!("writing the output: {e}")),
                 }
+            }
+            Err(changefeed::Error::Ended { table, reason }) => {
+                // The end was the last event printed: a normal end.
+                output::note(
+                    "watch",
+                    &format!("the change feed on {table} ended: {reason}"),
+                );
+                break ExitCode::SUCCESS;
             }
             Err(e) => break output::fail("watch", &output::error_chain(&e)),
         }
@@ -225,18 +208,22 @@ pub(crate) async fn run_watch(db: &DbArgs, args: &WatchArgs) -> ExitCode {
 mod tests {
     use serde_json::json;
 
+    use serde_json::Value as Json;
+
     use super::*;
 
     #[test]
-    fn events_print_kind_offset_and_columns() {
-        let row = match json!({"id": 1, "kind": "x"}) {
+    fn events_print_an_envelope_no_column_collides_with() {
+        let row = match json!({"id": 1, "kind": "x", "offset": 3, "old": 4, "changed": 5}) {
             Json::Object(m) => m,
             _ => unreachable!(),
         };
         let e = Event::Insert { offset: 7, row };
+        let printed: Json = serde_json::from_str(&event_line(&e)).unwrap_or_default();
         assert_eq!(
-            event_json(&e),
-            json!({"kind": "insert", "offset": 7, "id": 1})
+            printed,
+            json!({"kind": "insert", "offset": 7,
+                   "row": {"id": 1, "kind": "x", "offset": 3, "old": 4, "changed": 5}})
         );
         assert!(matches!(parse_start("12"), Ok(Start::AfterOffset(12))));
         assert!(parse_start("later").is_err());

@@ -18,10 +18,15 @@ pub(crate) fn print(command: &str, text: &str) -> ExitCode {
 /// Prints `cocalc-db <command>: <message>` as one line on standard error and
 /// returns the failure exit code (1).
 pub(crate) fn fail(command: &str, message: &str) -> ExitCode {
+    note(command, message);
+    ExitCode::FAILURE
+}
+
+/// Prints `cocalc-db <command>: <message>` as one line on standard error.
+pub(crate) fn note(command: &str, message: &str) {
     let line = format!("cocalc-db {command}: {message}\n");
     // Nothing sensible is left to do if standard error is gone.
     let _ = io::stderr().lock().write_all(line.as_bytes());
-    ExitCode::FAILURE
 }
 
 /// An error's message followed by its sources, joined by `": "`, on one line.

@@ -50,7 +50,7 @@ fn enable_list_watch_a_snapshot_and_stop_on_sigterm() {
     assert_eq!(out, "enabled a change feed on items (key: id)\n");
     let listed: Json =
         serde_json::from_str(&ok(&dir, &["feed", "list", "--json"])).expect("list JSON");
-    assert_eq!(listed[0]["table"], json!("items"));
+    assert_eq!(listed[0]["table"], json!("public.items"));
     assert_eq!(listed[0]["key_columns"], json!(["id"]));
     assert_eq!(listed[0]["log_rows"], json!(0));
 
@@ -82,12 +82,12 @@ fn enable_list_watch_a_snapshot_and_stop_on_sigterm() {
         }
     }
     let mut rows: Vec<Json> = events[..events.len() - 1].to_vec();
-    rows.sort_by_key(|e| e["id"].as_i64());
+    rows.sort_by_key(|e| e["row"]["id"].as_i64());
     assert_eq!(
         rows,
         vec![
-            json!({"kind": "snapshot_row", "id": 1, "n": 10}),
-            json!({"kind": "snapshot_row", "id": 3, "n": 30}),
+            json!({"kind": "snapshot_row", "row": {"id": 1, "n": 10}}),
+            json!({"kind": "snapshot_row", "row": {"id": 3, "n": 30}}),
         ]
     );
     assert!(events[events.len() - 1]["offset"].is_i64(), "{events:?}");

@@ -291,7 +291,7 @@ async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync()
     let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
     let kept: i64 = db
         .pool
-        .query_one("SELECT count(*) FROM changefeed_log_v1", &[])
+        .query_one("SELECT count(*) FROM changefeed.changefeed_log_v1", &[])
         .await
         .unwrap()
         .get(0);
@@ -327,7 +327,7 @@ async fn a_log_of_the_first_layout_is_kept_aside_and_old_offsets_need_a_resync()
         .await
         .unwrap()
         .get(0);
-    assert_eq!(triggers, 3);
+    assert_eq!(triggers, 4);
     db.sql("INSERT INTO items VALUES (8, 'ada', 8, NULL)").await;
     match next(&mut sub).await {
         Event::Insert { offset, row } => {
@@ -695,7 +695,7 @@ async fn resuming_from_a_pruned_offset_is_an_explicit_error() {
     );
     let listed = feed.list().await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].table, "items");
+    assert_eq!(listed[0].table, "public.items");
     assert_eq!(listed[0].key_columns, vec!["id".to_owned()]);
     assert_eq!(listed[0].log_rows, 4);
     assert_eq!(listed[0].last_offset, Some(offsets[9]));
@@ -752,7 +752,9 @@ async fn enable_is_idempotent_and_disable_removes_the_trigger() {
     assert_eq!(triggers(&db).await, 1);
     assert_eq!(functions(&db).await, 1);
     db.sql("INSERT INTO items VALUES (2, 'ada', 2, NULL)").await;
-    quiet(&mut sub).await;
+    // The subscription's last event says the feed ended.
+    assert!(matches!(next(&mut sub).await, Event::End { .. }));
+    assert!(matches!(sub.recv().await, Err(Error::Ended { .. })));
     match feed.subscribe(Query::table("items"), Start::Now).await {
         Err(Error::NotEnabled(t)) => assert_eq!(t, "items"),
         other => panic!("expected NotEnabled, got {other:?}"),

@@ -3,6 +3,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod changefeed;
+mod changefeed_lifecycle;
 mod copy;
 mod crash_adversarial;
 mod embedded_data;

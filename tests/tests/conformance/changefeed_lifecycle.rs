@@ -1,0 +1,394 @@
+//! Change feeds over a table's whole life: truncation, renames, column
+//! changes, drops and disabling reach subscribers as events; the feed's own
+//! objects live in a schema of their own; tables are named as SQL names them.
+
+use std::time::Duration;
+
+use ::changefeed::{EndReason, Error, Event, Feed, Options, Query, Start, Subscription};
+use db::{AnyPool, Pool};
+use serde_json::json;
+
+use crate::TestDb;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn next(sub: &mut Subscription) -> Event {
+    match tokio::time::timeout(WAIT, sub.recv()).await {
+        Ok(Ok(event)) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+async fn ended(sub: &mut Subscription) -> Error {
+    match tokio::time::timeout(WAIT, sub.recv()).await {
+        Ok(Err(e)) => e,
+        other => panic!("expected the subscription to end, got {other:?}"),
+    }
+}
+
+async fn start(db: &TestDb, create: &str, table: &str) -> Feed<AnyPool> {
+    db.pool.batch_execute(create).await.unwrap();
+    let feed = Feed::start(
+        db.pool.clone(),
+        Options::new().poll_interval(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    feed.enable(table).await.unwrap();
+    feed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_is_an_event_with_its_offset() {
+    let db = TestDb::new().await;
+    let feed = start(&db, "CREATE TABLE acc (id int8 PRIMARY KEY, v text)", "acc").await;
+    db.sql("INSERT INTO acc SELECT g, 'x' FROM generate_series(1, 5) g")
+        .await;
+    let mut sub = feed
+        .subscribe(
+            Query::table("acc").filter("v = 'nothing'".parse().unwrap()),
+            Start::Now,
+        )
+        .await
+        .unwrap();
+    db.sql("TRUNCATE acc").await;
+    db.sql("INSERT INTO acc VALUES (9, 'nothing')").await;
+    // A filter cannot hide a truncation: every subscriber's rows are gone.
+    let first = next(&mut sub).await;
+    let Event::Truncate { offset, table } = &first else {
+        panic!("expected a truncate event, got {first:?}");
+    };
+    assert_eq!(table, "public.acc");
+    match next(&mut sub).await {
+        Event::Insert { offset: o, .. } => assert_eq!(o, offset + 1),
+        other => panic!("expected the insert after the truncate, got {other:?}"),
+    }
+    assert_eq!(
+        serde_json::to_value(&first).unwrap(),
+        json!({"kind": "truncate", "offset": offset, "table": "public.acc"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_feed_ends_its_subscriptions_with_a_final_event() {
+    let db = TestDb::new().await;
+    let feed = start(
+        &db,
+        "CREATE TABLE acc (id int8 PRIMARY KEY, email text)",
+        "acc",
+    )
+    .await;
+    let mut sub = feed
+        .subscribe(Query::table("acc"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("INSERT INTO acc VALUES (1, 'a@example.com')").await;
+    db.sql("DELETE FROM acc WHERE id = 1").await;
+    assert!(matches!(next(&mut sub).await, Event::Insert { .. }));
+    assert!(matches!(next(&mut sub).await, Event::Delete { .. }));
+    // A second reader, as another process would be.
+    let other = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    assert!(other.disable("acc").await.unwrap());
+    match next(&mut sub).await {
+        Event::End { reason, .. } => assert_eq!(reason, EndReason::Disabled),
+        other => panic!("expected the end event, got {other:?}"),
+    }
+    assert!(matches!(
+        ended(&mut sub).await,
+        Error::Ended {
+            reason: EndReason::Disabled,
+            ..
+        }
+    ));
+    // Disabling forgets the table's row images: the deleted e-mail address
+    // is no longer in the log.
+    let kept: i64 = db
+        .pool
+        .query_one(
+            "SELECT count(*) FROM changefeed.changefeed_log
+             WHERE coalesce(row_new::text, '') || coalesce(row_old::text, '') LIKE '%example.com%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_table_keeps_its_feed() {
+    let db = TestDb::new().await;
+    let feed = start(&db, "CREATE TABLE rn (id int8 PRIMARY KEY, v int8)", "rn").await;
+    let mut sub = feed
+        .subscribe(Query::table("rn"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("ALTER TABLE rn RENAME TO rn2").await;
+    match next(&mut sub).await {
+        Event::SchemaChanged {
+            table,
+            renamed_from,
+            resync,
+            ..
+        } => {
+            assert_eq!(table, "public.rn2");
+            assert_eq!(renamed_from.as_deref(), Some("public.rn"));
+            assert!(!resync, "a rename changes no row");
+        }
+        other => panic!("expected the rename, got {other:?}"),
+    }
+    db.sql("INSERT INTO rn2 VALUES (1, 1)").await;
+    match next(&mut sub).await {
+        Event::Insert { row, .. } => assert_eq!(row["id"], json!(1)),
+        other => panic!("expected the insert into the renamed table, got {other:?}"),
+    }
+    // The feed is listed, and watched, under the new name.
+    let listed: Vec<String> = feed
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.table)
+        .collect();
+    assert_eq!(listed, ["public.rn2"]);
+    let mut again = feed
+        .subscribe(Query::table("rn2"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("INSERT INTO rn2 VALUES (2, 2)").await;
+    assert!(matches!(next(&mut again).await, Event::Insert { .. }));
+    assert!(matches!(
+        feed.subscribe(Query::table("rn"), Start::Now).await,
+        Err(Error::NoSuchTable(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_change_tells_subscribers_to_resync() {
+    let db = TestDb::new().await;
+    let feed = start(
+        &db,
+        "CREATE TABLE cc (id int8 PRIMARY KEY, gone text, kept int4)",
+        "cc",
+    )
+    .await;
+    let mut sub = feed
+        .subscribe(Query::table("cc"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("ALTER TABLE cc DROP COLUMN gone, ADD COLUMN fresh text, ALTER COLUMN kept TYPE int8")
+        .await;
+    match next(&mut sub).await {
+        Event::SchemaChanged {
+            table,
+            renamed_from,
+            added,
+            dropped,
+            retyped,
+            resync,
+            ..
+        } => {
+            assert_eq!(table, "public.cc");
+            assert_eq!(renamed_from, None);
+            assert_eq!(added, ["fresh"]);
+            assert_eq!(dropped, ["gone"]);
+            assert_eq!(retyped, ["kept"]);
+            assert!(resync);
+        }
+        other => panic!("expected the schema change, got {other:?}"),
+    }
+    assert!(matches!(
+        ended(&mut sub).await,
+        Error::Ended {
+            reason: EndReason::SchemaChanged,
+            ..
+        }
+    ));
+    // The feed itself goes on: a new subscription sees the new shape.
+    let mut sub = feed
+        .subscribe(Query::table("cc"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("INSERT INTO cc VALUES (1, 1, 'new')").await;
+    match next(&mut sub).await {
+        Event::Insert { row, .. } => assert_eq!(row["fresh"], json!("new")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_watched_table_ends_its_feed() {
+    let db = TestDb::new().await;
+    let feed = start(&db, "CREATE TABLE dr (id int8 PRIMARY KEY)", "dr").await;
+    let mut sub = feed
+        .subscribe(Query::table("dr"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("DROP TABLE dr").await;
+    match next(&mut sub).await {
+        Event::End { reason, table, .. } => {
+            assert_eq!(reason, EndReason::Dropped);
+            assert_eq!(table, "public.dr");
+        }
+        other => panic!("expected the end event, got {other:?}"),
+    }
+    assert!(matches!(ended(&mut sub).await, Error::Ended { .. }));
+    assert!(feed.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feeds_objects_live_in_their_own_schema_and_cannot_be_watched() {
+    let db = TestDb::new().await;
+    let feed = start(&db, "CREATE TABLE w (id int8 PRIMARY KEY)", "w").await;
+    let in_public: i64 = db
+        .pool
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relname LIKE 'changefeed%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_public, 0);
+    for own in [
+        "changefeed.changefeed_log",
+        "changefeed.changefeed_state",
+        "changefeed.changefeed_ticks",
+        "changefeed.changefeed_feeds",
+    ] {
+        match feed.enable(own).await {
+            Err(Error::Refused { table, .. }) => assert_eq!(table, own),
+            other => panic!("enabling a feed on {own} must be refused, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_in_public_moves_to_its_own_schema_in_place() {
+    let db = TestDb::new().await;
+    // The layout of the previous release: the feed's tables in the
+    // watched tables' schema.
+    db.sql("CREATE TABLE legacy (id int8 PRIMARY KEY, v int8)")
+        .await;
+    let old = Feed::start(db.pool.clone(), Options::new().schema("public"))
+        .await
+        .unwrap();
+    old.enable("legacy").await.unwrap();
+    db.sql("INSERT INTO legacy VALUES (1, 1)").await;
+    let (head, _) = old.positions().await.unwrap();
+    drop(old);
+    // What the previous release's tables held: tables by name, no OIDs, no
+    // truncate trigger.
+    db.pool
+        .batch_execute(
+            "ALTER TABLE public.changefeed_log DROP COLUMN relid;
+             UPDATE public.changefeed_log SET tbl = 'legacy';
+             ALTER TABLE public.changefeed_feeds DROP CONSTRAINT changefeed_feeds_pkey,
+                 DROP COLUMN relid, DROP COLUMN shape, ADD PRIMARY KEY (tbl);
+             UPDATE public.changefeed_feeds SET tbl = 'legacy';
+             DROP TRIGGER changefeed_capture_truncate ON legacy",
+        )
+        .await
+        .unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    let left: i64 = db
+        .pool
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relname LIKE 'changefeed%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the feed's tables moved out of public");
+    // Offsets carry over: a subscriber resumes where it was, and the
+    // triggers are the current ones.
+    assert_eq!(feed.positions().await.unwrap().0, head);
+    let mut from_start = feed
+        .subscribe(Query::table("legacy"), Start::AfterOffset(0))
+        .await
+        .unwrap();
+    match next(&mut from_start).await {
+        Event::Insert { offset, row } => {
+            assert_eq!(offset, head);
+            assert_eq!(row["id"], json!(1));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut sub = feed
+        .subscribe(Query::table("legacy"), Start::AfterOffset(head))
+        .await
+        .unwrap();
+    db.sql("INSERT INTO legacy VALUES (2, 2)").await;
+    match next(&mut sub).await {
+        Event::Insert { offset, row } => {
+            assert_eq!(offset, head + 1);
+            assert_eq!(row["id"], json!(2));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    db.sql("TRUNCATE legacy").await;
+    assert!(matches!(next(&mut sub).await, Event::Truncate { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_named_as_sql_names_them() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute(
+            "CREATE SCHEMA app;
+         CREATE TABLE app.accounts (id int8 PRIMARY KEY, v int8);
+         CREATE TABLE \"Mixed Case\" (id int8 PRIMARY KEY)",
+        )
+        .await
+        .unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    feed.enable("app.accounts").await.unwrap();
+    feed.enable("\"Mixed Case\"").await.unwrap();
+    let mut sub = feed
+        .subscribe(Query::table("APP.Accounts"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("INSERT INTO app.accounts VALUES (1, 1)").await;
+    assert!(matches!(next(&mut sub).await, Event::Insert { .. }));
+    let listed: Vec<String> = feed
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.table)
+        .collect();
+    assert_eq!(listed, ["app.accounts", "public.\"Mixed Case\""]);
+    assert!(matches!(
+        feed.enable("accounts").await,
+        Err(Error::NoSuchTable(_))
+    ));
+    match feed.enable("a b c").await {
+        Err(Error::NoSuchTable(t)) => assert_eq!(t, "a b c"),
+        other => panic!("expected NoSuchTable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_partitioned_tables_are_refused_in_one_line() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute(
+            "CREATE TABLE parted (id int8 PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100)",
+        )
+        .await
+        .unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    for table in ["parted", "parted_1"] {
+        match feed.enable(table).await {
+            Err(e @ Error::Refused { .. }) => {
+                let text = e.to_string();
+                assert!(!text.contains('\n') && text.contains(table), "{text}");
+            }
+            other => panic!("expected a refusal for {table}, got {other:?}"),
+        }
+    }
+}
