@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, JsonRow, LogRow, Spec};
 use crate::fanout::Router;
 use crate::filter::Filter;
-use crate::schema::{self, FeedInfo, Names, Retention};
+use crate::schema::{self, FeedInfo, LogInfo, Names, Retention};
 
 /// Offsets read per statement (whole ticks, so about this many) by the
 /// poller and by catching-up subscribers.
@@ -287,6 +287,11 @@ impl<P: Pool> Feed<P> {
     /// The enabled feeds with their retained offsets and log size.
     pub async fn list(&self) -> Result<Vec<FeedInfo>> {
         schema::list(&self.inner.pool, &self.inner.names).await
+    }
+
+    /// The log's size and offsets, over every table.
+    pub async fn log_info(&self) -> Result<LogInfo> {
+        schema::log_info(&self.inner.pool, &self.inner.names).await
     }
 
     /// Prunes the log now as [`Options::retention`] allows; returns the

@@ -332,6 +332,23 @@ pub struct FeedInfo {
     pub log_bytes: i64,
 }
 
+/// The change log as a whole, as [`Feed::log_info`](crate::Feed::log_info)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct LogInfo {
+    /// Changes held (offsets assigned or not yet), of every table.
+    pub changes: i64,
+    /// Bytes the log takes on disk (with its indexes and TOAST).
+    pub bytes: i64,
+    /// The oldest offset still held, if any.
+    pub oldest_offset: Option<i64>,
+    /// The last offset assigned.
+    pub last_offset: i64,
+    /// Every offset up to this one was pruned.
+    pub pruned_through: i64,
+}
+
 /// Runs `work` on session `$c`, which holds the installers' advisory lock:
 /// one session for both (a pool of one connection is enough, and on the
 /// embedded backend the wait for the lock does not hold the backend).
@@ -897,6 +914,36 @@ pub(crate) async fn list<P: Pool>(pool: &P, names: &Names) -> Result<Vec<FeedInf
             })
         })
         .collect()
+}
+
+/// The log's size and offsets.
+pub(crate) async fn log_info<P: Pool>(pool: &P, names: &Names) -> Result<LogInfo> {
+    tick_pool(pool, names).await?;
+    let Names { log, state, .. } = names;
+    let row = pool
+        .query_one(
+            &format!(
+                "SELECT (SELECT coalesce(sum(n), 0)::int8 FROM {log}),
+                        pg_total_relation_size($1::regclass),
+                        s.last_pos, s.pruned_through
+                 FROM {state} s"
+            ),
+            &[Value::from(log.as_str())],
+        )
+        .await?;
+    let (changes, bytes, last_offset, pruned_through): (i64, i64, i64, i64) = (
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+    );
+    Ok(LogInfo {
+        changes,
+        bytes,
+        oldest_offset: (last_offset > pruned_through).then_some(pruned_through + 1),
+        last_offset,
+        pruned_through,
+    })
 }
 
 /// Gives offsets to the changes of every transaction that committed since

@@ -3,7 +3,9 @@
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use changefeed::{Event, Feed, Filter, Options, Query, Start};
+use std::time::Duration;
+
+use changefeed::{Event, Feed, Filter, Options, Query, Retention, Start};
 use clap::{Args, Subcommand};
 use db::{AnyPool, Pool};
 
@@ -24,12 +26,49 @@ pub(crate) enum FeedCommand {
         /// The table.
         table: String,
     },
-    /// List the enabled feeds with their retained offsets and log size.
+    /// List the enabled feeds with their retained offsets and log size, and
+    /// the log's size and oldest offset.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Prune the change log: remove changes older than the retention (7
+    /// days unless told), with the row images they hold. Subscribers that
+    /// resume from a pruned offset are told to resync.
+    Prune {
+        /// Remove changes older than this (`90s`, `30min`, `12h`, `7d`,
+        /// `2w`).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Keep at most this many of the newest changes.
+        #[arg(long, value_name = "N")]
+        keep: Option<u64>,
+    },
+}
+
+/// An age for `--older-than`: a number with a unit (`s`, `min`, `h`, `d`,
+/// `w`); a unit is required, since a retention in milliseconds is never
+/// what was meant.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let invalid = || {
+        format!("--older-than {text:?}: expected an age with a unit, such as 90s, 30min, 12h or 7d")
+    };
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|at| t.split_at(at))
+        .ok_or_else(invalid)?;
+    let seconds = match unit.trim() {
+        "s" => 1.0,
+        "min" => 60.0,
+        "h" => 3_600.0,
+        "d" => 86_400.0,
+        "w" => 604_800.0,
+        _ => return Err(invalid()),
+    };
+    let n: f64 = number.parse().map_err(|_| invalid())?;
+    Duration::try_from_secs_f64(n * seconds).map_err(|_| invalid())
 }
 
 /// Arguments of `cocalc-db watch`.
@@ -89,37 +128,70 @@ pub(crate) async fn run_feed(db: &DbArgs, command: &FeedCommand) -> ExitCode {
                 format!("no change feed was enabled on {table}\n")
             }
         }),
-        FeedCommand::List { json } => feed.list().await.map(|feeds| {
-            if *json {
-                let mut text = serde_json::to_string_pretty(&feeds).unwrap_or_default();
-                text.push('\n');
-                text
-            } else if feeds.is_empty() {
-                "no change feeds\n".to_owned()
-            } else {
-                let mut out =
-                    String::from("table\tkey\tfirst offset\tlast offset\tlog rows\tlog bytes\n");
-                let opt = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
-                for f in feeds {
-                    out.push_str(&format!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\n",
-                        f.table,
-                        f.key_columns.join(","),
-                        opt(f.first_offset),
-                        opt(f.last_offset),
-                        f.log_rows,
-                        f.log_bytes
-                    ));
+        FeedCommand::Prune { older_than, keep } => {
+            let mut retention = Retention::unlimited();
+            match older_than.as_deref().map(parse_age).transpose() {
+                Ok(Some(age)) => retention = retention.max_age(age),
+                Ok(None) if keep.is_none() => retention = Retention::default_limits(),
+                Ok(None) => {}
+                Err(e) => {
+                    finish(feed).await;
+                    return output::fail("feed", &e);
                 }
-                out
             }
-        }),
+            if let Some(n) = keep {
+                retention = retention.max_rows(*n);
+            }
+            feed.prune_with(retention)
+                .await
+                .map(|n| format!("pruned {n} change(s)\n"))
+        }
+        FeedCommand::List { json } => list(&feed, *json).await,
     };
     finish(feed).await;
     match result {
         Ok(text) => output::print("feed", &text),
         Err(e) => output::fail("feed", &output::error_chain(&e)),
     }
+}
+
+/// `feed list`: the feeds, then the log as a whole.
+async fn list(feed: &Feed<AnyPool>, json: bool) -> changefeed::Result<String> {
+    let feeds = feed.list().await?;
+    let log = feed.log_info().await?;
+    if json {
+        let mut text =
+            serde_json::to_string_pretty(&serde_json::json!({"feeds": feeds, "log": log}))
+                .unwrap_or_default();
+        text.push('\n');
+        return Ok(text);
+    }
+    let oldest = log
+        .oldest_offset
+        .map_or_else(|| "none".to_owned(), |o| o.to_string());
+    let summary = format!(
+        "log: {} change(s), {} bytes, oldest offset {oldest}, last offset {}\n",
+        log.changes, log.bytes, log.last_offset
+    );
+    Ok(if feeds.is_empty() {
+        format!("no change feeds\n{summary}")
+    } else {
+        let mut out = String::from("table\tkey\tfirst offset\tlast offset\tlog rows\tlog bytes\n");
+        let opt = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
+        for f in feeds {
+            out.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\n",
+                f.table,
+                f.key_columns.join(","),
+                opt(f.first_offset),
+                opt(f.last_offset),
+                f.log_rows,
+                f.log_bytes
+            ));
+        }
+        out.push_str(&summary);
+        out
+    })
 }
 
 /// One event as one line of JSON: the event's envelope (`kind`, `offset`,

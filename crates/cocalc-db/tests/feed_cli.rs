@@ -50,9 +50,9 @@ fn enable_list_watch_a_snapshot_and_stop_on_sigterm() {
     assert_eq!(out, "enabled a change feed on items (key: id)\n");
     let listed: Json =
         serde_json::from_str(&ok(&dir, &["feed", "list", "--json"])).expect("list JSON");
-    assert_eq!(listed[0]["table"], json!("public.items"));
-    assert_eq!(listed[0]["key_columns"], json!(["id"]));
-    assert_eq!(listed[0]["log_rows"], json!(0));
+    assert_eq!(listed["feeds"][0]["table"], json!("public.items"));
+    assert_eq!(listed["feeds"][0]["key_columns"], json!(["id"]));
+    assert_eq!(listed["feeds"][0]["log_rows"], json!(0));
 
     // A filtered snapshot, one flushed JSON line per event, then live until
     // SIGTERM.
@@ -110,5 +110,58 @@ fn enable_list_watch_a_snapshot_and_stop_on_sigterm() {
     // The directory was closed cleanly: the next command opens it.
     let out = ok(&dir, &["feed", "disable", "items"]);
     assert_eq!(out, "disabled the change feed on items\n");
-    assert_eq!(ok(&dir, &["feed", "list"]), "no change feeds\n");
+    assert!(ok(&dir, &["feed", "list"]).starts_with("no change feeds\nlog: "));
+}
+
+#[test]
+fn prune_forgets_deleted_rows_and_list_shows_the_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("db");
+    ok(
+        &dir,
+        &["sql", "CREATE TABLE acc (id int8 PRIMARY KEY, email text)"],
+    );
+    ok(&dir, &["feed", "enable", "public.acc"]);
+    ok(
+        &dir,
+        &["sql", "INSERT INTO acc VALUES (500, 'gone@example.com')"],
+    );
+    ok(&dir, &["sql", "DELETE FROM acc WHERE id = 500"]);
+    let listed: Json =
+        serde_json::from_str(&ok(&dir, &["feed", "list", "--json"])).expect("list JSON");
+    assert_eq!(listed["feeds"][0]["table"], json!("public.acc"));
+    assert_eq!(listed["log"]["changes"], json!(2));
+    assert_eq!(listed["log"]["oldest_offset"], json!(1));
+    let text = ok(&dir, &["feed", "list"]);
+    assert!(text.contains("log: 2 change(s)"), "{text}");
+
+    // The default keeps 7 days: nothing goes.
+    assert_eq!(ok(&dir, &["feed", "prune"]), "pruned 0 change(s)\n");
+    let (code, _, err) = run(cocalc_db(&dir).args(["feed", "prune", "--older-than", "5"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("--older-than \"5\""), "{err}");
+    assert_eq!(
+        ok(&dir, &["feed", "prune", "--older-than", "0s"]),
+        "pruned 2 change(s)\n"
+    );
+    let left = ok(
+        &dir,
+        &[
+            "sql",
+            "SELECT count(*) AS images FROM changefeed.changefeed_log WHERE row_old::text LIKE '%example.com%'",
+            "--json",
+        ],
+    );
+    assert!(left.contains("\"images\": 0") || left.contains("\"images\":0"), "{left}");
+    let listed: Json =
+        serde_json::from_str(&ok(&dir, &["feed", "list", "--json"])).expect("list JSON");
+    assert_eq!(listed["log"]["changes"], json!(0));
+    assert_eq!(listed["log"]["oldest_offset"], json!(null));
+    assert_eq!(listed["log"]["pruned_through"], json!(2));
+
+    // The feed's own tables cannot be watched.
+    let (code, _, err) =
+        run(cocalc_db(&dir).args(["feed", "enable", "changefeed.changefeed_state"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("one of the change feed's own tables"), "{err}");
 }
