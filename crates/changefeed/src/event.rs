@@ -389,6 +389,69 @@ mod tests {
         }
     }
 
+    /// The envelope the README shows, one sample per kind.
+    #[test]
+    fn every_kind_serializes_to_the_documented_envelope() {
+        let samples = [
+            (
+                Event::SnapshotRow {
+                    row: obj(json!({"id": 1, "kind": "x", "offset": 2})),
+                },
+                r#"{"kind":"snapshot_row","row":{"id":1,"kind":"x","offset":2}}"#,
+            ),
+            (
+                Event::SnapshotEnd { offset: 41 },
+                r#"{"kind":"snapshot_end","offset":41}"#,
+            ),
+            (
+                Event::Update {
+                    offset: 43,
+                    row: obj(json!({"id": 1, "email": "b"})),
+                    changed: vec!["email".into()],
+                    old: obj(json!({"email": "a"})),
+                },
+                r#"{"kind":"update","offset":43,"row":{"email":"b","id":1},"changed":["email"],"old":{"email":"a"}}"#,
+            ),
+            (
+                Event::Delete {
+                    offset: 44,
+                    key: obj(json!({"id": 2})),
+                },
+                r#"{"kind":"delete","offset":44,"key":{"id":2}}"#,
+            ),
+            (
+                Event::Truncate {
+                    offset: 45,
+                    table: "public.accounts".into(),
+                },
+                r#"{"kind":"truncate","offset":45,"table":"public.accounts"}"#,
+            ),
+            (
+                Event::SchemaChanged {
+                    offset: 46,
+                    table: "public.users".into(),
+                    renamed_from: Some("public.accounts".into()),
+                    added: vec![],
+                    dropped: vec![],
+                    retyped: vec![],
+                    resync: false,
+                },
+                r#"{"kind":"schema_changed","offset":46,"table":"public.users","renamed_from":"public.accounts","added":[],"dropped":[],"retyped":[],"resync":false}"#,
+            ),
+            (
+                Event::End {
+                    offset: 47,
+                    table: "public.users".into(),
+                    reason: crate::EndReason::Disabled,
+                },
+                r#"{"kind":"end","offset":47,"table":"public.users","reason":"disabled"}"#,
+            ),
+        ];
+        for (event, text) in samples {
+            assert_eq!(serde_json::to_string(&event).ok().as_deref(), Some(text));
+        }
+    }
+
     #[test]
     fn updates_enter_leave_and_change() {
         let s = spec("a > 1", Some(&["b"]));

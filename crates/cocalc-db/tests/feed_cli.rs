@@ -152,7 +152,10 @@ fn prune_forgets_deleted_rows_and_list_shows_the_log() {
             "--json",
         ],
     );
-    assert!(left.contains("\"images\": 0") || left.contains("\"images\":0"), "{left}");
+    assert!(
+        left.contains("\"images\": 0") || left.contains("\"images\":0"),
+        "{left}"
+    );
     let listed: Json =
         serde_json::from_str(&ok(&dir, &["feed", "list", "--json"])).expect("list JSON");
     assert_eq!(listed["log"]["changes"], json!(0));
