@@ -151,4 +151,4 @@ pub use error::{EndReason, Error, Result};
 pub use event::{Event, JsonRow};
 pub use feed::{Feed, Options, Query, Start, Subscription};
 pub use filter::Filter;
-pub use schema::{FeedInfo, LogInfo, Retention};
+pub use schema::{FeedInfo, LogInfo, Retention, log_tables};

@@ -61,6 +61,16 @@ const OWN_TABLES: [&str; 5] = [
     "changefeed_log_v1",
 ];
 
+/// `(schema, table)` of the tables that hold the change log of a feed in
+/// the default schema: what an export can leave out (the feed then starts
+/// on the target with every earlier offset pruned).
+pub fn log_tables() -> Vec<(&'static str, &'static str)> {
+    ["changefeed_log", "changefeed_ticks", "changefeed_log_v1"]
+        .into_iter()
+        .map(|table| (DEFAULT_SCHEMA, table))
+        .collect()
+}
+
 /// Qualified names of the feed's objects in one schema.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
@@ -133,7 +143,7 @@ impl Names {
                 n integer NOT NULL,
                 row_new json,
                 row_old json,
-                relid oid
+                relid regclass
             );
             ALTER TABLE {log} ALTER COLUMN row_new SET STORAGE EXTERNAL,
                 ALTER COLUMN row_old SET STORAGE EXTERNAL"
@@ -173,9 +183,9 @@ impl Names {
                 ADD COLUMN IF NOT EXISTS horizon bigint NOT NULL DEFAULT 0,
                 ADD COLUMN IF NOT EXISTS gen bigint NOT NULL DEFAULT 0;
             INSERT INTO {state} DEFAULT VALUES ON CONFLICT DO NOTHING;
-            ALTER TABLE {log} ADD COLUMN IF NOT EXISTS relid oid;
+            ALTER TABLE {log} ADD COLUMN IF NOT EXISTS relid regclass;
             CREATE TABLE IF NOT EXISTS {feeds} (
-                relid oid PRIMARY KEY,
+                relid regclass PRIMARY KEY,
                 tbl text NOT NULL,
                 key_columns jsonb NOT NULL,
                 shape jsonb,
@@ -451,8 +461,8 @@ fn shape_sql(relid: &str) -> String {
 async fn upgrade_feeds<E: Executor>(ex: &mut E, names: &Names, tables_in: &str) -> Result<()> {
     let Names { log, feeds, .. } = names;
     ex.batch_execute(&format!(
-        "ALTER TABLE {feeds} ADD COLUMN IF NOT EXISTS relid oid, ADD COLUMN IF NOT EXISTS shape jsonb;
-         ALTER TABLE {log} ADD COLUMN IF NOT EXISTS relid oid"
+        "ALTER TABLE {feeds} ADD COLUMN IF NOT EXISTS relid regclass, ADD COLUMN IF NOT EXISTS shape jsonb;
+         ALTER TABLE {log} ADD COLUMN IF NOT EXISTS relid regclass"
     ))
     .await?;
     ex.execute(
@@ -521,21 +531,65 @@ async fn install_base<E: Executor>(ex: &mut E, names: &Names, legacy: Option<&st
 }
 
 /// Creates the shared tables if they are missing, or moves them from
-/// `legacy`.
+/// `legacy`; then marks as pruned the offsets no tick holds.
 pub(crate) async fn ensure_base<P: Pool>(
     pool: &P,
     names: &Names,
     legacy: Option<&str>,
 ) -> Result<()> {
-    if layout(&mut pool.acquire().await?, names).await?.ready {
-        return Ok(());
+    if !layout(&mut pool.acquire().await?, names).await?.ready {
+        locked!(pool, |c| async {
+            let mut tx = c.begin().await?;
+            install_base(&mut tx, names, legacy).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        })?;
     }
-    locked!(pool, |c| async {
-        let mut tx = c.begin().await?;
-        install_base(&mut tx, names, legacy).await?;
-        tx.commit().await?;
-        Ok::<_, Error>(())
-    })
+    adopt(pool, names).await
+}
+
+/// Makes a feed's state brought from another database (an export, a
+/// migration) hold on this one. Offsets that no tick holds are gone: a log
+/// left out of an export (or emptied by hand) must tell a resuming
+/// subscriber to resync, never skip its offsets in silence. And the last
+/// tick's snapshot, taken on the other server, may lie ahead of this one's
+/// transaction ids, which would hide every new change as already seen: it
+/// is replaced by a snapshot of this server (bumping `gen`, so that a
+/// concurrent tick retries rather than being overwritten).
+async fn adopt<P: Pool>(pool: &P, names: &Names) -> Result<()> {
+    let Names { ticks, state, .. } = names;
+    pool.execute(
+        &format!(
+            "UPDATE {state} SET pruned_through = h.held_from
+             FROM (SELECT least(last_pos, coalesce((SELECT min(base) FROM {ticks}), last_pos)) AS held_from
+                   FROM {state}) h
+             WHERE pruned_through < h.held_from"
+        ),
+        &[],
+    )
+    .await?;
+    let foreign = pool
+        .query_opt(
+            &format!(
+                "SELECT gen FROM {state}
+                 WHERE txid_snapshot_xmax(snap) > txid_snapshot_xmax(txid_current_snapshot())"
+            ),
+            &[],
+        )
+        .await?;
+    if let Some(row) = foreign {
+        let generation: i64 = row.try_get(0)?;
+        tracing::info!(target: "changefeed", schema = names.schema, "the feed's state comes from another database; taking up this one's transaction ids");
+        pool.execute(
+            &format!(
+                "UPDATE {state} SET snap = txid_current_snapshot(), horizon = 0, gen = gen + 1
+                 WHERE gen = $1"
+            ),
+            &[Value::from(generation)],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A table a feed can watch, resolved from its name.

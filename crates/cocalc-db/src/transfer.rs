@@ -33,6 +33,33 @@ pub(crate) struct ExportArgs {
     /// output with `-` (the default).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) log: ChangeLogArgs,
+}
+
+/// Whether an export carries the change feed's log.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ChangeLogArgs {
+    /// Also export the change feed's log (every retained change, with the
+    /// row images of updated and deleted rows). Without it the log's
+    /// tables go empty, and subscribers resuming on the target resync.
+    #[arg(long)]
+    pub(crate) with_changefeed_log: bool,
+}
+
+impl ChangeLogArgs {
+    /// The export's options.
+    fn export_options(&self) -> ExportOptions {
+        let options = ExportOptions::new();
+        if self.with_changefeed_log {
+            return options;
+        }
+        changefeed::log_tables()
+            .into_iter()
+            .fold(options, |o, (schema, table)| {
+                o.without_data_of(schema, table)
+            })
+    }
 }
 
 impl ExportArgs {
@@ -88,6 +115,8 @@ pub(crate) struct MigrateArgs {
     /// export is complete (and stays should the import then fail).
     #[arg(long, value_name = "FILE")]
     pub(crate) keep: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) log: ChangeLogArgs,
 }
 
 /// A failure already reported, as its exit code.
@@ -102,7 +131,8 @@ pub(crate) async fn run_export(db: &DbArgs, args: &ExportArgs) -> ExitCode {
         let mut shutdown = Shutdown::listen();
         let pool = open_embedded(db, name).await?;
         let data_dir = pool.data_dir().map(std::path::Path::to_path_buf);
-        let result = export_to(&pool, args.file(), name, &mut shutdown).await;
+        let options = args.log.export_options();
+        let result = export_to(&pool, args.file(), &options, name, &mut shutdown).await;
         pool.close().await;
         let (manifest, next_xid) = result?;
         if args.file().is_some() || stdout_is_a_regular_file() {
@@ -212,7 +242,7 @@ async fn migrate_into(
             source,
             &target,
             keep,
-            &ExportOptions::new(),
+            &args.log.export_options(),
             &options,
             &mut bar,
         )
@@ -282,6 +312,7 @@ async fn open_embedded(db: &DbArgs, name: &str) -> Outcome<PglitePool> {
 async fn export_to(
     pool: &PglitePool,
     out: Option<&std::path::Path>,
+    options: &ExportOptions,
     name: &str,
     shutdown: &mut Shutdown,
 ) -> Outcome<(Manifest, u64)> {
@@ -291,12 +322,11 @@ async fn export_to(
         .await
         .map_err(|e| output::fail(name, &output::error_chain(&e)))?;
     let mut bar = Bar::new("exporting");
-    let options = ExportOptions::new();
     let manifest = match out {
         Some(path) => {
             let mut file = OutputFile::create(path, true).map_err(fail)?;
             let exported = tokio::select! {
-                exported = migrate::export(pool, file.writer(), &options, &mut bar) => exported,
+                exported = migrate::export(pool, file.writer(), options, &mut bar) => exported,
                 stop = shutdown.recv() => {
                     // Returning drops the file: its temporary file goes.
                     return Err(interrupted(name, stop, Some(path)));
@@ -309,7 +339,7 @@ async fn export_to(
         None => {
             let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
             let exported = tokio::select! {
-                exported = migrate::export(pool, &mut stdout, &options, &mut bar) => exported,
+                exported = migrate::export(pool, &mut stdout, options, &mut bar) => exported,
                 stop = shutdown.recv() => return Err(interrupted(name, stop, None)),
             };
             let manifest = exported.map_err(fail)?;

@@ -168,3 +168,34 @@ fn prune_forgets_deleted_rows_and_list_shows_the_log() {
     assert_eq!(code, 1);
     assert!(err.contains("one of the change feed's own tables"), "{err}");
 }
+
+#[test]
+fn an_export_carries_the_change_log_only_on_request() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("db");
+    ok(
+        &dir,
+        &["sql", "CREATE TABLE acc (id int8 PRIMARY KEY, email text)"],
+    );
+    ok(&dir, &["feed", "enable", "acc"]);
+    ok(
+        &dir,
+        &["sql", "INSERT INTO acc VALUES (500, 'gone@example.com')"],
+    );
+    ok(&dir, &["sql", "DELETE FROM acc WHERE id = 500"]);
+    let without = tmp.path().join("without.sql");
+    let with = tmp.path().join("with.sql");
+    ok(&dir, &["export", "--out", without.to_str().expect("path")]);
+    ok(
+        &dir,
+        &[
+            "export",
+            "--with-changefeed-log",
+            "--out",
+            with.to_str().expect("path"),
+        ],
+    );
+    let read = |p: &Path| std::fs::read_to_string(p).expect("export");
+    assert!(!read(&without).contains("gone@example.com"));
+    assert!(read(&with).contains("gone@example.com"));
+}

@@ -7,11 +7,14 @@ use crate::error::{MigrateError, Result};
 use crate::manifest::{SchemaObjects, SequenceState, TableSummary, qualified};
 
 /// Session settings that fix the text form of every value, so that a row
-/// prints identically on PGlite 17 and PostgreSQL 13 and newer. Set with
-/// `SET LOCAL`: they end with the caller's transaction.
+/// prints identically on PGlite 17 and PostgreSQL 13 and newer (and a
+/// `regclass` value prints schema-qualified, so that the import, which runs
+/// with an empty `search_path`, finds its table). Set with `SET LOCAL`:
+/// they end with the caller's transaction.
 pub(crate) const PINNED_OUTPUT: &str = "SET LOCAL TimeZone = 'UTC'; \
      SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'postgres'; \
-     SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'";
+     SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'; \
+     SET LOCAL search_path = pg_catalog";
 
 /// Schemas that belong to the server, never to the data.
 const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -57,6 +60,9 @@ async fn pairs_with<E: Executor>(
         .map_err(MigrateError::db(what))
 }
 
+/// The checksum of a table without rows.
+pub(crate) const EMPTY_CHECKSUM: &str = "0";
+
 /// The row count and checksum of one table. The caller pins the output
 /// settings ([`PINNED_OUTPUT`]) in its transaction first.
 ///
@@ -72,7 +78,7 @@ pub(crate) async fn summarize<E: Executor>(
 ) -> Result<TableSummary> {
     let table = qualified(schema, name);
     let sql = format!(
-        "SELECT count(*)::int8, coalesce(sum(('x' || left(md5(ROW(t.*)::text), 16))::bit(64)::int8::numeric), 0)::text \
+        "SELECT count(*)::int8, coalesce(sum(('x' || left(md5(ROW(t.*)::text), 16))::bit(64)::int8::numeric), {EMPTY_CHECKSUM})::text \
          FROM {table} AS t"
     );
     let context = || format!("checksumming {table}");

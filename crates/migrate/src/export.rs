@@ -34,12 +34,14 @@ const OUTPUT_BUFFER: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
     chunk_bytes: usize,
+    without_data: Vec<(String, String)>,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
             chunk_bytes: 8 << 20,
+            without_data: Vec::new(),
         }
     }
 }
@@ -57,6 +59,21 @@ impl ExportOptions {
     pub fn chunk_bytes(mut self, bytes: usize) -> Self {
         self.chunk_bytes = bytes.max(1);
         self
+    }
+
+    /// Exports table `schema.name` without its rows: its definition goes,
+    /// and the manifest records it as empty, so that the import verifies it
+    /// empty (a change log, say, whose rows are not the data). A table
+    /// that does not exist is ignored.
+    pub fn without_data_of(mut self, schema: impl Into<String>, name: impl Into<String>) -> Self {
+        self.without_data.push((schema.into(), name.into()));
+        self
+    }
+
+    fn skips_data_of(&self, table: &TableSummary) -> bool {
+        self.without_data
+            .iter()
+            .any(|(schema, name)| *schema == table.schema && *name == table.name)
     }
 }
 
@@ -198,7 +215,11 @@ async fn write_export(
     tx.batch_execute(catalog::PINNED_OUTPUT)
         .await
         .map_err(MigrateError::db("pinning the output settings"))?;
-    let tables = catalog::summarize_all(&mut tx).await?;
+    let mut tables = catalog::summarize_all(&mut tx).await?;
+    for table in tables.iter_mut().filter(|t| options.skips_data_of(t)) {
+        table.rows = 0;
+        table.checksum = catalog::EMPTY_CHECKSUM.to_owned();
+    }
     let sequences = catalog::sequence_states(&mut tx).await?;
     let schema = catalog::schema_objects(&mut tx).await?;
     let manifest = Manifest {
@@ -257,12 +278,16 @@ async fn copy_table<E: Executor>(
 ) -> Result<()> {
     let name = table.qualified();
     let columns = catalog::copy_columns(tx, &table.schema, &table.name).await?;
-    let mut chunks = plan_chunks(tx, table, &columns, options).await?;
     sink.text(&format!("\n--\n-- Data for {name}\n--\n\n"));
     sink.text(&format!(
         "COPY {name} ({}) FROM stdin;\n",
         columns.join(", ")
     ));
+    if options.skips_data_of(table) {
+        sink.text("\\.\n");
+        return Ok(());
+    }
+    let mut chunks = plan_chunks(tx, table, &columns, options).await?;
     let mut exported = 0u64;
     while let Some(statement) = chunks.next_statement() {
         let start = sink.pending.len();

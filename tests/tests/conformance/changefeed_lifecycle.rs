@@ -392,3 +392,90 @@ async fn partitions_and_partitioned_tables_are_refused_in_one_line() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_no_tick_holds_any_more_need_a_resync() {
+    let db = TestDb::new().await;
+    let feed = start(&db, "CREATE TABLE em (id int8 PRIMARY KEY)", "em").await;
+    db.sql("INSERT INTO em VALUES (1)").await;
+    db.sql("INSERT INTO em VALUES (2)").await;
+    let (head, _) = feed.positions().await.unwrap();
+    drop(feed);
+    // As an export that leaves the log out brings it to another database.
+    db.pool
+        .batch_execute(
+            "DELETE FROM changefeed.changefeed_log; DELETE FROM changefeed.changefeed_ticks",
+        )
+        .await
+        .unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    assert_eq!(feed.positions().await.unwrap(), (head, head));
+    match feed
+        .subscribe(Query::table("em"), Start::AfterOffset(head - 1))
+        .await
+    {
+        Err(Error::ResyncRequired { pruned_before }) => assert_eq!(pruned_before, head + 1),
+        other => panic!("expected ResyncRequired, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_leaves_the_log_out_and_the_feed_works_on_the_target() {
+    let source = crate::migrate::temporary_pglite().await;
+    source
+        .batch_execute("CREATE TABLE acc (id int8 PRIMARY KEY, email text)")
+        .await
+        .unwrap();
+    let feed = Feed::start(source.clone(), Options::new()).await.unwrap();
+    feed.enable("acc").await.unwrap();
+    source
+        .batch_execute(
+            "INSERT INTO acc VALUES (1, 'kept@example.com'), (500, 'gone@example.com');
+             DELETE FROM acc WHERE id = 500",
+        )
+        .await
+        .unwrap();
+    let (head, _) = feed.positions().await.unwrap();
+    drop(feed);
+    let options = ::changefeed::log_tables()
+        .into_iter()
+        .fold(migrate::ExportOptions::new(), |o, (schema, table)| {
+            o.without_data_of(schema, table)
+        });
+    let mut sql = Vec::new();
+    let manifest = migrate::export(&source, &mut sql, &options, &mut migrate::NoProgress)
+        .await
+        .unwrap();
+    source.close().await;
+    let text = String::from_utf8(sql).unwrap();
+    assert!(
+        !text.contains("gone@example.com"),
+        "the deleted row's image went along"
+    );
+    assert!(text.contains("kept@example.com"));
+
+    let db = TestDb::new().await;
+    crate::migrate::import(&db, text.as_bytes()).await.unwrap();
+    migrate::verify(&db.pool, &manifest).await.unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    // Offsets of the source are gone: resuming from one means a resync.
+    assert!(matches!(
+        feed.subscribe(Query::table("acc"), Start::AfterOffset(head - 1))
+            .await,
+        Err(Error::ResyncRequired { .. })
+    ));
+    // The feed came along and follows the table on the target.
+    let mut sub = feed
+        .subscribe(Query::table("acc"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("INSERT INTO acc VALUES (2, 'new@example.com')")
+        .await;
+    match next(&mut sub).await {
+        Event::Insert { offset, row } => {
+            assert_eq!(offset, head + 1);
+            assert_eq!(row["id"], json!(2));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
