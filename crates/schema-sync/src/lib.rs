@@ -75,6 +75,12 @@
 //!   Unknown indexes, extra tables and columns, and constraints outside the
 //!   model are reported as [`Drift`]. Columns and tables are dropped only with
 //!   `allow_destructive`, which also admits narrowing type changes.
+//! - A type change rebuilds the owned indexes whose key expressions or
+//!   predicate use the column: PostgreSQL would re-parse their stored
+//!   definitions for the new type, which fails (`COALESCE(n, 0)` once `n` is
+//!   text) or keeps a definition the spec does not say. They are dropped
+//!   before the `ALTER COLUMN ... TYPE` and created again from the spec
+//!   after it, in the same transaction.
 //! - Primary keys are added to tables without one, or swapped (`DROP
 //!   CONSTRAINT <table>_pkey, ADD PRIMARY KEY (...)`, PostgreSQL's default
 //!   name) when the spec's differs.

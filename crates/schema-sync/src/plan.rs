@@ -520,6 +520,46 @@ impl Differ<'_> {
     fn alter_table(&mut self, cur: &Table, des: &Table, render: &Table) {
         let t = &render.name;
         let qt = quote_ident(t);
+        // PostgreSQL re-parses the stored definition of every index on a
+        // column whose type changes: an expression or predicate may then
+        // fail (`COALESCE(n, 0)` on text) or mean something the spec does
+        // not say. Owned indexes whose expressions or predicate use a
+        // retyped column are dropped before the change and built again
+        // after it, from the spec.
+        let retyped: Vec<&str> = render
+            .columns
+            .iter()
+            .filter_map(|rc| {
+                let (cc, dc) = (cur.get_column(&rc.name)?, des.get_column(&rc.name)?);
+                (cc.type_ != dc.type_ && storage_type(&cc.type_) != storage_type(&dc.type_))
+                    .then_some(rc.name.as_str())
+            })
+            .collect();
+        let mut rebuilt = BTreeSet::new();
+        for ci in &cur.indexes {
+            let Some(column) = retyped.iter().find(|c| index_expressions_use(ci, c)) else {
+                continue;
+            };
+            if !ci.owned {
+                continue;
+            }
+            let message = if render.get_index(&ci.name).is_some() {
+                format!(
+                    "drops the index before the type change of column {}, which it uses; built again after it",
+                    quote_ident(column)
+                )
+            } else {
+                "drops an index schema-sync created that the spec no longer lists".to_owned()
+            };
+            self.push(
+                ChangeKind::DropIndex,
+                t,
+                Some(&ci.name),
+                vec![format!("DROP INDEX {}", quote_ident(&ci.name))],
+                vec![hazard(HazardKind::IndexDropped, message)],
+            );
+            rebuilt.insert(ci.name.as_str());
+        }
         for rc in &render.columns {
             let Some(dc) = des.get_column(&rc.name) else {
                 continue;
@@ -595,6 +635,7 @@ impl Differ<'_> {
         for ri in &render.indexes {
             let di = des.get_index(&ri.name).unwrap_or(ri);
             match cur.get_index(&ri.name) {
+                Some(ci) if rebuilt.contains(ci.name.as_str()) => self.rebuild_index(t, ri),
                 None => self.create_index(t, ri, false),
                 Some(ci) if same_index(ci, di) => {}
                 Some(ci) if ci.owned => self.replace_index(t, ri),
@@ -605,7 +646,7 @@ impl Differ<'_> {
             }
         }
         for ci in &cur.indexes {
-            if render.get_index(&ci.name).is_some() {
+            if render.get_index(&ci.name).is_some() || rebuilt.contains(ci.name.as_str()) {
                 continue;
             }
             if ci.owned {
@@ -906,6 +947,25 @@ impl Differ<'_> {
         }
     }
 
+    /// Builds again an index dropped before a type change, inside the
+    /// transaction (the table is locked by the type change anyway).
+    fn rebuild_index(&mut self, table: &str, index: &Index) {
+        let sql = vec![
+            create_index(None, table, index, &index.name, false),
+            comment_index(None, &index.name, index),
+        ];
+        self.push(
+            ChangeKind::CreateIndex,
+            table,
+            Some(&index.name),
+            sql,
+            vec![hazard(
+                HazardKind::IndexBuild,
+                "builds the index again after the type change while blocking writes to the table",
+            )],
+        );
+    }
+
     fn replace_index(&mut self, table: &str, index: &Index) {
         let tmp = temp_index_name(&index.name);
         let sql = vec![
@@ -930,6 +990,111 @@ impl Differ<'_> {
             )],
         );
     }
+}
+
+/// A token of an SQL expression, as far as column references go.
+#[derive(Debug, PartialEq, Eq)]
+enum Token {
+    /// An identifier (folded to lower case unless quoted) not following `::`.
+    Name(String),
+    /// Anything else: literals, operators, punctuation, type names.
+    Other,
+}
+
+/// Splits an expression into tokens, enough to find the columns it names:
+/// string literals and type names after `::` are never names.
+fn tokens(expr: &str) -> Vec<Token> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut after_cast = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let token = if c == '\'' {
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            Token::Other
+        } else if c == '"' {
+            let mut name = String::new();
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '"' {
+                    if chars.get(i + 1) == Some(&'"') {
+                        name.push('"');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                name.push(chars[i]);
+                i += 1;
+            }
+            i += 1;
+            Token::Name(name)
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
+            {
+                i += 1;
+            }
+            Token::Name(
+                chars[start..i]
+                    .iter()
+                    .collect::<String>()
+                    .to_ascii_lowercase(),
+            )
+        } else if c == ':' && chars.get(i + 1) == Some(&':') {
+            i += 2;
+            after_cast = true;
+            continue;
+        } else {
+            i += 1;
+            Token::Other
+        };
+        out.push(match token {
+            Token::Name(_) if after_cast => Token::Other,
+            t => t,
+        });
+        after_cast = false;
+    }
+    out
+}
+
+/// Whether an index key is a bare column, with at most an ordering.
+fn is_plain_key(key: &str) -> bool {
+    let tokens = tokens(key);
+    matches!(tokens.first(), Some(Token::Name(_)))
+        && tokens[1..].iter().all(|t| {
+            matches!(t, Token::Name(w) if ["asc", "desc", "nulls", "first", "last"].contains(&w.as_str()))
+        })
+        && !key.trim_start().starts_with('(')
+}
+
+/// Whether `index` uses `column` in a key expression (anything but a bare
+/// column, which PostgreSQL rebuilds as it is) or in its predicate.
+fn index_expressions_use(index: &Index, column: &str) -> bool {
+    let names = |text: &str| {
+        tokens(text)
+            .into_iter()
+            .any(|t| matches!(t, Token::Name(n) if n == column))
+    };
+    index.keys.iter().any(|k| !is_plain_key(k) && names(k))
+        || index.where_.as_deref().is_some_and(names)
 }
 
 fn same_index(a: &Index, b: &Index) -> bool {
@@ -986,6 +1151,30 @@ fn type_change(from: &str, to: &str) -> (bool, bool) {
 #[cfg(test)]
 mod tests {
     use super::type_change;
+
+    #[test]
+    fn index_expressions_name_their_columns() {
+        use super::{index_expressions_use, is_plain_key};
+        use crate::spec::Index;
+        assert!(is_plain_key("x"));
+        assert!(is_plain_key("\"X y\" DESC NULLS LAST"));
+        assert!(!is_plain_key("x text_pattern_ops"));
+        assert!(!is_plain_key("lower(x)"));
+        assert!(!is_plain_key("(x)"));
+        let i = Index::new("i", ["lower((n)::text)", "id"]);
+        assert!(index_expressions_use(&i, "n"));
+        assert!(!index_expressions_use(&i, "text"));
+        assert!(!index_expressions_use(&i, "id"));
+        let i = Index::new("i", ["id"]).where_("state = 'n' AND \"N\" > 0");
+        assert!(!index_expressions_use(&i, "n"));
+        assert!(index_expressions_use(&i, "N"));
+        assert!(index_expressions_use(&i, "state"));
+        assert!(!index_expressions_use(&Index::new("i", ["n DESC"]), "n"));
+        assert!(index_expressions_use(
+            &Index::new("i", ["COALESCE(N, 0)"]),
+            "n"
+        ));
+    }
 
     #[test]
     fn narrowing_is_destructive() {
