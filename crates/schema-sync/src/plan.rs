@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use crate::ddl::{
     check_name, column_definition, comment_index, create_index, create_table, ident_list,
-    pkey_name, temp_index_name, unique_name,
+    pkey_name, rel, temp_index_name, unique_name,
 };
 use crate::normalize::{is_serial, normalize_table, storage_type};
 use crate::ownership::Ownership;
-use crate::spec::{Column, Index, Schema, Table};
+use crate::spec::{Column, DEFAULT_SCHEMA, Index, Schema, Table};
 
 /// What a hazard is about. Names are stable (`SCREAMING_SNAKE_CASE` in
 /// serde and in the rendered plan).
@@ -78,6 +78,8 @@ fn hazard(kind: HazardKind, message: impl Into<String>) -> Hazard {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChangeKind {
+    /// `CREATE SCHEMA` (the spec's schema is missing).
+    CreateSchema,
     /// `CREATE TABLE`.
     CreateTable,
     /// `ADD COLUMN`.
@@ -119,6 +121,7 @@ pub enum ChangeKind {
 impl ChangeKind {
     fn describe(self) -> &'static str {
         match self {
+            ChangeKind::CreateSchema => "create schema",
             ChangeKind::CreateTable => "create table",
             ChangeKind::AddColumn => "add column",
             ChangeKind::ChangeType => "change type of",
@@ -158,7 +161,9 @@ pub struct NullCheck {
 pub struct Change {
     /// What it does.
     pub kind: ChangeKind,
-    /// The table it changes.
+    /// The schema it works in (the spec's).
+    pub schema: String,
+    /// The table it changes (empty for [`ChangeKind::CreateSchema`]).
     pub table: String,
     /// The column, index or constraint it changes, if any.
     pub object: Option<String>,
@@ -212,6 +217,8 @@ pub struct Drift {
 /// An ordered list of changes, and the drift left alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// The schema the plan works in (the spec's).
+    pub schema: String,
     /// The changes, in order.
     pub changes: Vec<Change>,
     /// Differences that are reported, never changed.
@@ -236,17 +243,21 @@ impl Plan {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "-- {} ", self.kind.describe())?;
+        let table = rel(Some(&self.schema), &self.table);
         match &self.object {
+            _ if self.kind == ChangeKind::CreateSchema => {
+                write!(f, "{}", quote_ident(&self.schema))?;
+            }
             Some(o)
                 if matches!(
                     self.kind,
                     ChangeKind::CreateIndex | ChangeKind::ReplaceIndex | ChangeKind::DropIndex
                 ) =>
             {
-                write!(f, "{} on {}", quote_ident(o), quote_ident(&self.table))?;
+                write!(f, "{} on {table}", quote_ident(o))?;
             }
-            Some(o) => write!(f, "{}.{}", quote_ident(&self.table), quote_ident(o))?,
-            None => write!(f, "{}", quote_ident(&self.table))?,
+            Some(o) => write!(f, "{table}.{}", quote_ident(o))?,
+            None => write!(f, "{table}")?,
         }
         if !self.transactional {
             write!(f, " (outside a transaction)")?;
@@ -267,14 +278,17 @@ impl fmt::Display for Change {
 }
 
 impl Plan {
-    /// A digest of what the plan would do: every change's kind, table,
-    /// object, statements and hazards, in order (drift is not part of it).
+    /// A digest of what the plan would do: its schema, and every change's
+    /// kind, table, object, statements and hazards, in order (drift is not
+    /// part of it).
     /// Two plans with the same hash run the same SQL; CI can gate a pull
     /// request on the hash of the plan its reviewers saw. 16 hex digits of a
     /// SHA-256.
     pub fn hash(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
+        h.update(self.schema.as_bytes());
+        h.update([0]);
         for change in &self.changes {
             for part in [
                 change.kind.describe(),
@@ -357,7 +371,23 @@ impl DiffOptions {
 /// are replaced or dropped only if marked `owned`; its tables, columns and
 /// UNIQUE constraints count as schema-sync's (`current` is an older spec,
 /// synced before).
+///
+/// When the two name different schemas, `desired`'s schema holds nothing
+/// yet (a sync reads only its own schema, so `current`'s tables are never
+/// touched) and is created first unless it is `public`.
 pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
+    if current.schema != desired.schema {
+        let empty = Schema::new().in_schema(desired.schema.clone());
+        return diff_rendered(
+            &empty,
+            desired,
+            desired,
+            options,
+            &Ownership::default(),
+            &BTreeMap::new(),
+            desired.schema != DEFAULT_SCHEMA,
+        );
+    }
     diff_rendered(
         current,
         desired,
@@ -365,11 +395,13 @@ pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
         options,
         &Ownership::all_of(current),
         &BTreeMap::new(),
+        false,
     )
 }
 
 /// [`diff`] comparing against `desired` (canonical forms) while writing SQL
-/// from `render` (the spec as written; same tables, columns and indexes).
+/// from `render` (the spec as written; same tables, columns and indexes),
+/// in `render`'s schema, which is created first when `create_schema`.
 pub(crate) fn diff_rendered(
     current: &Schema,
     desired: &Schema,
@@ -377,13 +409,22 @@ pub(crate) fn diff_rendered(
     options: &DiffOptions,
     owned: &Ownership,
     pkey_names: &BTreeMap<String, String>,
+    create_schema: bool,
 ) -> Plan {
     let mut d = Differ {
-        plan: Plan::default(),
+        plan: Plan {
+            schema: render.schema.clone(),
+            ..Plan::default()
+        },
         options,
         owned,
         pkey_names,
+        ns: &render.schema,
     };
+    if create_schema {
+        let sql = format!("CREATE SCHEMA {}", quote_ident(&render.schema));
+        d.push(ChangeKind::CreateSchema, "", None, vec![sql], vec![]);
+    }
     for rt in &render.tables {
         let dt = desired.get(&rt.name).unwrap_or(rt);
         match current.get(&rt.name) {
@@ -403,16 +444,17 @@ pub(crate) fn diff_rendered(
                 None,
                 format!(
                     "table {} is not in the spec and not schema-sync's; left alone",
-                    quote_ident(&ct.name)
+                    d.rel(&ct.name)
                 ),
             );
         } else if options.allow_destructive {
             drops.push(Change {
                 kind: ChangeKind::DropTable,
+                schema: render.schema.clone(),
                 table: ct.name.clone(),
                 object: None,
-                sql: format!("DROP TABLE {};", quote_ident(&ct.name)),
-                statements: vec![format!("DROP TABLE {}", quote_ident(&ct.name))],
+                sql: format!("DROP TABLE {};", d.rel(&ct.name)),
+                statements: vec![format!("DROP TABLE {}", d.rel(&ct.name))],
                 hazards: vec![hazard(
                     HazardKind::Destructive,
                     "drops the table and all its rows",
@@ -425,7 +467,7 @@ pub(crate) fn diff_rendered(
                 DriftKind::ExtraTable,
                 &ct.name,
                 None,
-                format!("table {} is not in the spec", quote_ident(&ct.name)),
+                format!("table {} is not in the spec", d.rel(&ct.name)),
             );
         }
     }
@@ -439,13 +481,21 @@ struct Differ<'o> {
     owned: &'o Ownership,
     /// The live primary keys' names; absent ones are `<table>_pkey`.
     pkey_names: &'o BTreeMap<String, String>,
-}
-
-fn cols(t: &str, c: &str) -> String {
-    format!("{}.{}", quote_ident(t), quote_ident(c))
+    /// The schema every statement is qualified with.
+    ns: &'o str,
 }
 
 impl Differ<'_> {
+    /// `name` (a table or index), qualified with the schema and quoted.
+    fn rel(&self, name: &str) -> String {
+        rel(Some(self.ns), name)
+    }
+
+    /// `table.column`, qualified and quoted, for messages.
+    fn cols(&self, t: &str, c: &str) -> String {
+        format!("{}.{}", self.rel(t), quote_ident(c))
+    }
+
     fn push(
         &mut self,
         kind: ChangeKind,
@@ -456,6 +506,7 @@ impl Differ<'_> {
     ) {
         self.plan.changes.push(Change {
             kind,
+            schema: self.ns.to_owned(),
             table: table.to_owned(),
             object: object.map(str::to_owned),
             sql: sql
@@ -480,7 +531,7 @@ impl Differ<'_> {
     }
 
     fn create_table(&mut self, t: &Table) {
-        let (sql, _) = create_table(None, t);
+        let (sql, _) = create_table(Some(self.ns), t);
         self.push(ChangeKind::CreateTable, &t.name, None, vec![sql], vec![]);
         for i in &t.indexes {
             self.create_index(&t.name, i, true);
@@ -490,8 +541,8 @@ impl Differ<'_> {
     fn create_index(&mut self, table: &str, index: &Index, new_table: bool) {
         let concurrent = self.options.concurrent_indexes && !new_table;
         let sql = vec![
-            create_index(None, table, index, &index.name, concurrent),
-            comment_index(None, &index.name, index),
+            create_index(Some(self.ns), table, index, &index.name, concurrent),
+            comment_index(Some(self.ns), &index.name, index),
         ];
         let hazards = if new_table {
             vec![]
@@ -519,7 +570,7 @@ impl Differ<'_> {
 
     fn alter_table(&mut self, cur: &Table, des: &Table, render: &Table) {
         let t = &render.name;
-        let qt = quote_ident(t);
+        let qt = self.rel(t);
         // PostgreSQL re-parses the stored definition of every index on a
         // column whose type changes: an expression or predicate may then
         // fail (`COALESCE(n, 0)` on text) or mean something the spec does
@@ -555,7 +606,7 @@ impl Differ<'_> {
                 ChangeKind::DropIndex,
                 t,
                 Some(&ci.name),
-                vec![format!("DROP INDEX {}", quote_ident(&ci.name))],
+                vec![format!("DROP INDEX {}", self.rel(&ci.name))],
                 vec![hazard(HazardKind::IndexDropped, message)],
             );
             rebuilt.insert(ci.name.as_str());
@@ -654,7 +705,7 @@ impl Differ<'_> {
                     ChangeKind::DropIndex,
                     t,
                     Some(&ci.name),
-                    vec![format!("DROP INDEX {}", quote_ident(&ci.name))],
+                    vec![format!("DROP INDEX {}", self.rel(&ci.name))],
                     vec![hazard(
                         HazardKind::IndexDropped,
                         "drops an index schema-sync created that the spec no longer lists",
@@ -679,7 +730,7 @@ impl Differ<'_> {
                     Some(&cc.name),
                     format!(
                         "column {} is not in the spec and not schema-sync's; left alone",
-                        cols(t, &cc.name)
+                        self.cols(t, &cc.name)
                     ),
                 );
             } else if self.options.allow_destructive {
@@ -701,7 +752,7 @@ impl Differ<'_> {
                     DriftKind::ExtraColumn,
                     t,
                     Some(&cc.name),
-                    format!("column {} is not in the spec", cols(t, &cc.name)),
+                    format!("column {} is not in the spec", self.cols(t, &cc.name)),
                 );
             }
         }
@@ -709,7 +760,7 @@ impl Differ<'_> {
 
     fn add_column(&mut self, render: &Table, dc: &Column, rc: &Column) {
         let t = &render.name;
-        let qt = quote_ident(t);
+        let qt = self.rel(t);
         let qc = quote_ident(&rc.name);
         let mut sql = Vec::new();
         let mut null_check = None;
@@ -765,7 +816,7 @@ impl Differ<'_> {
         rc: &Column,
     ) {
         let t = &render.name;
-        let qt = quote_ident(t);
+        let qt = self.rel(t);
         let qc = quote_ident(&rc.name);
         let serial_involved = is_serial(&cc.type_) || is_serial(&dc.type_);
         // After a type change the server re-types the column's default and
@@ -779,7 +830,7 @@ impl Differ<'_> {
                     Some(&rc.name),
                     format!(
                         "column {} is {}, the spec says {}; serial-ness is not changed",
-                        cols(t, &rc.name),
+                        self.cols(t, &rc.name),
                         cc.type_,
                         dc.type_
                     ),
@@ -941,7 +992,7 @@ impl Differ<'_> {
                 Some(&rc.name),
                 format!(
                     "column {} has a UNIQUE constraint the spec does not declare; left alone",
-                    cols(t, &rc.name)
+                    self.cols(t, &rc.name)
                 ),
             );
         }
@@ -951,8 +1002,8 @@ impl Differ<'_> {
     /// transaction (the table is locked by the type change anyway).
     fn rebuild_index(&mut self, table: &str, index: &Index) {
         let sql = vec![
-            create_index(None, table, index, &index.name, false),
-            comment_index(None, &index.name, index),
+            create_index(Some(self.ns), table, index, &index.name, false),
+            comment_index(Some(self.ns), &index.name, index),
         ];
         self.push(
             ChangeKind::CreateIndex,
@@ -969,15 +1020,15 @@ impl Differ<'_> {
     fn replace_index(&mut self, table: &str, index: &Index) {
         let tmp = temp_index_name(&index.name);
         let sql = vec![
-            format!("DROP INDEX IF EXISTS {}", quote_ident(&tmp)),
-            create_index(None, table, index, &tmp, false),
-            format!("DROP INDEX {}", quote_ident(&index.name)),
+            format!("DROP INDEX IF EXISTS {}", self.rel(&tmp)),
+            create_index(Some(self.ns), table, index, &tmp, false),
+            format!("DROP INDEX {}", self.rel(&index.name)),
             format!(
                 "ALTER INDEX {} RENAME TO {}",
-                quote_ident(&tmp),
+                self.rel(&tmp),
                 quote_ident(&index.name)
             ),
-            comment_index(None, &index.name, index),
+            comment_index(Some(self.ns), &index.name, index),
         ];
         self.push(
             ChangeKind::ReplaceIndex,
