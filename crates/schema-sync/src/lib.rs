@@ -101,7 +101,8 @@
 //!   definitions for the new type, which fails (`COALESCE(n, 0)` once `n` is
 //!   text) or keeps a definition the spec does not say. They are dropped
 //!   before the `ALTER COLUMN ... TYPE` and created again from the spec
-//!   after it, in the same transaction.
+//!   after it, in the same transaction. A column check rebuilt for a type
+//!   change is likewise dropped before it (`x > 5` fails once x is text).
 //! - Primary keys are added to tables without one, or swapped (`DROP
 //!   CONSTRAINT <table>_pkey, ADD PRIMARY KEY (...)`, PostgreSQL's default
 //!   name) when the spec's differs.

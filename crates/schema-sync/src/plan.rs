@@ -822,6 +822,14 @@ impl Differ<'_> {
         // After a type change the server re-types the column's default and
         // checks; they are written again so they match the spec's canonical form.
         let retyped = cc.type_ != dc.type_ && storage_type(&cc.type_) != storage_type(&dc.type_);
+        let rechecked = cc.check != dc.check || (retyped && rc.check.is_some());
+        // PostgreSQL re-parses a check for the new type, which can fail
+        // (`x > 5` once x is text): a check that is rebuilt anyway is
+        // dropped before the type change.
+        let check_dropped_first = retyped && rechecked && cc.check.is_some();
+        if check_dropped_first {
+            self.drop_check(t, &rc.name);
+        }
         if cc.type_ != dc.type_ {
             if !retyped {
                 self.drift(
@@ -924,16 +932,10 @@ impl Differ<'_> {
                 vec![],
             );
         }
-        if cc.check != dc.check || (retyped && rc.check.is_some()) {
+        if rechecked {
             let name = quote_ident(&check_name(t, &rc.name));
-            if cc.check.is_some() {
-                self.push(
-                    ChangeKind::DropCheck,
-                    t,
-                    Some(&rc.name),
-                    vec![format!("ALTER TABLE {qt} DROP CONSTRAINT {name}")],
-                    vec![],
-                );
+            if cc.check.is_some() && !check_dropped_first {
+                self.drop_check(t, &rc.name);
             }
             if let Some(check) = &rc.check {
                 self.push(
@@ -996,6 +998,16 @@ impl Differ<'_> {
                 ),
             );
         }
+    }
+
+    /// Drops the check schema-sync gives `column`.
+    fn drop_check(&mut self, t: &str, column: &str) {
+        let sql = format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            self.rel(t),
+            quote_ident(&check_name(t, column))
+        );
+        self.push(ChangeKind::DropCheck, t, Some(column), vec![sql], vec![]);
     }
 
     /// Builds again an index dropped before a type change, inside the
