@@ -10,7 +10,8 @@
 //! - `schema sync --spec FILE [--allow-destructive] [--dry-run]
 //!   [--lock-timeout D] [--lock-deadline D] [--statement-timeout D]
 //!   [--concurrent-indexes]` applies it.
-//! - `schema introspect [--format json|toml]` prints the live schema as a spec.
+//! - `schema introspect [--format json|toml] [--schema NAME]` prints the
+//!   live tables of schema NAME (default `public`) as a spec naming it.
 //!
 //! A spec file ending in `.toml` is read as TOML, anything else as JSON.
 
@@ -37,7 +38,7 @@ pub(crate) enum SchemaCommand {
     Diff(DiffArgs),
     /// Make the database match the spec.
     Sync(SyncArgs),
-    /// Print the live `public` schema as a spec.
+    /// Print the live tables of one schema (default `public`) as a spec.
     Introspect(IntrospectArgs),
 }
 
@@ -179,6 +180,9 @@ pub(crate) struct IntrospectArgs {
     /// The output format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub(crate) format: Format,
+    /// The schema to read.
+    #[arg(long, value_name = "NAME", default_value = schema_sync::DEFAULT_SCHEMA)]
+    pub(crate) schema: String,
 }
 
 pub(crate) fn read_spec(path: &Path) -> Result<Schema, String> {
@@ -267,7 +271,7 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
                     // of its deparser (IN checks on varchar columns print
                     // differently after a re-parse), so that syncing this
                     // output into an empty database introspects identically.
-                    match schema_sync::introspect(&mut client, schema_sync::NAMESPACE).await {
+                    match schema_sync::introspect(&mut client, &args.schema).await {
                         Ok(live) => schema_sync::canonicalize(&mut client, &live.schema).await,
                         Err(e) => Err(e),
                     }

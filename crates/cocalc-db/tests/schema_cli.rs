@@ -35,7 +35,10 @@ fn plan_sync_and_introspect_round_trip() {
 
     let (code, out, err) = run(cocalc_db(&db).args(["schema", "plan", "--spec"]).arg(&spec));
     assert_eq!(code, 2, "pending changes exit 2\n{out}\n{err}");
-    assert!(out.contains("CREATE TABLE \"Accounts\""), "{out}");
+    assert!(
+        out.contains("CREATE TABLE \"public\".\"Accounts\""),
+        "{out}"
+    );
 
     let (code, out, err) = run(cocalc_db(&db)
         .args(["schema", "sync", "--dry-run", "--spec"])
@@ -51,7 +54,7 @@ fn plan_sync_and_introspect_round_trip() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["-- nothing to do", "-- plan hash: e3b0c44298fc1c14"],
+        ["-- nothing to do", "-- plan hash: 00329e5a4735a00b"],
         "{err}"
     );
 
@@ -220,4 +223,74 @@ fn plans_have_a_hash_to_gate_on_and_diff_matches_the_live_plan() {
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(json["hash"], hash.as_str());
     assert_eq!(json["changes"].as_array().map(Vec::len), Some(2), "{json}");
+}
+
+/// A spec naming its schema: `diff` from a `public` spec gives offline the
+/// live plan (create the schema, then its tables, every statement
+/// qualified), `--json` names the schema, the sync leaves `public` alone and
+/// `introspect --schema` reads it back.
+#[test]
+fn a_spec_names_its_schema_in_plans_diffs_and_introspection() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("db");
+    let old = tmp.path().join("old.toml");
+    let new = tmp.path().join("new.toml");
+    std::fs::write(&old, SPEC).expect("old");
+    std::fs::write(&new, format!("schema = \"App 1\"\n{SPEC}")).expect("new");
+    let (code, out, err) = run(cocalc_db(&db).args(["schema", "sync", "--spec"]).arg(&old));
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, live, err) = run(cocalc_db(&db).args(["schema", "plan", "--spec"]).arg(&new));
+    assert_eq!(code, 2, "changes pending: {live}{err}");
+    assert!(
+        live.starts_with("-- create schema \"App 1\"\nCREATE SCHEMA \"App 1\";"),
+        "{live}"
+    );
+    assert!(
+        live.contains("CREATE TABLE \"App 1\".\"Accounts\""),
+        "{live}"
+    );
+    let (code, offline, err) = run(cocalc_db(&db).args(["schema", "diff"]).arg(&old).arg(&new));
+    assert_eq!(code, 2, "{offline}{err}");
+    assert_eq!(offline, live);
+    let (code, same, err) = run(cocalc_db(&db).args(["schema", "diff"]).arg(&old).arg(&old));
+    assert_eq!(code, 0, "{same}{err}");
+    assert_ne!(plan_hash(&same), plan_hash(&live));
+
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "plan", "--json", "--spec"])
+        .arg(&new));
+    assert_eq!(code, 2, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(json["schema"], "App 1", "{json}");
+    assert_eq!(json["hash"], plan_hash(&live).as_str());
+    assert_eq!(json["changes"][0]["kind"], "create_schema", "{json}");
+    assert_eq!(json["changes"][1]["schema"], "App 1", "{json}");
+
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "sync", "--allow-destructive", "--spec"])
+        .arg(&new));
+    assert_eq!(code, 0, "{out}{err}");
+    for spec in [&old, &new] {
+        let (code, out, err) = run(cocalc_db(&db).args(["schema", "plan", "--spec"]).arg(spec));
+        assert_eq!(code, 0, "both schemas converged: {out}{err}");
+    }
+    let (code, out, err) = run(cocalc_db(&db).args([
+        "schema",
+        "introspect",
+        "--schema",
+        "App 1",
+        "--format",
+        "toml",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("schema = \"App 1\"\n"), "{out}");
+    assert!(out.contains("name = \"Accounts\""), "{out}");
+
+    // A schema that is not schema-sync's business is refused by name.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"schema": "pg_catalog", "tables": []}"#).expect("bad");
+    let (code, out, err) = run(cocalc_db(&db).args(["schema", "plan", "--spec"]).arg(&bad));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("pg_catalog"), "{err}");
 }

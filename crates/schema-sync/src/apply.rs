@@ -5,20 +5,21 @@ use std::time::Duration;
 use db_core::{BackendKind, Client, DbError, Executor, Pool, Value, quote_ident};
 use sha2::{Digest, Sha256};
 
-use crate::ddl::{create_index, create_table};
+use crate::ddl::{create_index, create_table, rel};
 use crate::introspect::{LiveSchema, introspect};
 use crate::ownership::Ownership;
 use crate::plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, HazardKind, Plan, diff_rendered,
 };
-use crate::spec::{Schema, Table};
-use crate::validate::{ValidationErrors, validate};
+use crate::spec::{DEFAULT_SCHEMA, Schema, Table};
+use crate::validate::{SCRATCH_PREFIX, ValidationErrors, validate};
 
 /// The advisory lock key that serializes schema syncs (`"schemasy"`).
 pub const LOCK_KEY: i64 = 0x7363_6865_6d61_7379;
 
-/// The namespace schema-sync manages.
-pub const NAMESPACE: &str = "public";
+/// The schema a spec describes when it names none (`public`); a spec names
+/// its own with [`Schema::schema`].
+pub const NAMESPACE: &str = DEFAULT_SCHEMA;
 
 const FORMAT: &str = "schema-sync/1";
 
@@ -262,6 +263,8 @@ pub struct Report {
 
 struct Prepared {
     live: LiveSchema,
+    /// Whether the spec's schema existed before the sync.
+    schema_existed: bool,
     /// The ledger of owned objects; `None` before the first sync that
     /// writes one.
     owned: Option<Ownership>,
@@ -281,31 +284,41 @@ fn sha256(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// The server version, whether schema `nsp` exists, and the cached spec
+/// hash and canonical spec of `nsp`, if any.
 async fn read_state<E: Executor>(
     ex: &mut E,
-) -> Result<(String, Option<(String, String)>), SyncError> {
+    nsp: &str,
+) -> Result<(String, bool, Option<(String, String)>), SyncError> {
     let row = ex
         .query_one(
-            "SELECT current_setting('server_version'), to_regclass('schema_sync.state') IS NOT NULL",
-            &[],
+            "SELECT current_setting('server_version'),
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1),
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                            WHERE attrelid = to_regclass('schema_sync.state')
+                              AND attname = 'nsp' AND NOT attisdropped)",
+            &[Value::Text(nsp.to_owned())],
         )
         .await?;
     let version: String = row.try_get(0)?;
-    let exists: bool = row.try_get(1)?;
-    if !exists {
-        return Ok((version, None));
+    let schema_exists: bool = row.try_get(1)?;
+    // A cache of the layout before schemas (one row, no `nsp`) is not
+    // read; the next sync replaces it.
+    let keyed: bool = row.try_get(2)?;
+    if !keyed {
+        return Ok((version, schema_exists, None));
     }
     let row = ex
         .query_opt(
-            "SELECT spec_hash, canonical FROM schema_sync.state WHERE id = 1",
-            &[],
+            "SELECT spec_hash, canonical FROM schema_sync.state WHERE nsp = $1",
+            &[Value::Text(nsp.to_owned())],
         )
         .await?;
     let state = match row {
         Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
         None => None,
     };
-    Ok((version, state))
+    Ok((version, schema_exists, state))
 }
 
 async fn write_state<E: Executor>(
@@ -316,10 +329,26 @@ async fn write_state<E: Executor>(
     after: &LiveSchema,
 ) -> Result<(), SyncError> {
     let live = &after.schema;
+    let nsp = Value::Text(schema.schema.clone());
+    // The cache is only a cache: one of the layout before schemas (a
+    // single row `id = 1`) is replaced, not migrated.
+    let old_layout: bool = ex
+        .query_one(
+            "SELECT to_regclass('schema_sync.state') IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                                    WHERE attrelid = to_regclass('schema_sync.state')
+                                      AND attname = 'nsp' AND NOT attisdropped)",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if old_layout {
+        ex.batch_execute("DROP TABLE schema_sync.state").await?;
+    }
     ex.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS schema_sync;
          CREATE TABLE IF NOT EXISTS schema_sync.state (
-             id integer PRIMARY KEY,
+             nsp text PRIMARY KEY,
              spec_hash text NOT NULL,
              live_hash text NOT NULL,
              server_version text NOT NULL,
@@ -330,12 +359,13 @@ async fn write_state<E: Executor>(
     let canonical = serde_json::to_string(canonical)?;
     let live_hash = sha256(&[&serde_json::to_string(live)?]);
     ex.execute(
-        "INSERT INTO schema_sync.state (id, spec_hash, live_hash, server_version, canonical)
-         VALUES (1, $1, $2, $3, $4)
-         ON CONFLICT (id) DO UPDATE SET spec_hash = EXCLUDED.spec_hash,
+        "INSERT INTO schema_sync.state (nsp, spec_hash, live_hash, server_version, canonical)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (nsp) DO UPDATE SET spec_hash = EXCLUDED.spec_hash,
              live_hash = EXCLUDED.live_hash, server_version = EXCLUDED.server_version,
              canonical = EXCLUDED.canonical, updated_at = now()",
         &[
+            nsp,
             Value::Text(prepared.spec_hash.clone()),
             Value::Text(live_hash),
             Value::Text(prepared.server_version.clone()),
@@ -347,8 +377,8 @@ async fn write_state<E: Executor>(
         .owned
         .clone()
         .unwrap_or_default()
-        .after_sync(schema, after)
-        .write(ex)
+        .after_sync(schema, after, !prepared.schema_existed)
+        .write(ex, &schema.schema)
         .await
 }
 
@@ -380,11 +410,13 @@ fn rejected(table: &Table, ranges: &[(usize, usize, String)], source: db_core::E
 
 /// Lets the server canonicalize `tables`: creates them in a scratch schema
 /// inside a transaction that is rolled back, and reads them back.
+///
+/// The result names the same schema as `tables`.
 pub async fn canonicalize<C: Client>(client: &mut C, tables: &Schema) -> Result<Schema, SyncError> {
     if tables.tables.is_empty() {
-        return Ok(Schema::default());
+        return Ok(Schema::new().in_schema(tables.schema.clone()));
     }
-    let ns = format!("schema_sync_canon_{}", unique_suffix());
+    let ns = format!("{SCRATCH_PREFIX}{}", unique_suffix());
     let mut tx = client.begin().await?;
     tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(&ns)))
         .await?;
@@ -409,7 +441,7 @@ pub async fn canonicalize<C: Client>(client: &mut C, tables: &Schema) -> Result<
     }
     let canonical = introspect(&mut tx, &ns).await?;
     tx.rollback().await?;
-    Ok(canonical.schema)
+    Ok(canonical.schema.in_schema(tables.schema.clone()))
 }
 
 async fn prepare<C: Client>(
@@ -417,10 +449,16 @@ async fn prepare<C: Client>(
     schema: &Schema,
     diff: &DiffOptions,
 ) -> Result<Prepared, SyncError> {
-    let (server_version, state) = read_state(client).await?;
-    let owned = Ownership::read(client).await?;
-    let spec_hash = sha256(&[FORMAT, &server_version, &serde_json::to_string(schema)?]);
-    let live = introspect(client, NAMESPACE).await?;
+    let nsp = schema.schema.as_str();
+    let (server_version, schema_existed, state) = read_state(client, nsp).await?;
+    let owned = Ownership::read(client, nsp).await?;
+    let spec_hash = sha256(&[
+        FORMAT,
+        &server_version,
+        nsp,
+        &serde_json::to_string(schema)?,
+    ]);
+    let live = introspect(client, nsp).await?;
     let cached = match state {
         Some((hash, canonical)) if hash == spec_hash => {
             Some(serde_json::from_str::<Schema>(&canonical)?)
@@ -434,6 +472,7 @@ async fn prepare<C: Client>(
             // Only tables that exist need canonical forms: new ones are
             // created from the spec as written.
             let existing = Schema {
+                schema: schema.schema.clone(),
                 tables: schema
                     .tables
                     .iter()
@@ -443,6 +482,7 @@ async fn prepare<C: Client>(
             };
             let canonical = canonicalize(client, &existing).await?;
             Schema {
+                schema: schema.schema.clone(),
                 tables: schema
                     .tables
                     .iter()
@@ -458,6 +498,7 @@ async fn prepare<C: Client>(
         diff,
         owned.as_ref().unwrap_or(&Ownership::default()),
         &live.primary_key_names,
+        !schema_existed,
     );
     for c in &live.other_constraints {
         if schema.get(&c.table).is_some() {
@@ -468,7 +509,7 @@ async fn prepare<C: Client>(
                 message: format!(
                     "constraint {} on {} ({}) is not in the spec; left alone",
                     quote_ident(&c.name),
-                    quote_ident(&c.table),
+                    rel(Some(nsp), &c.table),
                     c.definition
                 ),
             });
@@ -476,6 +517,7 @@ async fn prepare<C: Client>(
     }
     Ok(Prepared {
         live,
+        schema_existed,
         owned,
         desired,
         plan,
@@ -531,7 +573,9 @@ async fn run_change<E: Executor>(
             // rejection with the table and column or index it concerns.
             let table = schema.get(&change.table);
             return Err(match (change.kind, table) {
-                (ChangeKind::CreateTable, Some(t)) => rejected(t, &create_table(None, t).1, source),
+                (ChangeKind::CreateTable, Some(t)) => {
+                    rejected(t, &create_table(Some(&schema.schema), t).1, source)
+                }
                 (ChangeKind::CreateIndex, Some(t)) if source.as_db_error().is_some() => {
                     SyncError::Rejected {
                         table: t.name.clone(),
@@ -606,7 +650,7 @@ async fn sync_retrying<P: Pool>(
                     continue;
                 }
                 let holders = match &table {
-                    Some(t) => lock_holders(client, t).await?,
+                    Some(t) => lock_holders(client, &schema.schema, t).await?,
                     None => Vec::new(),
                 };
                 return Err(SyncError::LockTimeout {
@@ -620,8 +664,12 @@ async fn sync_retrying<P: Pool>(
     }
 }
 
-/// The other sessions holding a lock on `table`.
-async fn lock_holders<E: Executor>(ex: &mut E, table: &str) -> Result<Vec<LockHolder>, SyncError> {
+/// The other sessions holding a lock on `nsp.table`.
+async fn lock_holders<E: Executor>(
+    ex: &mut E,
+    nsp: &str,
+    table: &str,
+) -> Result<Vec<LockHolder>, SyncError> {
     let rows = ex
         .query(
             "SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
@@ -631,11 +679,7 @@ async fn lock_holders<E: Executor>(ex: &mut E, table: &str) -> Result<Vec<LockHo
              WHERE l.locktype = 'relation' AND l.relation = to_regclass($1)
                AND l.granted AND l.pid <> pg_backend_pid()
              ORDER BY a.pid",
-            &[Value::Text(format!(
-                "{}.{}",
-                quote_ident(NAMESPACE),
-                quote_ident(table)
-            ))],
+            &[Value::Text(rel(Some(nsp), table))],
         )
         .await?;
     rows.iter()
@@ -713,7 +757,7 @@ async fn sync_locked<P: Pool>(
                 let valid = client
                     .query_opt(
                         "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
-                        &[Value::Text(quote_ident(name))],
+                        &[Value::Text(rel(Some(&schema.schema), name))],
                     )
                     .await?;
                 let valid = match valid {
@@ -722,7 +766,10 @@ async fn sync_locked<P: Pool>(
                 };
                 if !valid {
                     client
-                        .batch_execute(&format!("DROP INDEX IF EXISTS {}", quote_ident(name)))
+                        .batch_execute(&format!(
+                            "DROP INDEX IF EXISTS {}",
+                            rel(Some(&schema.schema), name)
+                        ))
                         .await?;
                     return Err(SyncError::InvalidIndex(name.clone()));
                 }
@@ -751,8 +798,9 @@ async fn verify<E: Executor>(
     prepared: &Prepared,
     diff: &DiffOptions,
 ) -> Result<(Schema, LiveSchema), SyncError> {
-    let after = introspect(ex, NAMESPACE).await?;
+    let after = introspect(ex, &schema.schema).await?;
     let canonical = Schema {
+        schema: schema.schema.clone(),
         tables: schema
             .tables
             .iter()
@@ -770,11 +818,11 @@ async fn verify<E: Executor>(
             })
             .collect(),
     };
-    let owned = prepared
-        .owned
-        .clone()
-        .unwrap_or_default()
-        .after_sync(schema, &after);
+    let owned = prepared.owned.clone().unwrap_or_default().after_sync(
+        schema,
+        &after,
+        !prepared.schema_existed,
+    );
     let remaining = diff_rendered(
         &after.schema,
         &canonical,
@@ -782,6 +830,7 @@ async fn verify<E: Executor>(
         diff,
         &owned,
         &after.primary_key_names,
+        false,
     );
     if !remaining.is_empty() {
         return Err(SyncError::NotConverged(remaining.to_string()));

@@ -114,7 +114,9 @@ fn flag(v: &Value) -> bool {
     matches!(v, Value::Bool(true))
 }
 
-/// Reads every table of schema `namespace` (usually `public`).
+/// Reads every table of schema `namespace` (the spec's; `public` by
+/// default), besides those another component marks as its own. The result
+/// names `namespace` as its schema.
 pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<LiveSchema, SyncError> {
     let params = [Value::Text(namespace.to_owned())];
     let mut tables: BTreeMap<String, Table> = BTreeMap::new();
@@ -247,6 +249,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         });
     }
     let mut schema = Schema {
+        schema: namespace.to_owned(),
         tables: tables.into_values().collect(),
     };
     schema.tables.sort_by(|a, b| a.name.cmp(&b.name));

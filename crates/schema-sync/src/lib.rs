@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn demo<P: db_core::Pool>(pool: P) -> Result<(), schema_sync::SyncError> {
 //! use schema_sync::{Column, Index, Options, Schema, Table};
-//! let schema = Schema::new().table(
+//! let schema = Schema::new().in_schema("hub").table(
 //!     Table::new("accounts")
 //!         .column(Column::new("account_id", "UUID"))
 //!         .column(Column::new("email", "VARCHAR(254)").unique())
@@ -29,7 +29,8 @@
 //! and ignored (see [`Schema`]).
 //!
 //! ```json
-//! { "tables": [ {
+//! { "schema": "public",
+//!   "tables": [ {
 //!     "name": "t",
 //!     "columns": [ { "name": "id", "type": "BIGINT", "not_null": false,
 //!                    "default": null, "check": null, "unique": false,
@@ -40,6 +41,13 @@
 //!                    "include": [] } ] } ] }
 //! ```
 //!
+//! - `schema` (optional, default `public`) is the schema the tables live
+//!   in: any characters, always quoted, at most 63 bytes. Schemas that are
+//!   not schema-sync's business are refused: `pg_catalog`,
+//!   `information_schema`, anything starting with `pg_`, schema-sync's own
+//!   `schema_sync`, and the changefeed's `changefeed` (compared without
+//!   regard to ASCII case). In TOML it is a top-level `schema = "..."`
+//!   before the first `[[tables]]`; in the builder [`Schema::in_schema`].
 //! - `type` is a type name (`VARCHAR(32)`, `TEXT[]`, `SERIAL`, `NUMERIC(20,10)`,
 //!   `timestamp with time zone`, `public.my_enum`): words, quoted or qualified
 //!   names, integer modifiers and array brackets, nothing else.
@@ -61,10 +69,23 @@
 //!
 //! # Semantics
 //!
+//! - A spec describes one schema. A sync creates it when it is missing
+//!   (`CREATE SCHEMA`, recorded as owned), reads only its tables and
+//!   qualifies every statement with it, so specs for different schemas
+//!   synced into one database never touch each other's tables, even with
+//!   `allow_destructive`. Types and functions that expressions name are
+//!   resolved through the session's `search_path`; qualify those that live
+//!   in the spec's schema (`app.my_enum`). Plans carry the schema
+//!   ([`Plan::schema`], [`Change::schema`]) and [`Plan::hash`] covers it.
+//! - What a sync created or a synced spec declared is recorded, by schema,
+//!   in the ledger `schema_sync.owned` (the schema itself when the sync
+//!   created it, tables, columns, UNIQUE constraints); only owned objects
+//!   are dropped. A ledger written before schemas existed is read as
+//!   `public`'s and migrated in place by the next sync.
 //! - Comparison is on canonical forms: the server canonicalizes the spec's
 //!   existing tables (created in a scratch schema inside a transaction that
-//!   is rolled back) and the result is cached in `schema_sync.state` after
-//!   each sync, so a plan for an unchanged spec is one introspection (three
+//!   is rolled back) and the result is cached, per schema, in
+//!   `schema_sync.state` after each sync, so a plan for an unchanged spec is one introspection (three
 //!   catalog queries) and an in-memory diff.
 //! - Serial columns compare as `serial`/`bigserial`; their owned sequence
 //!   default is not compared.
@@ -75,6 +96,13 @@
 //!   Unknown indexes, extra tables and columns, and constraints outside the
 //!   model are reported as [`Drift`]. Columns and tables are dropped only with
 //!   `allow_destructive`, which also admits narrowing type changes.
+//! - A type change rebuilds the owned indexes whose key expressions or
+//!   predicate use the column: PostgreSQL would re-parse their stored
+//!   definitions for the new type, which fails (`COALESCE(n, 0)` once `n` is
+//!   text) or keeps a definition the spec does not say. They are dropped
+//!   before the `ALTER COLUMN ... TYPE` and created again from the spec
+//!   after it, in the same transaction. A column check rebuilt for a type
+//!   change is likewise dropped before it (`x > 5` fails once x is text).
 //! - Primary keys are added to tables without one, or swapped (`DROP
 //!   CONSTRAINT <table>_pkey, ADD PRIMARY KEY (...)`, PostgreSQL's default
 //!   name) when the spec's differs.
@@ -112,5 +140,5 @@ pub use normalize::{normalize, normalize_type};
 pub use plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, Hazard, HazardKind, NullCheck, Plan, diff,
 };
-pub use spec::{Column, FormatError, Index, Schema, Table};
+pub use spec::{Column, DEFAULT_SCHEMA, FormatError, Index, Schema, Table};
 pub use validate::{MAX_IDENTIFIER_BYTES, ValidationError, ValidationErrors, validate};

@@ -237,6 +237,7 @@ pub(crate) fn normalize_index(index: &Index) -> Index {
 /// a UNIQUE flag dropped where it duplicates the primary key.
 pub fn normalize(schema: &Schema) -> Schema {
     Schema {
+        schema: schema.schema.clone(),
         tables: schema.tables.iter().map(normalize_table).collect(),
     }
 }

@@ -1,25 +1,31 @@
-//! What schema-sync owns: the tables, columns and UNIQUE constraints a sync
-//! created or a synced spec declared, kept in `schema_sync.owned` next to
-//! the cached canonical spec. Only owned objects are ever dropped; anything
-//! else in the namespace (made by hand, by another tool, by the changefeed)
-//! is drift, whatever the flags.
+//! What schema-sync owns: the schemas, tables, columns and UNIQUE
+//! constraints a sync created or a synced spec declared, kept in
+//! `schema_sync.owned` next to the cached canonical spec, keyed by schema
+//! (`nsp`), so the same table name in two schemas are two objects and a
+//! sync of one schema never reads or rewrites another's part. Only owned
+//! objects are ever dropped; anything else in the schema (made by hand, by
+//! another tool, by the changefeed) is drift, whatever the flags.
 //!
 //! A database synced before the ledger existed owns nothing until its next
-//! successful sync, which records what that spec declares.
+//! successful sync, which records what that spec declares. A ledger of the
+//! layout before schemas (no `nsp` column, everything in `public`) is read
+//! as `public`'s and migrated in place by the next sync that writes one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use db_core::{Executor, Value};
+use db_core::{Executor, Value, quote_ident};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::SyncError;
 use crate::ddl::unique_name;
 use crate::introspect::LiveSchema;
-use crate::spec::Schema;
+use crate::spec::{DEFAULT_SCHEMA, Schema};
 
-/// The objects schema-sync owns in its namespace.
+/// The objects schema-sync owns in one schema.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Ownership {
+    /// Whether a sync created the schema itself.
+    schema: bool,
     tables: BTreeSet<String>,
     columns: BTreeSet<(String, String)>,
     /// `(table, column)` of a one-column UNIQUE constraint, and its name.
@@ -36,6 +42,7 @@ struct Entry {
     name: String,
 }
 
+const SCHEMA: &str = "schema";
 const TABLE: &str = "table";
 const COLUMN: &str = "column";
 const UNIQUE: &str = "unique";
@@ -107,9 +114,15 @@ impl Ownership {
     }
 
     /// After a sync: what it owned before and still exists, and what the
-    /// spec declares.
-    pub(crate) fn after_sync(&self, spec: &Schema, live: &LiveSchema) -> Ownership {
+    /// spec declares; `created_schema` when the sync created the schema.
+    pub(crate) fn after_sync(
+        &self,
+        spec: &Schema,
+        live: &LiveSchema,
+        created_schema: bool,
+    ) -> Ownership {
         let mut owned = Ownership::declared(spec, live);
+        owned.schema = self.schema || created_schema;
         for table in &self.tables {
             if live.schema.get(table).is_some() {
                 owned.tables.insert(table.clone());
@@ -135,20 +148,30 @@ impl Ownership {
         owned
     }
 
-    /// Reads the ledger; `None` when there is none yet.
-    pub(crate) async fn read<E: Executor>(ex: &mut E) -> Result<Option<Ownership>, SyncError> {
-        let exists: bool = ex
-            .query_one("SELECT to_regclass('schema_sync.owned') IS NOT NULL", &[])
-            .await?
-            .try_get(0)?;
-        let mut owned = Ownership::default();
-        if !exists {
+    /// Reads schema `nsp`'s part of the ledger; `None` when there is no
+    /// ledger yet.
+    pub(crate) async fn read<E: Executor>(
+        ex: &mut E,
+        nsp: &str,
+    ) -> Result<Option<Ownership>, SyncError> {
+        let Some(keyed) = layout(ex).await? else {
             return Ok(None);
-        }
-        for row in ex
-            .query("SELECT kind, tbl, obj, name FROM schema_sync.owned", &[])
+        };
+        let mut owned = Ownership::default();
+        let rows = if keyed {
+            ex.query(
+                "SELECT kind, tbl, obj, name FROM schema_sync.owned WHERE nsp = $1",
+                &[Value::Text(nsp.to_owned())],
+            )
             .await?
-        {
+        } else if nsp == DEFAULT_SCHEMA {
+            // The layout before schemas: everything is public's.
+            ex.query("SELECT kind, tbl, obj, name FROM schema_sync.owned", &[])
+                .await?
+        } else {
+            Vec::new()
+        };
+        for row in rows {
             let (kind, table, object, name): (String, String, String, String) = (
                 row.try_get(0)?,
                 row.try_get(1)?,
@@ -156,6 +179,7 @@ impl Ownership {
                 row.try_get(3)?,
             );
             match kind.as_str() {
+                SCHEMA => owned.schema = true,
                 TABLE => {
                     owned.tables.insert(table);
                 }
@@ -175,19 +199,32 @@ impl Ownership {
         Ok(Some(owned))
     }
 
-    /// Replaces the ledger (inside the sync's transaction).
-    pub(crate) async fn write<E: Executor>(&self, ex: &mut E) -> Result<(), SyncError> {
+    /// Replaces schema `nsp`'s part of the ledger (inside the sync's
+    /// transaction), creating the ledger or migrating one of the layout
+    /// before schemas first.
+    pub(crate) async fn write<E: Executor>(&self, ex: &mut E, nsp: &str) -> Result<(), SyncError> {
+        match layout(ex).await? {
+            None => {
+                ex.execute(
+                    "CREATE TABLE schema_sync.owned (
+                         nsp text NOT NULL,
+                         kind text NOT NULL,
+                         tbl text NOT NULL,
+                         obj text NOT NULL,
+                         name text NOT NULL,
+                         PRIMARY KEY (nsp, kind, tbl, obj))",
+                    &[],
+                )
+                .await?;
+            }
+            Some(false) => migrate(ex).await?,
+            Some(true) => {}
+        }
         ex.execute(
-            "CREATE TABLE IF NOT EXISTS schema_sync.owned (
-                 kind text NOT NULL,
-                 tbl text NOT NULL,
-                 obj text NOT NULL,
-                 name text NOT NULL,
-                 PRIMARY KEY (kind, tbl, obj))",
-            &[],
+            "DELETE FROM schema_sync.owned WHERE nsp = $1",
+            &[Value::Text(nsp.to_owned())],
         )
         .await?;
-        ex.execute("DELETE FROM schema_sync.owned", &[]).await?;
         let entry = |kind: &str, tbl: &str, obj: &str, name: &str| Entry {
             kind: kind.to_owned(),
             tbl: tbl.to_owned(),
@@ -195,9 +232,10 @@ impl Ownership {
             name: name.to_owned(),
         };
         let entries: Vec<Entry> = self
-            .tables
-            .iter()
-            .map(|t| entry(TABLE, t, "", ""))
+            .schema
+            .then(|| entry(SCHEMA, "", "", ""))
+            .into_iter()
+            .chain(self.tables.iter().map(|t| entry(TABLE, t, "", "")))
             .chain(self.columns.iter().map(|(t, c)| entry(COLUMN, t, c, "")))
             .chain(
                 self.uniques
@@ -207,12 +245,70 @@ impl Ownership {
             .collect();
         // One statement, the rows as one JSON parameter.
         ex.execute(
-            "INSERT INTO schema_sync.owned (kind, tbl, obj, name)
-             SELECT kind, tbl, obj, name
-             FROM json_to_recordset($1::text::json) AS e(kind text, tbl text, obj text, name text)",
-            &[Value::Text(serde_json::to_string(&entries)?)],
+            "INSERT INTO schema_sync.owned (nsp, kind, tbl, obj, name)
+             SELECT $1, kind, tbl, obj, name
+             FROM json_to_recordset($2::text::json) AS e(kind text, tbl text, obj text, name text)",
+            &[
+                Value::Text(nsp.to_owned()),
+                Value::Text(serde_json::to_string(&entries)?),
+            ],
         )
         .await?;
         Ok(())
     }
+}
+
+/// The ledger's layout: `None` without a ledger, `Some(true)` keyed by
+/// schema, `Some(false)` the layout before schemas.
+async fn layout<E: Executor>(ex: &mut E) -> Result<Option<bool>, SyncError> {
+    let row = ex
+        .query_one(
+            "SELECT to_regclass('schema_sync.owned') IS NOT NULL,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                            WHERE attrelid = to_regclass('schema_sync.owned')
+                              AND attname = 'nsp' AND NOT attisdropped)",
+            &[],
+        )
+        .await?;
+    let (exists, keyed): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(exists.then_some(keyed))
+}
+
+/// Migrates a ledger of the layout before schemas in place: every entry
+/// becomes `public`'s and the key gains the schema.
+async fn migrate<E: Executor>(ex: &mut E) -> Result<(), SyncError> {
+    ex.execute(
+        "ALTER TABLE schema_sync.owned ADD COLUMN nsp text NOT NULL DEFAULT 'public'",
+        &[],
+    )
+    .await?;
+    ex.execute(
+        "ALTER TABLE schema_sync.owned ALTER COLUMN nsp DROP DEFAULT",
+        &[],
+    )
+    .await?;
+    let key = ex
+        .query_opt(
+            "SELECT conname::text FROM pg_catalog.pg_constraint
+             WHERE conrelid = 'schema_sync.owned'::regclass AND contype = 'p'",
+            &[],
+        )
+        .await?;
+    if let Some(row) = key {
+        let name: String = row.try_get(0)?;
+        ex.execute(
+            &format!(
+                "ALTER TABLE schema_sync.owned DROP CONSTRAINT {}",
+                quote_ident(&name)
+            ),
+            &[],
+        )
+        .await?;
+    }
+    ex.execute(
+        "ALTER TABLE schema_sync.owned ADD PRIMARY KEY (nsp, kind, tbl, obj)",
+        &[],
+    )
+    .await?;
+    Ok(())
 }

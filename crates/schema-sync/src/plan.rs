@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use crate::ddl::{
     check_name, column_definition, comment_index, create_index, create_table, ident_list,
-    pkey_name, temp_index_name, unique_name,
+    pkey_name, rel, temp_index_name, unique_name,
 };
 use crate::normalize::{is_serial, normalize_table, storage_type};
 use crate::ownership::Ownership;
-use crate::spec::{Column, Index, Schema, Table};
+use crate::spec::{Column, DEFAULT_SCHEMA, Index, Schema, Table};
 
 /// What a hazard is about. Names are stable (`SCREAMING_SNAKE_CASE` in
 /// serde and in the rendered plan).
@@ -78,6 +78,8 @@ fn hazard(kind: HazardKind, message: impl Into<String>) -> Hazard {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChangeKind {
+    /// `CREATE SCHEMA` (the spec's schema is missing).
+    CreateSchema,
     /// `CREATE TABLE`.
     CreateTable,
     /// `ADD COLUMN`.
@@ -119,6 +121,7 @@ pub enum ChangeKind {
 impl ChangeKind {
     fn describe(self) -> &'static str {
         match self {
+            ChangeKind::CreateSchema => "create schema",
             ChangeKind::CreateTable => "create table",
             ChangeKind::AddColumn => "add column",
             ChangeKind::ChangeType => "change type of",
@@ -158,7 +161,9 @@ pub struct NullCheck {
 pub struct Change {
     /// What it does.
     pub kind: ChangeKind,
-    /// The table it changes.
+    /// The schema it works in (the spec's).
+    pub schema: String,
+    /// The table it changes (empty for [`ChangeKind::CreateSchema`]).
     pub table: String,
     /// The column, index or constraint it changes, if any.
     pub object: Option<String>,
@@ -212,6 +217,8 @@ pub struct Drift {
 /// An ordered list of changes, and the drift left alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// The schema the plan works in (the spec's).
+    pub schema: String,
     /// The changes, in order.
     pub changes: Vec<Change>,
     /// Differences that are reported, never changed.
@@ -236,17 +243,21 @@ impl Plan {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "-- {} ", self.kind.describe())?;
+        let table = rel(Some(&self.schema), &self.table);
         match &self.object {
+            _ if self.kind == ChangeKind::CreateSchema => {
+                write!(f, "{}", quote_ident(&self.schema))?;
+            }
             Some(o)
                 if matches!(
                     self.kind,
                     ChangeKind::CreateIndex | ChangeKind::ReplaceIndex | ChangeKind::DropIndex
                 ) =>
             {
-                write!(f, "{} on {}", quote_ident(o), quote_ident(&self.table))?;
+                write!(f, "{} on {table}", quote_ident(o))?;
             }
-            Some(o) => write!(f, "{}.{}", quote_ident(&self.table), quote_ident(o))?,
-            None => write!(f, "{}", quote_ident(&self.table))?,
+            Some(o) => write!(f, "{table}.{}", quote_ident(o))?,
+            None => write!(f, "{table}")?,
         }
         if !self.transactional {
             write!(f, " (outside a transaction)")?;
@@ -267,14 +278,17 @@ impl fmt::Display for Change {
 }
 
 impl Plan {
-    /// A digest of what the plan would do: every change's kind, table,
-    /// object, statements and hazards, in order (drift is not part of it).
+    /// A digest of what the plan would do: its schema, and every change's
+    /// kind, table, object, statements and hazards, in order (drift is not
+    /// part of it).
     /// Two plans with the same hash run the same SQL; CI can gate a pull
     /// request on the hash of the plan its reviewers saw. 16 hex digits of a
     /// SHA-256.
     pub fn hash(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
+        h.update(self.schema.as_bytes());
+        h.update([0]);
         for change in &self.changes {
             for part in [
                 change.kind.describe(),
@@ -357,7 +371,23 @@ impl DiffOptions {
 /// are replaced or dropped only if marked `owned`; its tables, columns and
 /// UNIQUE constraints count as schema-sync's (`current` is an older spec,
 /// synced before).
+///
+/// When the two name different schemas, `desired`'s schema holds nothing
+/// yet (a sync reads only its own schema, so `current`'s tables are never
+/// touched) and is created first unless it is `public`.
 pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
+    if current.schema != desired.schema {
+        let empty = Schema::new().in_schema(desired.schema.clone());
+        return diff_rendered(
+            &empty,
+            desired,
+            desired,
+            options,
+            &Ownership::default(),
+            &BTreeMap::new(),
+            desired.schema != DEFAULT_SCHEMA,
+        );
+    }
     diff_rendered(
         current,
         desired,
@@ -365,11 +395,13 @@ pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
         options,
         &Ownership::all_of(current),
         &BTreeMap::new(),
+        false,
     )
 }
 
 /// [`diff`] comparing against `desired` (canonical forms) while writing SQL
-/// from `render` (the spec as written; same tables, columns and indexes).
+/// from `render` (the spec as written; same tables, columns and indexes),
+/// in `render`'s schema, which is created first when `create_schema`.
 pub(crate) fn diff_rendered(
     current: &Schema,
     desired: &Schema,
@@ -377,13 +409,22 @@ pub(crate) fn diff_rendered(
     options: &DiffOptions,
     owned: &Ownership,
     pkey_names: &BTreeMap<String, String>,
+    create_schema: bool,
 ) -> Plan {
     let mut d = Differ {
-        plan: Plan::default(),
+        plan: Plan {
+            schema: render.schema.clone(),
+            ..Plan::default()
+        },
         options,
         owned,
         pkey_names,
+        ns: &render.schema,
     };
+    if create_schema {
+        let sql = format!("CREATE SCHEMA {}", quote_ident(&render.schema));
+        d.push(ChangeKind::CreateSchema, "", None, vec![sql], vec![]);
+    }
     for rt in &render.tables {
         let dt = desired.get(&rt.name).unwrap_or(rt);
         match current.get(&rt.name) {
@@ -403,16 +444,17 @@ pub(crate) fn diff_rendered(
                 None,
                 format!(
                     "table {} is not in the spec and not schema-sync's; left alone",
-                    quote_ident(&ct.name)
+                    d.rel(&ct.name)
                 ),
             );
         } else if options.allow_destructive {
             drops.push(Change {
                 kind: ChangeKind::DropTable,
+                schema: render.schema.clone(),
                 table: ct.name.clone(),
                 object: None,
-                sql: format!("DROP TABLE {};", quote_ident(&ct.name)),
-                statements: vec![format!("DROP TABLE {}", quote_ident(&ct.name))],
+                sql: format!("DROP TABLE {};", d.rel(&ct.name)),
+                statements: vec![format!("DROP TABLE {}", d.rel(&ct.name))],
                 hazards: vec![hazard(
                     HazardKind::Destructive,
                     "drops the table and all its rows",
@@ -425,7 +467,7 @@ pub(crate) fn diff_rendered(
                 DriftKind::ExtraTable,
                 &ct.name,
                 None,
-                format!("table {} is not in the spec", quote_ident(&ct.name)),
+                format!("table {} is not in the spec", d.rel(&ct.name)),
             );
         }
     }
@@ -439,13 +481,21 @@ struct Differ<'o> {
     owned: &'o Ownership,
     /// The live primary keys' names; absent ones are `<table>_pkey`.
     pkey_names: &'o BTreeMap<String, String>,
-}
-
-fn cols(t: &str, c: &str) -> String {
-    format!("{}.{}", quote_ident(t), quote_ident(c))
+    /// The schema every statement is qualified with.
+    ns: &'o str,
 }
 
 impl Differ<'_> {
+    /// `name` (a table or index), qualified with the schema and quoted.
+    fn rel(&self, name: &str) -> String {
+        rel(Some(self.ns), name)
+    }
+
+    /// `table.column`, qualified and quoted, for messages.
+    fn cols(&self, t: &str, c: &str) -> String {
+        format!("{}.{}", self.rel(t), quote_ident(c))
+    }
+
     fn push(
         &mut self,
         kind: ChangeKind,
@@ -456,6 +506,7 @@ impl Differ<'_> {
     ) {
         self.plan.changes.push(Change {
             kind,
+            schema: self.ns.to_owned(),
             table: table.to_owned(),
             object: object.map(str::to_owned),
             sql: sql
@@ -480,7 +531,7 @@ impl Differ<'_> {
     }
 
     fn create_table(&mut self, t: &Table) {
-        let (sql, _) = create_table(None, t);
+        let (sql, _) = create_table(Some(self.ns), t);
         self.push(ChangeKind::CreateTable, &t.name, None, vec![sql], vec![]);
         for i in &t.indexes {
             self.create_index(&t.name, i, true);
@@ -490,8 +541,8 @@ impl Differ<'_> {
     fn create_index(&mut self, table: &str, index: &Index, new_table: bool) {
         let concurrent = self.options.concurrent_indexes && !new_table;
         let sql = vec![
-            create_index(None, table, index, &index.name, concurrent),
-            comment_index(None, &index.name, index),
+            create_index(Some(self.ns), table, index, &index.name, concurrent),
+            comment_index(Some(self.ns), &index.name, index),
         ];
         let hazards = if new_table {
             vec![]
@@ -519,7 +570,47 @@ impl Differ<'_> {
 
     fn alter_table(&mut self, cur: &Table, des: &Table, render: &Table) {
         let t = &render.name;
-        let qt = quote_ident(t);
+        let qt = self.rel(t);
+        // PostgreSQL re-parses the stored definition of every index on a
+        // column whose type changes: an expression or predicate may then
+        // fail (`COALESCE(n, 0)` on text) or mean something the spec does
+        // not say. Owned indexes whose expressions or predicate use a
+        // retyped column are dropped before the change and built again
+        // after it, from the spec.
+        let retyped: Vec<&str> = render
+            .columns
+            .iter()
+            .filter_map(|rc| {
+                let (cc, dc) = (cur.get_column(&rc.name)?, des.get_column(&rc.name)?);
+                (cc.type_ != dc.type_ && storage_type(&cc.type_) != storage_type(&dc.type_))
+                    .then_some(rc.name.as_str())
+            })
+            .collect();
+        let mut rebuilt = BTreeSet::new();
+        for ci in &cur.indexes {
+            let Some(column) = retyped.iter().find(|c| index_expressions_use(ci, c)) else {
+                continue;
+            };
+            if !ci.owned {
+                continue;
+            }
+            let message = if render.get_index(&ci.name).is_some() {
+                format!(
+                    "drops the index before the type change of column {}, which it uses; built again after it",
+                    quote_ident(column)
+                )
+            } else {
+                "drops an index schema-sync created that the spec no longer lists".to_owned()
+            };
+            self.push(
+                ChangeKind::DropIndex,
+                t,
+                Some(&ci.name),
+                vec![format!("DROP INDEX {}", self.rel(&ci.name))],
+                vec![hazard(HazardKind::IndexDropped, message)],
+            );
+            rebuilt.insert(ci.name.as_str());
+        }
         for rc in &render.columns {
             let Some(dc) = des.get_column(&rc.name) else {
                 continue;
@@ -595,6 +686,7 @@ impl Differ<'_> {
         for ri in &render.indexes {
             let di = des.get_index(&ri.name).unwrap_or(ri);
             match cur.get_index(&ri.name) {
+                Some(ci) if rebuilt.contains(ci.name.as_str()) => self.rebuild_index(t, ri),
                 None => self.create_index(t, ri, false),
                 Some(ci) if same_index(ci, di) => {}
                 Some(ci) if ci.owned => self.replace_index(t, ri),
@@ -605,7 +697,7 @@ impl Differ<'_> {
             }
         }
         for ci in &cur.indexes {
-            if render.get_index(&ci.name).is_some() {
+            if render.get_index(&ci.name).is_some() || rebuilt.contains(ci.name.as_str()) {
                 continue;
             }
             if ci.owned {
@@ -613,7 +705,7 @@ impl Differ<'_> {
                     ChangeKind::DropIndex,
                     t,
                     Some(&ci.name),
-                    vec![format!("DROP INDEX {}", quote_ident(&ci.name))],
+                    vec![format!("DROP INDEX {}", self.rel(&ci.name))],
                     vec![hazard(
                         HazardKind::IndexDropped,
                         "drops an index schema-sync created that the spec no longer lists",
@@ -638,7 +730,7 @@ impl Differ<'_> {
                     Some(&cc.name),
                     format!(
                         "column {} is not in the spec and not schema-sync's; left alone",
-                        cols(t, &cc.name)
+                        self.cols(t, &cc.name)
                     ),
                 );
             } else if self.options.allow_destructive {
@@ -660,7 +752,7 @@ impl Differ<'_> {
                     DriftKind::ExtraColumn,
                     t,
                     Some(&cc.name),
-                    format!("column {} is not in the spec", cols(t, &cc.name)),
+                    format!("column {} is not in the spec", self.cols(t, &cc.name)),
                 );
             }
         }
@@ -668,7 +760,7 @@ impl Differ<'_> {
 
     fn add_column(&mut self, render: &Table, dc: &Column, rc: &Column) {
         let t = &render.name;
-        let qt = quote_ident(t);
+        let qt = self.rel(t);
         let qc = quote_ident(&rc.name);
         let mut sql = Vec::new();
         let mut null_check = None;
@@ -724,12 +816,20 @@ impl Differ<'_> {
         rc: &Column,
     ) {
         let t = &render.name;
-        let qt = quote_ident(t);
+        let qt = self.rel(t);
         let qc = quote_ident(&rc.name);
         let serial_involved = is_serial(&cc.type_) || is_serial(&dc.type_);
         // After a type change the server re-types the column's default and
         // checks; they are written again so they match the spec's canonical form.
         let retyped = cc.type_ != dc.type_ && storage_type(&cc.type_) != storage_type(&dc.type_);
+        let rechecked = cc.check != dc.check || (retyped && rc.check.is_some());
+        // PostgreSQL re-parses a check for the new type, which can fail
+        // (`x > 5` once x is text): a check that is rebuilt anyway is
+        // dropped before the type change.
+        let check_dropped_first = retyped && rechecked && cc.check.is_some();
+        if check_dropped_first {
+            self.drop_check(t, &rc.name);
+        }
         if cc.type_ != dc.type_ {
             if !retyped {
                 self.drift(
@@ -738,7 +838,7 @@ impl Differ<'_> {
                     Some(&rc.name),
                     format!(
                         "column {} is {}, the spec says {}; serial-ness is not changed",
-                        cols(t, &rc.name),
+                        self.cols(t, &rc.name),
                         cc.type_,
                         dc.type_
                     ),
@@ -832,16 +932,10 @@ impl Differ<'_> {
                 vec![],
             );
         }
-        if cc.check != dc.check || (retyped && rc.check.is_some()) {
+        if rechecked {
             let name = quote_ident(&check_name(t, &rc.name));
-            if cc.check.is_some() {
-                self.push(
-                    ChangeKind::DropCheck,
-                    t,
-                    Some(&rc.name),
-                    vec![format!("ALTER TABLE {qt} DROP CONSTRAINT {name}")],
-                    vec![],
-                );
+            if cc.check.is_some() && !check_dropped_first {
+                self.drop_check(t, &rc.name);
             }
             if let Some(check) = &rc.check {
                 self.push(
@@ -900,24 +994,53 @@ impl Differ<'_> {
                 Some(&rc.name),
                 format!(
                     "column {} has a UNIQUE constraint the spec does not declare; left alone",
-                    cols(t, &rc.name)
+                    self.cols(t, &rc.name)
                 ),
             );
         }
     }
 
+    /// Drops the check schema-sync gives `column`.
+    fn drop_check(&mut self, t: &str, column: &str) {
+        let sql = format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            self.rel(t),
+            quote_ident(&check_name(t, column))
+        );
+        self.push(ChangeKind::DropCheck, t, Some(column), vec![sql], vec![]);
+    }
+
+    /// Builds again an index dropped before a type change, inside the
+    /// transaction (the table is locked by the type change anyway).
+    fn rebuild_index(&mut self, table: &str, index: &Index) {
+        let sql = vec![
+            create_index(Some(self.ns), table, index, &index.name, false),
+            comment_index(Some(self.ns), &index.name, index),
+        ];
+        self.push(
+            ChangeKind::CreateIndex,
+            table,
+            Some(&index.name),
+            sql,
+            vec![hazard(
+                HazardKind::IndexBuild,
+                "builds the index again after the type change while blocking writes to the table",
+            )],
+        );
+    }
+
     fn replace_index(&mut self, table: &str, index: &Index) {
         let tmp = temp_index_name(&index.name);
         let sql = vec![
-            format!("DROP INDEX IF EXISTS {}", quote_ident(&tmp)),
-            create_index(None, table, index, &tmp, false),
-            format!("DROP INDEX {}", quote_ident(&index.name)),
+            format!("DROP INDEX IF EXISTS {}", self.rel(&tmp)),
+            create_index(Some(self.ns), table, index, &tmp, false),
+            format!("DROP INDEX {}", self.rel(&index.name)),
             format!(
                 "ALTER INDEX {} RENAME TO {}",
-                quote_ident(&tmp),
+                self.rel(&tmp),
                 quote_ident(&index.name)
             ),
-            comment_index(None, &index.name, index),
+            comment_index(Some(self.ns), &index.name, index),
         ];
         self.push(
             ChangeKind::ReplaceIndex,
@@ -930,6 +1053,111 @@ impl Differ<'_> {
             )],
         );
     }
+}
+
+/// A token of an SQL expression, as far as column references go.
+#[derive(Debug, PartialEq, Eq)]
+enum Token {
+    /// An identifier (folded to lower case unless quoted) not following `::`.
+    Name(String),
+    /// Anything else: literals, operators, punctuation, type names.
+    Other,
+}
+
+/// Splits an expression into tokens, enough to find the columns it names:
+/// string literals and type names after `::` are never names.
+fn tokens(expr: &str) -> Vec<Token> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut after_cast = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let token = if c == '\'' {
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            Token::Other
+        } else if c == '"' {
+            let mut name = String::new();
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '"' {
+                    if chars.get(i + 1) == Some(&'"') {
+                        name.push('"');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                name.push(chars[i]);
+                i += 1;
+            }
+            i += 1;
+            Token::Name(name)
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
+            {
+                i += 1;
+            }
+            Token::Name(
+                chars[start..i]
+                    .iter()
+                    .collect::<String>()
+                    .to_ascii_lowercase(),
+            )
+        } else if c == ':' && chars.get(i + 1) == Some(&':') {
+            i += 2;
+            after_cast = true;
+            continue;
+        } else {
+            i += 1;
+            Token::Other
+        };
+        out.push(match token {
+            Token::Name(_) if after_cast => Token::Other,
+            t => t,
+        });
+        after_cast = false;
+    }
+    out
+}
+
+/// Whether an index key is a bare column, with at most an ordering.
+fn is_plain_key(key: &str) -> bool {
+    let tokens = tokens(key);
+    matches!(tokens.first(), Some(Token::Name(_)))
+        && tokens[1..].iter().all(|t| {
+            matches!(t, Token::Name(w) if ["asc", "desc", "nulls", "first", "last"].contains(&w.as_str()))
+        })
+        && !key.trim_start().starts_with('(')
+}
+
+/// Whether `index` uses `column` in a key expression (anything but a bare
+/// column, which PostgreSQL rebuilds as it is) or in its predicate.
+fn index_expressions_use(index: &Index, column: &str) -> bool {
+    let names = |text: &str| {
+        tokens(text)
+            .into_iter()
+            .any(|t| matches!(t, Token::Name(n) if n == column))
+    };
+    index.keys.iter().any(|k| !is_plain_key(k) && names(k))
+        || index.where_.as_deref().is_some_and(names)
 }
 
 fn same_index(a: &Index, b: &Index) -> bool {
@@ -986,6 +1214,30 @@ fn type_change(from: &str, to: &str) -> (bool, bool) {
 #[cfg(test)]
 mod tests {
     use super::type_change;
+
+    #[test]
+    fn index_expressions_name_their_columns() {
+        use super::{index_expressions_use, is_plain_key};
+        use crate::spec::Index;
+        assert!(is_plain_key("x"));
+        assert!(is_plain_key("\"X y\" DESC NULLS LAST"));
+        assert!(!is_plain_key("x text_pattern_ops"));
+        assert!(!is_plain_key("lower(x)"));
+        assert!(!is_plain_key("(x)"));
+        let i = Index::new("i", ["lower((n)::text)", "id"]);
+        assert!(index_expressions_use(&i, "n"));
+        assert!(!index_expressions_use(&i, "text"));
+        assert!(!index_expressions_use(&i, "id"));
+        let i = Index::new("i", ["id"]).where_("state = 'n' AND \"N\" > 0");
+        assert!(!index_expressions_use(&i, "n"));
+        assert!(index_expressions_use(&i, "N"));
+        assert!(index_expressions_use(&i, "state"));
+        assert!(!index_expressions_use(&Index::new("i", ["n DESC"]), "n"));
+        assert!(index_expressions_use(
+            &Index::new("i", ["COALESCE(N, 0)"]),
+            "n"
+        ));
+    }
 
     #[test]
     fn narrowing_is_destructive() {

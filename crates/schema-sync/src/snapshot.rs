@@ -6,7 +6,7 @@
 //! let old = Schema::new();
 //! let new = Schema::new().table(Table::new("t").column(Column::new("id", "BIGINT")).primary_key(["id"]));
 //! let text = snapshot::plan_between(&old, &new);
-//! assert!(text.starts_with("-- create table \"t\""));
+//! assert!(text.starts_with("-- create table \"public\".\"t\""));
 //! // In a test: insta::assert_snapshot!(snapshot::plan_between(&old, &new));
 //! ```
 

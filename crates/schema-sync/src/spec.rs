@@ -5,7 +5,16 @@ use serde::{Deserialize, Serialize};
 
 mod file;
 
-/// A set of tables in the `public` schema.
+/// The schema a spec describes when it names none.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// A set of tables in one schema (`schema`, default `public`).
+///
+/// A spec describes exactly one schema: a sync creates it if it is missing,
+/// reads only its tables and qualifies every statement with it, so specs
+/// for different schemas synced into one database never touch each other's
+/// tables. Names that are not schema-sync's business are refused (see
+/// [`ValidationError::InvalidSchema`](crate::ValidationError::InvalidSchema)).
 ///
 /// Read strictly: `tables` is required (an empty spec is `"tables": []`,
 /// written on purpose), and an unknown key anywhere is an error naming it
@@ -15,11 +24,24 @@ mod file;
 /// `default_primary_key_value`, `extra_objects`; a column's
 /// `nullability_declared`; an index's `kind`, `comment`, `source_query`,
 /// `untruncated_name`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "file::SchemaFile")]
 pub struct Schema {
+    /// The schema (namespace) the tables live in: the file's optional
+    /// top-level `"schema"` key, [`DEFAULT_SCHEMA`] when absent. Any
+    /// characters (always quoted), at most 63 bytes.
+    pub schema: String,
     /// The tables, in the order they are created.
     pub tables: Vec<Table>,
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Schema {
+            schema: DEFAULT_SCHEMA.to_owned(),
+            tables: Vec::new(),
+        }
+    }
 }
 
 /// One table.
@@ -106,6 +128,13 @@ impl Schema {
     /// An empty schema.
     pub fn new() -> Self {
         Schema::default()
+    }
+
+    /// Sets the schema the tables live in (builder; default `public`).
+    #[must_use]
+    pub fn in_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
     }
 
     /// Adds a table (builder).
@@ -308,5 +337,23 @@ mod tests {
         assert_eq!(s, back);
         let json = s.to_json().unwrap_or_default();
         assert_eq!(Schema::from_json(&json).unwrap_or_default(), s);
+        let s = s.in_schema("a \"b\"");
+        let back = Schema::from_toml(&s.to_toml().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn the_schema_key_is_optional_and_defaults_to_public() {
+        let s = Schema::from_json(r#"{"tables": []}"#).unwrap_or_default();
+        assert_eq!(s.schema, DEFAULT_SCHEMA);
+        assert_eq!(Schema::new().schema, DEFAULT_SCHEMA);
+        let s = Schema::from_json(r#"{"schema": "app", "tables": []}"#)
+            .unwrap_or_else(|_| Schema::new().in_schema("wrong"));
+        assert_eq!(s.schema, "app");
+        let s = Schema::from_toml("schema = \"app\"\ntables = []\n")
+            .unwrap_or_else(|_| Schema::new().in_schema("wrong"));
+        assert_eq!(s.schema, "app");
+        assert!(Schema::from_json(r#"{"schemas": "app", "tables": []}"#).is_err());
+        assert!(Schema::from_json(r#"{"schema": null, "tables": []}"#).is_err());
     }
 }

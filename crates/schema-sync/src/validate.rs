@@ -139,6 +139,17 @@ pub enum ValidationError {
         /// The method as written.
         method: String,
     },
+    /// A schema a spec may not name: empty, longer than 63 bytes, with a
+    /// NUL character, or not schema-sync's business (`pg_catalog`,
+    /// `information_schema`, any `pg_*`, schema-sync's own ledger
+    /// `schema_sync`, the changefeed's `changefeed`).
+    #[error("schema {schema:?}: {reason}")]
+    InvalidSchema {
+        /// The schema as written.
+        schema: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A name PostgreSQL would silently truncate.
     #[error(
         "table {table:?}{}: name {name:?} is {bytes} bytes long; PostgreSQL keeps at most 63",
@@ -329,9 +340,49 @@ fn check_expression(errors: &mut Vec<ValidationError>, table: &str, what: String
     }
 }
 
+/// The schema schema-sync keeps its ledger and cache in.
+pub(crate) const LEDGER_SCHEMA: &str = "schema_sync";
+
+/// The prefix of the scratch schemas a canonicalization creates (and rolls
+/// back).
+pub(crate) const SCRATCH_PREFIX: &str = "schema_sync_canon_";
+
+/// Why schema-sync may not manage schema `name`, if it may not.
+pub(crate) fn schema_problem(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() {
+        Some("the schema name is empty".to_owned())
+    } else if name.contains('\0') {
+        Some("a schema name cannot hold a NUL character".to_owned())
+    } else if name.len() > MAX_IDENTIFIER_BYTES {
+        Some(format!(
+            "the schema name is {} bytes long; PostgreSQL keeps at most {MAX_IDENTIFIER_BYTES}",
+            name.len()
+        ))
+    } else if lower == "pg_catalog" || lower == "information_schema" {
+        Some("this is PostgreSQL's own catalog, not schema-sync's business".to_owned())
+    } else if lower.starts_with("pg_") {
+        Some(
+            "schemas starting with pg_ are PostgreSQL's own, not schema-sync's business".to_owned(),
+        )
+    } else if lower == LEDGER_SCHEMA || lower.starts_with(SCRATCH_PREFIX) {
+        Some("this is schema-sync's own bookkeeping schema".to_owned())
+    } else if lower == "changefeed" {
+        Some("this schema belongs to the changefeed component".to_owned())
+    } else {
+        None
+    }
+}
+
 /// Checks a spec; returns every problem at once.
 pub fn validate(schema: &Schema) -> Result<(), ValidationErrors> {
     let mut errors = Vec::new();
+    if let Some(reason) = schema_problem(&schema.schema) {
+        errors.push(ValidationError::InvalidSchema {
+            schema: schema.schema.clone(),
+            reason,
+        });
+    }
     let mut tables = BTreeSet::new();
     // Relation names: tables and indexes share pg_class's namespace.
     let mut relations: BTreeMap<&str, String> = BTreeMap::new();
@@ -609,6 +660,41 @@ mod tests {
             );
             let text = ValidationErrors(found).to_string();
             assert!(text.contains("is invalid"), "{text}");
+        }
+    }
+
+    #[test]
+    fn schemas_that_are_not_schema_syncs_business_are_refused() {
+        for name in [
+            "",
+            "pg_catalog",
+            "Information_Schema",
+            "pg_toast",
+            "PG_x",
+            "schema_sync",
+            "schema_sync_canon_1_2",
+            "changefeed",
+            "a\0b",
+        ] {
+            assert!(schema_problem(name).is_some(), "{name:?}");
+            let errors = errors(&Schema::new().in_schema(name).table(t()));
+            assert!(
+                matches!(&errors[..], [ValidationError::InvalidSchema { schema, .. }] if schema == name),
+                "{name:?}: {errors:?}"
+            );
+        }
+        assert!(schema_problem(&"s".repeat(64)).is_some());
+        for name in [
+            "public",
+            "app",
+            "a\"b",
+            "a.b",
+            "x; y",
+            "é",
+            "catalog_pg_",
+            &"é".repeat(31),
+        ] {
+            assert_eq!(schema_problem(name), None, "{name:?}");
         }
     }
 

@@ -16,6 +16,7 @@ mod notify;
 mod pglite;
 mod rows;
 mod schema_locks;
+mod schema_namespaces;
 mod schema_ownership;
 mod schema_spec_safety;
 mod schema_sync;

@@ -38,11 +38,78 @@ async fn assert_untouched(db: &TestDb, spec_columns: &[&str]) {
     }
 }
 
+/// The schemas besides `public`, PostgreSQL's own and schema-sync's ledger.
+async fn other_schemas(db: &TestDb) -> Vec<String> {
+    db.pool
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname !~ '^pg_' \
+             AND nspname NOT IN ('public', 'information_schema', 'schema_sync') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// For a spec naming schema `schema`: `public` holds only `victim`, and no
+/// schema exists besides `schema` (if the sync created it), which then
+/// holds exactly the spec's table and columns.
+async fn assert_only_schema(db: &TestDb, schema: &str, spec_columns: &[&str]) {
+    let v: i32 = db
+        .pool
+        .query_one("SELECT v FROM victim", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 42);
+    assert_eq!(tables(db).await, ["victim"]);
+    let others = other_schemas(db).await;
+    assert!(
+        others.is_empty() || others == [schema],
+        "unexpected schemas for {schema:?}: {others:?}"
+    );
+    if !others.is_empty() {
+        let found: Vec<(String, String)> = db
+            .pool
+            .query(
+                "SELECT c.relname::text, a.attname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                 WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY c.relname, a.attnum",
+                &db::params![schema],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let expected: Vec<(String, String)> = spec_columns
+            .iter()
+            .map(|c| ("s".to_owned(), (*c).to_owned()))
+            .collect();
+        assert_eq!(found, expected, "schema {schema:?}");
+    }
+}
+
 fn hostile_specs() -> Vec<(&'static str, Schema)> {
     let t = || Table::new("s").column(Column::new("id", "int"));
     let col = |c: Column| Schema::new().table(t().column(c));
     let idx = |i: Index| Schema::new().table(t().column(Column::new("x", "text")).index(i));
     vec![
+        (
+            "schema of PostgreSQL's catalog",
+            Schema::new().in_schema("pg_catalog").table(t()),
+        ),
+        (
+            "schema of the changefeed",
+            Schema::new().in_schema("changefeed").table(t()),
+        ),
+        (
+            "schema of schema-sync's ledger",
+            Schema::new().in_schema("schema_sync").table(t()),
+        ),
         (
             "type ending the statement",
             col(Column::new(
@@ -188,6 +255,7 @@ enum Slot {
     IndexMethod,
     ColumnName,
     IndexName,
+    SchemaName,
 }
 
 /// A value the slot would accept, for hostile text to start from.
@@ -201,6 +269,7 @@ fn plausible(slot: &Slot) -> &'static str {
         Slot::IndexMethod => "btree",
         Slot::ColumnName => "c",
         Slot::IndexName => "s_c_idx",
+        Slot::SchemaName => "app",
     }
 }
 
@@ -221,8 +290,13 @@ fn spec_with(slot: &Slot, text: &str) -> (Schema, Vec<String>) {
             index.keys = vec![db::quote_ident(text)];
         }
         Slot::IndexName => index.name = text.to_owned(),
+        Slot::SchemaName => {}
     }
-    let spec = Schema::new().table(
+    let schema = match slot {
+        Slot::SchemaName => text,
+        _ => "public",
+    };
+    let spec = Schema::new().in_schema(schema).table(
         Table::new("s")
             .column(Column::new("id", "int"))
             .column(column)
@@ -252,6 +326,7 @@ fn fuzzed_hostile_specs_are_refused_or_do_exactly_what_they_say() {
         Slot::IndexMethod,
         Slot::ColumnName,
         Slot::IndexName,
+        Slot::SchemaName,
     ]);
     let cases = std::env::var("SPEC_FUZZ_CASES")
         .ok()
@@ -278,11 +353,24 @@ fn fuzzed_hostile_specs_are_refused_or_do_exactly_what_they_say() {
                         )
                         .await
                         .unwrap();
+                    for schema in other_schemas(&db).await {
+                        db.pool
+                            .batch_execute(&format!(
+                                "DROP SCHEMA {} CASCADE",
+                                db::quote_ident(&schema)
+                            ))
+                            .await
+                            .unwrap();
+                    }
                     let (spec, columns) = spec_with(&slot, &text);
                     let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
                     let result = schema_sync::sync(&db.pool, &spec, &Options::new()).await;
                     // Refused, or created as written; never anything else.
-                    assert_untouched(&db, &columns).await;
+                    if matches!(slot, Slot::SchemaName) {
+                        assert_only_schema(&db, &text, &columns).await;
+                    } else {
+                        assert_untouched(&db, &columns).await;
+                    }
                     if result.is_ok() {
                         let plan = schema_sync::plan(&db.pool, &spec, &Options::new())
                             .await

@@ -190,6 +190,18 @@ fn cases() -> Vec<Case> {
             vec![K::DropCheck, K::AddCheck],
             vec![H::TakesStrongLock],
         ),
+        Case {
+            rows: "INSERT INTO t (id, x) VALUES (1, 7)",
+            ..case(
+                // PostgreSQL re-parses the stored check (`x > 5`) for the
+                // new type, which fails: it is dropped before the change.
+                "retype a column its check uses",
+                base().column(Column::new("x", "INTEGER").check("x > '5'")),
+                base().column(Column::new("x", "TEXT").check("x > '5'")),
+                vec![K::DropCheck, K::ChangeType, K::AddCheck],
+                vec![H::TakesStrongLock, H::RewritesTable],
+            )
+        },
         case(
             "drop check",
             base().column(Column::new("x", "INTEGER").check("x >= 0")),
@@ -765,4 +777,93 @@ mod properties {
             });
         }
     }
+}
+
+/// The live definitions of `table`'s indexes besides its primary key, by name.
+async fn index_defs(db: &TestDb, table: &str) -> Vec<(String, String)> {
+    db.pool
+        .query(
+            "SELECT c.relname::text, pg_get_indexdef(c.oid) FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = to_regclass($1) AND NOT i.indisprimary ORDER BY 1",
+            &db::params![table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// A column whose type changes under an expression index or a partial
+/// index predicate that uses it: PostgreSQL re-parses the index's stored
+/// definition for the new type, which fails here (`COALESCE(n, 0)` and `n >
+/// 5` on text), or keeps a definition the spec does not say. The plan drops
+/// such indexes before the type change and builds them again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_change_rebuilds_the_expression_indexes_that_use_the_column() {
+    let db = TestDb::new().await;
+    let table = |n: &str, v: &str| {
+        base()
+            .column(Column::new("n", n))
+            .column(Column::new("v", v))
+            .index(Index::new("t_n_coalesce", ["coalesce(n, '0')"]))
+            .index(Index::new("t_n_partial", ["id"]).where_("n > '5'"))
+            .index(Index::new("t_v_concat", ["(v || '!')"]))
+            .index(Index::new("t_plain", ["n", "v DESC"]))
+    };
+    let old = one(table("INTEGER", "VARCHAR(10)"));
+    let new = one(table("TEXT", "TEXT"));
+    sync(&db, &old, &Options::new()).await;
+    db.pool
+        .batch_execute("INSERT INTO t VALUES (1, 3, '10'), (2, 7, '20'), (3, NULL, NULL)")
+        .await
+        .unwrap();
+    let live = plan(&db, &new).await;
+    let steps: Vec<(ChangeKind, Option<&str>)> = live
+        .changes
+        .iter()
+        .map(|c| (c.kind, c.object.as_deref()))
+        .collect();
+    use ChangeKind as K;
+    assert_eq!(
+        steps,
+        [
+            (K::DropIndex, Some("t_n_coalesce")),
+            (K::DropIndex, Some("t_n_partial")),
+            (K::DropIndex, Some("t_v_concat")),
+            (K::ChangeType, Some("n")),
+            (K::ChangeType, Some("v")),
+            (K::CreateIndex, Some("t_n_coalesce")),
+            (K::CreateIndex, Some("t_n_partial")),
+            (K::CreateIndex, Some("t_v_concat")),
+        ],
+        "{live}"
+    );
+    let offline = snapshot::plan_between_with(&old, &new, &DiffOptions::new());
+    assert_eq!(
+        offline.changes, live.changes,
+        "offline\n{offline}\nlive\n{live}"
+    );
+    let report = sync(&db, &new, &Options::new()).await;
+    assert!(report.applied);
+    assert_converged(&db, &new).await;
+    // The indexes are what the spec says on the new types, as if created
+    // on them.
+    let rebuilt = index_defs(&db, "t").await;
+    let found: Vec<i64> = db
+        .pool
+        .query("SELECT id FROM t WHERE n > '5' ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(found, [2]);
+    db.pool
+        .batch_execute("DROP TABLE t; DROP SCHEMA IF EXISTS schema_sync CASCADE")
+        .await
+        .unwrap();
+    sync(&db, &new, &Options::new()).await;
+    assert_eq!(rebuilt, index_defs(&db, "t").await);
 }

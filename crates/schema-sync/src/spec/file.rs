@@ -2,7 +2,9 @@
 //! format knows, so a typo (`table` for `tables`, `typ` for `type`) is an
 //! error naming the key and its line, never a spec that silently lacks
 //! something (which a destructive sync would then drop). `tables` is
-//! required: an empty spec is `"tables": []`, written on purpose.
+//! required: an empty spec is `"tables": []`, written on purpose. The
+//! optional top-level `schema` names the schema the tables live in (default
+//! `public`).
 //!
 //! Besides the spec's own fields, the annotations the control-plane fixture
 //! carries are known and ignored: `format`, `source`, `counts` and `skipped`
@@ -17,6 +19,10 @@ use super::{Column, Index, Schema, Table};
 
 /// The access method of an index that names none.
 pub(crate) const DEFAULT_METHOD: &str = "btree";
+
+fn default_schema() -> String {
+    super::DEFAULT_SCHEMA.to_owned()
+}
 
 fn btree() -> String {
     DEFAULT_METHOD.to_owned()
@@ -45,6 +51,8 @@ fn sql_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SchemaFile {
+    #[serde(default = "default_schema")]
+    schema: String,
     tables: Vec<Table>,
     #[serde(default, rename = "format")]
     _format: Option<IgnoredAny>,
@@ -58,7 +66,10 @@ pub(super) struct SchemaFile {
 
 impl From<SchemaFile> for Schema {
     fn from(f: SchemaFile) -> Schema {
-        Schema { tables: f.tables }
+        Schema {
+            schema: f.schema,
+            tables: f.tables,
+        }
     }
 }
 
