@@ -12,7 +12,7 @@ use crate::{Result, postgres, project_root};
 const NODE_PGLITE: &str = "@electric-sql/pglite@0.4";
 
 pub(crate) fn run(flags: &BenchFlags) -> Result<()> {
-    let cluster = postgres::Cluster::start(15)?;
+    let cluster = postgres::Cluster::start(15, postgres::Tls::Off)?;
     let node_dir = install_node_pglite();
     // The migrate workload runs the `cocalc-db` binary as a child process,
     // to measure what a user's export and import take (time and memory).

@@ -12,13 +12,17 @@ commands:
       Run the tests against each database backend and print a result matrix
       (default: --db all). --db pglite runs every crate's own tests and then
       the conformance suite on PGlite; each postgres cell starts a throwaway
-      server and runs `cargo test -p conformance` against it. --pg lists the PostgreSQL major versions
+      server and runs `cargo test -p conformance` against it, and one more
+      cell runs it (with the TLS tests) on a TLS-only server of the newest
+      version, with sslmode=verify-full. --pg lists the PostgreSQL major versions
       (default 13,15); without --pg, a server already named by $DATABASE_URL
       is used instead. Arguments after `--` are appended to every `cargo test`,
       e.g. `-- some_test_name` or `-- -- --nocapture`.
-  pg [--pg 15]
+  pg [--pg 15] [--tls]
       Start a throwaway PostgreSQL server (default version 15), print its
       DATABASE_URL and keep it running until Enter or end of input (Ctrl-D).
+      --tls makes it TLS-only, with a throwaway CA (the URL says
+      sslmode=verify-full and where the CA is).
   bench [--quick] [--json FILE] [--only GROUP[,GROUP]]
       Run every benchmark contender (db-pglite, pglite-oxide, Node PGlite,
       db-postgres and sqlx on a throwaway PostgreSQL 15) in release mode and
@@ -38,7 +42,7 @@ commands:
 pub(crate) enum Command {
     Help,
     Test(TestFlags),
-    Pg { major: u32 },
+    Pg { major: u32, tls: bool },
     Bench(BenchFlags),
     Codegen { check: bool },
 }
@@ -141,7 +145,12 @@ fn parse_bench(mut args: impl Iterator<Item = String>) -> Result<Command> {
 
 fn parse_pg(mut args: impl Iterator<Item = String>) -> Result<Command> {
     let mut major = None;
+    let mut tls = false;
     while let Some(arg) = args.next() {
+        if arg == "--tls" {
+            tls = true;
+            continue;
+        }
         match option(&arg, &["--pg"], &mut args)? {
             None => return Ok(Command::Help),
             Some((_, value)) => {
@@ -154,6 +163,7 @@ fn parse_pg(mut args: impl Iterator<Item = String>) -> Result<Command> {
     }
     Ok(Command::Pg {
         major: major.unwrap_or(15),
+        tls,
     })
 }
 
@@ -261,8 +271,27 @@ mod tests {
 
     #[test]
     fn pg_defaults_to_15() {
-        assert_eq!(parse_str("pg"), Ok(Command::Pg { major: 15 }));
-        assert_eq!(parse_str("pg --pg 13"), Ok(Command::Pg { major: 13 }));
+        assert_eq!(
+            parse_str("pg"),
+            Ok(Command::Pg {
+                major: 15,
+                tls: false
+            })
+        );
+        assert_eq!(
+            parse_str("pg --pg 13"),
+            Ok(Command::Pg {
+                major: 13,
+                tls: false
+            })
+        );
+        assert_eq!(
+            parse_str("pg --tls --pg 16"),
+            Ok(Command::Pg {
+                major: 16,
+                tls: true
+            })
+        );
         assert_eq!(parse_str("pg --help"), Ok(Command::Help));
     }
 }

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         flags::Command::Test(flags) => test::run(&flags),
-        flags::Command::Pg { major } => postgres::serve(major),
+        flags::Command::Pg { major, tls } => postgres::serve(major, tls),
         flags::Command::Bench(flags) => bench::run(&flags),
         flags::Command::Codegen { check } => codegen::run(check),
     };

@@ -26,11 +26,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `cargo xtask pg`: a server for running tests by hand, stopped and deleted
 /// on Enter or end of input.
-pub(crate) fn serve(major: u32) -> Result<()> {
-    let cluster = Cluster::start(major)?;
+pub(crate) fn serve(major: u32, tls: bool) -> Result<()> {
+    let cluster = Cluster::start(major, if tls { Tls::Only } else { Tls::Off })?;
     println!(
         "\nPostgreSQL {} is running (log: {}). To run the conformance suite against it:\n\n    \
-         COCALC_DB=postgres DATABASE_URL={} cargo test -p conformance\n\n\
+         COCALC_DB=postgres DATABASE_URL='{}' cargo test -p conformance\n\n\
          Press Enter or Ctrl-D to stop it and delete its data.",
         cluster.version,
         cluster.dir.0.join("postgres.log").display(),
@@ -44,6 +44,25 @@ pub(crate) fn serve(major: u32) -> Result<()> {
     Ok(())
 }
 
+/// Whether a cluster speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tls {
+    /// Plain TCP, as most tests want it.
+    Off,
+    /// TLS only: a certificate for `localhost` and 127.0.0.1 from a throwaway
+    /// CA, and `pg_hba.conf` rejecting every connection without TLS. The
+    /// server also listens on 127.0.0.2, a name its certificate lacks.
+    Only,
+}
+
+/// The files of a TLS cluster's throwaway certificate authority.
+pub(crate) struct TlsFiles {
+    /// The CA that signed the server's certificate.
+    pub(crate) ca: PathBuf,
+    /// Another CA, which did not.
+    pub(crate) other_ca: PathBuf,
+}
+
 /// A running throwaway server with trust authentication for superuser
 /// `postgres` on 127.0.0.1. Dropping it stops the server and deletes all its
 /// files, also when tests fail or xtask panics.
@@ -51,6 +70,7 @@ pub(crate) struct Cluster {
     server: Child,
     port: u16,
     version: String,
+    tls: Option<TlsFiles>,
     /// Declared last, so it is removed after `drop` has stopped the server.
     dir: RemoveOnDrop,
 }
@@ -58,8 +78,14 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Finds binaries for `major`, then initialises and starts a fresh cluster
     /// on a free port, waiting until it accepts connections.
-    pub(crate) fn start(major: u32) -> Result<Cluster> {
-        eprintln!("\n==> provisioning PostgreSQL {major}");
+    pub(crate) fn start(major: u32, tls: Tls) -> Result<Cluster> {
+        eprintln!(
+            "\n==> provisioning PostgreSQL {major}{}",
+            match tls {
+                Tls::Off => "",
+                Tls::Only => " (TLS only)",
+            }
+        );
         let install = find_install(major)?;
         let user = service_user()?;
         remove_abandoned_clusters();
@@ -89,12 +115,24 @@ impl Cluster {
             .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8"])
             .args(["--no-locale", "--nosync"]))?;
 
+        let tls_files = match tls {
+            Tls::Off => None,
+            Tls::Only => Some(provision_tls(&dir.0, &data, user)?),
+        };
         let port = free_port()?;
         let log_path = dir.0.join("postgres.log");
         let log = File::create(&log_path).map_err(|e| format!("creating server log: {e}"))?;
         let log_err = log.try_clone().map_err(|e| format!("server log: {e}"))?;
+        let tls_settings: &[&str] = match tls {
+            Tls::Off => &["listen_addresses=127.0.0.1"],
+            Tls::Only => &[
+                "listen_addresses=127.0.0.1,127.0.0.2",
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ],
+        };
         let settings = [
-            "listen_addresses=127.0.0.1",
             // Throwaway data: durability only costs time.
             "fsync=off",
             "synchronous_commit=off",
@@ -111,7 +149,12 @@ impl Cluster {
             // Unix sockets go to our own directory, not the system's /run/postgresql.
             .arg("-k")
             .arg(&sockets)
-            .args(settings.iter().flat_map(|setting| ["-c", setting]))
+            .args(
+                tls_settings
+                    .iter()
+                    .chain(&settings)
+                    .flat_map(|setting| ["-c", setting]),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -122,6 +165,7 @@ impl Cluster {
             server,
             port,
             version: install.version,
+            tls: tls_files,
             dir,
         };
         if let Err(error) = cluster.wait_ready() {
@@ -140,8 +184,22 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The URL the suite connects with: plain, or with `sslmode=verify-full`
+    /// against the throwaway CA.
     pub(crate) fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        match &self.tls {
+            None => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+            Some(files) => format!(
+                "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+                self.port,
+                files.ca.display()
+            ),
+        }
+    }
+
+    /// The CA files of a TLS cluster.
+    pub(crate) fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// Full server version, e.g. `15.18`.
@@ -201,6 +259,93 @@ impl Drop for Cluster {
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
+}
+
+/// Makes a throwaway CA (and a second one) in `dir/tls`, a server
+/// certificate it signs for `localhost` and 127.0.0.1 in the data directory
+/// (owned by the server's account, key 0600), and a `pg_hba.conf` that
+/// rejects connections without TLS.
+fn provision_tls(dir: &Path, data: &Path, user: Option<Account>) -> Result<TlsFiles> {
+    let tls = dir.join("tls");
+    fs::create_dir(&tls).map_err(|e| format!("creating {}: {e}", tls.display()))?;
+    let openssl = |args: &[&str]| run(Command::new("openssl").current_dir(&tls).args(args));
+    for ca in ["ca", "other-ca"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+            "-subj",
+            &format!("/CN=cocalc xtask {ca}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])?;
+    }
+    fs::write(
+        tls.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| format!("writing server.ext: {e}"))?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    for file in ["server.crt", "server.key"] {
+        let to = data.join(file);
+        fs::copy(tls.join(file), &to).map_err(|e| format!("copying {file}: {e}"))?;
+        if let Some(user) = user {
+            chown(&to, Some(user.uid), Some(user.gid))
+                .map_err(|e| format!("chown {}: {e}", to.display()))?;
+        }
+        set_mode(&to, 0o600)?;
+    }
+    for file in ["ca.crt", "other-ca.crt"] {
+        set_mode(&tls.join(file), 0o644)?;
+    }
+    fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.0/8 trust\nhost all all 0.0.0.0/0 reject\n",
+    )
+    .map_err(|e| format!("writing pg_hba.conf: {e}"))?;
+    Ok(TlsFiles {
+        ca: tls.join("ca.crt"),
+        other_ca: tls.join("other-ca.crt"),
+    })
 }
 
 /// A directory deleted with everything in it when dropped.

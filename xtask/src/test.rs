@@ -9,6 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::{env, fs};
 
 use crate::flags::TestFlags;
+use crate::postgres::Tls;
 use crate::{Result, postgres, project_root};
 
 /// PostgreSQL major versions tested when neither `--pg` nor `DATABASE_URL` says otherwise.
@@ -35,11 +36,16 @@ pub(crate) fn run(flags: &TestFlags) -> Result<()> {
         match (&flags.pg, existing) {
             (None, Some(url)) => cells.push(run_cell(
                 "postgres (DATABASE_URL)".into(),
-                conformance_against(&url, &flags.cargo_args),
+                conformance_against(&url, &[], &flags.cargo_args),
             )),
             (versions, _) => {
-                for &major in versions.as_deref().unwrap_or(&DEFAULT_PG) {
-                    cells.push(postgres_cell(major, &flags.cargo_args));
+                let versions = versions.as_deref().unwrap_or(&DEFAULT_PG);
+                for &major in versions {
+                    cells.push(postgres_cell(major, Tls::Off, &flags.cargo_args));
+                }
+                // The TLS-only cell, on the newest version asked for.
+                if let Some(&newest) = versions.iter().max() {
+                    cells.push(postgres_cell(newest, Tls::Only, &flags.cargo_args));
                 }
             }
         }
@@ -94,18 +100,37 @@ impl Cell {
 
 /// Provisions a server of the given major version for the duration of one
 /// conformance run.
-fn postgres_cell(major: u32, cargo_args: &[String]) -> Cell {
-    match postgres::Cluster::start(major) {
+fn postgres_cell(major: u32, tls: Tls, cargo_args: &[String]) -> Cell {
+    let suffix = match tls {
+        Tls::Off => "",
+        Tls::Only => " TLS verify-full",
+    };
+    match postgres::Cluster::start(major, tls) {
         // `cluster` lives until the end of this arm: the server is stopped and
         // deleted as soon as its tests are done, before the next one starts.
-        Ok(cluster) => run_cell(
-            format!("postgres {}", cluster.version()),
-            conformance_against(&cluster.url(), cargo_args),
-        ),
+        Ok(cluster) => {
+            let cargo = match cluster.tls_files() {
+                None => conformance_against(&cluster.url(), &[], cargo_args),
+                // The TLS tests need the cluster's CAs; they are built only
+                // for this cell.
+                Some(files) => {
+                    let mut cargo = conformance_against(
+                        &cluster.url(),
+                        &["--features", "conformance/tls-tests"],
+                        cargo_args,
+                    );
+                    cargo
+                        .env("COCALC_TEST_TLS_CA", &files.ca)
+                        .env("COCALC_TEST_TLS_OTHER_CA", &files.other_ca);
+                    cargo
+                }
+            };
+            run_cell(format!("postgres {}{suffix}", cluster.version()), cargo)
+        }
         Err(reason) => {
-            eprintln!("==> PostgreSQL {major} not provisioned: {reason}");
+            eprintln!("==> PostgreSQL {major}{suffix} not provisioned: {reason}");
             Cell {
-                label: format!("postgres {major}"),
+                label: format!("postgres {major}{suffix}"),
                 outcome: Outcome::NotProvisioned(first_line(&reason).to_owned()),
             }
         }
@@ -114,8 +139,13 @@ fn postgres_cell(major: u32, cargo_args: &[String]) -> Cell {
 
 /// The conformance suite against the server at `url`; it creates its own
 /// per-test databases there.
-fn conformance_against(url: &str, cargo_args: &[String]) -> Command {
-    let mut cargo = cargo_test(&["-p", "conformance"], cargo_args);
+fn conformance_against(url: &str, features: &[&str], cargo_args: &[String]) -> Command {
+    let selection: Vec<&str> = ["-p", "conformance"]
+        .iter()
+        .chain(features)
+        .copied()
+        .collect();
+    let mut cargo = cargo_test(&selection, cargo_args);
     cargo.env("COCALC_DB", "postgres").env("DATABASE_URL", url);
     cargo
 }

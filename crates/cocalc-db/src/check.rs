@@ -84,6 +84,9 @@ impl Steps {
     }
 }
 
+/// How long `check` waits to open a connection unless told.
+const CHECK_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the check and prints its report, or one failure line.
 pub(crate) async fn run(args: &DbArgs) -> ExitCode {
     match check(args).await {
@@ -95,9 +98,14 @@ pub(crate) async fn run(args: &DbArgs) -> ExitCode {
 /// The steps of the check.
 async fn check(args: &DbArgs) -> Result<Report, Failure> {
     let mut steps = Steps(Vec::new());
-    let config = steps
+    let mut config = steps
         .run("configuration", async { config::from_process(args) })
         .await?;
+    // A boot-time check should not hang for the 30 s of a pool's acquire
+    // timeout on a server that accepts connections and never answers.
+    if config.postgres.connect_timeout.is_none() && args.connect_timeout.is_none() {
+        config.postgres.connect_timeout = Some(CHECK_CONNECT_TIMEOUT);
+    }
     let created = match &config.pglite.data_dir {
         DataDir::Path(dir) if config.backend == BackendKind::Pglite && !dir.exists() => {
             Some(dir.clone())

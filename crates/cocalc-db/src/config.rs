@@ -61,6 +61,13 @@ pub(crate) struct DbArgs {
     /// and PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD]
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) database_url: Option<String>,
+
+    /// Give up opening a PostgreSQL connection after this many seconds
+    /// (0: wait as long as the acquire timeout) [default: the URL's
+    /// connect_timeout, else $PGCONNECT_TIMEOUT, else 10 for check and 30
+    /// for the rest]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub(crate) connect_timeout: Option<u64>,
 }
 
 /// What the binary needs to know about the environment beyond
@@ -71,6 +78,8 @@ pub(crate) struct EnvFacts {
     pub(crate) backend_set: bool,
     /// `COCALC_PGLITE_DATA_DIR` is set (and not blank).
     pub(crate) data_dir_set: bool,
+    /// `DATABASE_URL` is set (and not blank): a server is meant.
+    pub(crate) url_set: bool,
     /// The home directory, for the default data directory.
     pub(crate) home: Option<PathBuf>,
 }
@@ -88,6 +97,7 @@ impl EnvFacts {
         EnvFacts {
             backend_set: present("COCALC_DB"),
             data_dir_set: present("COCALC_PGLITE_DATA_DIR"),
+            url_set: present("DATABASE_URL"),
             home: std::env::var_os("HOME")
                 .filter(|h| !h.is_empty())
                 .map(PathBuf::from),
@@ -142,7 +152,13 @@ pub(crate) fn resolve(
 ) -> Result<Config, ResolveError> {
     let mut config = env?;
     if !facts.backend_set {
-        config.backend = BackendKind::Pglite;
+        // A DATABASE_URL says which server is meant: it selects PostgreSQL
+        // unless COCALC_DB or a flag says otherwise.
+        config.backend = if facts.url_set {
+            BackendKind::Postgres
+        } else {
+            BackendKind::Pglite
+        };
     }
     if let Some(url) = &args.database_url {
         // The flag's URL wins over PGHOST & co. PGPASSWORD still supplies a
@@ -164,6 +180,11 @@ pub(crate) fn resolve(
     }
     if let Some(db) = args.db {
         config.backend = db.into();
+    }
+    if let Some(seconds) = args.connect_timeout {
+        config.postgres.connect_timeout = db::parse_connect_timeout(&seconds.to_string())
+            .ok()
+            .flatten();
     }
     if config.backend == BackendKind::Pglite && args.data_dir.is_none() && !facts.data_dir_set {
         let home = facts.home.as_deref().ok_or(ResolveError::NoHome)?;
@@ -194,6 +215,7 @@ mod tests {
         let facts = EnvFacts {
             backend_set: present("COCALC_DB"),
             data_dir_set: present("COCALC_PGLITE_DATA_DIR"),
+            url_set: present("DATABASE_URL"),
             home: Some(PathBuf::from("/home/ada")),
         };
         (Config::from_lookup(lookup), facts)
@@ -206,6 +228,27 @@ mod tests {
 
     fn home_dir() -> DataDir {
         DataDir::Path(PathBuf::from("/home/ada/.cocalc/pglite"))
+    }
+
+    #[test]
+    fn a_database_url_alone_selects_postgres() {
+        let url = "postgres://u@db.example/hub";
+        let c = resolve_with(&DbArgs::default(), &[("DATABASE_URL", url)]).expect("config");
+        assert_eq!(c.backend, BackendKind::Postgres);
+        assert_eq!(c.postgres.url.as_deref(), Some(url));
+        // COCALC_DB and the flags still decide.
+        let c = resolve_with(
+            &DbArgs::default(),
+            &[("DATABASE_URL", url), ("COCALC_DB", "pglite")],
+        )
+        .expect("config");
+        assert_eq!(c.backend, BackendKind::Pglite);
+        let args = DbArgs {
+            data_dir: Some(PathBuf::from("/tmp/x")),
+            ..DbArgs::default()
+        };
+        let c = resolve_with(&args, &[("DATABASE_URL", url)]).expect("config");
+        assert_eq!(c.backend, BackendKind::Pglite);
     }
 
     #[test]
@@ -251,6 +294,7 @@ mod tests {
             db: Some(DbChoice::Pglite),
             data_dir: Some("/srv/db".into()),
             database_url: None,
+            connect_timeout: None,
         };
         let c = resolve_with(
             &args,

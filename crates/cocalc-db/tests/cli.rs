@@ -125,3 +125,30 @@ async fn a_data_dir_held_by_another_process_names_its_pid() {
     assert!(err.contains(&holder), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// A server that accepts TCP connections and never answers: `check` gives
+/// up after its 10 s default, `--connect-timeout` sooner, and a
+/// `DATABASE_URL` alone is enough to mean a server.
+#[test]
+fn check_gives_up_on_a_silent_server_in_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("address").port();
+    let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db?sslmode=disable");
+    for (args, limit) in [
+        (&["check"][..], 10),
+        (&["--connect-timeout", "2", "check"][..], 2),
+    ] {
+        let started = std::time::Instant::now();
+        let (code, out, err) = run(clean_command().env("DATABASE_URL", &url).args(args));
+        let waited = started.elapsed().as_secs_f64();
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            waited >= f64::from(limit) && waited < f64::from(limit) + 8.0,
+            "{args:?} took {waited:.1}s"
+        );
+        assert!(err.contains("connect"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    drop(listener);
+}

@@ -134,6 +134,10 @@ pub struct PostgresConfig {
     pub max_connections: u32,
     /// Prepared statements cached per connection.
     pub statement_cache_capacity: usize,
+    /// How long opening a connection may take, TLS and authentication
+    /// included (`PGCONNECT_TIMEOUT`, or `connect_timeout` in the URL, in
+    /// seconds as libpq reads them); the acquire timeout when `None`.
+    pub connect_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -147,6 +151,7 @@ impl fmt::Debug for PostgresConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -255,6 +260,21 @@ fn parse_timeout(variable: &'static str, value: &str) -> Result<Option<Duration>
         variable,
         value: value.to_owned(),
         reason: "expected a duration such as 300ms, 5s or 2min (a plain number is milliseconds)",
+    })
+}
+
+/// Reads a connect timeout as libpq does (`PGCONNECT_TIMEOUT`, the URL's
+/// `connect_timeout`): whole seconds, `0` (or a negative number) waits
+/// forever (`None`), and 1 counts as 2.
+pub fn parse_connect_timeout(value: &str) -> Result<Option<Duration>, &'static str> {
+    let seconds: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| "expected a whole number of seconds")?;
+    Ok(match seconds {
+        ..=0 => None,
+        1 => Some(Duration::from_secs(2)),
+        n => Some(Duration::from_secs(n.unsigned_abs())),
     })
 }
 
@@ -413,6 +433,14 @@ impl Config {
                 *slot = parse_timeout(variable, &v)?;
             }
         }
+        if let Some(v) = lookup("PGCONNECT_TIMEOUT").filter(|v| !v.trim().is_empty()) {
+            c.postgres.connect_timeout =
+                parse_connect_timeout(&v).map_err(|reason| ConfigError::InvalidValue {
+                    variable: "PGCONNECT_TIMEOUT",
+                    value: v.clone(),
+                    reason,
+                })?;
+        }
         c.postgres.url = lookup("DATABASE_URL").filter(|v| !v.is_empty());
         if c.postgres.url.is_some() {
             // libpq's precedence: what an explicit URL says wins over the
@@ -451,6 +479,12 @@ impl Config {
         self.postgres.user = None;
         self.postgres.database = None;
         self.postgres.password = None;
+        self
+    }
+
+    /// Sets [`PostgresConfig::connect_timeout`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.postgres.connect_timeout = Some(timeout);
         self
     }
 

@@ -72,11 +72,18 @@ impl fmt::Debug for PgPool {
 /// database and password with the fields that are `Some`. This crate never
 /// reads the environment itself ([`Config::from_env`] does), but sqlx fills
 /// what neither the URL nor the fields give from libpq's variables (`PGHOST`,
-/// `PGPORT`, `PGUSER`, `PGSSLMODE`, `PGAPPNAME`, `PGOPTIONS`, ...) and libpq's
-/// defaults, as libpq would. The password file (`~/.pgpass`) is not read.
+/// `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`,
+/// `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGAPPNAME`, `PGOPTIONS`) and
+/// libpq's defaults, as libpq would. With a URL the driver also reads the
+/// password file (`PGPASSFILE`, `~/.pgpass`) for a password the URL lacks;
+/// without one it does not. TLS follows `sslmode` (libpq's meaning; default
+/// `prefer`) with rustls, trusting the system's roots or `sslrootcert`.
+/// `connect_timeout` is taken out of the URL and applied by
+/// [`PgPool::connect`].
 fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
     let mut options = match &config.url {
-        Some(url) => url
+        Some(url) => without_connect_timeout(url)
+            .0
             .parse::<PgConnectOptions>()
             .map_err(|e| Error::backend(format!("invalid postgres URL {}", redact_url(url)), e))?,
         None => PgConnectOptions::new_without_pgpass(),
@@ -103,6 +110,52 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
         .options([("TimeZone", "UTC")]))
 }
 
+/// `url` without its `connect_timeout` parameter (which the driver does not
+/// know), and that parameter's value.
+fn without_connect_timeout(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut timeout = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some(("connect_timeout", value)) => {
+                timeout = Some(value.to_owned());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, timeout)
+}
+
+/// How long opening a connection may take: the URL's `connect_timeout`
+/// (libpq's precedence: the URL first), else the configured one, else the
+/// acquire timeout.
+fn connect_timeout(config: &Config) -> Result<Duration> {
+    let from_url = config
+        .postgres
+        .url
+        .as_deref()
+        .and_then(|url| without_connect_timeout(url).1);
+    let timeout = match from_url {
+        Some(value) => db_core::parse_connect_timeout(&value).map_err(|reason| {
+            Error::backend(
+                format!("invalid connect_timeout={value:?} in the postgres URL: {reason}"),
+                std::io::Error::other(reason),
+            )
+        })?,
+        None => config.postgres.connect_timeout,
+    };
+    Ok(timeout.unwrap_or(config.acquire_timeout))
+}
+
 impl PgPool {
     /// Connects to the server described by `config.postgres` (whatever
     /// `config.backend` says).
@@ -122,7 +175,7 @@ impl PgPool {
         // starts with them, and a reset (`RESET ALL`) returns to them.
         let options = connect_options(&config.postgres)?.options(config.timeouts.settings());
         let target = Target::new(options.clone());
-        let probe = target.connect(config.acquire_timeout).await?;
+        let probe = target.connect(connect_timeout(config)?).await?;
         let _ = probe.close().await;
 
         let opened = Arc::new(AtomicU64::new(0));
@@ -342,6 +395,51 @@ mod tests {
         assert_eq!(o.get_database(), Some("other"));
         let target = Target::new(o);
         assert_eq!(target.description(), "postgres://bob@/run/pg:5433/other");
+    }
+
+    /// A server that accepts TCP connections and never answers: the
+    /// connect timeout (the URL's, then the configured one) ends the wait.
+    #[tokio::test]
+    async fn a_silent_server_fails_within_the_connect_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let port = listener.local_addr().expect("address").port();
+        let url = format!("postgres://u@127.0.0.1:{port}/db?connect_timeout=2&sslmode=disable");
+        for config in [
+            Config::new().postgres_url(&url),
+            Config::new()
+                .postgres_url(format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable"))
+                .connect_timeout(Duration::from_secs(2)),
+        ] {
+            let started = Instant::now();
+            let err = PgPool::connect(&config).await.expect_err("silent server");
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+                "{waited:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("timed out") && text.contains("connect"),
+                "{text}"
+            );
+        }
+        drop(listener);
+    }
+
+    #[test]
+    fn connect_timeout_reads_as_libpq_reads_it() {
+        let (url, value) = without_connect_timeout("postgres://h/db?a=1&connect_timeout=7&b=2");
+        assert_eq!(
+            (url.as_str(), value.as_deref()),
+            ("postgres://h/db?a=1&b=2", Some("7"))
+        );
+        let config = Config::new().postgres_url("postgres://h/db?connect_timeout=0");
+        assert_eq!(connect_timeout(&config).ok(), Some(config.acquire_timeout));
+        let config = Config::new().postgres_url("postgres://h/db?connect_timeout=1");
+        assert_eq!(connect_timeout(&config).ok(), Some(Duration::from_secs(2)));
+        let config = Config::new().postgres_url("postgres://u:pw@h/db?connect_timeout=soon");
+        let err = connect_timeout(&config).expect_err("not a number");
+        assert!(err.to_string().contains("connect_timeout"), "{err}");
     }
 
     #[test]

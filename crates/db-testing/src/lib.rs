@@ -44,6 +44,7 @@
 
 mod pglite;
 mod postgres;
+pub use postgres::with_database;
 mod reset;
 
 use db::{AnyPool, BackendKind, Config, Result};

@@ -53,8 +53,9 @@ fn admin_url(config: &Config) -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1/postgres".to_owned())
 }
 
-/// Replaces the database name in a `postgres://` URL, keeping its query.
-pub(crate) fn with_database(url: &str, database: &str) -> String {
+/// Replaces the database name in a `postgres://` URL, keeping its query
+/// (which may hold paths, such as `sslrootcert=/etc/ca.crt`).
+pub fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(b, q)| (b, Some(q)));

@@ -75,7 +75,10 @@ async fn a_crash_does_not_silently_undo_set_role() {
     let db = TestDb::new().await;
     db.pool
         .batch_execute(
-            "CREATE ROLE crash_lowpriv NOLOGIN; \
+            // Roles belong to the whole server: an earlier run may have
+            // made this one already.
+            "DO $$ BEGIN CREATE ROLE crash_lowpriv NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
              CREATE TABLE crash_secret (v text); \
              INSERT INTO crash_secret VALUES ('secret'); \
              REVOKE ALL ON crash_secret FROM PUBLIC",

@@ -210,10 +210,11 @@ async fn subscribing_while_the_listener_reconnects_never_hangs() {
         .get(0);
     // A database cannot refuse connections to itself: ask from another.
     let url = db.config.postgres.url.clone().expect("a server URL");
-    let (server, _) = url.rsplit_once('/').unwrap();
-    let admin = db::AnyPool::connect(&db::Config::new().postgres_url(format!("{server}/postgres")))
-        .await
-        .unwrap();
+    let admin = db::AnyPool::connect(
+        &db::Config::new().postgres_url(db_testing::with_database(&url, "postgres")),
+    )
+    .await
+    .unwrap();
     let allow = |on: bool| {
         let pool = admin.clone();
         let sql = format!(

@@ -116,8 +116,7 @@ async fn parallel_tests_never_see_each_other() {
 
 /// The URL of database `name` on the server of `url`.
 fn on_database(url: &str, name: &str) -> String {
-    let (server, _) = url.rsplit_once('/').unwrap();
-    format!("{server}/{name}")
+    db_testing::with_database(url, name)
 }
 
 async fn kept_rows(pool: &db::AnyPool) -> i64 {

@@ -18,6 +18,11 @@ pub(crate) const CONFIG_VARS: &[&str] = &[
     "PGUSER",
     "PGDATABASE",
     "PGPASSWORD",
+    "PGCONNECT_TIMEOUT",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGAPPNAME",
+    "PGOPTIONS",
     "RUST_LOG",
 ];
 

@@ -1,0 +1,90 @@
+//! TLS to a PostgreSQL server, run by `cargo xtask test` in its TLS cell:
+//! a server that rejects every connection without TLS, a certificate for
+//! `localhost` and 127.0.0.1 from a throwaway CA (`COCALC_TEST_TLS_CA`),
+//! and `DATABASE_URL` with `sslmode=verify-full`. Each way to get it wrong
+//! fails at connect with one line naming the cause.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use db::{AnyPool, Config, Pool};
+
+fn url() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if url.contains("sslmode=verify-full") => url,
+        other => panic!(
+            "the TLS tests need the TLS cell's DATABASE_URL (cargo xtask test), got {other:?}"
+        ),
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by cargo xtask test's TLS cell"))
+}
+
+async fn connect(url: &str) -> db::Result<AnyPool> {
+    AnyPool::connect(&Config::new().postgres_url(url)).await
+}
+
+/// The error of a connection that must fail, as one line.
+async fn refused(url: &str) -> String {
+    match connect(url).await {
+        Ok(pool) => {
+            pool.close().await;
+            panic!("connecting to {url} must fail")
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(!text.contains('\n'), "one line: {text}");
+            text
+        }
+    }
+}
+
+#[tokio::test]
+async fn verify_full_connects_over_tls() {
+    let pool = connect(&url()).await.unwrap();
+    let row = pool
+        .query_one(
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<bool, _>(0), "the session is encrypted");
+    assert!(row.get::<String, _>(1).starts_with("TLS"));
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused() {
+    let wrong = url().replace(&env("COCALC_TEST_TLS_CA"), &env("COCALC_TEST_TLS_OTHER_CA"));
+    let text = refused(&wrong).await;
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_name_is_refused() {
+    // The server listens on 127.0.0.2 too; its certificate does not name it.
+    let wrong = url().replace("@localhost:", "@127.0.0.2:");
+    let text = refused(&wrong).await;
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert!(text.contains("127.0.0.2"), "names the host: {text}");
+}
+
+#[tokio::test]
+async fn a_plain_connection_is_rejected_by_the_server() {
+    let plain = url().replace("sslmode=verify-full", "sslmode=disable");
+    let text = refused(&plain).await;
+    assert!(
+        text.contains("28000") || text.contains("pg_hba.conf"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_password_never_appears_in_a_connect_error() {
+    let with_password = url()
+        .replace("postgres@", "postgres:s3cr%40t@")
+        .replace(&env("COCALC_TEST_TLS_CA"), &env("COCALC_TEST_TLS_OTHER_CA"));
+    let text = refused(&with_password).await;
+    assert!(!text.contains("s3cr"), "{text}");
+}
