@@ -152,3 +152,27 @@ fn check_gives_up_on_a_silent_server_in_time() {
     }
     drop(listener);
 }
+
+/// Statement text reaches the logs without its literals: not with `-vvv`,
+/// and not in the slow-statement warning at the default level.
+#[test]
+fn logs_never_carry_a_statements_literals() {
+    let home = tempfile::tempdir().expect("home");
+    let (code, out, err) = run(on_data_dir(home.path()).args([
+        "-vvv",
+        "sql",
+        "CREATE ROLE logged LOGIN PASSWORD 'hunter2-secret'",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("CREATE ROLE logged"),
+        "the statement is named: {err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    let (code, out, err) =
+        run(on_data_dir(home.path()).args(["sql", "SELECT pg_sleep(1.2), 'slow-secret' AS s"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("slow statement"), "{err}");
+    assert!(err.contains("SELECT pg_sleep"), "{err}");
+    assert!(!err.contains("slow-secret"), "{err}");
+}

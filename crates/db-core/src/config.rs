@@ -156,38 +156,106 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// A URL with its passwords replaced, for logs and `Debug`: the one in the
-/// user information (`user:secret@`) and any `password=` query parameter
-/// (libpq accepts both).
+/// A connection string with its passwords replaced, for logs, errors and
+/// `Debug`: in a URL, the one in the user information (`user:secret@`,
+/// wherever its last `@` is, so that an unencoded `@`, `:`, `/` or `?` in it
+/// shows nothing) and any `password=` query parameter; in libpq's
+/// keyword/value form (`host=h password=secret`), the `password` value,
+/// quoted or not.
 pub fn redact_url(url: &str) -> String {
-    let (before_query, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    match url.split_once("://") {
+        Some((scheme, rest)) => redact_uri(scheme, rest),
+        None => redact_conninfo(url),
+    }
+}
+
+fn redact_uri(scheme: &str, rest: &str) -> String {
+    // The user information ends at the last `@`: an unencoded one in the
+    // password must not cut it short. (An `@` in the query instead makes
+    // this redact more than needed, never less.)
+    let (userinfo, tail) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
-    let mut out = match before_query.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
-                None => before_query.to_owned(),
-            },
-            None => before_query.to_owned(),
-        },
-        None => before_query.to_owned(),
-    };
-    if let Some(query) = query {
-        out.push('?');
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}=<redacted>")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out.push_str(&pairs.join("&"));
+    let mut out = format!("{scheme}://");
+    if let Some(userinfo) = userinfo {
+        match userinfo.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:<redacted>@")),
+            None => {
+                out.push_str(userinfo);
+                out.push('@');
+            }
+        }
+    }
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=<redacted>")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            out.push_str(&pairs.join("&"));
+        }
+        None => out.push_str(tail),
     }
     out
+}
+
+/// libpq's `keyword = value` form: values are single-quoted (with `\'` and
+/// `\\` escapes) or run to the next space.
+fn redact_conninfo(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let after_key = rest[key_end..].trim_start();
+        let Some(after_eq) = after_key.strip_prefix('=') else {
+            // Not keyword/value text after all: show the word, hide nothing
+            // further that could be a value.
+            out.push(key.to_owned());
+            rest = after_key;
+            continue;
+        };
+        let value_text = after_eq.trim_start();
+        let (value, remainder) = if let Some(quoted) = value_text.strip_prefix('\'') {
+            let mut end = quoted.len();
+            let mut escaped = false;
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '\'' => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let stop = (end + 1).min(quoted.len());
+            (&value_text[..=stop], &quoted[stop..])
+        } else {
+            let end = value_text
+                .find(char::is_whitespace)
+                .unwrap_or(value_text.len());
+            (&value_text[..end], &value_text[end..])
+        };
+        if key.eq_ignore_ascii_case("password") {
+            out.push(format!("{key}=<redacted>"));
+        } else {
+            out.push(format!("{key}={value}"));
+        }
+        rest = remainder.trim_start();
+    }
+    out.join(" ")
 }
 
 /// How to open the embedded backend.
@@ -636,6 +704,25 @@ mod tests {
                 "postgresql://u:<redacted>@h/db?sslmode=x&PASSWORD=<redacted>",
             ),
             ("postgres://h/db", "postgres://h/db"),
+            // Characters a password should have percent-encoded, and did not.
+            (
+                "postgres://atuser:p@ssW0rd!x@h:5432/db",
+                "postgres://atuser:<redacted>@h:5432/db",
+            ),
+            ("postgres://u:pa?ss@h/db", "postgres://u:<redacted>@h/db"),
+            ("postgres://u:pa/ss@h/db", "postgres://u:<redacted>@h/db"),
+            ("postgres://u:pa%40ss@h/db", "postgres://u:<redacted>@h/db"),
+            ("postgres://u:p:w@h/db", "postgres://u:<redacted>@h/db"),
+            // libpq's keyword/value form.
+            (
+                "host=h port=5 user=sec password=S3cretPW dbname=s1",
+                "host=h port=5 user=sec password=<redacted> dbname=s1",
+            ),
+            (
+                "host=h password = 'a b\\' c' dbname=d",
+                "host=h password=<redacted> dbname=d",
+            ),
+            ("host=h PASSWORD=x", "host=h PASSWORD=<redacted>"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }

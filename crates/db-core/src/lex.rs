@@ -457,6 +457,51 @@ impl<'a> Iterator for Statements<'a> {
     }
 }
 
+/// `sql` for a log: its tokens with every literal (strings of any kind,
+/// numbers) shown as `?` and comments dropped, so that a password in `ALTER
+/// ROLE ... PASSWORD '...'` or a value written into the text never reaches
+/// a log. Quoted identifiers stay.
+///
+/// ```
+/// use db_core::lex::without_literals;
+/// assert_eq!(
+///     without_literals("ALTER ROLE bob PASSWORD 'hunter2' -- secret\nVALID UNTIL $$x$$"),
+///     "ALTER ROLE bob PASSWORD ? VALID UNTIL ?"
+/// );
+/// assert_eq!(without_literals("SELECT \"Col\" FROM t WHERE id = 42 AND s = E'a\\'b'"),
+///            "SELECT \"Col\" FROM t WHERE id = ? AND s = ?");
+/// ```
+pub fn without_literals(sql: &str) -> String {
+    let mut tokens = Tokens::new(sql);
+    let mut out: Vec<&str> = Vec::new();
+    while let Some(token) = tokens.next() {
+        let text = tokens.token_text();
+        let literal = match token {
+            Token::Str(_) | Token::Invalid => true,
+            Token::Word(w) => w.starts_with(|c: char| c.is_ascii_digit()),
+            Token::Other => !text.starts_with('"') && text.contains(['\'', '$']),
+            _ => false,
+        };
+        out.push(if literal { "?" } else { text });
+    }
+    out.join(" ")
+}
+
+/// The first words of `sql` (at most three, up to the first token that is
+/// not a plain word), to name a statement in a log line: `ALTER ROLE bob`,
+/// `SELECT id FROM`; never a literal.
+pub fn summary(sql: &str) -> String {
+    let mut tokens = Tokens::new(sql);
+    let mut words = Vec::new();
+    while let Some(Token::Word(w)) = tokens.next() {
+        if w.starts_with(|c: char| c.is_ascii_digit()) || words.len() == 3 {
+            break;
+        }
+        words.push(w);
+    }
+    words.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,21 +5,36 @@ use std::time::{Duration, Instant};
 
 use tracing::Span;
 
-/// A span for one statement. Bind values are never recorded.
+use crate::lex::{summary, without_literals};
+
+/// A span for one statement. Bind values are never recorded, nor the
+/// literals in its text ([`without_literals`]).
 pub fn query_span(system: &'static str, sql: &str) -> Span {
     tracing::debug_span!(
         "db.query",
         db.system.name = system,
-        db.query.text = sql,
+        db.query.text = %Redacted(sql),
         db.response.returned_rows = tracing::field::Empty,
         rows_affected = tracing::field::Empty,
     )
 }
 
+/// SQL text shown without its literals, computed only when a subscriber
+/// records it.
+struct Redacted<'a>(&'a str);
+
+impl std::fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&without_literals(self.0))
+    }
+}
+
 /// Records the outcome of a statement on its span and emits the completion
-/// event, at WARN when it took longer than `slow`.
+/// event, at WARN when it took longer than `slow`, naming the statement by
+/// its first words ([`summary`]).
 pub fn finish(
     span: &Span,
+    sql: &str,
     started: Instant,
     slow: Duration,
     outcome: Result<(usize, u64), &crate::Error>,
@@ -30,7 +45,8 @@ pub fn finish(
             span.record("db.response.returned_rows", rows);
             span.record("rows_affected", affected);
             if elapsed >= slow {
-                tracing::warn!(target: "db::query", parent: span, ?elapsed, rows, affected, "slow statement");
+                let statement = summary(sql);
+                tracing::warn!(target: "db::query", parent: span, ?elapsed, rows, affected, statement, "slow statement");
             } else {
                 tracing::debug!(target: "db::query", parent: span, ?elapsed, rows, affected, "statement done");
             }

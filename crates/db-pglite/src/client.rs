@@ -140,7 +140,7 @@ impl PgliteClient {
             .await;
         let result = response.and_then(|r| wire::read_result(&r.data, None, false));
         let outcome = result.as_ref().map(|r| (0, r.rows_affected));
-        db_core::finish_query_span(&span, started, self.shared.slow_statement, outcome);
+        db_core::finish_query_span(&span, sql, started, self.shared.slow_statement, outcome);
         result.map(drop)
     }
 }
@@ -171,7 +171,13 @@ impl PgliteClient {
         .instrument(span.clone())
         .await;
         let outcome = result.as_ref().map(|rows| (0, *rows));
-        db_core::finish_query_span(&span, started, self.shared.slow_statement, outcome);
+        db_core::finish_query_span(
+            &span,
+            statement,
+            started,
+            self.shared.slow_statement,
+            outcome,
+        );
         result
     }
 
@@ -252,7 +258,7 @@ impl Executor for PgliteClient {
         .instrument(span.clone())
         .await;
         let outcome = result.as_ref().map(|r| (r.rows.len(), r.rows_affected));
-        db_core::finish_query_span(&span, started, self.shared.slow_statement, outcome);
+        db_core::finish_query_span(&span, sql, started, self.shared.slow_statement, outcome);
         result
     }
 

@@ -201,6 +201,7 @@ impl PgClient {
         .await;
         finish_query_span(
             &span,
+            sql,
             started,
             self.shared.slow,
             result.as_ref().map(|affected| (0, *affected)),
@@ -237,6 +238,7 @@ impl PgClient {
         self.noted(&result);
         finish_query_span(
             &span,
+            statement,
             started,
             self.shared.slow,
             result.as_ref().map(|rows| (0, *rows)),
@@ -372,6 +374,7 @@ impl Executor for PgClient {
         }
         finish_query_span(
             &span,
+            sql,
             started,
             self.shared.slow,
             result.as_ref().map(|r| (r.rows.len(), r.rows_affected)),

@@ -9,8 +9,8 @@ use db_core::{
     BackendKind, Client, Config, Error, Executor, ListenerHub, NotificationStream, Pool,
     PostgresConfig, QueryResult, Result, Value, redact_url,
 };
-use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
+use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -104,10 +104,13 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
         options = options.password(password);
     }
     // sqlx already sends `TimeZone=UTC` as a startup parameter; the option
-    // states it where it is configured.
+    // states it where it is configured. sqlx's own statement logging would
+    // print whole statements, literals and all: the `db.query` spans and
+    // the slow-statement warning (without literals) replace it.
     Ok(options
         .statement_cache_capacity(config.statement_cache_capacity)
-        .options([("TimeZone", "UTC")]))
+        .options([("TimeZone", "UTC")])
+        .disable_statement_logging())
 }
 
 /// `url` without its `connect_timeout` parameter (which the driver does not
