@@ -8,14 +8,14 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test [--db pglite|postgres|all] [--pg 13,15] [-- <cargo test args>]
+  test [--db pglite|postgres|all] [--pg 13,14,15,16,17,18] [-- <cargo test args>]
       Run the tests against each database backend and print a result matrix
       (default: --db all). --db pglite runs every crate's own tests and then
       the conformance suite on PGlite; each postgres cell starts a throwaway
       server and runs `cargo test -p conformance` against it, and one more
       cell runs it (with the TLS tests) on a TLS-only server of the newest
       version, with sslmode=verify-full. --pg lists the PostgreSQL major versions
-      (default 13,15); without --pg, a server already named by $DATABASE_URL
+      (default 13,14,15,16,17,18); without --pg, a server already named by $DATABASE_URL
       is used instead. Arguments after `--` are appended to every `cargo test`,
       e.g. `-- some_test_name` or `-- -- --nocapture`.
   pg [--pg 15] [--tls]

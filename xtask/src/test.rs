@@ -13,7 +13,7 @@ use crate::postgres::Tls;
 use crate::{Result, postgres, project_root};
 
 /// PostgreSQL major versions tested when neither `--pg` nor `DATABASE_URL` says otherwise.
-const DEFAULT_PG: [u32; 2] = [13, 15];
+const DEFAULT_PG: [u32; 6] = [13, 14, 15, 16, 17, 18];
 
 /// Runs the requested cells, prints the matrix, and fails if any cell did.
 pub(crate) fn run(flags: &TestFlags) -> Result<()> {

@@ -40,6 +40,9 @@ FROM pg_constraint con
 JOIN pg_class cl ON cl.oid = con.conrelid
 JOIN pg_namespace n ON n.oid = cl.relnamespace
 WHERE n.nspname = $1 AND cl.relkind IN ('r', 'p')
+  -- PostgreSQL 18 records NOT NULL as constraints too; it is read from
+  -- the column (attnotnull), as on every other version.
+  AND con.contype <> 'n'
 ORDER BY cl.oid, con.conname";
 
 const INDEXES: &str = "\
