@@ -124,6 +124,7 @@ mod tests {
     fn spec(table: &str, filter: Option<&str>) -> Spec {
         Spec {
             table: table.into(),
+            relation: db_core::quote_ident(table),
             columns: None,
             filter: filter.map(|f| f.parse().unwrap_or_else(|e| panic!("{e}"))),
             key_columns: vec!["id".into()],
