@@ -17,8 +17,13 @@ use crate::filter::Filter;
 #[derive(Debug, Clone)]
 pub(crate) struct Column {
     pub(crate) name: String,
-    /// `format_type(atttypid, atttypmod)`.
+    /// `format_type(atttypid, atttypmod)`, for messages.
     pub(crate) ty: String,
+    /// `format_type(atttypid, -1)`: the type without its modifier, which
+    /// values are cast to as SQL reads a literal compared with the column
+    /// (`varchar(5) = 'abcdef'` is false, not a match of the cut value;
+    /// `numeric(10,2) = '1.234'` compares 1.234).
+    pub(crate) cast: String,
     /// `pg_type.typcategory`.
     category: String,
     /// The column's collation, qualified and quoted, when it has one.
@@ -27,7 +32,7 @@ pub(crate) struct Column {
 
 impl Column {
     fn integral(&self) -> bool {
-        matches!(self.ty.as_str(), "smallint" | "integer" | "bigint")
+        matches!(self.cast.as_str(), "smallint" | "integer" | "bigint")
     }
 
     /// `e COLLATE <the column's collation>`, so that two expressions of
@@ -47,7 +52,7 @@ pub(crate) struct Columns {
 }
 
 const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
-        t.typcategory::text,
+        format_type(a.atttypid, -1), t.typcategory::text,
         (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname)
          FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
          WHERE c.oid = a.attcollation)
@@ -65,8 +70,9 @@ impl Columns {
                 Ok(Column {
                     name: r.try_get(0)?,
                     ty: r.try_get(1)?,
-                    category: r.try_get(2)?,
-                    collation: r.try_get(3)?,
+                    cast: r.try_get(2)?,
+                    category: r.try_get(3)?,
+                    collation: r.try_get(4)?,
                 })
             })
             .collect::<db_core::Result<Vec<_>>>()?;
@@ -236,13 +242,13 @@ pub(crate) async fn check<E: Executor>(
                 Json::Array(_) | Json::Object(_) => {
                     return Err(type_error(col, &show(v), "the value is not a scalar", None));
                 }
-                _ => col.ty.as_str(),
+                _ => col.cast.as_str(),
             };
             let text = literal_text(v);
             let lhs = if col.category == "S" {
-                format!("NULL::{} COLLATE \"C\"", col.ty)
+                format!("NULL::{} COLLATE \"C\"", col.cast)
             } else {
-                format!("NULL::{}", col.ty)
+                format!("NULL::{}", col.cast)
             };
             // The server reads the literal as the type and says whether
             // the comparison exists, as it would for the SQL filter.

@@ -75,7 +75,7 @@ impl Plan {
                     .key
                     .iter()
                     .map(|k| {
-                        let e = format!("CAST({json}->>{} AS {})", literal(&k.name), k.ty);
+                        let e = format!("CAST({json}->>{} AS {})", literal(&k.name), k.cast);
                         if collate { k.collated(&e) } else { e }
                     })
                     .collect(),

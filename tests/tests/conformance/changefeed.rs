@@ -1607,3 +1607,32 @@ async fn a_snapshot_in_batches_under_concurrent_writers_gives_the_table() {
     }
     assert_eq!(model, want);
 }
+
+/// A value is read as SQL reads a literal compared with the column: as the
+/// column's type without its length or scale, so it is not cut to fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_values_are_not_cut_to_the_column_length_or_scale() {
+    let db = TestDb::new().await;
+    db.sql("CREATE TABLE sized (id int8 PRIMARY KEY, v varchar(3), c char(3), m numeric(6,2))")
+        .await;
+    db.sql("INSERT INTO sized VALUES (1, 'abc', 'ab', 1.23), (2, 'ab', 'abc', 2)")
+        .await;
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    feed.enable("sized").await.unwrap();
+    for filter in [
+        "v = 'abcd'",
+        "v = 'abc'",
+        "v IN ('ab', 'abcd')",
+        "m = '1.234'",
+        "m = '1.23'",
+        "m = 2",
+        "m >= 1.231",
+        "c = 'abcd'",
+        "c = 'abc'",
+    ] {
+        let want = oracle(&db, "sized", filter).await.unwrap();
+        let query = Query::table("sized").filter(filter.parse().unwrap());
+        let (got, _) = snapshot_ids(&feed, query).await;
+        assert_eq!(got, want, "{filter}");
+    }
+}
