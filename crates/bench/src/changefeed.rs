@@ -544,12 +544,23 @@ async fn snapshot_memory(report: &mut Report, o: &Options) -> BenchResult<()> {
             if got != want {
                 return Err(format!("snapshot of bigw {what}: {got} rows, expected {want}").into());
             }
+            let peak_mb = peak.map(|k| k as f64 / 1024.0);
             report.steps.push(crate::Step {
                 name: format!("changefeed snapshot of {rows} rows, {what}, {backend}"),
                 rows: u64::try_from(got).unwrap_or(0),
                 seconds,
-                peak_rss_mb: peak.map(|k| k as f64 / 1024.0),
+                peak_rss_mb: peak_mb,
             });
+            if filter.is_some() {
+                report.ratio(
+                    &format!(
+                        "peak RSS MB of watch --from snapshot --where \"id = 1\" on {rows} rows, {backend}"
+                    ),
+                    peak_mb,
+                    "< 50",
+                    |mb| mb < 50.0,
+                );
+            }
         }
     }
     if let Some(admin) = admin {
