@@ -51,7 +51,8 @@ pub struct Options {
     /// Zero by default: a tokio sleep costs about 1-2 ms of latency.
     pub coalesce: Duration,
     /// Rows a snapshot reads per batch (each batch is one short
-    /// transaction; at least 1).
+    /// transaction, and at most this many rows are held at a time; at
+    /// least 1). See [`Start::Snapshot`].
     pub snapshot_batch: usize,
 }
 
@@ -71,7 +72,7 @@ impl Default for Options {
 
 impl Options {
     /// The defaults: poll every 250 ms, buffer 1024 events per subscriber,
-    /// keep the whole log.
+    /// keep the whole log, read snapshots in batches of 1,000 rows.
     pub fn new() -> Options {
         Options::default()
     }
