@@ -530,6 +530,18 @@ async fn snapshot_memory(report: &mut Report, o: &Options) -> BenchResult<()> {
         None => None,
     };
     for (backend, base) in &targets {
+        // The floor: the same process counting the table's rows in SQL.
+        let mut count = std::process::Command::new(base.get_program());
+        count
+            .args(base.get_args())
+            .args(["sql", "SELECT count(*) FROM bigw"]);
+        let floor = crate::migrate::measure("cocalc-db sql", count).await?;
+        report.steps.push(crate::Step {
+            name: format!("baseline: cocalc-db sql \"SELECT count(*) FROM bigw\", {backend}"),
+            rows: u64::try_from(rows).unwrap_or(0),
+            seconds: floor.elapsed.as_secs_f64(),
+            peak_rss_mb: floor.peak_rss_kib.map(|k| k as f64 / 1024.0),
+        });
         for (what, filter, want) in [
             ("filtered to 1 row (--where \"id = 1\")", Some("id = 1"), 1),
             ("whole table", None, rows),

@@ -104,9 +104,9 @@ async fn fill(pool: &PglitePool, spec: &Schema, rows: u64) -> BenchResult<usize>
 }
 
 /// What a child process took: its time and peak resident memory.
-struct Measured {
-    elapsed: Duration,
-    peak_rss_kib: Option<u64>,
+pub(crate) struct Measured {
+    pub(crate) elapsed: Duration,
+    pub(crate) peak_rss_kib: Option<u64>,
 }
 
 /// The peak resident set size (`VmHWM`) of a running process, in KiB.
@@ -120,7 +120,7 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// milliseconds while it runs (the kernel keeps the peak, so only a rise in
 /// its last few milliseconds could be missed); fails with its standard
 /// error if it fails.
-async fn measure(what: &str, mut command: Command) -> BenchResult<Measured> {
+pub(crate) async fn measure(what: &str, mut command: Command) -> BenchResult<Measured> {
     let what = what.to_owned();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
