@@ -286,7 +286,7 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
     for (_, pool, _) in backends {
         pool.close().await;
     }
-    Ok(())
+    snapshot_memory(report, o).await
 }
 
 /// Statement times of `write` with no feed, with only the trigger, and with
@@ -483,4 +483,165 @@ async fn fan_out(
             note: None,
         },
     ])
+}
+
+/// The database the snapshot-memory measurement uses on the server.
+const SNAPSHOT_DATABASE: &str = "bench_cf_snapshot";
+
+/// Peak memory of `cocalc-db watch --from snapshot` on a table of many rows,
+/// filtered to one row (the issue's `--where "id = 1"`) and whole, as child
+/// processes, so that the peak is the snapshot's alone.
+async fn snapshot_memory(report: &mut Report, o: &Options) -> BenchResult<()> {
+    let binary = crate::migrate::cocalc_db(o)?;
+    let rows: i64 = if o.quick { 50_000 } else { 500_000 };
+    let fill = format!(
+        "CREATE TABLE bigw (id int8 PRIMARY KEY, owner text NOT NULL, n int8 NOT NULL, title text);
+         INSERT INTO bigw SELECT g, 'owner' || (g % 100), g, repeat('x', 60) FROM generate_series(1, {rows}) g"
+    );
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("db");
+    let mut targets = Vec::new();
+    {
+        let pool = AnyPool::Pglite(
+            PglitePool::open(&Config::new().pglite(DataDir::Path(data.clone()))).await?,
+        );
+        prepare_bigw(&pool, &fill).await?;
+        pool.close().await;
+        targets.push(("PGlite", crate::migrate::on_embedded(&binary, &data)));
+    }
+    let admin = match &o.postgres_url {
+        Some(url) => {
+            let admin = PgPool::connect_url(url).await?;
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {SNAPSHOT_DATABASE}"))
+                .await?;
+            admin
+                .batch_execute(&format!("CREATE DATABASE {SNAPSHOT_DATABASE}"))
+                .await?;
+            let target = crate::schema_sync::with_database(url, SNAPSHOT_DATABASE);
+            let pool = AnyPool::Postgres(PgPool::connect_url(&target).await?);
+            prepare_bigw(&pool, &fill).await?;
+            pool.close().await;
+            let mut command = std::process::Command::new(&binary);
+            command.arg("--database-url").arg(&target);
+            targets.push(("PG 15", command));
+            Some(admin)
+        }
+        None => None,
+    };
+    for (backend, base) in &targets {
+        // The floor: the same process counting the table's rows in SQL.
+        let mut count = std::process::Command::new(base.get_program());
+        count
+            .args(base.get_args())
+            .args(["sql", "SELECT count(*) FROM bigw"]);
+        let floor = crate::migrate::measure("cocalc-db sql", count).await?;
+        report.steps.push(crate::Step {
+            name: format!("baseline: cocalc-db sql \"SELECT count(*) FROM bigw\", {backend}"),
+            rows: u64::try_from(rows).unwrap_or(0),
+            seconds: floor.elapsed.as_secs_f64(),
+            peak_rss_mb: floor.peak_rss_kib.map(|k| k as f64 / 1024.0),
+        });
+        for (what, filter, want) in [
+            ("filtered to 1 row (--where \"id = 1\")", Some("id = 1"), 1),
+            ("whole table", None, rows),
+        ] {
+            let mut command = std::process::Command::new(base.get_program());
+            command.args(base.get_args());
+            command.args(["watch", "bigw", "--from", "snapshot"]);
+            if let Some(f) = filter {
+                command.args(["--where", f]);
+            }
+            let (seconds, got, peak) = watch_snapshot(command).await?;
+            if got != want {
+                return Err(format!("snapshot of bigw {what}: {got} rows, expected {want}").into());
+            }
+            let peak_mb = peak.map(|k| k as f64 / 1024.0);
+            report.steps.push(crate::Step {
+                name: format!("changefeed snapshot of {rows} rows, {what}, {backend}"),
+                rows: u64::try_from(got).unwrap_or(0),
+                seconds,
+                peak_rss_mb: peak_mb,
+            });
+            if filter.is_some() {
+                report.ratio(
+                    &format!(
+                        "peak RSS MB of watch --from snapshot --where \"id = 1\" on {rows} rows, {backend}"
+                    ),
+                    peak_mb,
+                    "< 50",
+                    |mb| mb < 50.0,
+                );
+            }
+        }
+    }
+    if let Some(admin) = admin {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {SNAPSHOT_DATABASE}"))
+            .await?;
+        admin.close().await;
+    }
+    Ok(())
+}
+
+async fn prepare_bigw(pool: &AnyPool, fill: &str) -> BenchResult<()> {
+    pool.batch_execute(fill).await?;
+    pool.batch_execute("VACUUM ANALYZE bigw").await?;
+    let feed = Feed::start(pool.clone(), changefeed::Options::new()).await?;
+    feed.enable("bigw").await?;
+    feed.close();
+    Ok(())
+}
+
+/// Runs `watch` until its snapshot ends, then stops it with SIGTERM:
+/// seconds to the end, snapshot rows, peak RSS in KiB.
+async fn watch_snapshot(
+    mut command: std::process::Command,
+) -> BenchResult<(f64, i64, Option<u64>)> {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cocalc-db watch: {e}"))?;
+        let stdout = child.stdout.take().ok_or("cocalc-db watch: no stdout")?;
+        let pid = child.id();
+        let reader = std::thread::spawn(move || {
+            let mut rows = 0_i64;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("\"kind\":\"snapshot_end\"") {
+                    return Some((rows, started.elapsed()));
+                }
+                if line.contains("\"kind\":\"snapshot_row\"") {
+                    rows += 1;
+                }
+            }
+            None
+        });
+        let mut peak = None;
+        while !reader.is_finished() {
+            if let Some(kib) = crate::migrate::peak_rss_kib(pid) {
+                peak = Some(peak.map_or(kib, |p: u64| p.max(kib)));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(kib) = crate::migrate::peak_rss_kib(pid) {
+            peak = Some(peak.map_or(kib, |p: u64| p.max(kib)));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let _ = child.wait();
+        let (rows, elapsed) = reader
+            .join()
+            .ok()
+            .flatten()
+            .ok_or("cocalc-db watch ended before its snapshot did")?;
+        Ok((elapsed.as_secs_f64(), rows, peak))
+    })
+    .await?
 }

@@ -104,13 +104,13 @@ async fn fill(pool: &PglitePool, spec: &Schema, rows: u64) -> BenchResult<usize>
 }
 
 /// What a child process took: its time and peak resident memory.
-struct Measured {
-    elapsed: Duration,
-    peak_rss_kib: Option<u64>,
+pub(crate) struct Measured {
+    pub(crate) elapsed: Duration,
+    pub(crate) peak_rss_kib: Option<u64>,
 }
 
 /// The peak resident set size (`VmHWM`) of a running process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -120,7 +120,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// milliseconds while it runs (the kernel keeps the peak, so only a rise in
 /// its last few milliseconds could be missed); fails with its standard
 /// error if it fails.
-async fn measure(what: &str, mut command: Command) -> BenchResult<Measured> {
+pub(crate) async fn measure(what: &str, mut command: Command) -> BenchResult<Measured> {
     let what = what.to_owned();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -169,7 +169,7 @@ async fn measure(what: &str, mut command: Command) -> BenchResult<Measured> {
 
 /// The `cocalc-db` binary: `--cocalc-db`, else the one built beside this
 /// benchmark (`cargo xtask bench` builds it).
-fn cocalc_db(o: &Options) -> BenchResult<PathBuf> {
+pub(crate) fn cocalc_db(o: &Options) -> BenchResult<PathBuf> {
     let path = match &o.cocalc_db {
         Some(path) => path.clone(),
         None => std::env::current_exe()?
@@ -190,7 +190,7 @@ fn cocalc_db(o: &Options) -> BenchResult<PathBuf> {
 }
 
 /// `cocalc-db` on the embedded data directory `data`.
-fn on_embedded(binary: &Path, data: &Path) -> Command {
+pub(crate) fn on_embedded(binary: &Path, data: &Path) -> Command {
     let mut command = Command::new(binary);
     command
         .arg("--db")

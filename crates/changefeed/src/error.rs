@@ -56,6 +56,45 @@ pub enum Error {
     /// A filter expression could not be parsed.
     #[error("invalid filter: {0}")]
     InvalidFilter(String),
+    /// A column named by a filter or a column list is not a column of the
+    /// table (names are matched as PostgreSQL matches them: unquoted names
+    /// of a filter folded to lower case).
+    #[error("column {column:?} does not exist in table {table}")]
+    NoSuchColumn {
+        /// The table, as the subscription named it.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// A filter's value does not fit its column's type, as in SQL: the
+    /// server could not cast the literal to the type, or there is no
+    /// operator between them (a number against a text column).
+    #[error(
+        "filter on column {column:?} ({column_type}): {literal} is not a valid value: {reason}"
+    )]
+    FilterType {
+        /// The column.
+        column: String,
+        /// The column's type (`format_type` of the catalog).
+        column_type: String,
+        /// The literal, as the filter writes it.
+        literal: String,
+        /// Why, in the server's words when it refused the cast.
+        reason: String,
+        /// The SQLSTATE of the server's error, when it gave one.
+        sqlstate: Option<String>,
+    },
+    /// [`Start::AfterOffset`](crate::Start::AfterOffset) named an offset
+    /// the feed has not assigned yet.
+    #[error(
+        "offset {offset} is beyond the last offset assigned ({head}); resume from an offset a subscription delivered"
+    )]
+    OffsetAhead {
+        /// The offset asked for.
+        offset: i64,
+        /// The last offset assigned.
+        head: i64,
+    },
     /// The feed was closed (or its pool was).
     #[error("the change feed is closed")]
     Closed,

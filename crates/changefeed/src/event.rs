@@ -45,9 +45,10 @@ pub enum Event {
         /// The selected columns (and the key columns) of the row.
         row: JsonRow,
     },
-    /// The end of the initial snapshot: live changes follow, starting right
-    /// after `offset` (resume from here with
-    /// [`Start::AfterOffset`](crate::Start::AfterOffset)).
+    /// The end of the initial snapshot: the snapshot rows and the change
+    /// events before this one, applied in order, give the table as of
+    /// `offset`; live changes follow, starting right after it (resume from
+    /// here with [`Start::AfterOffset`](crate::Start::AfterOffset)).
     SnapshotEnd {
         /// The offset the snapshot is consistent with.
         offset: i64,
@@ -165,9 +166,8 @@ impl Op {
 pub(crate) struct Spec {
     /// The table's OID, which its changes are matched by (a rename keeps it).
     pub(crate) relid: i64,
-    /// The table's schema-qualified name when subscribing, for messages.
-    pub(crate) table: String,
-    /// The table's quoted, schema-qualified name for SQL.
+    /// The table's quoted, schema-qualified name when subscribing: for SQL
+    /// and messages.
     pub(crate) relation: String,
     pub(crate) columns: Option<Vec<String>>,
     pub(crate) filter: Option<Filter>,
@@ -203,11 +203,6 @@ impl Spec {
             .iter()
             .map(|c| (c.clone(), row.get(c).cloned().unwrap_or(Json::Null)))
             .collect()
-    }
-
-    /// Whether a snapshot row belongs to this subscription.
-    pub(crate) fn snapshot_row(&self, row: &JsonRow) -> Option<JsonRow> {
-        self.matches(row).then(|| self.project(row))
     }
 
     /// The events `change` means for this subscription (none, one, or a
@@ -370,7 +365,6 @@ mod tests {
     fn spec(filter: &str, columns: Option<&[&str]>) -> Spec {
         Spec {
             relid: 1,
-            table: "t".into(),
             relation: "t".into(),
             columns: columns.map(|cs| cs.iter().map(|c| (*c).to_owned()).collect()),
             filter: Some(filter.parse().unwrap_or_else(|e| panic!("{e}"))),

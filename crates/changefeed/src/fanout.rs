@@ -132,7 +132,6 @@ mod tests {
     fn spec(table: &str, filter: Option<&str>) -> Spec {
         Spec {
             relid: if table == "t" { 1 } else { 2 },
-            table: table.into(),
             relation: table.into(),
             columns: None,
             filter: filter.map(|f| f.parse().unwrap_or_else(|e| panic!("{e}"))),

@@ -4,16 +4,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use db_core::{Client, Executor, Pool};
-use serde_json::Value as Json;
+use db_core::Pool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::columns::{self, Columns};
 use crate::error::{Error, Result};
-use crate::event::{Event, JsonRow, LogRow, Spec};
+use crate::event::{Event, LogRow, Spec};
 use crate::fanout::Router;
 use crate::filter::Filter;
 use crate::schema::{self, FeedInfo, LogInfo, Names, Retention};
+use crate::snapshot::{self, Plan};
 
 /// Offsets read per statement (whole ticks, so about this many) by the
 /// poller and by catching-up subscribers.
@@ -26,8 +27,6 @@ const BATCH: i64 = 1_000;
 /// bigger batches, while a lone commit is still read at once.
 const PACE: u32 = 4;
 const BUSY_GAP: Duration = Duration::from_millis(5);
-/// Attempts at a snapshot that conflicts with a concurrent reader.
-const SNAPSHOT_ATTEMPTS: u32 = 20;
 
 /// How a [`Feed`] reads and keeps the log.
 #[derive(Debug, Clone)]
@@ -54,6 +53,10 @@ pub struct Options {
     /// per commit (writers share the backend with the reader on PGlite).
     /// Zero by default: a tokio sleep costs about 1-2 ms of latency.
     pub coalesce: Duration,
+    /// Rows a snapshot reads per batch (each batch is one short
+    /// transaction, and at most this many rows are held at a time; at
+    /// least 1). See [`Start::Snapshot`].
+    pub snapshot_batch: usize,
 }
 
 impl Default for Options {
@@ -65,13 +68,15 @@ impl Default for Options {
             prune_interval: Duration::from_secs(60),
             schema: None,
             coalesce: Duration::ZERO,
+            snapshot_batch: 1_000,
         }
     }
 }
 
 impl Options {
     /// The defaults: poll every 250 ms, buffer 1024 events per subscriber,
-    /// keep changes for 7 days ([`Retention::default_limits`]).
+    /// keep changes for 7 days ([`Retention::default_limits`]), read
+    /// snapshots in batches of 1,000 rows.
     pub fn new() -> Options {
         Options::default()
     }
@@ -106,6 +111,12 @@ impl Options {
         self
     }
 
+    /// Sets [`Options::snapshot_batch`].
+    pub fn snapshot_batch(mut self, rows: usize) -> Options {
+        self.snapshot_batch = rows.max(1);
+        self
+    }
+
     /// Sets [`Options::schema`].
     pub fn schema(mut self, schema: impl Into<String>) -> Options {
         self.schema = Some(schema.into());
@@ -122,9 +133,19 @@ pub enum Start {
     /// With the matching rows as they are ([`Event::SnapshotRow`]), then
     /// [`Event::SnapshotEnd`], then every later change: nothing missed,
     /// nothing twice.
+    ///
+    /// The rows are read in primary-key order in batches of
+    /// [`Options::snapshot_batch`], each its own short transaction (on
+    /// PGlite the backend is free between batches), and sent with
+    /// backpressure. Change events (with their offsets) to rows already
+    /// sent may therefore come before [`Event::SnapshotEnd`]: applying every
+    /// event in order, snapshot rows as inserts, gives the table (filtered
+    /// and projected) as of the end's offset. Resume only from the end's
+    /// offset or a later one: an offset before it does not stand for a
+    /// complete state.
     Snapshot,
     /// With the changes after this offset; [`Error::ResyncRequired`] if
-    /// some were pruned.
+    /// some were pruned, [`Error::OffsetAhead`] if it was not assigned yet.
     AfterOffset(i64),
 }
 
@@ -314,6 +335,11 @@ impl<P: Pool> Feed<P> {
 
     /// Subscribes to the changes of `query.table`, which needs an enabled
     /// feed ([`Error::NotEnabled`] otherwise).
+    ///
+    /// The columns of the query and of its filter must be columns of the
+    /// table ([`Error::NoSuchColumn`]) and the filter's values values of the
+    /// columns' types, as the server reads them ([`Error::FilterType`]);
+    /// see [`Filter`] for what a filter means.
     #[tracing::instrument(name = "changefeed.subscribe", level = "debug", skip_all, fields(table = %query.table, ?start))]
     pub async fn subscribe(&self, query: Query, start: Start) -> Result<Subscription> {
         let inner = &self.inner;
@@ -322,12 +348,28 @@ impl<P: Pool> Feed<P> {
         }
         let (watched, key_columns) =
             schema::feed_of(&inner.pool, &inner.names, &query.table).await?;
+        let relation = watched.name;
+        // The columns and the filter mean what they would in SQL: checked
+        // against the catalog, the filter's values read as the columns'
+        // types by the server.
+        let checked = {
+            let mut client = inner.pool.acquire().await?;
+            let cols = Columns::load(&mut client, &relation).await?;
+            columns::check(
+                &mut client,
+                &relation,
+                &cols,
+                &key_columns,
+                query.columns.as_deref(),
+                query.filter.as_ref(),
+            )
+            .await?
+        };
         let spec = Arc::new(Spec {
             relid: watched.relid,
-            relation: watched.name.clone(),
-            table: watched.name,
+            relation,
             columns: query.columns,
-            filter: query.filter,
+            filter: checked.filter.clone(),
             key_columns,
         });
         let (cursor, snapshot) = match start {
@@ -336,17 +378,22 @@ impl<P: Pool> Feed<P> {
                 (schema::positions(&inner.pool, &inner.names).await?.0, None)
             }
             Start::AfterOffset(offset) => {
-                let (_, pruned) = schema::positions(&inner.pool, &inner.names).await?;
+                schema::tick_pool(&inner.pool, &inner.names).await?;
+                let (head, pruned) = schema::positions(&inner.pool, &inner.names).await?;
                 if pruned > offset {
                     return Err(Error::ResyncRequired {
                         pruned_before: pruned + 1,
                     });
                 }
+                if offset > head {
+                    return Err(Error::OffsetAhead { offset, head });
+                }
                 (offset, None)
             }
             Start::Snapshot => {
-                let (offset, rows) = self.snapshot(&spec).await?;
-                (offset, Some(rows))
+                let plan = Plan::new(&spec.relation, &checked, inner.options.snapshot_batch);
+                let first = snapshot::batch(&inner.pool, &inner.names, &plan, None).await?;
+                (first.offset, Some((plan, first)))
             }
         };
         let (sender, receiver) = mpsc::channel(inner.options.subscriber_buffer);
@@ -368,56 +415,6 @@ impl<P: Pool> Feed<P> {
             task,
             last_offset: cursor,
         })
-    }
-
-    /// The matching rows and the offset they are consistent with, read in
-    /// one REPEATABLE READ transaction that also assigns offsets to every
-    /// change it sees: so the changes it contains are exactly those at or
-    /// below the offset.
-    async fn snapshot(&self, spec: &Spec) -> Result<(i64, Vec<JsonRow>)> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_snapshot(spec).await {
-                Err(Error::Db(e))
-                    if attempt < SNAPSHOT_ATTEMPTS
-                        && e.code().is_some_and(|c| c.code() == "40001") =>
-                {
-                    tracing::debug!(target: "changefeed", table = spec.table, "snapshot conflicted with a concurrent reader; retrying");
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn try_snapshot(&self, spec: &Spec) -> Result<(i64, Vec<JsonRow>)> {
-        let names = &self.inner.names;
-        let mut client = self.inner.pool.acquire().await?;
-        let mut tx = client.begin().await?;
-        tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .await?;
-        schema::tick(&mut tx, names).await?;
-        let offset = tx
-            .query_one(&format!("SELECT last_pos FROM {}", names.state), &[])
-            .await?
-            .try_get::<i64, _>(0)?;
-        let rows = tx
-            .query(
-                &format!("SELECT row_to_json(t) FROM {} t", spec.relation),
-                &[],
-            )
-            .await?;
-        tx.commit().await?;
-        drop(client);
-        let mut out = Vec::new();
-        for r in rows {
-            match r.try_get::<Json, _>(0)? {
-                Json::Object(m) => out.extend(spec.snapshot_row(&m)),
-                other => return Err(Error::Corrupt(format!("row image {other}"))),
-            }
-        }
-        Ok((offset, out))
     }
 
     /// Stops the poller and ends every subscription with [`Error::Closed`].
@@ -510,22 +507,18 @@ async fn join<P: Pool>(
     inner: Arc<Inner<P>>,
     spec: Arc<Spec>,
     mut cursor: i64,
-    snapshot: Option<Vec<JsonRow>>,
+    snapshot: Option<(Plan, snapshot::Batch)>,
     sender: mpsc::Sender<Event>,
     shared: Arc<SubShared>,
 ) {
-    if let Some(rows) = snapshot {
-        for row in rows {
-            if sender.send(Event::SnapshotRow { row }).await.is_err() {
+    if let Some((plan, first)) = snapshot {
+        match snapshot::stream(&inner.pool, &inner.names, &spec, &plan, first, &sender).await {
+            Ok(Some(offset)) => cursor = offset,
+            Ok(None) => return,
+            Err(e) => {
+                shared.end(e);
                 return;
             }
-        }
-        if sender
-            .send(Event::SnapshotEnd { offset: cursor })
-            .await
-            .is_err()
-        {
-            return;
         }
     }
     let mut events = Vec::new();

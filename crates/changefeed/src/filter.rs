@@ -17,6 +17,28 @@ use crate::error::Error;
 /// when both sides are written the same way), booleans `false < true`; values
 /// of different JSON types never match.
 ///
+/// A subscription ([`Feed::subscribe`](crate::Feed::subscribe)) checks its
+/// filter against the table first, so that it means what the same `WHERE`
+/// clause means in SQL: every column must exist
+/// ([`Error::NoSuchColumn`](crate::Error::NoSuchColumn)); each value is
+/// read by the server as a value of the column's type (`id = '5'` on an
+/// integer column is `id = 5`; `id = 'a'`, a number against a text column
+/// or a boolean against a non-boolean one are
+/// [`Error::FilterType`](crate::Error::FilterType)) and replaced by its JSON
+/// form, which is what the row images hold. Snapshots evaluate the filter in
+/// SQL, live changes on the images; they agree, and agree with SQL, except:
+///
+/// - text (`char`, `varchar`, `text`, `name`) compares by code point, as
+///   with `COLLATE "C"`, whatever the column's collation (also for `=` under
+///   a nondeterministic collation);
+/// - `<`, `<=`, `>`, `>=` are refused on types other than numbers,
+///   strings, booleans, dates and times;
+/// - dates and times compare as their ISO text: right for years 1 to 9999;
+///   `timestamptz` values are written in the writer's `TimeZone` and the
+///   filter's in the subscriber's, so compare them only with one time zone
+///   (e.g. UTC) throughout; live changes compare `numeric` values as
+///   `f64`.
+///
 /// Parse one from text with [`str::parse`]:
 ///
 /// ```
@@ -236,7 +258,9 @@ fn tokenize(s: &str) -> Result<Vec<Token>, Error> {
                     "IN" => Token::Op("IN"),
                     "IS" => Token::Op("IS"),
                     "NOT" => Token::Op("NOT"),
-                    _ => Token::Ident(word),
+                    // Unquoted names fold to lower case as PostgreSQL folds
+                    // them (ASCII letters only, as it does in UTF-8).
+                    _ => Token::Ident(word.to_ascii_lowercase()),
                 });
             }
             other => return Err(err(format!("unexpected character {other:?}"))),
@@ -249,7 +273,9 @@ impl FromStr for Filter {
     type Err = Error;
 
     /// Parses `a = 1 AND b IN ('x', 'y') AND c IS NOT NULL AND d >= 2.5`.
-    /// Strings are in single quotes; double-quoted names keep their case.
+    /// Strings are in single quotes. Names are read as PostgreSQL reads
+    /// them: unquoted, their ASCII letters fold to lower case (`Id` is
+    /// `id`); double-quoted, they keep their case (`"Id"`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let tokens = tokenize(s)?;
         let mut it = tokens.into_iter().peekable();
@@ -364,6 +390,20 @@ mod tests {
         assert_eq!(
             f.to_string(),
             "owner = 'it''s' AND \"Size\" IN (1, 2) AND x IS NOT NULL"
+        );
+        assert_eq!(f.to_string().parse::<Filter>().ok(), Some(f));
+        // Unquoted names fold to lower case (ASCII only), quoted ones not.
+        let f: Filter = "Id >= 4 AND \"Id\" = 1 AND ÉtÉ = 2 AND \"select\" IS NULL"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            f,
+            Filter::And(vec![
+                Filter::Ge("id".into(), json!(4)),
+                Filter::Eq("Id".into(), json!(1)),
+                Filter::Eq("ÉtÉ".into(), json!(2)),
+                Filter::IsNull("select".into()),
+            ])
         );
         assert_eq!(f.to_string().parse::<Filter>().ok(), Some(f));
         for bad in [

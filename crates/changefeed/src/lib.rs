@@ -79,11 +79,18 @@
 //!   deletes a prefix of offsets (whole log rows) and records it in
 //!   `changefeed_state.pruned_through`; resuming below it is
 //!   [`Error::ResyncRequired`], checked in the same snapshot as the read.
-//! - [`Start::Snapshot`] ticks, reads `last_pos` and reads the rows in one
-//!   REPEATABLE READ transaction, so the snapshot contains exactly the
-//!   changes at or below the offset of its [`Event::SnapshotEnd`] (a
+//! - [`Start::Snapshot`] reads the rows in primary-key order, in batches
+//!   ([`Options::snapshot_batch`]). Each batch is one REPEATABLE READ
+//!   transaction that ticks, reads `last_pos` and reads the next rows
+//!   (filter and columns pushed into SQL) above the last key delivered (a
 //!   conflict with a concurrent tick is a serialization failure, and the
-//!   snapshot is retried).
+//!   batch is retried). Before a batch's rows, the changes logged since the
+//!   previous batch's offset to keys already delivered are sent as change
+//!   events (an update moving a key past the last delivered one becomes a
+//!   delete or an insert; keys are compared by the server, as values of
+//!   their types). So after each batch the subscriber holds the table as of
+//!   that batch's offset up to its last key, and after the last one, as of
+//!   the offset of [`Event::SnapshotEnd`].
 //!
 //! Offsets are dense: each change of a table the feed log holds takes the
 //! next one, whichever table it belongs to.
@@ -132,20 +139,23 @@
 //! # Limits
 //!
 //! Watched tables need a primary key; partitioned tables and partitions are
-//! refused ([`Error::Refused`]), as are the feed's own tables. Filters are
-//! evaluated on the JSON image of rows ([`Filter`]), so values compare as
-//! JSON (timestamps as text). A snapshot is read into memory before it is
-//! handed out. A schema change is seen at the next poll, so changes committed
-//! between the change and the poll may come before its event. A log of the
-//! first layout (offsets stamped into each row) is renamed
-//! `changefeed_log_v1` and kept; offsets it gave need a resync.
+//! refused ([`Error::Refused`]), as are the feed's own tables. Live changes
+//! are filtered on the JSON image of rows, snapshots in SQL; [`Filter`] says
+//! where the two can differ from SQL (text orders by code point, timestamps
+//! with time zone compare as text). A schema change is seen at the next
+//! poll, so changes committed between the change and the poll may come
+//! before its event. A log of the first layout (offsets stamped into each
+//! row) is renamed `changefeed_log_v1` and kept; offsets it gave need a
+//! resync.
 
+mod columns;
 mod error;
 mod event;
 mod fanout;
 mod feed;
 mod filter;
 mod schema;
+mod snapshot;
 
 pub use error::{EndReason, Error, Result};
 pub use event::{Event, JsonRow};

@@ -199,3 +199,89 @@ fn an_export_carries_the_change_log_only_on_request() {
     assert!(!read(&without).contains("gone@example.com"));
     assert!(read(&with).contains("gone@example.com"));
 }
+
+/// `watch` with a filter naming no column, a value not of the column's
+/// type, a column that does not exist or an offset not yet assigned fails
+/// at once with an error saying which; a filter's unquoted names fold to
+/// lower case and its values are read as the column's type, as in SQL.
+#[test]
+fn watch_refuses_what_sql_would_and_reads_filters_as_sql_does() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("db");
+    ok(
+        &dir,
+        &[
+            "sql",
+            "CREATE TABLE items (id int8 PRIMARY KEY, owner text, n int8)",
+        ],
+    );
+    ok(
+        &dir,
+        &[
+            "sql",
+            "INSERT INTO items SELECT g, 'ada', g FROM generate_series(1, 6) g",
+        ],
+    );
+    ok(&dir, &["feed", "enable", "items"]);
+    for (args, expected) in [
+        (
+            &["--where", "nosuchcol = 1"][..],
+            "column \"nosuchcol\" does not exist in table public.items",
+        ),
+        (
+            &["--where", "nosuchcol IS NULL"][..],
+            "column \"nosuchcol\" does not exist in table public.items",
+        ),
+        (
+            &["--columns", "n,nosuch"][..],
+            "column \"nosuch\" does not exist in table public.items",
+        ),
+        (
+            &["--where", "id = 'a'", "--from", "snapshot"][..],
+            "filter on column \"id\" (bigint): 'a' is not a valid value",
+        ),
+        (
+            &["--where", "owner = 1"][..],
+            "filter on column \"owner\" (text): 1 is not a valid value",
+        ),
+        (
+            &["--from", "1000"][..],
+            "offset 1000 is beyond the last offset assigned (0)",
+        ),
+    ] {
+        let started = Instant::now();
+        let (code, out, err) = run(cocalc_db(&dir).args(["watch", "items"]).args(args));
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{args:?}");
+    }
+
+    // "Id >= 5" is id >= 5, and '6' an integer.
+    let mut child = cocalc_db(&dir)
+        .args([
+            "watch",
+            "items",
+            "--from",
+            "snapshot",
+            "--where",
+            "Id >= 5 AND n IN ('6', 5)",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut ids = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let event: Json = serde_json::from_str(&line.expect("line")).expect("event JSON");
+        if event["kind"] == json!("snapshot_end") {
+            break;
+        }
+        ids.push(event["row"]["id"].as_i64().expect("id"));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![5, 6]);
+}

@@ -1141,3 +1141,500 @@ async fn resume_across_a_close_and_reopen_of_a_persistent_pglite_directory() {
     drop(feed);
     pool.close().await;
 }
+
+/// The error of a subscription that must fail.
+async fn refused(feed: &Feed<AnyPool>, query: Query, start: Start) -> Error {
+    match feed.subscribe(query, start).await {
+        Ok(sub) => panic!("subscribed: {sub:?}"),
+        Err(e) => e,
+    }
+}
+
+/// The ids a filtered snapshot gives (with its end offset).
+async fn snapshot_ids(feed: &Feed<AnyPool>, query: Query) -> (Vec<i64>, i64) {
+    let mut sub = feed.subscribe(query, Start::Snapshot).await.unwrap();
+    let mut ids = Vec::new();
+    loop {
+        match next(&mut sub).await {
+            Event::SnapshotRow { row } => ids.push(row["id"].as_i64().unwrap()),
+            Event::SnapshotEnd { offset } => {
+                ids.sort_unstable();
+                return (ids, offset);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_name_real_columns_and_values_of_their_types() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    db.sql("INSERT INTO items SELECT g, 'ada', g, NULL FROM generate_series(1, 6) g")
+        .await;
+    let q = |f: &str| Query::table("items").filter(f.parse().unwrap());
+    for start in [Start::Now, Start::Snapshot] {
+        for f in ["nosuchcol = 1", "nosuchcol IS NULL", "n = 1 AND \"N\" = 1"] {
+            match refused(&feed, q(f), start).await {
+                Error::NoSuchColumn { table, column } => {
+                    assert_eq!(table, "public.items");
+                    assert!(column == "nosuchcol" || column == "N", "{column}");
+                }
+                other => panic!("{f}: {other:?}"),
+            }
+        }
+        match refused(&feed, Query::table("items").columns(["n", "nosuch"]), start).await {
+            Error::NoSuchColumn { column, .. } => assert_eq!(column, "nosuch"),
+            other => panic!("{other:?}"),
+        }
+        // A value that is not one of the column's type, as in SQL.
+        match refused(&feed, q("id = 'a'"), start).await {
+            Error::FilterType {
+                column,
+                column_type,
+                literal,
+                sqlstate,
+                ..
+            } => {
+                assert_eq!(
+                    (column.as_str(), column_type.as_str(), literal.as_str()),
+                    ("id", "bigint", "'a'")
+                );
+                assert_eq!(sqlstate.as_deref(), Some("22P02"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for f in ["owner = 1", "owner = true", "n = false", "n IN (1, 'x')"] {
+            match refused(&feed, q(f), start).await {
+                Error::FilterType { .. } => {}
+                other => panic!("{f}: {other:?}"),
+            }
+        }
+    }
+    // Unquoted names fold to lower case; a string is read as the column's
+    // type, as in SQL.
+    assert_eq!(snapshot_ids(&feed, q("Id >= 4")).await.0, vec![4, 5, 6]);
+    assert_eq!(snapshot_ids(&feed, q("ID = '5'")).await.0, vec![5]);
+    assert_eq!(snapshot_ids(&feed, q("n IN ('2', 3)")).await.0, vec![2, 3]);
+    let mut sub = feed
+        .subscribe(q("N = '7' AND Owner = 'ada'"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("INSERT INTO items VALUES (7, 'ada', 7, NULL), (8, 'ada', 8, NULL)")
+        .await;
+    assert_eq!(
+        stripped(next(&mut sub).await),
+        insert(json!({"id": 7, "owner": "ada", "n": 7, "body": null}))
+    );
+    quiet(&mut sub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_after_an_offset_not_yet_assigned_is_an_error() {
+    let db = TestDb::new().await;
+    let feed = setup(&db).await;
+    db.sql("INSERT INTO items VALUES (1, 'ada', 1, NULL)").await;
+    let (head, _) = feed.positions().await.unwrap();
+    match refused(
+        &feed,
+        Query::table("items"),
+        Start::AfterOffset(head + 1000),
+    )
+    .await
+    {
+        Error::OffsetAhead { offset, head: h } => assert_eq!((offset, h), (head + 1000, head)),
+        other => panic!("{other:?}"),
+    }
+    // The head itself is fine: nothing yet after it.
+    let mut sub = feed
+        .subscribe(Query::table("items"), Start::AfterOffset(head))
+        .await
+        .unwrap();
+    db.sql("INSERT INTO items VALUES (2, 'ada', 2, NULL)").await;
+    assert_eq!(
+        stripped(next(&mut sub).await),
+        insert(json!({"id": 2, "owner": "ada", "n": 2, "body": null}))
+    );
+}
+
+/// A literal of a generated filter: typed for its column or not.
+fn random_literal(rng: &mut Rng, column: &str) -> String {
+    let int = |rng: &mut Rng| (rng.below(14) as i64 - 2).to_string();
+    match (column, rng.below(8)) {
+        // Now and then a value of another type (SQL refuses most).
+        (_, 0) => ["'x'", "true", "1", "'3'", "2.5", "''"][rng.below(6) as usize].to_owned(),
+        ("id" | "n", 1) => format!("'{}'", int(rng)),
+        ("id" | "n", 2) => format!("{}.5", int(rng)),
+        ("id" | "n", _) => int(rng),
+        ("f", 1) => format!("'{}.25'", int(rng)),
+        ("f", _) => ["0.5", "1", "2.5", "-1", "0", "10"][rng.below(6) as usize].to_owned(),
+        ("s", _) => {
+            ["'a'", "'b'", "'ab'", "'B'", "''", "'c'", "'a''b'"][rng.below(7) as usize].to_owned()
+        }
+        (_, _) => ["true", "false", "'yes'", "'f'"][rng.below(4) as usize].to_owned(),
+    }
+}
+
+fn random_filter(rng: &mut Rng) -> String {
+    let columns = ["id", "n", "s", "f", "b", "ID", "\"s\""];
+    let mut terms = Vec::new();
+    for _ in 0..=rng.below(3) {
+        let column = columns[rng.below(columns.len() as u64) as usize];
+        let plain = column.trim_matches('"').to_ascii_lowercase();
+        let term = match rng.below(9) {
+            0 => format!("{column} IS NULL"),
+            1 => format!("{column} IS NOT NULL"),
+            2 => {
+                let values: Vec<String> = (0..=rng.below(3))
+                    .map(|_| random_literal(rng, &plain))
+                    .collect();
+                format!("{column} IN ({})", values.join(", "))
+            }
+            k => {
+                let op = ["=", "<", "<=", ">", ">=", "="][(k - 3) as usize];
+                format!("{column} {op} {}", random_literal(rng, &plain))
+            }
+        };
+        terms.push(term);
+    }
+    terms.join(" AND ")
+}
+
+/// The server's answer to `SELECT id ... WHERE <filter>`, or its SQLSTATE.
+async fn oracle(db: &TestDb, table: &str, filter: &str) -> Result<Vec<i64>, String> {
+    let sql = format!("SELECT id FROM {table} WHERE {filter} ORDER BY id");
+    match db.pool.query(&sql, &[]).await {
+        Ok(rows) => Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect()),
+        Err(e) => Err(e.code().map(|c| c.code().to_owned()).unwrap_or_default()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_snapshots_and_live_events_select_what_sql_selects() {
+    let db = TestDb::new().await;
+    let table =
+        "CREATE TABLE {} (id int8 PRIMARY KEY, n int4, s text COLLATE \"C\", f float8, b bool)";
+    db.sql(&table.replace("{}", "typed")).await;
+    db.sql(&table.replace("{}", "typed_live")).await;
+    let rows = "SELECT g, CASE WHEN g % 5 = 0 THEN NULL ELSE (g * 7) % 13 - 2 END,
+                   (ARRAY['a', 'b', 'ab', 'B', '', NULL, 'c', 'a''b'])[g % 8 + 1],
+                   CASE WHEN g % 6 = 0 THEN NULL ELSE (g % 9)::float8 / 2 - 1 END,
+                   CASE g % 3 WHEN 0 THEN true WHEN 1 THEN false END
+                FROM generate_series(-3, 30) g";
+    db.sql(&format!("INSERT INTO typed {rows}")).await;
+    let feed = Feed::start(db.pool.clone(), Options::new().snapshot_batch(4))
+        .await
+        .unwrap();
+    feed.enable("typed").await.unwrap();
+    feed.enable("typed_live").await.unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut rng = Rng(seed);
+    let mut live = Vec::new();
+    let mut valid = 0;
+    for _ in 0..60 {
+        let text = random_filter(&mut rng);
+        let filter: Filter = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(filter.to_string().parse::<Filter>().unwrap(), filter);
+        let want = oracle(&db, "typed", &text).await;
+        let query = Query::table("typed").filter(filter.clone());
+        match (feed.subscribe(query, Start::Snapshot).await, &want) {
+            (Ok(sub), Ok(ids)) => {
+                drop(sub);
+                let (got, _) =
+                    snapshot_ids(&feed, Query::table("typed").filter(filter.clone())).await;
+                assert_eq!(&got, ids, "snapshot of {text:?} (seed {seed})");
+                valid += 1;
+                let sub = feed
+                    .subscribe(Query::table("typed_live").filter(filter), Start::Now)
+                    .await
+                    .unwrap();
+                live.push((text, sub));
+            }
+            (Err(Error::FilterType { .. }), Err(_)) => {}
+            (got, want) => panic!("{text:?}: subscribe gave {got:?}, SQL {want:?} (seed {seed})"),
+        }
+    }
+    assert!(valid >= 10, "only {valid} valid filters (seed {seed})");
+    // The same rows arriving live (in one statement, so in one tick).
+    db.sql(&format!("INSERT INTO typed_live {rows}")).await;
+    for (text, mut sub) in live {
+        let want = oracle(&db, "typed_live", &text).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            match next(&mut sub).await {
+                Event::Insert { row, .. } => got.push(row["id"].as_i64().unwrap()),
+                other => panic!("{other:?}"),
+            }
+        }
+        if let Ok(extra) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+            panic!("{text:?}: extra {extra:?} (seed {seed})");
+        }
+        got.sort_unstable();
+        assert_eq!(got, want, "live events of {text:?} (seed {seed})");
+    }
+}
+
+/// A subscriber's model of a table: applies events in order, checking that
+/// each one follows from the state before it.
+fn apply(model: &mut BTreeMap<i64, JsonRow>, event: &Event) {
+    match event {
+        Event::SnapshotRow { row } | Event::Insert { row, .. } => {
+            let id = row["id"].as_i64().unwrap();
+            assert!(
+                model.insert(id, row.clone()).is_none(),
+                "{event:?} of a present row"
+            );
+        }
+        Event::Update { row, old, .. } => {
+            let id = row["id"].as_i64().unwrap();
+            let before = model
+                .insert(id, row.clone())
+                .unwrap_or_else(|| panic!("{event:?} of an absent row"));
+            for (k, v) in old {
+                assert_eq!(&before[k], v, "{event:?} does not follow {before:?}");
+            }
+        }
+        Event::Delete { key, .. } => {
+            let id = key["id"].as_i64().unwrap();
+            assert!(model.remove(&id).is_some(), "{event:?} of an absent row");
+        }
+        Event::SnapshotEnd { .. } => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// `SELECT` of what a subscription to `t` with `g = 1` and column `v` sees.
+async fn table_model(db: &TestDb) -> BTreeMap<i64, JsonRow> {
+    db.pool
+        .query(
+            "SELECT id, json_build_object('id', id, 'v', v) FROM t WHERE g = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), obj(r.get::<Json, _>(1))))
+        .collect()
+}
+
+/// One random write to `t`: inserts, updates of values, of the filtered
+/// column and of keys (up and down past the snapshot's position), deletes.
+async fn random_write(pool: &AnyPool, rng: &mut Rng, fresh: &mut i64) {
+    let id = rng.below(80) as i64 - 10;
+    let v = rng.below(1000) as i64;
+    *fresh += 1;
+    let moved = if rng.below(2) == 0 { -*fresh } else { *fresh };
+    let (sql, params) = match rng.below(6) {
+        0 => (
+            "INSERT INTO t VALUES ($1, $2, $2 % 2) ON CONFLICT (id) DO NOTHING",
+            params![id, v],
+        ),
+        1 => ("UPDATE t SET v = $2 WHERE id = $1", params![id, v]),
+        2 => (
+            "UPDATE t SET g = 1 - g WHERE id = $1 AND $2::int8 IS NOT NULL",
+            params![id, v],
+        ),
+        3 => ("UPDATE t SET id = $2 WHERE id = $1", params![id, moved]),
+        4 => (
+            "DELETE FROM t WHERE id = $1 AND $2::int8 IS NOT NULL",
+            params![id, v],
+        ),
+        _ => (
+            "UPDATE t SET id = id + 1 WHERE id = (SELECT max(id) FROM t WHERE id < $1)
+             AND NOT EXISTS (SELECT 1 FROM t u WHERE u.id = t.id + 1) AND $2::int8 IS NOT NULL",
+            params![id, v],
+        ),
+    };
+    match pool.execute(sql, &params).await {
+        Ok(_) => {}
+        // Concurrent writers can collide on a key or deadlock.
+        Err(e) if matches!(e.code().map(|c| c.code()), Some("23505" | "40P01")) => {}
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+async fn snapshot_table(db: &TestDb) -> Feed<AnyPool> {
+    db.sql("CREATE TABLE t (id int8 PRIMARY KEY, v int8, g int8 NOT NULL, pad text)")
+        .await;
+    db.sql("INSERT INTO t SELECT g, g, g % 2, 'x' FROM generate_series(1, 60) g")
+        .await;
+    let options = Options::new().snapshot_batch(3).subscriber_buffer(1);
+    let feed = Feed::start(db.pool.clone(), options).await.unwrap();
+    feed.enable("t").await.unwrap();
+    feed
+}
+
+/// Writes between the batches of a snapshot (the subscriber's buffer of one
+/// event holds the snapshot back until it is read), in random
+/// interleavings: applying the events in order gives the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_in_batches_with_writes_between_them_gives_the_table() {
+    let db = TestDb::new().await;
+    let feed = snapshot_table(&db).await;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut rng = Rng(seed);
+    let mut fresh = 1000;
+    let mut changes_before_end = 0;
+    for round in 0..4 {
+        let query = Query::table("t")
+            .columns(["v"])
+            .filter("g = 1".parse().unwrap());
+        let mut sub = feed
+            .subscribe(query.clone(), Start::Snapshot)
+            .await
+            .unwrap();
+        let mut model = BTreeMap::new();
+        loop {
+            let event = match tokio::time::timeout(WAIT, sub.recv()).await {
+                Ok(Ok(event)) => event,
+                Ok(Err(Error::Lagged { last_offset })) => {
+                    // Only live events can lag; the contract says resume.
+                    sub = feed
+                        .subscribe(query.clone(), Start::AfterOffset(last_offset))
+                        .await
+                        .unwrap();
+                    continue;
+                }
+                other => panic!("{other:?}"),
+            };
+            let end = matches!(event, Event::SnapshotEnd { .. });
+            if !end && event.offset().is_some() {
+                changes_before_end += 1;
+            }
+            apply(&mut model, &event);
+            if end {
+                break;
+            }
+            for _ in 0..rng.below(3) {
+                random_write(&db.pool, &mut rng, &mut fresh).await;
+            }
+        }
+        // The writes after the snapshot's offset arrive live.
+        let (head, _) = feed.positions().await.unwrap();
+        let want = table_model(&db).await;
+        while model != want || sub.last_offset() < head {
+            match tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
+                Ok(Ok(event)) => apply(&mut model, &event),
+                Ok(Err(Error::Lagged { last_offset })) => {
+                    sub = feed
+                        .subscribe(query.clone(), Start::AfterOffset(last_offset))
+                        .await
+                        .unwrap();
+                }
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) if model == want => break,
+                Err(_) => {
+                    panic!("round {round} (seed {seed}): model {model:?} is not the table {want:?}")
+                }
+            }
+        }
+        assert_eq!(model, want, "round {round} (seed {seed})");
+    }
+    // The test tested something: changes to rows already delivered were
+    // sent before the snapshot's end.
+    assert!(
+        changes_before_end > 0,
+        "no change arrived during a snapshot (seed {seed})"
+    );
+}
+
+/// Concurrent writers (keys changing too) while a filtered snapshot is read
+/// in batches of three: the subscriber's model equals the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_in_batches_under_concurrent_writers_gives_the_table() {
+    let db = TestDb::with_config(|c| c.max_connections(10)).await;
+    db.sql("CREATE TABLE t (id int8 PRIMARY KEY, v int8, g int8 NOT NULL, pad text)")
+        .await;
+    db.sql("INSERT INTO t SELECT g, g, g % 2, 'x' FROM generate_series(1, 60) g")
+        .await;
+    let options = Options::new().snapshot_batch(3).subscriber_buffer(1 << 16);
+    let feed = Feed::start(db.pool.clone(), options).await.unwrap();
+    feed.enable("t").await.unwrap();
+    let running = Arc::new(AtomicBool::new(true));
+    let mut writers = Vec::new();
+    for w in 0..3_u64 {
+        let pool = db.pool.clone();
+        let running = Arc::clone(&running);
+        writers.push(tokio::spawn(async move {
+            let mut rng = Rng((w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut fresh = 10_000 * (w as i64 + 1);
+            let mut writes = 0;
+            while running.load(Ordering::Relaxed) || writes < 30 {
+                random_write(&pool, &mut rng, &mut fresh).await;
+                writes += 1;
+                tokio::task::yield_now().await;
+            }
+            writes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut sub = feed
+        .subscribe(
+            Query::table("t")
+                .columns(["v"])
+                .filter("g = 1".parse().unwrap()),
+            Start::Snapshot,
+        )
+        .await
+        .unwrap();
+    let mut model = BTreeMap::new();
+    loop {
+        let event = next(&mut sub).await;
+        apply(&mut model, &event);
+        if matches!(event, Event::SnapshotEnd { .. }) {
+            break;
+        }
+    }
+    running.store(false, Ordering::Relaxed);
+    for w in writers {
+        assert!(w.await.unwrap() >= 30);
+    }
+    let (head, _) = feed.positions().await.unwrap();
+    let want = table_model(&db).await;
+    while model != want || sub.last_offset() < head {
+        match tokio::time::timeout(Duration::from_secs(3), sub.recv()).await {
+            Ok(Ok(event)) => apply(&mut model, &event),
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) if model == want => break,
+            Err(_) => panic!("model {model:?} is not the table {want:?}"),
+        }
+    }
+    assert_eq!(model, want);
+}
+
+/// A value is read as SQL reads a literal compared with the column: as the
+/// column's type without its length or scale, so it is not cut to fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_values_are_not_cut_to_the_column_length_or_scale() {
+    let db = TestDb::new().await;
+    db.sql("CREATE TABLE sized (id int8 PRIMARY KEY, v varchar(3), c char(3), m numeric(6,2))")
+        .await;
+    db.sql("INSERT INTO sized VALUES (1, 'abc', 'ab', 1.23), (2, 'ab', 'abc', 2)")
+        .await;
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    feed.enable("sized").await.unwrap();
+    for filter in [
+        "v = 'abcd'",
+        "v = 'abc'",
+        "v IN ('ab', 'abcd')",
+        "m = '1.234'",
+        "m = '1.23'",
+        "m = 2",
+        "m >= 1.231",
+        "c = 'abcd'",
+        "c = 'abc'",
+    ] {
+        let want = oracle(&db, "sized", filter).await.unwrap();
+        let query = Query::table("sized").filter(filter.parse().unwrap());
+        let (got, _) = snapshot_ids(&feed, query).await;
+        assert_eq!(got, want, "{filter}");
+    }
+}

@@ -374,10 +374,16 @@ async fn repeated_crashes_in_a_row_keep_serving_with_bounded_memory() {
                 .unwrap_or(0),
         );
     }
-    assert!(
-        fds.last().unwrap() <= &(fds[1] + 10),
-        "file descriptors grow with every crash: {fds:?}"
-    );
+    // On a server the failing statement is an error in another process:
+    // this process's descriptors move only with the tests running beside
+    // this one. The embedded backend runs here, and an abandoned instance
+    // that kept its files would show.
+    if db.backend() == db::BackendKind::Pglite {
+        assert!(
+            fds.last().unwrap() <= &(fds[1] + 10),
+            "file descriptors grow with every crash: {fds:?}"
+        );
+    }
     let first = rss[1];
     let last = *rss.last().unwrap();
     assert!(
