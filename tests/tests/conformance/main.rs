@@ -23,6 +23,7 @@ mod schema_sync;
 mod session_model;
 mod sessions;
 mod sessions_adversarial;
+mod several_hubs;
 mod stack_depth;
 mod testing;
 mod transactions;
