@@ -423,6 +423,11 @@ pub struct Config {
     /// Time limits every session starts with.
     #[serde(default)]
     pub timeouts: SessionTimeouts,
+    /// The `application_name` every session reports (in
+    /// `pg_stat_activity`, in lock-holder messages): `PGAPPNAME`, else this
+    /// program's file name. A URL's `application_name` wins on a server.
+    #[serde(default)]
+    pub application_name: Option<String>,
 }
 
 mod millis {
@@ -452,6 +457,7 @@ impl Default for Config {
             acquire_timeout: Duration::from_secs(30),
             slow_statement_threshold: Duration::from_secs(1),
             timeouts: SessionTimeouts::default(),
+            application_name: None,
         }
     }
 }
@@ -501,6 +507,7 @@ impl Config {
                 *slot = parse_timeout(variable, &v)?;
             }
         }
+        c.application_name = lookup("PGAPPNAME").filter(|v| !v.is_empty());
         if let Some(v) = lookup("PGCONNECT_TIMEOUT").filter(|v| !v.trim().is_empty()) {
             c.postgres.connect_timeout =
                 parse_connect_timeout(&v).map_err(|reason| ConfigError::InvalidValue {
@@ -548,6 +555,23 @@ impl Config {
         self.postgres.database = None;
         self.postgres.password = None;
         self
+    }
+
+    /// Sets [`Config::application_name`].
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// The `application_name` sessions report: [`Config::application_name`],
+    /// else this program's file name (`cocalc-db`, the hub's binary).
+    pub fn effective_application_name(&self) -> String {
+        self.application_name.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "cocalc".to_owned())
+        })
     }
 
     /// Sets [`PostgresConfig::connect_timeout`].

@@ -192,12 +192,14 @@ fn start(config: &PgliteConfig, setup: String, hub: Arc<ListenerHub>) -> Result<
 }
 
 /// The settings every logical session starts with, as SQL: UTC (the server
-/// backend's session default too, so `timestamp` values and `now()` agree)
-/// and the configured time limits that make sense on one shared backend
+/// backend's session default too, so `timestamp` values and `now()` agree),
+/// the application name (a literal: standard strings, quotes doubled) and
+/// the configured time limits that make sense on one shared backend
 /// session (not `idle_in_transaction_session_timeout`: it would end the
 /// session every caller shares).
-pub(crate) fn session_setup(timeouts: &SessionTimeouts) -> String {
-    let mut sql = String::from("SET TimeZone = 'UTC'");
+pub(crate) fn session_setup(timeouts: &SessionTimeouts, application_name: &str) -> String {
+    let name = application_name.replace('\'', "''");
+    let mut sql = format!("SET TimeZone = 'UTC'; SET application_name = '{name}'");
     for (name, millis) in timeouts.settings() {
         if name != "idle_in_transaction_session_timeout" {
             sql.push_str(&format!("; SET {name} = {millis}"));

@@ -176,7 +176,12 @@ impl PgPool {
     pub async fn connect(config: &Config) -> Result<PgPool> {
         // The configured time limits are startup settings: each session
         // starts with them, and a reset (`RESET ALL`) returns to them.
-        let options = connect_options(&config.postgres)?.options(config.timeouts.settings());
+        let mut options = connect_options(&config.postgres)?.options(config.timeouts.settings());
+        // The URL's application_name (or PGAPPNAME, which the driver reads)
+        // wins, as in libpq; else the configured or the program's name.
+        if options.get_application_name().is_none() {
+            options = options.application_name(&config.effective_application_name());
+        }
         let target = Target::new(options.clone());
         let probe = target.connect(connect_timeout(config)?).await?;
         let _ = probe.close().await;

@@ -130,3 +130,29 @@ async fn use_after_close_is_a_clear_error() {
     assert!(err.is_closed(), "{err}");
     assert!(db.pool.acquire().await.unwrap_err().is_closed());
 }
+
+/// Every session reports the configured application name (what
+/// `pg_stat_activity` and lock-holder messages show), also after a session
+/// that changed it went back to the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_report_the_application_name() {
+    let db = TestDb::with_config(|c| c.application_name("hub 'slice'")).await;
+    let name = |pool: db::AnyPool| async move {
+        pool.query_one("SHOW application_name", &[])
+            .await
+            .unwrap()
+            .get::<String, _>(0)
+    };
+    assert_eq!(name(db.pool.clone()).await, "hub 'slice'");
+    let mut client = db.pool.acquire().await.unwrap();
+    client
+        .batch_execute("SET application_name = 'changed'")
+        .await
+        .unwrap();
+    drop(client);
+    assert_eq!(name(db.pool.clone()).await, "hub 'slice'");
+    // Without one configured, the program's name.
+    let plain = TestDb::new().await;
+    let shown = name(plain.pool.clone()).await;
+    assert!(shown.starts_with("conformance"), "{shown}");
+}
