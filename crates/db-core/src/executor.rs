@@ -290,6 +290,9 @@ pub trait Pool: Clone + Send + Sync + 'static {
     /// Closes the pool: waits for held sessions to finish, then shuts the
     /// backend down. Later calls fail with [`Error::Closed`].
     fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// The pool's sessions and waiters now ([`PoolStats`]).
+    fn stats(&self) -> crate::PoolStats;
 }
 
 /// Builds a `&[Value]` parameter list from anything convertible to [`Value`].

@@ -17,6 +17,7 @@ pub mod lex;
 mod notify;
 mod row;
 mod sqlstate;
+mod stats;
 mod trace;
 mod transaction;
 mod types;
@@ -37,6 +38,7 @@ pub use ident::quote_ident;
 pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};
 pub use row::{Column, ColumnIndex, FromRow, QueryResult, Row};
 pub use sqlstate::SqlState;
+pub use stats::{AcquireStats, PoolStats};
 pub use trace::{finish as finish_query_span, query_span, rows_from_command_tag};
 pub use transaction::{
     RESET_SESSION_SQL, SessionState, StatementKind, Transaction, TxStatus, flush_pending,

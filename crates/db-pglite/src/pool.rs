@@ -58,6 +58,7 @@ impl Holder {
 pub(crate) struct Shared {
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     lease: Arc<Semaphore>,
+    waits: db_core::AcquireStats,
     holder: Mutex<Option<Holder>>,
     pub(crate) locks: Arc<LockTable>,
     hub: Arc<ListenerHub>,
@@ -158,11 +159,13 @@ impl Shared {
         }
         let me = self.check_not_holding(location, held)?;
         let started = Instant::now();
-        let permit = match tokio::time::timeout(
-            self.acquire_timeout,
-            Arc::clone(&self.lease).acquire_owned(),
-        )
-        .await
+        let permit = match self
+            .waits
+            .track(tokio::time::timeout(
+                self.acquire_timeout,
+                Arc::clone(&self.lease).acquire_owned(),
+            ))
+            .await
         {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(Error::Closed),
@@ -331,6 +334,7 @@ impl PglitePool {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Some(sender)),
             lease: Arc::new(Semaphore::new(1)),
+            waits: db_core::AcquireStats::default(),
             holder: Mutex::new(None),
             locks: Arc::new(LockTable::default()),
             hub,
@@ -554,6 +558,12 @@ impl Pool for PglitePool {
             shared.check_not_holding(location, false)?;
             shared.hub.subscribe(&channel).await
         }
+    }
+
+    fn stats(&self) -> db_core::PoolStats {
+        // One backend session, lent out while its lease is taken.
+        let idle = u32::from(self.shared.lease.available_permits() > 0);
+        self.shared.waits.stats(1, idle)
     }
 
     async fn close(&self) {

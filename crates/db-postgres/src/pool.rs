@@ -45,6 +45,7 @@ pub struct PgPool {
 
 struct Inner {
     pool: sqlx::Pool<Postgres>,
+    waits: db_core::AcquireStats,
     /// Connections opened for `pool` since it was made.
     opened: Arc<AtomicU64>,
     target: Target,
@@ -234,6 +235,7 @@ impl PgPool {
         Ok(PgPool {
             inner: Arc::new(Inner {
                 pool,
+                waits: db_core::AcquireStats::default(),
                 opened,
                 target,
                 shared: Arc::new(Shared {
@@ -298,7 +300,7 @@ impl Pool for PgPool {
         self.check_open()?;
         let inner = &self.inner;
         let started = Instant::now();
-        match inner.pool.acquire().await {
+        match inner.waits.track(inner.pool.acquire()).await {
             Ok(conn) => Ok(PgClient::new(conn, Arc::clone(&inner.shared))),
             Err(sqlx::Error::PoolTimedOut) => {
                 let connecting = inner.pool.size() < inner.pool.options().get_max_connections();
@@ -358,6 +360,12 @@ impl Pool for PgPool {
     /// Closes the pool: ends every notification stream, stops the listening
     /// task, then waits for checked-out clients and lock guards to be
     /// returned and closes every connection.
+    fn stats(&self) -> db_core::PoolStats {
+        let pool = &self.inner.pool;
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        self.inner.waits.stats(pool.size(), idle)
+    }
+
     async fn close(&self) {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);

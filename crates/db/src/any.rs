@@ -185,6 +185,13 @@ impl Pool for AnyPool {
     fn close(&self) -> impl Future<Output = ()> + Send {
         both!(self, p => p.close())
     }
+
+    fn stats(&self) -> db_core::PoolStats {
+        match self {
+            Self::Postgres(p) => p.stats(),
+            Self::Pglite(p) => p.stats(),
+        }
+    }
 }
 
 impl Executor for AnyClient {

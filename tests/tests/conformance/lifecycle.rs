@@ -156,3 +156,42 @@ async fn sessions_report_the_application_name() {
     let shown = name(plain.pool.clone()).await;
     assert!(shown.starts_with("conformance"), "{shown}");
 }
+
+/// `Pool::stats` counts the sessions lent out, the callers waiting and the
+/// longest wait, the same way on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_sessions_in_use_and_waiters() {
+    let db = TestDb::with_config(|c| c.max_connections(1)).await;
+    let before = db.pool.stats();
+    assert_eq!((before.in_use, before.waiting), (0, 0), "{before:?}");
+    let held = db.pool.acquire().await.unwrap();
+    let now = db.pool.stats();
+    assert_eq!((now.size, now.idle, now.in_use), (1, 0, 1), "{now:?}");
+    let pool = db.pool.clone();
+    let waiter = tokio::spawn(async move {
+        let client = pool.acquire().await.unwrap();
+        drop(client);
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db.pool.stats().waiting == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter is counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(held);
+    waiter.await.unwrap();
+    // A server connection goes back to its pool in a task of its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db.pool.stats().in_use > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = db.pool.stats();
+    assert_eq!((after.in_use, after.waiting), (0, 0), "{after:?}");
+    assert!(
+        after.longest_wait >= Duration::from_millis(200),
+        "{after:?}"
+    );
+}
