@@ -35,6 +35,52 @@ impl Column {
         matches!(self.cast.as_str(), "smallint" | "integer" | "bigint")
     }
 
+    /// Why live events cannot compare values of this column as SQL does,
+    /// if they cannot: they compare the row's JSON image, which holds
+    /// `numeric` as a binary float (and NaN as a string), floats' Infinity
+    /// and NaN as strings, `char(n)` with its padding, `money` and `timetz`
+    /// as text that orders otherwise.
+    fn incomparable(&self, ordered: bool) -> Option<&'static str> {
+        let ty = self.cast.as_str();
+        let exact = self.integral()
+            || matches!(
+                ty,
+                "text"
+                    | "character varying"
+                    | "name"
+                    | "boolean"
+                    | "uuid"
+                    | "date"
+                    | "timestamp without time zone"
+                    | "timestamp with time zone"
+            );
+        match ty {
+            _ if exact => None,
+            "numeric" | "real" | "double precision" | "money" => Some(
+                "live events compare this type on the row's JSON image, where it loses \
+                 precision or NaN and Infinity; filter on an integer, text, boolean, uuid, \
+                 date or timestamp column",
+            ),
+            "bpchar" | "character" => Some(
+                "live events would compare char(n) values with their padding; use text or \
+                 varchar",
+            ),
+            // Enums compare equal as SQL's; their order is not their text's.
+            _ if self.category == "E" && !ordered => None,
+            _ => Some(
+                "live events cannot compare values of this type as SQL does; filter on an \
+                 integer, text, boolean, uuid, date or timestamp column",
+            ),
+        }
+    }
+
+    /// Why `IS NULL` cannot mean SQL's on this column, if it cannot: a
+    /// `json`/`jsonb` JSON null and a composite with all fields NULL look
+    /// like SQL NULL in the row's image.
+    fn null_ambiguous(&self) -> bool {
+        matches!(self.cast.as_str(), "json" | "jsonb") || self.category == "C"
+    }
+
     /// `e COLLATE <the column's collation>`, so that two expressions of
     /// the column's type compare as the column does.
     pub(crate) fn collated(&self, e: &str) -> String {
@@ -181,6 +227,15 @@ pub(crate) async fn check<E: Executor>(
             Filter::In(c, vs) => (c, vs.iter().collect()),
             Filter::IsNull(c) | Filter::IsNotNull(c) => {
                 let col = column(c)?;
+                if col.null_ambiguous() {
+                    return Err(type_error(
+                        col,
+                        &term.to_string(),
+                        "live events cannot tell SQL NULL from a JSON null or a row of NULLs \
+                         in this column",
+                        None,
+                    ));
+                }
                 let null = if matches!(term, Filter::IsNull(_)) {
                     "IS NULL"
                 } else {
@@ -198,6 +253,9 @@ pub(crate) async fn check<E: Executor>(
         };
         let col = column(name)?;
         let op = op_of(term);
+        if let Some(reason) = col.incomparable(op != "=") {
+            return Err(type_error(col, &term.to_string(), reason, None));
+        }
         if op != "=" && !matches!(col.category.as_str(), "N" | "S" | "B" | "D") {
             return Err(type_error(
                 col,

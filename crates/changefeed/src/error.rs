@@ -125,7 +125,9 @@ impl std::fmt::Display for EndReason {
         f.write_str(match self {
             EndReason::Disabled => "the feed was disabled",
             EndReason::Dropped => "the table was dropped",
-            EndReason::SchemaChanged => "the table's columns changed; resync from a snapshot",
+            EndReason::SchemaChanged => {
+                "the table's columns or key changed, or it was rewritten; resync from a snapshot"
+            }
         })
     }
 }

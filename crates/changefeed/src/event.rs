@@ -79,6 +79,10 @@ pub enum Event {
         dropped: Vec<String>,
         /// Columns whose type changed.
         retyped: Vec<String>,
+        /// The table was rewritten in place (`ALTER COLUMN ... TYPE ...
+        /// USING`, also `VACUUM FULL` or `CLUSTER`): its rows may all have
+        /// changed without a change event.
+        rewritten: bool,
         /// Whether the subscriber must resync (anything but a rename
         /// changed; the subscription ends after this event).
         resync: bool,
@@ -278,46 +282,62 @@ fn lifecycle(change: &LogRow) -> Event {
     let (offset, table) = (change.pos, change.table.clone());
     match change.op {
         Op::Schema => {
-            let columns = |shape: Option<&JsonRow>| -> Vec<(String, Json)> {
+            // name -> (type, column number)
+            let columns = |shape: Option<&JsonRow>| -> Vec<(String, Json, Json)> {
                 shape
                     .and_then(|s| s.get("columns"))
                     .and_then(Json::as_array)
                     .into_iter()
                     .flatten()
-                    .filter_map(|c| Some((c.get(0)?.as_str()?.to_owned(), c.get(1)?.clone())))
+                    .filter_map(|c| {
+                        Some((
+                            c.get(0)?.as_str()?.to_owned(),
+                            c.get(1)?.clone(),
+                            c.get(2).cloned().unwrap_or(Json::Null),
+                        ))
+                    })
                     .collect()
             };
-            let name = |shape: Option<&JsonRow>| {
-                shape
-                    .and_then(|s| s.get("table"))
-                    .and_then(Json::as_str)
-                    .map(str::to_owned)
-            };
+            let field =
+                |shape: Option<&JsonRow>, key: &str| shape.and_then(|s| s.get(key)).cloned();
             let (new, old) = (change.new.as_ref(), change.old.as_ref());
             let (now, before) = (columns(new), columns(old));
-            let type_of = |cols: &[(String, Json)], c: &str| {
-                cols.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone())
+            let find = |cols: &[(String, Json, Json)], c: &str| {
+                cols.iter()
+                    .find(|(n, ..)| n == c)
+                    .map(|(_, t, at)| (t.clone(), at.clone()))
             };
+            // A column dropped and added again under its name has a new
+            // number: it is another column.
             let added: Vec<String> = now
                 .iter()
-                .filter(|(c, _)| type_of(&before, c).is_none())
-                .map(|(c, _)| c.clone())
+                .filter(|(c, _, at)| find(&before, c).is_none_or(|(_, was)| was != *at))
+                .map(|(c, ..)| c.clone())
                 .collect();
             let dropped: Vec<String> = before
                 .iter()
-                .filter(|(c, _)| type_of(&now, c).is_none())
-                .map(|(c, _)| c.clone())
+                .filter(|(c, _, at)| find(&now, c).is_none_or(|(_, is)| is != *at))
+                .map(|(c, ..)| c.clone())
                 .collect();
             let retyped: Vec<String> = now
                 .iter()
-                .filter(|(c, t)| type_of(&before, c).is_some_and(|b| &b != t))
-                .map(|(c, _)| c.clone())
+                .filter(|(c, t, at)| {
+                    find(&before, c).is_some_and(|(was, was_at)| was_at == *at && was != *t)
+                })
+                .map(|(c, ..)| c.clone())
                 .collect();
-            let key_changed = new.and_then(|s| s.get("key")) != old.and_then(|s| s.get("key"));
+            let key_changed = field(new, "key") != field(old, "key");
+            let rewritten = field(new, "filenode") != field(old, "filenode");
+            let name = |shape: Option<&JsonRow>| {
+                field(shape, "table").and_then(|t| t.as_str().map(str::to_owned))
+            };
             let table = name(new).unwrap_or(table);
             let renamed_from = name(old).filter(|before| *before != table);
-            let resync =
-                !added.is_empty() || !dropped.is_empty() || !retyped.is_empty() || key_changed;
+            let resync = !added.is_empty()
+                || !dropped.is_empty()
+                || !retyped.is_empty()
+                || key_changed
+                || rewritten;
             Event::SchemaChanged {
                 offset,
                 table,
@@ -325,6 +345,7 @@ fn lifecycle(change: &LogRow) -> Event {
                 added,
                 dropped,
                 retyped,
+                rewritten,
                 resync,
             }
         }
@@ -428,9 +449,10 @@ mod tests {
                     added: vec![],
                     dropped: vec![],
                     retyped: vec![],
+                    rewritten: false,
                     resync: false,
                 },
-                r#"{"kind":"schema_changed","offset":46,"table":"public.users","renamed_from":"public.accounts","added":[],"dropped":[],"retyped":[],"resync":false}"#,
+                r#"{"kind":"schema_changed","offset":46,"table":"public.users","renamed_from":"public.accounts","added":[],"dropped":[],"retyped":[],"rewritten":false,"resync":false}"#,
             ),
             (
                 Event::End {

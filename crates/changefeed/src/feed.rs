@@ -262,6 +262,9 @@ impl<P: Pool> Feed<P> {
             ),
         };
         schema::ensure_base(&pool, &names, legacy.as_deref()).await?;
+        // Tables renamed, changed or dropped while no reader ran are
+        // noticed before anyone subscribes.
+        schema::detect(&pool, &names).await?;
         let stream = pool.listen(schema::CHANNEL).await?;
         schema::tick_pool(&pool, &names).await?;
         let (last, _) = schema::positions(&pool, &names).await?;

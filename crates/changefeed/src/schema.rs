@@ -221,7 +221,12 @@ impl Names {
     }
 
     fn function_ddl(&self) -> String {
-        let Names { log, function, .. } = self;
+        let Names {
+            log,
+            feeds,
+            function,
+            ..
+        } = self;
         let (insert_one, insert_chunked) = capture_sql(log, 'I', "row_new", NEW_ROWS);
         let (delete_one, delete_chunked) = capture_sql(log, 'D', "row_old", OLD_ROWS);
         // Inserts and deletes are captured once per statement from its
@@ -239,6 +244,10 @@ impl Names {
                 IF TG_OP = 'TRUNCATE' THEN
                     INSERT INTO {log} (txid, tbl, relid, op, n)
                     VALUES (txid_current(), {TABLE_NAME}, TG_RELID, 'T', 1);
+                    -- The table has a new file: not a rewrite to report.
+                    UPDATE {feeds} SET shape = jsonb_set(shape, '{{filenode}}',
+                        to_jsonb((SELECT relfilenode FROM pg_class WHERE oid = TG_RELID)::int8))
+                    WHERE relid = TG_RELID AND shape ? 'filenode';
                 ELSIF TG_LEVEL = 'STATEMENT' THEN
                     IF TG_OP = 'INSERT' THEN
                         {insert_one};
@@ -433,15 +442,24 @@ async fn layout<E: Executor>(ex: &mut E, names: &Names) -> Result<Layout> {
     })
 }
 
-/// A table's shape, as the feeds table keeps it to notice renames and
-/// changes of columns: `{"table": qualified name, "columns": [[name, type],
-/// ...], "key": [primary-key columns]}`, or NULL when `relid` (an SQL
-/// expression) names no table.
+/// A table's shape, as the feeds table keeps it to notice renames, changes
+/// of columns and rewrites: `{"table": qualified name, "filenode": its
+/// file, "columns": [[name, type, number], ...], "key": [primary-key
+/// columns]}`, or NULL when `relid` (an SQL expression) names no table.
+/// `oid` tells a shape recorded in another database (brought by an
+/// export): the table keeps its name there but not its OID or file, so
+/// such a shape is taken up without an event.
+/// A column dropped and added again has a new number; a rewrite in place
+/// (`ALTER COLUMN ... TYPE ... USING`) a new file (so do `VACUUM FULL` and
+/// `CLUSTER`, which are reported as rewrites too; `TRUNCATE` records its new
+/// file itself).
 fn shape_sql(relid: &str) -> String {
     format!(
         "(SELECT jsonb_build_object(
             'table', quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-            'columns', coalesce((SELECT jsonb_agg(jsonb_build_array(a.attname, format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+            'oid', c.oid::int8,
+            'filenode', c.relfilenode::int8,
+            'columns', coalesce((SELECT jsonb_agg(jsonb_build_array(a.attname, format_type(a.atttypid, a.atttypmod), a.attnum) ORDER BY a.attnum)
                                  FROM pg_attribute a
                                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'::jsonb),
             'key', coalesce((SELECT jsonb_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
@@ -846,7 +864,31 @@ pub(crate) async fn detect<P: Pool>(pool: &P, names: &Names) -> Result<u64> {
                     &[Value::from(relid)],
                 )
                 .await?;
+                // The table is gone, and its rows with it: so are their
+                // images, and the OID its changes carried, which another
+                // table may take (here, or in a database this log is
+                // exported to). Offsets stay, with nothing to deliver.
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET row_new = NULL, row_old = NULL, relid = NULL
+                         WHERE relid = $1::int8::oid",
+                        names.log
+                    ),
+                    &[Value::from(relid)],
+                )
+                .await?;
                 log_end(&mut tx, names, relid, &table, "dropped", old.as_ref()).await?;
+            }
+            // Recorded in another database (an import): the same table by
+            // name, in new files. Taken up as it is, without an event.
+            Some(new) if old.as_ref().and_then(|o| o.get("oid")) != new.get("oid") => {
+                tx.execute(
+                    &format!("UPDATE {feeds} SET shape = $2::jsonb WHERE relid = $1::int8::oid"),
+                    &[Value::from(relid), Value::from(new)],
+                )
+                .await?;
+                tx.commit().await?;
+                continue;
             }
             Some(new) if Some(&new) != old.as_ref() => {
                 let name = new

@@ -68,7 +68,12 @@ fn parse_age(text: &str) -> Result<Duration, String> {
         _ => return Err(invalid()),
     };
     let n: f64 = number.parse().map_err(|_| invalid())?;
-    Duration::try_from_secs_f64(n * seconds).map_err(|_| invalid())
+    // Beyond a century, the server's timestamps run out before the log does.
+    let age = Duration::try_from_secs_f64(n * seconds).map_err(|_| invalid())?;
+    if age > Duration::from_secs(100 * 365 * 86_400) {
+        return Err(format!("--older-than {text:?}: at most 100 years"));
+    }
+    Ok(age)
 }
 
 /// Arguments of `cocalc-db watch`.

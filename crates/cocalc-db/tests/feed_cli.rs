@@ -140,6 +140,13 @@ fn prune_forgets_deleted_rows_and_list_shows_the_log() {
     let (code, _, err) = run(cocalc_db(&dir).args(["feed", "prune", "--older-than", "5"]));
     assert_eq!(code, 1);
     assert!(err.contains("--older-than \"5\""), "{err}");
+    let (code, _, err) =
+        run(cocalc_db(&dir).args(["feed", "prune", "--older-than", "99999999999d"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--older-than \"99999999999d\": at most 100 years"),
+        "{err}"
+    );
     assert_eq!(
         ok(&dir, &["feed", "prune", "--older-than", "0s"]),
         "pruned 2 change(s)\n"

@@ -1355,6 +1355,9 @@ async fn filtered_snapshots_and_live_events_select_what_sql_selects() {
                 live.push((text, sub));
             }
             (Err(Error::FilterType { .. }), Err(_)) => {}
+            // Floats are refused by design: their row images hold Infinity
+            // and NaN as strings, which live events could not compare.
+            (Err(Error::FilterType { column, .. }), Ok(_)) if column == "f" => {}
             (got, want) => panic!("{text:?}: subscribe gave {got:?}, SQL {want:?} (seed {seed})"),
         }
     }
@@ -1621,20 +1624,22 @@ async fn filter_values_are_not_cut_to_the_column_length_or_scale() {
         .await;
     let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
     feed.enable("sized").await.unwrap();
-    for filter in [
-        "v = 'abcd'",
-        "v = 'abc'",
-        "v IN ('ab', 'abcd')",
-        "m = '1.234'",
-        "m = '1.23'",
-        "m = 2",
-        "m >= 1.231",
-        "c = 'abcd'",
-        "c = 'abc'",
-    ] {
+    for filter in ["v = 'abcd'", "v = 'abc'", "v IN ('ab', 'abcd')"] {
         let want = oracle(&db, "sized", filter).await.unwrap();
         let query = Query::table("sized").filter(filter.parse().unwrap());
         let (got, _) = snapshot_ids(&feed, query).await;
         assert_eq!(got, want, "{filter}");
+    }
+    // numeric and char(n) compare otherwise in the row images live events
+    // are matched on (binary floats, padding): refused, not approximated.
+    for filter in ["m = '1.234'", "m >= 1.231", "c = 'abc'"] {
+        let query = Query::table("sized").filter(filter.parse().unwrap());
+        assert!(
+            matches!(
+                refused(&feed, query, Start::Snapshot).await,
+                Error::FilterType { .. }
+            ),
+            "{filter}"
+        );
     }
 }

@@ -479,3 +479,160 @@ async fn an_export_leaves_the_log_out_and_the_feed_works_on_the_target() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// Live events compare a row's JSON image, so a filter on a column whose
+/// values compare otherwise there than in SQL is refused, naming the
+/// column, rather than selecting other rows than SQL would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_live_events_cannot_evaluate_as_sql_are_refused() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute(
+            "CREATE TYPE pair AS (a int, b int);
+             CREATE TABLE tf (id int8 PRIMARY KEY, c char(5), j jsonb, p pair, f float8,
+                              n numeric, tz timetz, m money, r real, big int8);
+             INSERT INTO tf (id, big) VALUES (1, 9007199254740993)",
+        )
+        .await
+        .unwrap();
+    let feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    feed.enable("tf").await.unwrap();
+    for filter in [
+        "c = 'ab'",
+        "j IS NULL",
+        "p IS NOT NULL",
+        "f > 1",
+        "n = 1",
+        "tz < '09:00+00'",
+        "m < '6'",
+        "r = 0.1",
+    ] {
+        let query = Query::table("tf").filter(filter.parse().unwrap());
+        match feed.subscribe(query, Start::Snapshot).await {
+            Err(e @ Error::FilterType { .. }) => {
+                let text = e.to_string();
+                assert!(!text.contains('\n'), "{text}");
+            }
+            other => panic!("{filter}: expected a refusal, got {other:?}"),
+        }
+    }
+    // Integers beyond a float's precision stay exact.
+    let query = Query::table("tf").filter("big = 9007199254740993".parse().unwrap());
+    let mut sub = feed.subscribe(query, Start::Snapshot).await.unwrap();
+    match next(&mut sub).await {
+        Event::SnapshotRow { row } => assert_eq!(row["id"], json!(1)),
+        other => panic!("expected the row, got {other:?}"),
+    }
+    db.sql("INSERT INTO tf (id, big) VALUES (2, 9007199254740992)")
+        .await;
+    db.sql("INSERT INTO tf (id, big) VALUES (3, 9007199254740993)")
+        .await;
+    loop {
+        match next(&mut sub).await {
+            Event::SnapshotEnd { .. } => continue,
+            Event::Insert { row, .. } => {
+                assert_eq!(row["id"], json!(3), "only the exact value matches");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Statements that change rows without a change event (a rewrite in place,
+/// a column dropped and added again under its name) tell subscribers to
+/// resync; a TRUNCATE, which has its event, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_every_row_without_change_events_need_a_resync() {
+    let db = TestDb::new().await;
+    let feed = start(
+        &db,
+        "CREATE TABLE rw (id int8 PRIMARY KEY, v text);
+         INSERT INTO rw VALUES (1, 'secret'), (2, 'b')",
+        "rw",
+    )
+    .await;
+    let mut sub = feed
+        .subscribe(Query::table("rw"), Start::Now)
+        .await
+        .unwrap();
+    db.sql("TRUNCATE rw").await;
+    db.sql("INSERT INTO rw VALUES (1, 'x')").await;
+    assert!(matches!(next(&mut sub).await, Event::Truncate { .. }));
+    assert!(matches!(next(&mut sub).await, Event::Insert { .. }));
+    db.sql("ALTER TABLE rw ALTER COLUMN v TYPE text USING upper(v)")
+        .await;
+    match next(&mut sub).await {
+        Event::SchemaChanged {
+            rewritten,
+            resync,
+            added,
+            ..
+        } => {
+            assert!(rewritten && resync);
+            assert!(added.is_empty());
+        }
+        other => panic!("expected the rewrite, got {other:?}"),
+    }
+    assert!(matches!(ended(&mut sub).await, Error::Ended { .. }));
+    let mut sub = feed
+        .subscribe(Query::table("rw"), Start::Now)
+        .await
+        .unwrap();
+    db.pool
+        .batch_execute("ALTER TABLE rw DROP COLUMN v, ADD COLUMN v text")
+        .await
+        .unwrap();
+    match next(&mut sub).await {
+        Event::SchemaChanged {
+            added,
+            dropped,
+            resync,
+            ..
+        } => {
+            assert_eq!(
+                (added, dropped),
+                (vec!["v".to_owned()], vec!["v".to_owned()])
+            );
+            assert!(resync);
+        }
+        other => panic!("expected the column change, got {other:?}"),
+    }
+}
+
+/// A watched table dropped while no reader runs: the next reader ends its
+/// feed, and neither the dropped rows' images nor the OID they carried (which
+/// another table may take) stay in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_dropped_while_no_reader_runs_leaves_nothing_behind() {
+    let db = TestDb::new().await;
+    let feed = start(
+        &db,
+        "CREATE TABLE gone (id int8 PRIMARY KEY, email text)",
+        "gone",
+    )
+    .await;
+    db.sql("INSERT INTO gone VALUES (1, 'dropped-secret@example.com')")
+        .await;
+    feed.positions().await.unwrap();
+    drop(feed);
+    db.sql("DROP TABLE gone").await;
+    let _feed = Feed::start(db.pool.clone(), Options::new()).await.unwrap();
+    let (feeds, images, dangling): (i64, i64, i64) = {
+        let row = db
+            .pool
+            .query_one(
+                "SELECT (SELECT count(*) FROM changefeed.changefeed_feeds),
+                        (SELECT count(*) FROM changefeed.changefeed_log
+                         WHERE row_new::text LIKE '%dropped-secret%'),
+                        (SELECT count(*) FROM changefeed.changefeed_log
+                         WHERE relid IS NOT NULL AND op <> 'X'
+                           AND NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = relid))",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!((feeds, images, dangling), (0, 0, 0));
+}
