@@ -356,7 +356,7 @@ async fn write_state<E: Executor>(
              updated_at timestamp with time zone NOT NULL DEFAULT now())",
     )
     .await?;
-    let canonical = serde_json::to_string(canonical)?;
+    let canonical_text = serde_json::to_string(canonical)?;
     let live_hash = sha256(&[&serde_json::to_string(live)?]);
     ex.execute(
         "INSERT INTO schema_sync.state (nsp, spec_hash, live_hash, server_version, canonical)
@@ -369,7 +369,7 @@ async fn write_state<E: Executor>(
             Value::Text(prepared.spec_hash.clone()),
             Value::Text(live_hash),
             Value::Text(prepared.server_version.clone()),
-            Value::Text(canonical),
+            Value::Text(canonical_text),
         ],
     )
     .await?;
@@ -377,7 +377,7 @@ async fn write_state<E: Executor>(
         .owned
         .clone()
         .unwrap_or_default()
-        .after_sync(schema, after, !prepared.schema_existed)
+        .after_sync(schema, canonical, after, !prepared.schema_existed)
         .write(ex, &schema.schema)
         .await
 }
@@ -820,6 +820,7 @@ async fn verify<E: Executor>(
     };
     let owned = prepared.owned.clone().unwrap_or_default().after_sync(
         schema,
+        &canonical,
         &after,
         !prepared.schema_existed,
     );

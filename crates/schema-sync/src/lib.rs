@@ -79,8 +79,10 @@
 //!   ([`Plan::schema`], [`Change::schema`]) and [`Plan::hash`] covers it.
 //! - What a sync created or a synced spec declared is recorded, by schema,
 //!   in the ledger `schema_sync.owned` (the schema itself when the sync
-//!   created it, tables, columns, UNIQUE constraints); only owned objects
-//!   are dropped. A ledger written before schemas existed is read as
+//!   created it, tables, columns, UNIQUE and CHECK constraints, primary
+//!   keys); only owned objects are dropped or replaced. A live check or
+//!   key is adopted only when it is exactly the spec's; one made by hand
+//!   is drift, even under the name schema-sync would give it. A ledger written before schemas existed is read as
 //!   `public`'s and migrated in place by the next sync.
 //! - Comparison is on canonical forms: the server canonicalizes the spec's
 //!   existing tables (created in a scratch schema inside a transaction that
@@ -103,9 +105,10 @@
 //!   before the `ALTER COLUMN ... TYPE` and created again from the spec
 //!   after it, in the same transaction. A column check rebuilt for a type
 //!   change is likewise dropped before it (`x > 5` fails once x is text).
-//! - Primary keys are added to tables without one, or swapped (`DROP
-//!   CONSTRAINT <table>_pkey, ADD PRIMARY KEY (...)`, PostgreSQL's default
-//!   name) when the spec's differs.
+//! - Primary keys are added to tables without one, or, when schema-sync
+//!   owns the key, swapped (`DROP CONSTRAINT <live name>, ADD PRIMARY KEY
+//!   (...)`) when the spec's differs, or dropped (hazard
+//!   `LOOSENS_CONSTRAINT`) when the spec has none.
 //! - [`sync`] takes the advisory lock [`LOCK_KEY`] through `Pool::lock`
 //!   (polled), runs every transactional change in one transaction (with
 //!   `SET LOCAL lock_timeout` / `statement_timeout` on PostgreSQL), checks

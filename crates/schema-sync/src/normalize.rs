@@ -209,7 +209,7 @@ pub(crate) fn normalize_table(table: &Table) -> Table {
     for c in &mut t.columns {
         c.type_ = normalize_type(&c.type_);
         c.default = c.default.as_deref().map(collapse);
-        c.check = c.check.as_deref().map(|e| fold_array_casts(&collapse(e)));
+        c.check = c.check.as_deref().map(normalize_check);
         if is_serial(&c.type_) || table.primary_key.contains(&c.name) {
             c.not_null = true;
         }
@@ -221,6 +221,11 @@ pub(crate) fn normalize_table(table: &Table) -> Table {
         *i = normalize_index(i);
     }
     t
+}
+
+/// [`normalize_table`] for a check expression.
+pub(crate) fn normalize_check(check: &str) -> String {
+    fold_array_casts(&collapse(check))
 }
 
 /// [`normalize_table`] for an index.

@@ -486,6 +486,14 @@ struct Differ<'o> {
 }
 
 impl Differ<'_> {
+    /// The live name of `table`'s primary key (`<table>_pkey` offline).
+    fn pkey_name(&self, table: &str) -> String {
+        self.pkey_names
+            .get(table)
+            .cloned()
+            .unwrap_or_else(|| pkey_name(table))
+    }
+
     /// `name` (a table or index), qualified with the schema and quoted.
     fn rel(&self, name: &str) -> String {
         rel(Some(self.ns), name)
@@ -639,12 +647,28 @@ impl Differ<'_> {
                         ),
                     ],
                 );
+            } else if !self.owned.owns_pkey(t, &self.pkey_name(t)) {
+                let name = self.pkey_name(t);
+                self.drift(
+                    DriftKind::Constraint,
+                    t,
+                    Some(&name),
+                    format!(
+                        "primary key {} on {qt} ({}) is not schema-sync's{}; left alone",
+                        quote_ident(&name),
+                        ident_list(&cur.primary_key),
+                        if des.primary_key.is_empty() {
+                            String::from(" and not in the spec")
+                        } else {
+                            format!(
+                                " and differs from the spec's ({})",
+                                ident_list(&des.primary_key)
+                            )
+                        }
+                    ),
+                );
             } else {
-                let name = self
-                    .pkey_names
-                    .get(t)
-                    .cloned()
-                    .unwrap_or_else(|| pkey_name(t));
+                let name = self.pkey_name(t);
                 let mut sql = format!("ALTER TABLE {qt} DROP CONSTRAINT {}", quote_ident(&name));
                 let mut hazards = vec![hazard(
                     HazardKind::TakesStrongLock,
@@ -658,6 +682,11 @@ impl Differ<'_> {
                     hazards.push(hazard(
                         HazardKind::IndexBuild,
                         "builds the new primary-key index",
+                    ));
+                } else {
+                    hazards.push(hazard(
+                        HazardKind::LoosensConstraint,
+                        "drops the primary key: duplicate and NULL keys are accepted from now on",
                     ));
                 }
                 self.push(ChangeKind::ChangePrimaryKey, t, None, vec![sql], hazards);
@@ -822,13 +851,35 @@ impl Differ<'_> {
         // After a type change the server re-types the column's default and
         // checks; they are written again so they match the spec's canonical form.
         let retyped = cc.type_ != dc.type_ && storage_type(&cc.type_) != storage_type(&dc.type_);
-        let rechecked = cc.check != dc.check || (retyped && rc.check.is_some());
+        // A live check under the name schema-sync gives the column's check
+        // that it does not own (made by hand: PostgreSQL's own name for
+        // `ADD CHECK (...)` on one column) is never dropped or replaced.
+        let check = check_name(t, &rc.name);
+        let check_owned = cc.check.is_none() || self.owned.owns_check(t, &rc.name, &check);
+        if !check_owned && cc.check != dc.check {
+            self.drift(
+                DriftKind::Constraint,
+                t,
+                Some(&check),
+                format!(
+                    "check {} on {qt} ({}) is not schema-sync's{}; left alone",
+                    quote_ident(&check),
+                    cc.check.as_deref().unwrap_or_default(),
+                    if dc.check.is_some() {
+                        " and differs from the spec's"
+                    } else {
+                        " and not in the spec"
+                    }
+                ),
+            );
+        }
+        let rechecked = check_owned && (cc.check != dc.check || (retyped && rc.check.is_some()));
         // PostgreSQL re-parses a check for the new type, which can fail
         // (`x > 5` once x is text): a check that is rebuilt anyway is
         // dropped before the type change.
         let check_dropped_first = retyped && rechecked && cc.check.is_some();
         if check_dropped_first {
-            self.drop_check(t, &rc.name);
+            self.drop_check(t, &rc.name, false);
         }
         if cc.type_ != dc.type_ {
             if !retyped {
@@ -935,7 +986,7 @@ impl Differ<'_> {
         if rechecked {
             let name = quote_ident(&check_name(t, &rc.name));
             if cc.check.is_some() && !check_dropped_first {
-                self.drop_check(t, &rc.name);
+                self.drop_check(t, &rc.name, rc.check.is_none());
             }
             if let Some(check) = &rc.check {
                 self.push(
@@ -1000,14 +1051,23 @@ impl Differ<'_> {
         }
     }
 
-    /// Drops the check schema-sync gives `column`.
-    fn drop_check(&mut self, t: &str, column: &str) {
+    /// Drops the check schema-sync gives `column`; `for_good` when no
+    /// check takes its place.
+    fn drop_check(&mut self, t: &str, column: &str, for_good: bool) {
         let sql = format!(
             "ALTER TABLE {} DROP CONSTRAINT {}",
             self.rel(t),
             quote_ident(&check_name(t, column))
         );
-        self.push(ChangeKind::DropCheck, t, Some(column), vec![sql], vec![]);
+        let hazards = if for_good {
+            vec![hazard(
+                HazardKind::LoosensConstraint,
+                "drops the check: values it refused are accepted from now on",
+            )]
+        } else {
+            vec![]
+        };
+        self.push(ChangeKind::DropCheck, t, Some(column), vec![sql], hazards);
     }
 
     /// Builds again an index dropped before a type change, inside the

@@ -207,7 +207,7 @@ fn cases() -> Vec<Case> {
             base().column(Column::new("x", "INTEGER").check("x >= 0")),
             x("INTEGER"),
             vec![K::DropCheck],
-            vec![],
+            vec![H::LoosensConstraint],
         ),
         case(
             "add unique",
