@@ -6,7 +6,7 @@ use db_core::{BackendKind, Client, DbError, Executor, Pool, Value, quote_ident};
 use sha2::{Digest, Sha256};
 
 use crate::ddl::{create_index, create_table, rel};
-use crate::introspect::{LiveSchema, introspect};
+use crate::introspect::{LiveSchema, introspect, load_dependents};
 use crate::ownership::Ownership;
 use crate::plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, HazardKind, Plan, diff_rendered,
@@ -491,15 +491,17 @@ async fn prepare<C: Client>(
             }
         }
     };
-    let mut plan = diff_rendered(
-        &live.schema,
+    let mut live = live;
+    let mut plan = diff_live(
+        client,
+        &mut live,
         &desired,
         schema,
         diff,
         owned.as_ref().unwrap_or(&Ownership::default()),
-        &live.primary_key_names,
         !schema_existed,
-    );
+    )
+    .await?;
     for c in &live.other_constraints {
         if schema.get(&c.table).is_some() {
             plan.drift.push(Drift {
@@ -525,6 +527,46 @@ async fn prepare<C: Client>(
         server_version,
         cache_hit,
     })
+}
+
+/// [`diff_rendered`] against `live`; when the plan would drop a column,
+/// what depends on the columns is read first (one more catalog query), so
+/// that a column objects it does not own depend on is drift instead.
+async fn diff_live<E: Executor>(
+    ex: &mut E,
+    live: &mut LiveSchema,
+    desired: &Schema,
+    render: &Schema,
+    diff: &DiffOptions,
+    owned: &Ownership,
+    create_schema: bool,
+) -> Result<Plan, SyncError> {
+    let plan = diff_rendered(
+        &live.schema,
+        desired,
+        render,
+        diff,
+        owned,
+        Some(live),
+        create_schema,
+    );
+    if !plan
+        .changes
+        .iter()
+        .any(|c| c.kind == ChangeKind::DropColumn)
+    {
+        return Ok(plan);
+    }
+    load_dependents(ex, live).await?;
+    Ok(diff_rendered(
+        &live.schema,
+        desired,
+        render,
+        diff,
+        owned,
+        Some(live),
+        create_schema,
+    ))
 }
 
 /// The plan that would make the live database match `schema`. Reads only.
@@ -824,15 +866,8 @@ async fn verify<E: Executor>(
         &after,
         !prepared.schema_existed,
     );
-    let remaining = diff_rendered(
-        &after.schema,
-        &canonical,
-        schema,
-        diff,
-        &owned,
-        &after.primary_key_names,
-        false,
-    );
+    let mut after = after;
+    let remaining = diff_live(ex, &mut after, &canonical, schema, diff, &owned, false).await?;
     if !remaining.is_empty() {
         return Err(SyncError::NotConverged(remaining.to_string()));
     }

@@ -57,6 +57,55 @@ JOIN pg_am am ON am.oid = i.relam
 WHERE n.nspname = $1 AND t.relkind IN ('r', 'p')
 ORDER BY t.oid, i.oid";
 
+/// What depends on each column of the schema's tables, besides the
+/// column's own default and serial sequence: indexes, constraints (a
+/// constraint's index counts as the constraint), foreign keys of any table,
+/// views, triggers, ... `kind` is `index`, `constraint` or `other`.
+const DEPENDENTS: &str = "\
+SELECT DISTINCT c.relname::text, a.attname::text,
+       CASE WHEN con.oid IS NOT NULL OR d.classid = 'pg_constraint'::regclass THEN 'constraint'
+            WHEN i.oid IS NOT NULL THEN 'index' ELSE 'other' END,
+       coalesce(con.conname::text, dcon.conname::text, i.relname::text, ''),
+       coalesce(concl.relname::text, dconcl.relname::text, c.relname::text),
+       coalesce(connsp.nspname::text, dconnsp.nspname::text, n.nspname::text),
+       pg_describe_object(d.classid, d.objid, d.objsubid)
+FROM pg_depend d
+JOIN pg_class c ON c.oid = d.refobjid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
+LEFT JOIN pg_class i ON d.classid = 'pg_class'::regclass AND i.oid = d.objid AND i.relkind IN ('i', 'I')
+LEFT JOIN pg_constraint con ON con.conindid = i.oid AND con.conrelid = (SELECT indrelid FROM pg_index WHERE indexrelid = i.oid)
+LEFT JOIN pg_class concl ON concl.oid = con.conrelid
+LEFT JOIN pg_namespace connsp ON connsp.oid = concl.relnamespace
+LEFT JOIN pg_constraint dcon ON d.classid = 'pg_constraint'::regclass AND dcon.oid = d.objid
+LEFT JOIN pg_class dconcl ON dconcl.oid = dcon.conrelid
+LEFT JOIN pg_namespace dconnsp ON dconnsp.oid = dconcl.relnamespace
+WHERE d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+  AND n.nspname = $1 AND c.relkind IN ('r', 'p')
+  AND d.deptype IN ('n', 'a')
+  AND d.classid <> 'pg_attrdef'::regclass
+  AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.oid)
+  AND NOT (d.classid = 'pg_class'::regclass
+           AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))
+ORDER BY 1, 2, 7";
+
+/// An object that depends on a column: dropping the column drops it too
+/// (or fails, for a foreign key of another table or a view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependent {
+    /// `index`, `constraint` or `other`.
+    pub kind: String,
+    /// The index or constraint name (empty for other objects).
+    pub name: String,
+    /// The table the index or constraint belongs to.
+    pub table: String,
+    /// That table's schema.
+    pub schema: String,
+    /// PostgreSQL's description (`index hand_idx`, `constraint f on table
+    /// other`, `rule _RETURN on view v`).
+    pub description: String,
+}
+
 /// A live constraint the spec model cannot express (foreign keys,
 /// multi-column UNIQUE, table-level CHECK, exclusion): reported as drift.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +132,9 @@ pub struct LiveSchema {
     /// The names of the tables' primary-key constraints, by table (a key
     /// made outside schema-sync need not be `<table>_pkey`).
     pub primary_key_names: BTreeMap<String, String>,
+    /// What depends on each column, by `(table, column)`; read only when a
+    /// plan would drop a column (empty from [`introspect`]).
+    pub dependents: BTreeMap<(String, String), Vec<Dependent>>,
 }
 
 impl LiveSchema {
@@ -258,7 +310,38 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         other_constraints,
         unique_constraints,
         primary_key_names,
+        dependents: BTreeMap::new(),
     })
+}
+
+/// Reads what depends on the columns of `live`'s tables into
+/// [`LiveSchema::dependents`] (one catalog query; only needed when a
+/// column is to be dropped).
+pub(crate) async fn load_dependents<E: Executor>(
+    ex: &mut E,
+    live: &mut LiveSchema,
+) -> Result<(), SyncError> {
+    let params = [Value::Text(live.schema.schema.clone())];
+    let mut dependents: BTreeMap<(String, String), Vec<Dependent>> = BTreeMap::new();
+    for row in ex.query(DEPENDENTS, &params).await? {
+        let v = row.values();
+        let tname = req(&v[0])?;
+        if live.schema.get(&tname).is_none() {
+            continue;
+        }
+        dependents
+            .entry((tname, req(&v[1])?))
+            .or_default()
+            .push(Dependent {
+                kind: req(&v[2])?,
+                name: req(&v[3])?,
+                table: req(&v[4])?,
+                schema: req(&v[5])?,
+                description: req(&v[6])?,
+            });
+    }
+    live.dependents = dependents;
+    Ok(())
 }
 
 /// Removes one pair of parentheses around the whole expression, if any.

@@ -97,7 +97,10 @@
 //!   'schema-sync:v1:<sha256>'`; only such indexes are ever replaced or dropped.
 //!   Unknown indexes, extra tables and columns, and constraints outside the
 //!   model are reported as [`Drift`]. Columns and tables are dropped only with
-//!   `allow_destructive`, which also admits narrowing type changes.
+//!   `allow_destructive`, which also admits narrowing type changes. A column
+//!   that objects schema-sync does not own depend on (read from `pg_depend`:
+//!   indexes and constraints made by hand, other tables' foreign keys,
+//!   views) is never dropped: it is drift naming them.
 //! - A type change rebuilds the owned indexes whose key expressions or
 //!   predicate use the column: PostgreSQL would re-parse their stored
 //!   definitions for the new type, which fails (`COALESCE(n, 0)` once `n` is
@@ -138,7 +141,7 @@ pub use apply::{
     LOCK_KEY, LockHolder, NAMESPACE, Options, Report, SyncError, canonicalize, plan, sync,
 };
 pub use ddl::{OWNER_MARKER, check_name, index_marker, is_owner_marker, pkey_name, unique_name};
-pub use introspect::{LiveSchema, OtherConstraint, introspect};
+pub use introspect::{Dependent, LiveSchema, OtherConstraint, introspect};
 pub use normalize::{normalize, normalize_type};
 pub use plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, Hazard, HazardKind, NullCheck, Plan, diff,

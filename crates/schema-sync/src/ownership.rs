@@ -81,6 +81,16 @@ impl Ownership {
             .is_some_and(|n| n == name)
     }
 
+    /// Whether schema-sync owns constraint `name` of `table` (a UNIQUE,
+    /// check or primary key).
+    pub(crate) fn owns_constraint(&self, table: &str, name: &str) -> bool {
+        self.uniques
+            .iter()
+            .chain(self.checks.iter())
+            .any(|((t, _), n)| t == table && n == name)
+            || self.owns_pkey(table, name)
+    }
+
     /// Whether schema-sync owns `table`'s primary key, named `name`.
     pub(crate) fn owns_pkey(&self, table: &str, name: &str) -> bool {
         self.pkeys.get(table).is_some_and(|n| n == name)

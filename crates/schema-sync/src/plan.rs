@@ -1,7 +1,7 @@
 //! Plans: ordered changes with their SQL and hazards, and the pure diff of
 //! two schemas that produces them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use db_core::quote_ident;
@@ -11,6 +11,7 @@ use crate::ddl::{
     check_name, column_definition, comment_index, create_index, create_table, ident_list,
     pkey_name, rel, temp_index_name, unique_name,
 };
+use crate::introspect::LiveSchema;
 use crate::normalize::{is_serial, normalize_table, storage_type};
 use crate::ownership::Ownership;
 use crate::spec::{Column, DEFAULT_SCHEMA, Index, Schema, Table};
@@ -384,7 +385,7 @@ pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
             desired,
             options,
             &Ownership::default(),
-            &BTreeMap::new(),
+            None,
             desired.schema != DEFAULT_SCHEMA,
         );
     }
@@ -394,7 +395,7 @@ pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
         desired,
         options,
         &Ownership::all_of(current),
-        &BTreeMap::new(),
+        None,
         false,
     )
 }
@@ -408,7 +409,7 @@ pub(crate) fn diff_rendered(
     render: &Schema,
     options: &DiffOptions,
     owned: &Ownership,
-    pkey_names: &BTreeMap<String, String>,
+    live: Option<&LiveSchema>,
     create_schema: bool,
 ) -> Plan {
     let mut d = Differ {
@@ -418,7 +419,7 @@ pub(crate) fn diff_rendered(
         },
         options,
         owned,
-        pkey_names,
+        live,
         ns: &render.schema,
     };
     if create_schema {
@@ -479,8 +480,9 @@ struct Differ<'o> {
     plan: Plan,
     options: &'o DiffOptions,
     owned: &'o Ownership,
-    /// The live primary keys' names; absent ones are `<table>_pkey`.
-    pkey_names: &'o BTreeMap<String, String>,
+    /// The live schema's primary-key names and column dependents (none
+    /// offline: keys are `<table>_pkey`).
+    live: Option<&'o LiveSchema>,
     /// The schema every statement is qualified with.
     ns: &'o str,
 }
@@ -488,8 +490,8 @@ struct Differ<'o> {
 impl Differ<'_> {
     /// The live name of `table`'s primary key (`<table>_pkey` offline).
     fn pkey_name(&self, table: &str) -> String {
-        self.pkey_names
-            .get(table)
+        self.live
+            .and_then(|l| l.primary_key_names.get(table))
             .cloned()
             .unwrap_or_else(|| pkey_name(table))
     }
@@ -760,6 +762,17 @@ impl Differ<'_> {
                     format!(
                         "column {} is not in the spec and not schema-sync's; left alone",
                         self.cols(t, &cc.name)
+                    ),
+                );
+            } else if let Some(blockers) = self.unowned_dependents(cur, &cc.name) {
+                self.drift(
+                    DriftKind::ExtraColumn,
+                    t,
+                    Some(&cc.name),
+                    format!(
+                        "column {} is not in the spec, but objects schema-sync does not own depend on it ({}); never dropped while they do: drop them first",
+                        self.cols(t, &cc.name),
+                        blockers
                     ),
                 );
             } else if self.options.allow_destructive {
@@ -1049,6 +1062,42 @@ impl Differ<'_> {
                 ),
             );
         }
+    }
+
+    /// The objects schema-sync does not own that depend on column
+    /// `column` of `table` (dropping the column would drop them, or fail),
+    /// described; `None` when there are none.
+    fn unowned_dependents(&self, table: &Table, column: &str) -> Option<String> {
+        let deps = self
+            .live?
+            .dependents
+            .get(&(table.name.clone(), column.to_owned()))?;
+        let mut out: Vec<String> = Vec::new();
+        for d in deps {
+            let here = d.table == table.name && d.schema == self.ns;
+            let owned = here
+                && match d.kind.as_str() {
+                    "index" => table.get_index(&d.name).is_some_and(|i| i.owned),
+                    "constraint" => self.owned.owns_constraint(&table.name, &d.name),
+                    _ => false,
+                };
+            if owned {
+                continue;
+            }
+            let text = match d.kind.as_str() {
+                "index" | "constraint" => format!(
+                    "{} {} on {}",
+                    d.kind,
+                    quote_ident(&d.name),
+                    rel(Some(&d.schema), &d.table)
+                ),
+                _ => d.description.clone(),
+            };
+            if !out.contains(&text) {
+                out.push(text);
+            }
+        }
+        (!out.is_empty()).then(|| out.join(", "))
     }
 
     /// Drops the check schema-sync gives `column`; `for_good` when no

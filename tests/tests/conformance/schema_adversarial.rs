@@ -186,3 +186,77 @@ async fn a_primary_key_schema_sync_owns_is_dropped_with_a_hazard() {
     sync(&db, &without, &Options::new()).await;
     assert!(constraints(&db, "t").await.is_empty());
 }
+
+/// The names of `table`'s indexes, sorted.
+async fn indexes(db: &TestDb, table: &str) -> Vec<String> {
+    db.pool
+        .query(
+            "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = to_regclass($1) ORDER BY 1",
+            &db::params![table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_column_that_hand_made_objects_depend_on_is_not_dropped() {
+    let db = TestDb::new().await;
+    let t = |extra: Option<&str>| {
+        let mut t = Table::new("t")
+            .column(Column::new("id", "BIGINT"))
+            .primary_key(["id"]);
+        if let Some(c) = extra {
+            t = t.column(Column::new(c, "TEXT"));
+        }
+        t
+    };
+    let with = Schema::new()
+        .table(t(Some("c")))
+        .table(Table::new("t2").column(Column::new("u", "TEXT").unique()));
+    sync(&db, &with, &Options::new()).await;
+    db.pool
+        .batch_execute(
+            "CREATE INDEX hand_idx ON t (id, c); \
+             ALTER TABLE t ADD CONSTRAINT hand_uq UNIQUE (id, c); \
+             CREATE TABLE other (x text REFERENCES t2 (u))",
+        )
+        .await
+        .unwrap();
+    let without = Schema::new()
+        .table(t(None))
+        .table(Table::new("t2").column(Column::new("v", "INT")));
+    let p = plan(&db, &without, &destructive()).await;
+    assert!(
+        p.changes.iter().all(|c| c.kind != ChangeKind::DropColumn),
+        "columns hand-made objects depend on are not dropped:\n{p}"
+    );
+    let text = p.to_string();
+    for name in ["hand_idx", "hand_uq", "other_x_fkey"] {
+        assert!(text.contains(name), "the drift names {name}:\n{text}");
+    }
+    sync(&db, &without, &destructive()).await;
+    assert_eq!(
+        crate::schema_ownership::columns(&db, "t").await,
+        ["id", "c"]
+    );
+    assert_eq!(indexes(&db, "t").await, ["hand_idx", "hand_uq", "t_pkey"]);
+    assert_eq!(constraints(&db, "other").await, ["other_x_fkey"]);
+    assert_eq!(
+        crate::schema_ownership::columns(&db, "t2").await,
+        ["u", "v"]
+    );
+    // Once they are gone, the column is dropped.
+    db.pool
+        .batch_execute(
+            "DROP INDEX hand_idx; ALTER TABLE t DROP CONSTRAINT hand_uq; DROP TABLE other",
+        )
+        .await
+        .unwrap();
+    sync(&db, &without, &destructive()).await;
+    assert_eq!(crate::schema_ownership::columns(&db, "t").await, ["id"]);
+    assert_eq!(crate::schema_ownership::columns(&db, "t2").await, ["v"]);
+}
