@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ddl::{create_index, create_table, rel};
 use crate::introspect::{LiveSchema, introspect, load_dependents};
+use crate::normalize::{is_serial, normalize_type};
 use crate::ownership::Ownership;
 use crate::plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, HazardKind, Plan, diff_rendered,
@@ -43,6 +44,19 @@ pub enum SyncError {
         /// The server's error.
         #[source]
         source: Box<db_core::Error>,
+    },
+    /// A column type the server does not know (resolved with `to_regtype`
+    /// before any DDL runs).
+    #[error("table {table:?}, column {column:?}: {type_:?} is not a type the server knows{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    UnknownType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The type as written.
+        type_: String,
+        /// The server's error, when it gave one.
+        reason: Option<String>,
     },
     /// Rows would violate a NOT NULL the spec asks for, and no
     /// `null_backfill` was given.
@@ -444,6 +458,43 @@ pub async fn canonicalize<C: Client>(client: &mut C, tables: &Schema) -> Result<
     Ok(canonical.schema.in_schema(tables.schema.clone()))
 }
 
+/// Lets the server resolve every column type of `schema` (`to_regtype`;
+/// the serial types, which are not types, are `integer`, `bigint` and
+/// `smallint` with a sequence): a type it does not know fails before any
+/// DDL runs, naming the table and column.
+async fn resolve_types<E: Executor>(ex: &mut E, schema: &Schema) -> Result<(), SyncError> {
+    let mut known = std::collections::BTreeSet::new();
+    for table in &schema.tables {
+        for column in &table.columns {
+            if is_serial(&normalize_type(&column.type_)) || known.contains(&column.type_) {
+                continue;
+            }
+            let resolved = ex
+                .query_one(
+                    "SELECT to_regtype($1) IS NOT NULL",
+                    &[Value::Text(column.type_.clone())],
+                )
+                .await;
+            let reason = match resolved {
+                Ok(row) if row.try_get::<bool, _>(0)? => {
+                    known.insert(column.type_.clone());
+                    continue;
+                }
+                Ok(_) => None,
+                Err(e) if e.as_db_error().is_some() => Some(e.to_string()),
+                Err(e) => return Err(e.into()),
+            };
+            return Err(SyncError::UnknownType {
+                table: table.name.clone(),
+                column: column.name.clone(),
+                type_: column.type_.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn prepare<C: Client>(
     client: &mut C,
     schema: &Schema,
@@ -469,6 +520,7 @@ async fn prepare<C: Client>(
     let desired = match cached {
         Some(c) => c,
         None => {
+            resolve_types(client, schema).await?;
             // Only tables that exist need canonical forms: new ones are
             // created from the spec as written.
             let existing = Schema {

@@ -49,8 +49,14 @@
 //!   regard to ASCII case). In TOML it is a top-level `schema = "..."`
 //!   before the first `[[tables]]`; in the builder [`Schema::in_schema`].
 //! - `type` is a type name (`VARCHAR(32)`, `TEXT[]`, `SERIAL`, `NUMERIC(20,10)`,
-//!   `timestamp with time zone`, `public.my_enum`): words, quoted or qualified
-//!   names, integer modifiers and array brackets, nothing else.
+//!   `timestamp with time zone`, `public.my_enum`): a quoted or qualified
+//!   name or one of PostgreSQL's multi-word type names (`double precision`,
+//!   `character varying`, `bit varying`, `national character [varying]`,
+//!   `time[stamp] [(p)] with[out] time zone`, `interval` with fields),
+//!   integer modifiers and array brackets, nothing else (no constraint
+//!   clauses, `COLLATE` or `SETOF`). Before any DDL runs the server
+//!   resolves each type (`to_regtype`; serial types are their own case):
+//!   one it does not know is [`SyncError::UnknownType`].
 //! - `default`, `check` (without `CHECK` and outer parentheses), `null_backfill`,
 //!   index `keys` (with ordering and operator class) and `where` are SQL
 //!   expressions. Each must be one self-contained expression: balanced

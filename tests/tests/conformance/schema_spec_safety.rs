@@ -165,6 +165,33 @@ fn hostile_specs() -> Vec<(&'static str, Schema)> {
             idx(Index::new("s_x_idx", ["x"]).where_("true; DROP TABLE victim")),
         ),
         (
+            "type with a foreign key",
+            col(Column::new("c", "INT REFERENCES victim ON DELETE CASCADE")),
+        ),
+        ("type with UNIQUE", col(Column::new("c", "INT UNIQUE"))),
+        (
+            "type with PRIMARY KEY",
+            col(Column::new("c", "INT PRIMARY KEY")),
+        ),
+        ("type with NOT NULL", col(Column::new("c", "INT NOT NULL"))),
+        (
+            "type with an identity",
+            col(Column::new("c", "INT GENERATED ALWAYS AS IDENTITY")),
+        ),
+        (
+            "type with a collation",
+            col(Column::new("c", "TEXT COLLATE \"C\"")),
+        ),
+        ("type SETOF", col(Column::new("c", "SETOF INT"))),
+        (
+            "type with a default",
+            col(Column::new("c", "INT DEFAULT 5")),
+        ),
+        (
+            "type with a check",
+            col(Column::new("c", "INT CHECK (c > 0)")),
+        ),
+        (
             "index method with a statement",
             idx(Index::new("s_x_idx", ["x"]).method("btree (x); DROP TABLE victim; --")),
         ),
@@ -382,4 +409,52 @@ fn fuzzed_hostile_specs_are_refused_or_do_exactly_what_they_say() {
             },
         )
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_are_resolved_by_the_server_before_any_ddl_runs() {
+    let db = TestDb::new().await;
+    victim(&db).await;
+    let spec = Schema::new().table(
+        Table::new("s")
+            .column(Column::new("id", "serial"))
+            .column(Column::new("c", "no_such_type")),
+    );
+    let err = schema_sync::sync(&db.pool, &spec, &Options::new())
+        .await
+        .expect_err("an unknown type");
+    match &err {
+        SyncError::UnknownType { table, column, .. } => {
+            assert_eq!((table.as_str(), column.as_str()), ("s", "c"), "{err}");
+        }
+        other => panic!("expected UnknownType, got {other}"),
+    }
+    assert!(err.to_string().contains("no_such_type"), "{err}");
+    assert!(
+        schema_sync::plan(&db.pool, &spec, &Options::new())
+            .await
+            .is_err()
+    );
+    assert_untouched(&db, &[]).await;
+    // Real multi-word types, serial types and qualified names pass.
+    let spec = Schema::new().table(
+        Table::new("s")
+            .column(Column::new("id", "BIGSERIAL"))
+            .column(Column::new("a", "double precision"))
+            .column(Column::new("b", "character varying(3)[]"))
+            .column(Column::new("c", "timestamp(3) with time zone"))
+            .column(Column::new("d", "interval day to second(2)"))
+            .column(Column::new("e", "pg_catalog.int4"))
+            .column(Column::new("f", "bit varying(4)"))
+            .column(Column::new("g", "national character varying(5)")),
+    );
+    schema_sync::sync(&db.pool, &spec, &Options::new())
+        .await
+        .unwrap();
+    assert!(
+        schema_sync::plan(&db.pool, &spec, &Options::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
