@@ -107,6 +107,22 @@ pub enum SyncError {
     /// A concurrently built index ended up invalid and was dropped.
     #[error("concurrent build of index {0:?} failed and left an invalid index (dropped)")]
     InvalidIndex(String),
+    /// A change that runs outside the transaction (a concurrent index
+    /// build) failed after the transactional part of the plan was
+    /// committed: those changes, and the builds before it, stay applied.
+    /// An invalid index the failed build left was dropped.
+    #[error(
+        "{source}\nthe plan was applied in part: {} committed before this failed (run the sync again once the cause is fixed):\n{}",
+        if .applied.len() == 1 { "1 change was".to_owned() } else { format!("{} changes were", .applied.len()) },
+        .applied.join("\n")
+    )]
+    PartiallyApplied {
+        /// The changes that were committed, described (`-- add column "public"."t"."w"`).
+        applied: Vec<String>,
+        /// Why the change after them failed.
+        #[source]
+        source: Box<SyncError>,
+    },
     /// The catalog returned something unexpected.
     #[error("unexpected catalog contents: {0}")]
     Catalog(String),
@@ -845,29 +861,28 @@ async fn sync_locked<P: Pool>(
         tx.commit().await?;
     } else {
         tx.commit().await?;
+        let mut applied: Vec<String> = prepared
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.transactional)
+            .map(|c| c.to_string().lines().next().unwrap_or_default().to_owned())
+            .collect();
         for change in later {
-            run_change(client, change, schema).await?;
-            if let Some(name) = &change.object {
-                let valid = client
-                    .query_opt(
-                        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
-                        &[Value::Text(rel(Some(&schema.schema), name))],
-                    )
-                    .await?;
-                let valid = match valid {
-                    Some(r) => r.try_get::<bool, _>(0)?,
-                    None => false,
-                };
-                if !valid {
-                    client
-                        .batch_execute(&format!(
-                            "DROP INDEX IF EXISTS {}",
-                            rel(Some(&schema.schema), name)
-                        ))
-                        .await?;
-                    return Err(SyncError::InvalidIndex(name.clone()));
-                }
+            if let Err(e) = run_later(client, change, schema).await {
+                return Err(SyncError::PartiallyApplied {
+                    applied,
+                    source: Box::new(e),
+                });
             }
+            applied.push(
+                change
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
         let mut tx = client.begin().await?;
         let (canonical, after) = verify(&mut tx, schema, &prepared, diff).await?;
@@ -881,6 +896,48 @@ async fn sync_locked<P: Pool>(
         "schema sync applied"
     );
     Ok(report(true))
+}
+
+/// Runs a change outside the transaction (a concurrent index build) and
+/// checks the index it built is valid; a failed or invalid build is
+/// dropped (`DROP INDEX CONCURRENTLY IF EXISTS`), so no invalid index is
+/// left to pass for the spec's.
+async fn run_later<C: Client>(
+    client: &mut C,
+    change: &Change,
+    schema: &Schema,
+) -> Result<(), SyncError> {
+    let index = change
+        .object
+        .as_deref()
+        .map(|name| rel(Some(&schema.schema), name));
+    if let Err(e) = run_change(client, change, schema).await {
+        if let Some(index) = &index {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                .await?;
+        }
+        return Err(e);
+    }
+    if let (Some(name), Some(index)) = (&change.object, &index) {
+        let valid = client
+            .query_opt(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+                &[Value::Text(index.clone())],
+            )
+            .await?;
+        let valid = match valid {
+            Some(r) => r.try_get::<bool, _>(0)?,
+            None => false,
+        };
+        if !valid {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                .await?;
+            return Err(SyncError::InvalidIndex(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Introspects after the changes and checks that nothing is left to do.

@@ -48,7 +48,8 @@ SELECT t.relname::text, i.relname::text, ix.indisunique, am.amname::text,
        obj_description(ix.indexrelid, 'pg_class'),
        EXISTS (SELECT 1 FROM pg_constraint con
                WHERE con.conindid = ix.indexrelid AND con.conrelid = ix.indrelid
-                 AND con.contype IN ('p', 'u', 'x'))
+                 AND con.contype IN ('p', 'u', 'x')),
+       ix.indisvalid
 FROM pg_index ix
 JOIN pg_class i ON i.oid = ix.indexrelid
 JOIN pg_class t ON t.oid = ix.indrelid
@@ -298,6 +299,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
             where_: parts.where_,
             include: parts.include,
             owned: comment.as_deref().is_some_and(is_owner_marker),
+            invalid: !flag(&v[7]),
         });
     }
     let mut schema = Schema {

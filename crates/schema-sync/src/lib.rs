@@ -125,7 +125,10 @@
 //!   and the count), refuses `DESTRUCTIVE` hazards unless allowed, and before
 //!   committing verifies that the plan from the new state is empty.
 //!   Concurrent index builds (PostgreSQL only, never PGlite) run after the
-//!   commit and are checked for validity.
+//!   commit and are checked for validity: a failed or invalid build is
+//!   dropped (`DROP INDEX CONCURRENTLY IF EXISTS`) and the error
+//!   ([`SyncError::PartiallyApplied`]) lists what stays committed. An
+//!   invalid live index never matches the spec: it is built again.
 //! - What the server rejects (a type, default, check or index expression) is
 //!   reported as [`SyncError::Rejected`] with the table and the column or
 //!   index, from the server's error position.

@@ -719,8 +719,10 @@ impl Differ<'_> {
             match cur.get_index(&ri.name) {
                 Some(ci) if rebuilt.contains(ci.name.as_str()) => self.rebuild_index(t, ri),
                 None => self.create_index(t, ri, false),
-                Some(ci) if same_index(ci, di) => {}
-                Some(ci) if ci.owned => self.replace_index(t, ri),
+                Some(ci) if same_index(ci, di) && !ci.invalid => {}
+                // An invalid index (a failed concurrent build) does nothing
+                // useful, whoever made it: it is built again.
+                Some(ci) if ci.owned || ci.invalid => self.replace_index(t, ri),
                 Some(_) => self.drift(DriftKind::UnownedIndexDiffers, t, Some(&ri.name), format!(
                     "index {} on {qt} differs from the spec but was not created by schema-sync; left alone",
                     quote_ident(&ri.name)

@@ -170,6 +170,7 @@ impl From<IndexFile> for Index {
             where_: f.where_,
             include: f.include,
             owned: false,
+            invalid: false,
         }
     }
 }
