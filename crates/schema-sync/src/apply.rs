@@ -90,11 +90,14 @@ pub enum SyncError {
     NotConverged(String),
     /// The sync could not get the locks it needs before its deadline
     /// ([`Options::lock_deadline`]); every attempt was rolled back, so
-    /// nothing changed.
+    /// nothing changed, unless `index_build` (a concurrent index build,
+    /// which runs after the rest of the plan was committed; then the error
+    /// comes inside [`SyncError::PartiallyApplied`]).
     #[error(
-        "gave up after {waited:?}: could not lock {}{}; nothing was changed",
+        "gave up after {waited:?}: could not lock {}{}{}",
         table.as_deref().map_or_else(|| "the tables".to_owned(), |t| format!("table {t:?}")),
-        holders_suffix(.holders)
+        holders_suffix(.holders),
+        if *.index_build { " for a concurrent index build; the index was not built" } else { "; nothing was changed" }
     )]
     LockTimeout {
         /// The table whose lock was not granted.
@@ -102,6 +105,21 @@ pub enum SyncError {
         /// How long the sync tried.
         waited: Duration,
         /// The sessions holding locks on it when the sync gave up.
+        holders: Vec<LockHolder>,
+        /// Whether a concurrent index build gave up.
+        index_build: bool,
+    },
+    /// Another sync held the sync's advisory lock ([`LOCK_KEY`]) until the
+    /// lock deadline ([`Options::lock_deadline`], or [`Options::lock_wait`]
+    /// when shorter); nothing was changed.
+    #[error(
+        "gave up after {waited:?}: another schema sync holds the sync lock (advisory lock {LOCK_KEY}){}; nothing was changed",
+        holders_suffix(.holders)
+    )]
+    SyncInProgress {
+        /// How long the sync waited.
+        waited: Duration,
+        /// The sessions holding the lock (PostgreSQL).
         holders: Vec<LockHolder>,
     },
     /// A concurrently built index ended up invalid and was dropped.
@@ -197,7 +215,8 @@ pub struct Options {
     pub lock_deadline: Duration,
     /// `SET LOCAL statement_timeout` inside the apply transaction (PostgreSQL).
     pub statement_timeout: Option<Duration>,
-    /// How long to wait for another sync to finish (the advisory lock).
+    /// How long to wait for another sync to finish (the advisory lock);
+    /// never longer than [`Options::lock_deadline`].
     pub lock_wait: Duration,
     /// Plan, check hazards, but change nothing.
     pub dry_run: bool,
@@ -677,6 +696,7 @@ async fn run_change<E: Executor>(
                     table: Some(change.table.clone()),
                     waited: Duration::ZERO,
                     holders: Vec::new(),
+                    index_build: !change.transactional,
                 });
             }
             // A new table or index is sent as written: report the server's
@@ -724,7 +744,25 @@ pub async fn sync<P: Pool>(
     // (a pool of one is enough), and on the embedded backend the wait for
     // the lock does not hold the backend.
     let mut client = pool.acquire().await?;
-    client.lock(LOCK_KEY, options.lock_wait).await?;
+    let started = std::time::Instant::now();
+    match client
+        .lock(LOCK_KEY, options.lock_wait.min(options.lock_deadline))
+        .await
+    {
+        Ok(()) => {}
+        Err(db_core::Error::LockTimeout { .. }) => {
+            let holders = if backend == BackendKind::Postgres {
+                advisory_holders(&mut client).await?
+            } else {
+                Vec::new()
+            };
+            return Err(SyncError::SyncInProgress {
+                waited: started.elapsed(),
+                holders,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
     let result = sync_retrying(pool, &mut client, schema, options, &diff).await;
     // On failure the release of the session drops the lock with it.
     if result.is_ok() {
@@ -767,6 +805,7 @@ async fn sync_retrying<P: Pool>(
                     table,
                     waited: started.elapsed(),
                     holders,
+                    index_build: false,
                 });
             }
             other => return other,
@@ -774,24 +813,79 @@ async fn sync_retrying<P: Pool>(
     }
 }
 
+const HOLDER_COLUMNS: &str = "SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
+        extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8,
+        coalesce(a.state, '')
+ FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid";
+
 /// The other sessions holding a lock on `nsp.table`.
 async fn lock_holders<E: Executor>(
     ex: &mut E,
     nsp: &str,
     table: &str,
 ) -> Result<Vec<LockHolder>, SyncError> {
-    let rows = ex
-        .query(
-            "SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
-                    extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8,
-                    coalesce(a.state, '')
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    holders(
+        ex,
+        &format!(
+            "{HOLDER_COLUMNS}
              WHERE l.locktype = 'relation' AND l.relation = to_regclass($1)
                AND l.granted AND l.pid <> pg_backend_pid()
+             ORDER BY a.pid"
+        ),
+        Value::Text(rel(Some(nsp), table)),
+    )
+    .await
+}
+
+/// The other sessions holding a lock on `nsp.table` that a concurrent
+/// index build waits for (writers: modes that conflict with SHARE) whose
+/// transactions have already run longer than `older_than`: the build would
+/// wait for each of them. Short write transactions are not counted.
+async fn writer_holders<E: Executor>(
+    ex: &mut E,
+    nsp: &str,
+    table: &str,
+    older_than: Duration,
+) -> Result<Vec<LockHolder>, SyncError> {
+    holders(
+        ex,
+        &format!(
+            "{HOLDER_COLUMNS}
+             WHERE l.locktype = 'relation' AND l.relation = to_regclass($1)
+               AND l.granted AND l.pid <> pg_backend_pid()
+               AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock',
+                              'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+               AND a.xact_start < clock_timestamp() - interval '{} milliseconds'
              ORDER BY a.pid",
-            &[Value::Text(rel(Some(nsp), table))],
-        )
-        .await?;
+            millis(older_than)
+        ),
+        Value::Text(rel(Some(nsp), table)),
+    )
+    .await
+}
+
+/// The other sessions holding the sync's advisory lock.
+async fn advisory_holders<E: Executor>(ex: &mut E) -> Result<Vec<LockHolder>, SyncError> {
+    holders(
+        ex,
+        &format!(
+            "{HOLDER_COLUMNS}
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+               AND l.pid <> pg_backend_pid()
+             ORDER BY a.pid"
+        ),
+        Value::Int8(LOCK_KEY),
+    )
+    .await
+}
+
+async fn holders<E: Executor>(
+    ex: &mut E,
+    sql: &str,
+    param: Value,
+) -> Result<Vec<LockHolder>, SyncError> {
+    let rows = ex.query(sql, &[param]).await?;
     rows.iter()
         .map(|r| {
             Ok(LockHolder {
@@ -869,7 +963,10 @@ async fn sync_locked<P: Pool>(
             .map(|c| c.to_string().lines().next().unwrap_or_default().to_owned())
             .collect();
         for change in later {
-            if let Err(e) = run_later(client, change, schema).await {
+            if let Err(e) = run_later(client, change, schema, options).await {
+                if applied.is_empty() {
+                    return Err(e);
+                }
                 return Err(SyncError::PartiallyApplied {
                     applied,
                     source: Box::new(e),
@@ -906,18 +1003,91 @@ async fn run_later<C: Client>(
     client: &mut C,
     change: &Change,
     schema: &Schema,
+    options: &Options,
+) -> Result<(), SyncError> {
+    // The session's own settings, as the transaction's are SET LOCAL: the
+    // build's waits for the table's writers end at `lock_timeout` too.
+    if let Some(t) = options.lock_timeout {
+        client
+            .batch_execute(&format!("SET lock_timeout = '{}ms'", millis(t)))
+            .await?;
+    }
+    if let Some(t) = options.statement_timeout {
+        client
+            .batch_execute(&format!("SET statement_timeout = '{}ms'", millis(t)))
+            .await?;
+    }
+    let result = build_later(client, change, schema, options).await;
+    let reset = client
+        .batch_execute("RESET lock_timeout; RESET statement_timeout")
+        .await;
+    let () = result?;
+    reset?;
+    Ok(())
+}
+
+/// [`run_later`] with the session's timeouts set: waits (with backoff, up
+/// to the lock deadline) while a long transaction writes to the table,
+/// since the build would wait for it, then builds; a build that times out
+/// waiting is dropped and tried again until the deadline.
+async fn build_later<C: Client>(
+    client: &mut C,
+    change: &Change,
+    schema: &Schema,
+    options: &Options,
 ) -> Result<(), SyncError> {
     let index = change
         .object
         .as_deref()
         .map(|name| rel(Some(&schema.schema), name));
-    if let Err(e) = run_change(client, change, schema).await {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let writers = writer_holders(
+            client,
+            &schema.schema,
+            &change.table,
+            options.lock_timeout.unwrap_or(options.lock_deadline),
+        )
+        .await?;
+        let result = if writers.is_empty() {
+            run_change(client, change, schema).await
+        } else {
+            Err(SyncError::LockTimeout {
+                table: Some(change.table.clone()),
+                waited: Duration::ZERO,
+                holders: writers,
+                index_build: true,
+            })
+        };
+        let Err(e) = result else { break };
         if let Some(index) = &index {
-            client
+            // A build that failed (or timed out) leaves an invalid index.
+            // Dropping it waits for the same writers; if it cannot, the
+            // next plan builds the invalid index again.
+            let _ = client
                 .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                .await?;
+                .await;
         }
-        return Err(e);
+        let SyncError::LockTimeout { table, holders, .. } = e else {
+            return Err(e);
+        };
+        if started.elapsed() + backoff < options.lock_deadline {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        let holders = if holders.is_empty() {
+            lock_holders(client, &schema.schema, &change.table).await?
+        } else {
+            holders
+        };
+        return Err(SyncError::LockTimeout {
+            table,
+            waited: started.elapsed(),
+            holders,
+            index_build: true,
+        });
     }
     if let (Some(name), Some(index)) = (&change.object, &index) {
         let valid = client

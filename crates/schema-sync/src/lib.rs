@@ -119,7 +119,8 @@
 //!   (...)`) when the spec's differs, or dropped (hazard
 //!   `LOOSENS_CONSTRAINT`) when the spec has none.
 //! - [`sync`] takes the advisory lock [`LOCK_KEY`] through `Pool::lock`
-//!   (polled), runs every transactional change in one transaction (with
+//!   (polled; up to the lock deadline, then [`SyncError::SyncInProgress`]
+//!   names the holder), runs every transactional change in one transaction (with
 //!   `SET LOCAL lock_timeout` / `statement_timeout` on PostgreSQL), checks
 //!   NOT NULL preconditions first ([`SyncError::NullRows`] names the column
 //!   and the count), refuses `DESTRUCTIVE` hazards unless allowed, and before
