@@ -72,6 +72,19 @@ pub enum SyncError {
         /// How many rows are NULL.
         count: i64,
     },
+    /// The plan is not the one reviewed: its hash is not
+    /// [`Options::expect_hash`]; nothing was changed.
+    #[error(
+        "the plan's hash is {actual}, not the expected {expected}; nothing was changed. The plan:\n{plan}"
+    )]
+    PlanChanged {
+        /// The hash given.
+        expected: String,
+        /// The hash of the plan the sync would have applied.
+        actual: String,
+        /// That plan, as text.
+        plan: String,
+    },
     /// The plan has destructive changes and `allow_destructive` is off.
     #[error("the plan has destructive changes and allow_destructive is off:\n{0}")]
     HazardsNotAllowed(String),
@@ -220,6 +233,11 @@ pub struct Options {
     pub lock_wait: Duration,
     /// Plan, check hazards, but change nothing.
     pub dry_run: bool,
+    /// Apply the plan only if its [`Plan::hash`] is this one (compared
+    /// without regard to ASCII case), checked under the sync's lock before
+    /// anything changes: the plan reviewers saw, or
+    /// [`SyncError::PlanChanged`].
+    pub expect_hash: Option<String>,
 }
 
 impl Default for Options {
@@ -232,6 +250,7 @@ impl Default for Options {
             statement_timeout: None,
             lock_wait: Duration::from_secs(120),
             dry_run: false,
+            expect_hash: None,
         }
     }
 }
@@ -281,6 +300,13 @@ impl Options {
     #[must_use]
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
+        self
+    }
+
+    /// Sets [`Options::expect_hash`].
+    #[must_use]
+    pub fn expect_hash(mut self, hash: impl Into<String>) -> Self {
+        self.expect_hash = Some(hash.into());
         self
     }
 
@@ -908,6 +934,16 @@ async fn sync_locked<P: Pool>(
     diff: &DiffOptions,
 ) -> Result<Report, SyncError> {
     let prepared = prepare(client, schema, diff).await?;
+    if let Some(expected) = &options.expect_hash {
+        let actual = prepared.plan.hash();
+        if !expected.trim().eq_ignore_ascii_case(&actual) {
+            return Err(SyncError::PlanChanged {
+                expected: expected.trim().to_owned(),
+                actual,
+                plan: prepared.plan.to_string(),
+            });
+        }
+    }
     let destructive: Vec<String> = prepared
         .plan
         .changes

@@ -468,7 +468,10 @@ pub(crate) fn diff_rendered(
                 DriftKind::ExtraTable,
                 &ct.name,
                 None,
-                format!("table {} is not in the spec", d.rel(&ct.name)),
+                format!(
+                    "table {} is not in the spec; it is schema-sync's: --allow-destructive would drop it",
+                    d.rel(&ct.name)
+                ),
             );
         }
     }
@@ -796,7 +799,10 @@ impl Differ<'_> {
                     DriftKind::ExtraColumn,
                     t,
                     Some(&cc.name),
-                    format!("column {} is not in the spec", self.cols(t, &cc.name)),
+                    format!(
+                        "column {} is not in the spec; it is schema-sync's: --allow-destructive would drop it",
+                        self.cols(t, &cc.name)
+                    ),
                 );
             }
         }

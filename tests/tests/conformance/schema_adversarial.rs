@@ -341,3 +341,60 @@ async fn a_failed_concurrent_index_build_leaves_no_invalid_index_and_says_what_w
         );
     }
 }
+
+/// A destructive plan can be reviewed (plan with allow_destructive), gated
+/// by its hash at sync, and a plain plan says what allow_destructive would
+/// drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destructive_plan_is_reviewed_and_gated_by_its_hash() {
+    let db = TestDb::new().await;
+    let keep = || Table::new("keep").column(Column::new("id", "INT"));
+    sync(
+        &db,
+        &Schema::new()
+            .table(keep())
+            .table(Table::new("gone").column(Column::new("id", "INT"))),
+        &Options::new(),
+    )
+    .await;
+    let spec = Schema::new().table(keep());
+    let p = plan(&db, &spec, &Options::new()).await;
+    assert!(p.is_empty(), "{p}");
+    let drift = p
+        .drift
+        .iter()
+        .find(|d| d.table == "gone")
+        .unwrap_or_else(|| panic!("{p}"));
+    assert!(
+        drift.message.contains("allow-destructive would drop"),
+        "{}",
+        drift.message
+    );
+    let p = plan(&db, &spec, &destructive()).await;
+    assert!(
+        p.changes.iter().any(|c| c.kind == ChangeKind::DropTable),
+        "{p}"
+    );
+    let hash = p.hash();
+    let err = schema_sync::sync(
+        &db.pool,
+        &spec,
+        &destructive().expect_hash("0123456789abcdef"),
+    )
+    .await
+    .expect_err("another plan was reviewed");
+    assert!(
+        matches!(&err, schema_sync::SyncError::PlanChanged { actual, .. } if *actual == hash),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&hash), "{err}");
+    assert_eq!(crate::schema_ownership::tables(&db).await, ["gone", "keep"]);
+    // The reviewed hash, in any case.
+    sync(
+        &db,
+        &spec,
+        &destructive().expect_hash(hash.to_ascii_uppercase()),
+    )
+    .await;
+    assert_eq!(crate::schema_ownership::tables(&db).await, ["keep"]);
+}
