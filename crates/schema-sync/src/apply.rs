@@ -45,6 +45,19 @@ pub enum SyncError {
         #[source]
         source: Box<db_core::Error>,
     },
+    /// The spec declares a table that another component declares its own
+    /// (`COMMENT ON TABLE ... IS 'cocalc-component:NAME'`); schema-sync
+    /// never manages it.
+    #[error(
+        "table {table:?} belongs to component {component:?} (its comment marks it \
+         cocalc-component:{component}); schema-sync does not manage it: remove it from the spec"
+    )]
+    ComponentTable {
+        /// The table.
+        table: String,
+        /// The component named by its mark.
+        component: String,
+    },
     /// A column type the server does not know (resolved with `to_regtype`
     /// before any DDL runs).
     #[error("table {table:?}, column {column:?}: {type_:?} is not a type the server knows{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
@@ -571,6 +584,14 @@ async fn prepare<C: Client>(
         &serde_json::to_string(schema)?,
     ]);
     let live = introspect(client, nsp).await?;
+    for table in &schema.tables {
+        if let Some(component) = live.component_tables.get(&table.name) {
+            return Err(SyncError::ComponentTable {
+                table: table.name.clone(),
+                component: component.clone(),
+            });
+        }
+    }
     let cached = match state {
         Some((hash, canonical)) if hash == spec_hash => {
             Some(serde_json::from_str::<Schema>(&canonical)?)

@@ -19,13 +19,14 @@ SELECT c.relname::text, a.attname::text,
            SELECT 1 FROM pg_depend dep
            JOIN pg_class s ON s.oid = dep.objid AND s.relkind = 'S'
            WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
-             AND dep.refobjid = c.oid AND dep.refobjsubid = a.attnum AND dep.deptype = 'a')
+             AND dep.refobjid = c.oid AND dep.refobjsubid = a.attnum AND dep.deptype = 'a'),
+       CASE WHEN starts_with(coalesce(obj_description(c.oid, 'pg_class'), ''), $2)
+            THEN obj_description(c.oid, 'pg_class') END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
-  AND NOT starts_with(coalesce(obj_description(c.oid, 'pg_class'), ''), $2)
 ORDER BY c.oid, a.attnum";
 
 const CONSTRAINTS: &str = "\
@@ -133,6 +134,10 @@ pub struct LiveSchema {
     /// The names of the tables' primary-key constraints, by table (a key
     /// made outside schema-sync need not be `<table>_pkey`).
     pub primary_key_names: BTreeMap<String, String>,
+    /// The tables of the schema another component declares its own
+    /// (`COMMENT ON TABLE ... IS 'cocalc-component:NAME'`), outside
+    /// schema-sync's view: table name → component.
+    pub component_tables: BTreeMap<String, String>,
     /// What depends on each column, by `(table, column)`; read only when a
     /// plan would drop a column (empty from [`introspect`]).
     pub dependents: BTreeMap<(String, String), Vec<Dependent>>,
@@ -179,9 +184,19 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         Value::Text(namespace.to_owned()),
         Value::Text(db_core::COMPONENT_MARK.to_owned()),
     ];
+    let mut component_tables = BTreeMap::new();
     for row in ex.query(COLUMNS, &columns_params).await? {
         let v = row.values();
         let tname = req(&v[0])?;
+        if let Some(mark) = text(&v[6])? {
+            let component = mark
+                .strip_prefix(db_core::COMPONENT_MARK)
+                .unwrap_or(&mark)
+                .trim()
+                .to_owned();
+            component_tables.insert(tname, component);
+            continue;
+        }
         let table = tables
             .entry(tname.clone())
             .or_insert_with(|| Table::new(tname));
@@ -312,6 +327,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         other_constraints,
         unique_constraints,
         primary_key_names,
+        component_tables,
         dependents: BTreeMap::new(),
     })
 }

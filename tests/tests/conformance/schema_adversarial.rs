@@ -398,3 +398,34 @@ async fn a_destructive_plan_is_reviewed_and_gated_by_its_hash() {
     .await;
     assert_eq!(crate::schema_ownership::tables(&db).await, ["keep"]);
 }
+
+/// A table another component declares its own cannot be declared by a
+/// spec: a plan error naming the component, not a failed CREATE TABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_declaring_a_components_table_is_refused_naming_the_component() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute(
+            "CREATE TABLE feedish (id int); \
+             COMMENT ON TABLE feedish IS 'cocalc-component:billing'",
+        )
+        .await
+        .unwrap();
+    let spec = Schema::new().table(Table::new("feedish").column(Column::new("id", "INT")));
+    for result in [
+        schema_sync::plan(&db.pool, &spec, &Options::new())
+            .await
+            .map(|_| ()),
+        schema_sync::sync(&db.pool, &spec, &Options::new())
+            .await
+            .map(|_| ()),
+    ] {
+        let err = result.expect_err("the table is the component's");
+        assert!(
+            matches!(&err, schema_sync::SyncError::ComponentTable { table, component }
+                if table == "feedish" && component == "billing"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("billing"), "{err}");
+    }
+}
