@@ -62,7 +62,9 @@
 //!   expressions. Each must be one self-contained expression: balanced
 //!   parentheses and brackets, no `;`, no comment, no `,` outside parentheses
 //!   (checked by [`validate`] before anything is sent). A `default` may also
-//!   be a JSON number or boolean. All of these, `not_null`, `unique`,
+//!   be a number (finite, and exactly what was written: 64-bit integers,
+//!   decimals of at most 15 significant digits) or a boolean. No text
+//!   field may hold a NUL character. All of these, `not_null`, `unique`,
 //!   `primary_key`, `indexes`, `method` (a plain name, default `btree`) and
 //!   `include` are optional.
 //! - Every generated DDL statement is sent alone through the extended
@@ -98,7 +100,9 @@
 //! - Serial columns compare as `serial`/`bigserial`; their owned sequence
 //!   default is not compared.
 //! - Column checks are named `<table>_<column>_check` (PostgreSQL's own
-//!   scheme); UNIQUE columns get PostgreSQL's default `<table>_<column>_key`.
+//!   scheme; when that is longer than 63 bytes the truncated names carry 8
+//!   hex digits of a digest of both, so columns whose names differ only
+//!   past the cut get distinct checks); UNIQUE columns get PostgreSQL's default `<table>_<column>_key`.
 //! - Indexes created by schema-sync carry `COMMENT ON INDEX ... IS
 //!   'schema-sync:v1:<sha256>'`; only such indexes are ever replaced or dropped.
 //!   Unknown indexes, extra tables and columns, and constraints outside the

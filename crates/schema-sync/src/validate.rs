@@ -154,6 +154,20 @@ pub enum ValidationError {
         /// Why it is refused.
         reason: String,
     },
+    /// A name with a NUL character, which no PostgreSQL text can hold.
+    #[error(
+        "table {table:?}{}: name {name:?} holds a NUL character",
+        what.as_ref().map(|w| format!(", {w}")).unwrap_or_default()
+    )]
+    NulInName {
+        /// The table.
+        table: String,
+        /// `column "x"`, `index "y"`, `primary key column`, ..., or `None`
+        /// for the table name itself.
+        what: Option<String>,
+        /// The name.
+        name: String,
+    },
     /// A name PostgreSQL would silently truncate.
     #[error(
         "table {table:?}{}: name {name:?} is {bytes} bytes long; PostgreSQL keeps at most 63",
@@ -188,6 +202,13 @@ impl fmt::Display for ValidationErrors {
 impl std::error::Error for ValidationErrors {}
 
 fn check_len(errors: &mut Vec<ValidationError>, table: &str, what: Option<String>, name: &str) {
+    if name.contains('\0') {
+        errors.push(ValidationError::NulInName {
+            table: table.to_owned(),
+            what: what.clone(),
+            name: name.to_owned(),
+        });
+    }
     if name.len() > MAX_IDENTIFIER_BYTES {
         errors.push(ValidationError::NameTooLong {
             table: table.to_owned(),
@@ -399,6 +420,9 @@ pub(crate) fn expression_problem(text: &str) -> Option<&'static str> {
     if text.trim().is_empty() {
         return Some("it is empty");
     }
+    if text.contains('\0') {
+        return Some("it holds a NUL character");
+    }
     let mut tokens = Tokens::new(text);
     let mut depth = 0usize;
     let mut brackets = 0usize;
@@ -609,6 +633,12 @@ pub fn validate(schema: &Schema) -> Result<(), ValidationErrors> {
                 });
             }
             for column in &index.include {
+                check_len(
+                    &mut errors,
+                    t,
+                    Some(format!("index {i:?} INCLUDE column")),
+                    column,
+                );
                 if !columns.contains(column.as_str()) {
                     errors.push(ValidationError::UnknownIncludeColumn {
                         table: t.to_owned(),

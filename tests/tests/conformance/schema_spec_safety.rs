@@ -192,6 +192,29 @@ fn hostile_specs() -> Vec<(&'static str, Schema)> {
             col(Column::new("c", "INT CHECK (c > 0)")),
         ),
         (
+            "NUL in a table name",
+            Schema::new().table(Table::new("s\0x").column(Column::new("id", "int"))),
+        ),
+        ("NUL in a column name", col(Column::new("c\0", "int"))),
+        (
+            "NUL in a default",
+            col(Column::new("c", "text").default("'a\0b'")),
+        ),
+        (
+            "NUL in a check",
+            col(Column::new("c", "int").check("c > 0\0")),
+        ),
+        (
+            "NUL in a backfill",
+            col(Column::new("c", "int").not_null().null_backfill("0\0")),
+        ),
+        ("NUL in an index name", idx(Index::new("s_x\0idx", ["x"]))),
+        ("NUL in an index key", idx(Index::new("s_x_idx", ["x\0"]))),
+        (
+            "NUL in an index predicate",
+            idx(Index::new("s_x_idx", ["x"]).where_("x <> '\0'")),
+        ),
+        (
             "index method with a statement",
             idx(Index::new("s_x_idx", ["x"]).method("btree (x); DROP TABLE victim; --")),
         ),
@@ -457,4 +480,75 @@ async fn types_are_resolved_by_the_server_before_any_ddl_runs() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn numbers_a_default_cannot_hold_exactly_are_refused() {
+    for toml in ["nan", "inf", "-inf", "+nan"] {
+        let text = format!(
+            "[[tables]]\nname = \"s\"\n[[tables.columns]]\nname = \"c\"\ntype = \"float8\"\ndefault = {toml}\n"
+        );
+        let err = Schema::from_toml(&text).expect_err(toml);
+        assert!(err.to_string().contains("finite"), "{toml}: {err}");
+    }
+    for json in ["123456789012345678901234567890", "0.12345678901234567"] {
+        let text = format!(
+            r#"{{"tables":[{{"name":"s","columns":[{{"name":"c","type":"numeric","default":{json}}}]}}]}}"#
+        );
+        let err = Schema::from_json(&text).expect_err(json);
+        assert!(err.to_string().contains("exactly"), "{json}: {err}");
+    }
+    // What a double holds exactly, and integers of any 64-bit size, pass
+    // as written.
+    for (json, sql) in [
+        ("18446744073709551615", "18446744073709551615"),
+        ("-9223372036854775808", "-9223372036854775808"),
+        ("0.5", "0.5"),
+        ("1.25e-3", "0.00125"),
+        (
+            "\"123456789012345678901234567890\"",
+            "123456789012345678901234567890",
+        ),
+    ] {
+        let text = format!(
+            r#"{{"tables":[{{"name":"s","columns":[{{"name":"c","type":"numeric","default":{json}}}]}}]}}"#
+        );
+        let spec = Schema::from_json(&text).unwrap_or_else(|e| panic!("{json}: {e}"));
+        assert_eq!(
+            spec.tables[0].columns[0].default.as_deref(),
+            Some(sql),
+            "{json}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_stay_distinct_after_truncation() {
+    let db = TestDb::new().await;
+    let (a, b) = (
+        format!("{}1", "x".repeat(40)),
+        format!("{}2", "x".repeat(40)),
+    );
+    let spec = Schema::new().table(
+        Table::new("t".repeat(40))
+            .column(Column::new(a.clone(), "int").check(format!("{} > 0", db::quote_ident(&a))))
+            .column(Column::new(b.clone(), "int").check(format!("{} < 0", db::quote_ident(&b)))),
+    );
+    schema_sync::sync(&db.pool, &spec, &Options::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = schema_sync::plan(&db.pool, &spec, &Options::new())
+        .await
+        .unwrap();
+    assert!(p.is_empty(), "{p}");
+    let n: i64 = db
+        .pool
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'c' AND conrelid = to_regclass($1)",
+            &db::params![db::quote_ident(&"t".repeat(40))],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
 }
