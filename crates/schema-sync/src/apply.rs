@@ -101,6 +101,21 @@ pub enum SyncError {
     /// The plan has destructive changes and `allow_destructive` is off.
     #[error("the plan has destructive changes and allow_destructive is off:\n{0}")]
     HazardsNotAllowed(String),
+    /// A statement of the sync ran longer than
+    /// [`Options::statement_timeout`] and was cancelled (`57014`); the
+    /// transaction was rolled back.
+    #[error(
+        "`{change}` timed out: it ran longer than the statement timeout (or was cancelled) \
+         and was rolled back, with the transaction it ran in; raise --statement-timeout or run \
+         it when the table is quieter: {source}"
+    )]
+    StatementTimeout {
+        /// The change's description and SQL.
+        change: String,
+        /// The server's error.
+        #[source]
+        source: Box<db_core::Error>,
+    },
     /// A change failed on the server; the transaction was rolled back.
     #[error("applying `{change}` failed: {source}")]
     ApplyFailed {
@@ -738,6 +753,12 @@ async fn run_change<E: Executor>(
     // a second statement: whatever text a spec holds, it cannot add one.
     for statement in &change.statements {
         if let Err(source) = ex.execute(statement, &[]).await {
+            if source.code() == Some(&db_core::SqlState::QUERY_CANCELED) {
+                return Err(SyncError::StatementTimeout {
+                    change: describe(change),
+                    source: Box::new(source),
+                });
+            }
             if source.code() == Some(&db_core::SqlState::LOCK_NOT_AVAILABLE) {
                 return Err(SyncError::LockTimeout {
                     table: Some(change.table.clone()),

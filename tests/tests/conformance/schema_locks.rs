@@ -207,3 +207,38 @@ async fn waiting_for_another_sync_ends_at_the_deadline_and_names_it() {
     }
     holder.unlock(schema_sync::LOCK_KEY).await.unwrap();
 }
+
+/// A statement that runs past the statement timeout fails saying so, not
+/// as a spec the server rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_says_it_timed_out() {
+    let db = TestDb::new().await;
+    if db.backend() != db::BackendKind::Postgres {
+        return; // statement_timeout is set on PostgreSQL only
+    }
+    schema_sync::sync(&db.pool, &spec(&["x"]), &Options::new())
+        .await
+        .unwrap();
+    db.pool
+        .batch_execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 300000) g")
+        .await
+        .unwrap();
+    let indexed = {
+        let mut s = spec(&["x"]);
+        s.tables[0] = s.tables[0]
+            .clone()
+            .index(schema_sync::Index::new("t_x_idx", ["lower(x)", "md5(x)"]));
+        s
+    };
+    let err = schema_sync::sync(
+        &db.pool,
+        &indexed,
+        &Options::new().statement_timeout(Duration::from_millis(20)),
+    )
+    .await
+    .expect_err("the build takes longer than 20 ms");
+    let text = err.to_string();
+    assert!(matches!(err, SyncError::StatementTimeout { .. }), "{text}");
+    assert!(text.contains("timed out"), "{text}");
+    assert!(!text.contains("rejected"), "{text}");
+}
