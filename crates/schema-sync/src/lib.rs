@@ -138,8 +138,12 @@
 //!   reported as [`SyncError::Rejected`] with the table and the column or
 //!   index, from the server's error position.
 //! - The offline diff ([`diff`], [`snapshot::plan_between`]) compares with a
-//!   light offline normalization and writes SQL from the spec as written, so
-//!   it yields the same changes as the live plan for the same two states.
+//!   light offline normalization ([`normalize`]: type names in the server's
+//!   spelling, whitespace, outer parentheses of defaults and checks) and
+//!   writes SQL from the spec as written, so it yields the same changes as
+//!   the live plan for the same two states when both specs spell each
+//!   expression the same way; other spellings of one expression
+//!   (`lower((v))`, `n>=0`) are a change offline, none live.
 
 mod apply;
 mod ddl;

@@ -429,3 +429,26 @@ async fn a_spec_declaring_a_components_table_is_refused_naming_the_component() {
         assert!(err.to_string().contains("billing"), "{err}");
     }
 }
+
+/// The offline diff of two spellings of one spec is empty, as the live
+/// plan is: redundant outer parentheses around a default or check, and a
+/// type qualified with pg_catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_diff_ignores_spellings_the_live_plan_ignores() {
+    let db = TestDb::new().await;
+    let spec = |ty: &str, default: &str, check: &str| {
+        Schema::new().table(
+            Table::new("t")
+                .column(Column::new("id", "INT"))
+                .column(Column::new("n", ty).default(default).check(check)),
+        )
+    };
+    let a = spec("integer", "0", "n >= 0");
+    let b = spec("pg_catalog.int4", "(0)", "((n >= 0))");
+    sync(&db, &a, &Options::new()).await;
+    let live = plan(&db, &b, &Options::new()).await;
+    assert!(live.is_empty(), "{live}");
+    let offline =
+        schema_sync::snapshot::plan_between_with(&a, &b, &schema_sync::DiffOptions::new());
+    assert!(offline.is_empty(), "{offline}");
+}
