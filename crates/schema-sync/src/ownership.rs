@@ -7,7 +7,9 @@
 //! another tool, by the changefeed) is drift, whatever the flags.
 //!
 //! A database synced before the ledger existed owns nothing until its next
-//! successful sync, which records what that spec declares. A ledger of the
+//! successful sync, which records what that spec declares; so do checks
+//! and primary keys in a ledger written before they were recorded (they
+//! are adopted when the live one is the spec's). A ledger of the
 //! layout before schemas (no `nsp` column, everything in `public`) is read
 //! as `public`'s and migrated in place by the next sync that writes one.
 
