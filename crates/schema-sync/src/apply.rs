@@ -702,7 +702,7 @@ async fn diff_live<E: Executor>(
     if !plan
         .changes
         .iter()
-        .any(|c| c.kind == ChangeKind::DropColumn)
+        .any(|c| matches!(c.kind, ChangeKind::DropColumn | ChangeKind::DropTable))
     {
         return Ok(plan);
     }

@@ -448,6 +448,16 @@ pub(crate) fn diff_rendered(
                     d.rel(&ct.name)
                 ),
             );
+        } else if let Some(blockers) = d.foreign_dependents(ct) {
+            d.drift(
+                DriftKind::ExtraTable,
+                &ct.name,
+                None,
+                format!(
+                    "table {} is not in the spec, but objects of other tables schema-sync does not own depend on it ({blockers}); never dropped while they do: drop them first",
+                    d.rel(&ct.name)
+                ),
+            );
         } else if options.allow_destructive {
             drops.push(Change {
                 kind: ChangeKind::DropTable,
@@ -1103,6 +1113,38 @@ impl Differ<'_> {
             };
             if !out.contains(&text) {
                 out.push(text);
+            }
+        }
+        (!out.is_empty()).then(|| out.join(", "))
+    }
+
+    /// The indexes and constraints of other tables (foreign keys) that
+    /// depend on columns of `table`: dropping it would fail (2BP01) or
+    /// take them along. `None` when there are none.
+    fn foreign_dependents(&self, table: &Table) -> Option<String> {
+        let live = self.live?;
+        let mut out: Vec<String> = Vec::new();
+        for column in &table.columns {
+            let Some(deps) = live
+                .dependents
+                .get(&(table.name.clone(), column.name.clone()))
+            else {
+                continue;
+            };
+            for d in deps {
+                let elsewhere = d.table != table.name || d.schema != self.ns;
+                if !elsewhere || !matches!(d.kind.as_str(), "index" | "constraint") {
+                    continue;
+                }
+                let text = format!(
+                    "{} {} on {}",
+                    d.kind,
+                    quote_ident(&d.name),
+                    rel(Some(&d.schema), &d.table)
+                );
+                if !out.contains(&text) {
+                    out.push(text);
+                }
             }
         }
         (!out.is_empty()).then(|| out.join(", "))

@@ -452,3 +452,40 @@ async fn offline_diff_ignores_spellings_the_live_plan_ignores() {
         schema_sync::snapshot::plan_between_with(&a, &b, &schema_sync::DiffOptions::new());
     assert!(offline.is_empty(), "{offline}");
 }
+
+/// An owned table another table's foreign key (made by hand) refers to is
+/// not dropped: drift naming the key, instead of a raw 2BP01.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_table_a_hand_made_foreign_key_refers_to_is_not_dropped() {
+    let db = TestDb::new().await;
+    let keep = || Table::new("keep").column(Column::new("id", "INT"));
+    sync(
+        &db,
+        &Schema::new().table(keep()).table(
+            Table::new("gone")
+                .column(Column::new("id", "INT"))
+                .primary_key(["id"]),
+        ),
+        &Options::new(),
+    )
+    .await;
+    db.pool
+        .batch_execute("CREATE TABLE other (g int REFERENCES gone (id))")
+        .await
+        .unwrap();
+    let spec = Schema::new().table(keep());
+    let p = plan(&db, &spec, &destructive()).await;
+    assert!(
+        p.changes.iter().all(|c| c.kind != ChangeKind::DropTable),
+        "{p}"
+    );
+    assert!(p.to_string().contains("other_g_fkey"), "{p}");
+    sync(&db, &spec, &destructive()).await;
+    assert_eq!(
+        crate::schema_ownership::tables(&db).await,
+        ["gone", "keep", "other"]
+    );
+    db.pool.batch_execute("DROP TABLE other").await.unwrap();
+    sync(&db, &spec, &destructive()).await;
+    assert_eq!(crate::schema_ownership::tables(&db).await, ["keep"]);
+}
