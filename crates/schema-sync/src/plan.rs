@@ -198,6 +198,9 @@ pub enum DriftKind {
     UnownedIndexDiffers,
     /// A constraint outside the model, or one the spec does not declare.
     Constraint,
+    /// A check or primary key the spec declares differently, not owned by
+    /// schema-sync (made by hand): left alone.
+    UnownedConstraintDiffers,
     /// A column whose serial-ness differs from the spec.
     Serial,
 }
@@ -665,7 +668,11 @@ impl Differ<'_> {
             } else if !self.owned.owns_pkey(t, &self.pkey_name(t)) {
                 let name = self.pkey_name(t);
                 self.drift(
-                    DriftKind::Constraint,
+                    if des.primary_key.is_empty() {
+                        DriftKind::Constraint
+                    } else {
+                        DriftKind::UnownedConstraintDiffers
+                    },
                     t,
                     Some(&name),
                     format!(
@@ -889,7 +896,11 @@ impl Differ<'_> {
         let check_owned = cc.check.is_none() || self.owned.owns_check(t, &rc.name, &check);
         if !check_owned && cc.check != dc.check {
             self.drift(
-                DriftKind::Constraint,
+                if dc.check.is_some() {
+                    DriftKind::UnownedConstraintDiffers
+                } else {
+                    DriftKind::Constraint
+                },
                 t,
                 Some(&check),
                 format!(

@@ -489,3 +489,38 @@ async fn an_owned_table_a_hand_made_foreign_key_refers_to_is_not_dropped() {
     sync(&db, &spec, &destructive()).await;
     assert_eq!(crate::schema_ownership::tables(&db).await, ["keep"]);
 }
+
+/// A check or primary key made by hand that differs from the spec is left
+/// alone by a sync, and a migration's verification still reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_differing_hand_made_check_fails_a_migrations_verification() {
+    let db = TestDb::new().await;
+    db.pool
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v > 0))")
+        .await
+        .unwrap();
+    let table = |check: &str| {
+        Schema::new().table(
+            Table::new("t")
+                .column(Column::new("id", "INT"))
+                .column(Column::new("v", "INT").check(check))
+                .primary_key(["id"]),
+        )
+    };
+    migrate::verify_spec(&db.pool, &table("v > 0"))
+        .await
+        .unwrap_or_else(|e| panic!("the same schema: {e}"));
+    let p = plan(&db, &table("v > 1"), &Options::new()).await;
+    assert!(p.is_empty(), "{p}");
+    assert!(
+        p.drift
+            .iter()
+            .any(|d| d.kind == DriftKind::UnownedConstraintDiffers),
+        "{p}"
+    );
+    assert!(
+        migrate::verify_spec(&db.pool, &table("v > 1"))
+            .await
+            .is_err()
+    );
+}

@@ -265,7 +265,8 @@ async fn a_primary_key_is_swapped_by_its_real_name() {
     assert!(
         p.drift
             .iter()
-            .any(|d| d.kind == DriftKind::Constraint && d.object.as_deref() == Some("custom_key")),
+            .any(|d| d.kind == DriftKind::UnownedConstraintDiffers
+                && d.object.as_deref() == Some("custom_key")),
         "{p}"
     );
     sync(&db, &table("id"), &Options::new()).await;
