@@ -1,13 +1,14 @@
 //! `cocalc-db schema ...`: plan, sync and introspect with schema-sync.
 //!
-//! - `schema plan --spec FILE [--json] [--expect HASH]` prints the plan and
+//! - `schema plan --spec FILE [--allow-destructive] [--json] [--expect HASH]`
+//!   prints the plan (with the drops `sync --allow-destructive` would run) and
 //!   its hash; exits 0 when there is nothing to do, 2 when changes are
 //!   pending, 1 on error; with `--expect`, 0 exactly when the plan's hash is
 //!   the one given (the plan a pull request's reviewers saw).
 //! - `schema diff OLD NEW [--json] [--expect HASH]` the same, offline: the
 //!   plan from one spec file to another, as a live plan on a database synced
 //!   with OLD would be.
-//! - `schema sync --spec FILE [--allow-destructive] [--dry-run]
+//! - `schema sync --spec FILE [--allow-destructive] [--dry-run] [--expect HASH]
 //!   [--lock-timeout D] [--lock-deadline D] [--statement-timeout D]
 //!   [--concurrent-indexes]` applies it.
 //! - `schema introspect [--format json|toml] [--schema NAME]` prints the
@@ -68,6 +69,11 @@ pub(crate) struct PlanArgs {
     /// The spec.
     #[command(flatten)]
     pub(crate) spec: SpecArgs,
+    /// Plan what `schema sync --allow-destructive` would do: drops of the
+    /// tables and columns schema-sync owns that the spec lacks, narrowing
+    /// type changes.
+    #[arg(long)]
+    pub(crate) allow_destructive: bool,
     /// Output.
     #[command(flatten)]
     pub(crate) output: PlanOutput,
@@ -111,7 +117,7 @@ fn report_plan(name: &str, plan: &schema_sync::Plan, output: &PlanOutput) -> Exi
         return code;
     }
     match &output.expect {
-        Some(expected) if expected.trim() == hash => ExitCode::SUCCESS,
+        Some(expected) if expected.trim().eq_ignore_ascii_case(&hash) => ExitCode::SUCCESS,
         Some(expected) => output::fail(
             name,
             &format!(
@@ -137,6 +143,10 @@ pub(crate) struct SyncArgs {
     /// Print the plan and check its hazards, change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Apply the plan only if its hash is HASH (the plan `schema plan`
+    /// printed for review); otherwise change nothing and exit 1.
+    #[arg(long, value_name = "HASH")]
+    pub(crate) expect: Option<String>,
     /// How long one DDL statement waits for its lock before the attempt is
     /// rolled back and retried (PostgreSQL; `0` waits forever).
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = duration)]
@@ -230,7 +240,8 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
     };
     let code = match (command, spec) {
         (SchemaCommand::Plan(args), Some(spec)) => {
-            match schema_sync::plan(&pool, &spec, &Options::new()).await {
+            let options = Options::new().allow_destructive(args.allow_destructive);
+            match schema_sync::plan(&pool, &spec, &options).await {
                 Ok(plan) => report_plan(name, &plan, &args.output),
                 Err(e) => output::fail(name, &output::error_chain(&e)),
             }
@@ -242,6 +253,7 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
                 .concurrent_indexes(args.concurrent_indexes)
                 .lock_deadline(args.lock_deadline.0.unwrap_or_default());
             options.lock_timeout = args.lock_timeout.0;
+            options.expect_hash = args.expect.clone();
             options.statement_timeout = args.statement_timeout.0;
             match schema_sync::sync(&pool, &spec, &options).await {
                 Ok(report) => {

@@ -294,3 +294,54 @@ fn a_spec_names_its_schema_in_plans_diffs_and_introspection() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("pg_catalog"), "{err}");
 }
+
+/// `schema plan --allow-destructive` shows the drops for review, and
+/// `schema sync --expect HASH` applies only the reviewed plan.
+#[test]
+fn a_destructive_plan_is_reviewed_and_synced_by_its_hash() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("db");
+    let old = tmp.path().join("old.toml");
+    let new = tmp.path().join("new.toml");
+    std::fs::write(
+        &old,
+        format!("{SPEC}\n[[tables]]\nname = \"gone\"\n[[tables.columns]]\nname = \"id\"\ntype = \"INTEGER\"\n"),
+    )
+    .expect("old");
+    std::fs::write(&new, SPEC).expect("new");
+    let (code, out, err) = run(cocalc_db(&db).args(["schema", "sync", "--spec"]).arg(&old));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(cocalc_db(&db).args(["schema", "plan", "--spec"]).arg(&new));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("--allow-destructive would drop"), "{out}");
+    let (code, out, err) = run(cocalc_db(&db)
+        .args(["schema", "plan", "--allow-destructive", "--spec"])
+        .arg(&new));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("DROP TABLE \"public\".\"gone\""), "{out}");
+    let hash = plan_hash(&out);
+    let (code, out, err) = run(cocalc_db(&db)
+        .args([
+            "schema",
+            "sync",
+            "--allow-destructive",
+            "--expect",
+            "0123456789abcdef",
+            "--spec",
+        ])
+        .arg(&new));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&hash), "{err}");
+    let (code, out, err) = run(cocalc_db(&db)
+        .args([
+            "schema",
+            "sync",
+            "--allow-destructive",
+            "--expect",
+            &hash,
+            "--spec",
+        ])
+        .arg(&new));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("DROP TABLE"), "{out}");
+}

@@ -58,11 +58,17 @@ pub async fn verify<P: Pool>(pool: &P, manifest: &Manifest) -> Result<Verificati
     .await
 }
 
-/// Checks that the plan for `spec` on the database behind `pool` is empty,
-/// that is, the imported schema is what the hub expects.
+/// Checks that the plan for `spec` on the database behind `pool` is empty
+/// and that no check or primary key the spec declares differs (schema-sync
+/// leaves those it does not own alone, as drift), that is, the imported
+/// schema is what the hub expects.
 pub async fn verify_spec<P: Pool>(pool: &P, spec: &Schema) -> Result<()> {
     let plan = schema_sync::plan(pool, spec, &Options::new()).await?;
-    if plan.is_empty() {
+    let differs = plan
+        .drift
+        .iter()
+        .any(|d| d.kind == schema_sync::DriftKind::UnownedConstraintDiffers);
+    if plan.is_empty() && !differs {
         Ok(())
     } else {
         Err(MigrateError::SchemaDrift {

@@ -6,7 +6,8 @@ use db_core::{BackendKind, Client, DbError, Executor, Pool, Value, quote_ident};
 use sha2::{Digest, Sha256};
 
 use crate::ddl::{create_index, create_table, rel};
-use crate::introspect::{LiveSchema, introspect};
+use crate::introspect::{LiveSchema, introspect, load_dependents};
+use crate::normalize::{is_serial, normalize_type};
 use crate::ownership::Ownership;
 use crate::plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, HazardKind, Plan, diff_rendered,
@@ -44,6 +45,32 @@ pub enum SyncError {
         #[source]
         source: Box<db_core::Error>,
     },
+    /// The spec declares a table that another component declares its own
+    /// (`COMMENT ON TABLE ... IS 'cocalc-component:NAME'`); schema-sync
+    /// never manages it.
+    #[error(
+        "table {table:?} belongs to component {component:?} (its comment marks it \
+         cocalc-component:{component}); schema-sync does not manage it: remove it from the spec"
+    )]
+    ComponentTable {
+        /// The table.
+        table: String,
+        /// The component named by its mark.
+        component: String,
+    },
+    /// A column type the server does not know (resolved with `to_regtype`
+    /// before any DDL runs).
+    #[error("table {table:?}, column {column:?}: {type_:?} is not a type the server knows{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    UnknownType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The type as written.
+        type_: String,
+        /// The server's error, when it gave one.
+        reason: Option<String>,
+    },
     /// Rows would violate a NOT NULL the spec asks for, and no
     /// `null_backfill` was given.
     #[error(
@@ -58,9 +85,37 @@ pub enum SyncError {
         /// How many rows are NULL.
         count: i64,
     },
+    /// The plan is not the one reviewed: its hash is not
+    /// [`Options::expect_hash`]; nothing was changed.
+    #[error(
+        "the plan's hash is {actual}, not the expected {expected}; nothing was changed. The plan:\n{plan}"
+    )]
+    PlanChanged {
+        /// The hash given.
+        expected: String,
+        /// The hash of the plan the sync would have applied.
+        actual: String,
+        /// That plan, as text.
+        plan: String,
+    },
     /// The plan has destructive changes and `allow_destructive` is off.
     #[error("the plan has destructive changes and allow_destructive is off:\n{0}")]
     HazardsNotAllowed(String),
+    /// A statement of the sync ran longer than
+    /// [`Options::statement_timeout`] and was cancelled (`57014`); the
+    /// transaction was rolled back.
+    #[error(
+        "`{change}` timed out: it ran longer than the statement timeout (or was cancelled) \
+         and was rolled back, with the transaction it ran in; raise --statement-timeout or run \
+         it when the table is quieter: {source}"
+    )]
+    StatementTimeout {
+        /// The change's description and SQL.
+        change: String,
+        /// The server's error.
+        #[source]
+        source: Box<db_core::Error>,
+    },
     /// A change failed on the server; the transaction was rolled back.
     #[error("applying `{change}` failed: {source}")]
     ApplyFailed {
@@ -76,11 +131,14 @@ pub enum SyncError {
     NotConverged(String),
     /// The sync could not get the locks it needs before its deadline
     /// ([`Options::lock_deadline`]); every attempt was rolled back, so
-    /// nothing changed.
+    /// nothing changed, unless `index_build` (a concurrent index build,
+    /// which runs after the rest of the plan was committed; then the error
+    /// comes inside [`SyncError::PartiallyApplied`]).
     #[error(
-        "gave up after {waited:?}: could not lock {}{}; nothing was changed",
+        "gave up after {waited:?}: could not lock {}{}{}",
         table.as_deref().map_or_else(|| "the tables".to_owned(), |t| format!("table {t:?}")),
-        holders_suffix(.holders)
+        holders_suffix(.holders),
+        if *.index_build { " for a concurrent index build; the index was not built" } else { "; nothing was changed" }
     )]
     LockTimeout {
         /// The table whose lock was not granted.
@@ -89,10 +147,41 @@ pub enum SyncError {
         waited: Duration,
         /// The sessions holding locks on it when the sync gave up.
         holders: Vec<LockHolder>,
+        /// Whether a concurrent index build gave up.
+        index_build: bool,
+    },
+    /// Another sync held the sync's advisory lock ([`LOCK_KEY`]) until the
+    /// lock deadline ([`Options::lock_deadline`], or [`Options::lock_wait`]
+    /// when shorter); nothing was changed.
+    #[error(
+        "gave up after {waited:?}: another schema sync holds the sync lock (advisory lock {LOCK_KEY}){}; nothing was changed",
+        holders_suffix(.holders)
+    )]
+    SyncInProgress {
+        /// How long the sync waited.
+        waited: Duration,
+        /// The sessions holding the lock (PostgreSQL).
+        holders: Vec<LockHolder>,
     },
     /// A concurrently built index ended up invalid and was dropped.
     #[error("concurrent build of index {0:?} failed and left an invalid index (dropped)")]
     InvalidIndex(String),
+    /// A change that runs outside the transaction (a concurrent index
+    /// build) failed after the transactional part of the plan was
+    /// committed: those changes, and the builds before it, stay applied.
+    /// An invalid index the failed build left was dropped.
+    #[error(
+        "{source}\nthe plan was applied in part: {} committed before this failed (run the sync again once the cause is fixed):\n{}",
+        if .applied.len() == 1 { "1 change was".to_owned() } else { format!("{} changes were", .applied.len()) },
+        .applied.join("\n")
+    )]
+    PartiallyApplied {
+        /// The changes that were committed, described (`-- add column "public"."t"."w"`).
+        applied: Vec<String>,
+        /// Why the change after them failed.
+        #[source]
+        source: Box<SyncError>,
+    },
     /// The catalog returned something unexpected.
     #[error("unexpected catalog contents: {0}")]
     Catalog(String),
@@ -167,10 +256,16 @@ pub struct Options {
     pub lock_deadline: Duration,
     /// `SET LOCAL statement_timeout` inside the apply transaction (PostgreSQL).
     pub statement_timeout: Option<Duration>,
-    /// How long to wait for another sync to finish (the advisory lock).
+    /// How long to wait for another sync to finish (the advisory lock);
+    /// never longer than [`Options::lock_deadline`].
     pub lock_wait: Duration,
     /// Plan, check hazards, but change nothing.
     pub dry_run: bool,
+    /// Apply the plan only if its [`Plan::hash`] is this one (compared
+    /// without regard to ASCII case), checked under the sync's lock before
+    /// anything changes: the plan reviewers saw, or
+    /// [`SyncError::PlanChanged`].
+    pub expect_hash: Option<String>,
 }
 
 impl Default for Options {
@@ -183,6 +278,7 @@ impl Default for Options {
             statement_timeout: None,
             lock_wait: Duration::from_secs(120),
             dry_run: false,
+            expect_hash: None,
         }
     }
 }
@@ -232,6 +328,13 @@ impl Options {
     #[must_use]
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
+        self
+    }
+
+    /// Sets [`Options::expect_hash`].
+    #[must_use]
+    pub fn expect_hash(mut self, hash: impl Into<String>) -> Self {
+        self.expect_hash = Some(hash.into());
         self
     }
 
@@ -356,7 +459,7 @@ async fn write_state<E: Executor>(
              updated_at timestamp with time zone NOT NULL DEFAULT now())",
     )
     .await?;
-    let canonical = serde_json::to_string(canonical)?;
+    let canonical_text = serde_json::to_string(canonical)?;
     let live_hash = sha256(&[&serde_json::to_string(live)?]);
     ex.execute(
         "INSERT INTO schema_sync.state (nsp, spec_hash, live_hash, server_version, canonical)
@@ -369,7 +472,7 @@ async fn write_state<E: Executor>(
             Value::Text(prepared.spec_hash.clone()),
             Value::Text(live_hash),
             Value::Text(prepared.server_version.clone()),
-            Value::Text(canonical),
+            Value::Text(canonical_text),
         ],
     )
     .await?;
@@ -377,7 +480,7 @@ async fn write_state<E: Executor>(
         .owned
         .clone()
         .unwrap_or_default()
-        .after_sync(schema, after, !prepared.schema_existed)
+        .after_sync(schema, canonical, after, !prepared.schema_existed)
         .write(ex, &schema.schema)
         .await
 }
@@ -444,6 +547,43 @@ pub async fn canonicalize<C: Client>(client: &mut C, tables: &Schema) -> Result<
     Ok(canonical.schema.in_schema(tables.schema.clone()))
 }
 
+/// Lets the server resolve every column type of `schema` (`to_regtype`;
+/// the serial types, which are not types, are `integer`, `bigint` and
+/// `smallint` with a sequence): a type it does not know fails before any
+/// DDL runs, naming the table and column.
+async fn resolve_types<E: Executor>(ex: &mut E, schema: &Schema) -> Result<(), SyncError> {
+    let mut known = std::collections::BTreeSet::new();
+    for table in &schema.tables {
+        for column in &table.columns {
+            if is_serial(&normalize_type(&column.type_)) || known.contains(&column.type_) {
+                continue;
+            }
+            let resolved = ex
+                .query_one(
+                    "SELECT to_regtype($1) IS NOT NULL",
+                    &[Value::Text(column.type_.clone())],
+                )
+                .await;
+            let reason = match resolved {
+                Ok(row) if row.try_get::<bool, _>(0)? => {
+                    known.insert(column.type_.clone());
+                    continue;
+                }
+                Ok(_) => None,
+                Err(e) if e.as_db_error().is_some() => Some(e.to_string()),
+                Err(e) => return Err(e.into()),
+            };
+            return Err(SyncError::UnknownType {
+                table: table.name.clone(),
+                column: column.name.clone(),
+                type_: column.type_.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn prepare<C: Client>(
     client: &mut C,
     schema: &Schema,
@@ -459,6 +599,14 @@ async fn prepare<C: Client>(
         &serde_json::to_string(schema)?,
     ]);
     let live = introspect(client, nsp).await?;
+    for table in &schema.tables {
+        if let Some(component) = live.component_tables.get(&table.name) {
+            return Err(SyncError::ComponentTable {
+                table: table.name.clone(),
+                component: component.clone(),
+            });
+        }
+    }
     let cached = match state {
         Some((hash, canonical)) if hash == spec_hash => {
             Some(serde_json::from_str::<Schema>(&canonical)?)
@@ -469,6 +617,7 @@ async fn prepare<C: Client>(
     let desired = match cached {
         Some(c) => c,
         None => {
+            resolve_types(client, schema).await?;
             // Only tables that exist need canonical forms: new ones are
             // created from the spec as written.
             let existing = Schema {
@@ -491,15 +640,17 @@ async fn prepare<C: Client>(
             }
         }
     };
-    let mut plan = diff_rendered(
-        &live.schema,
+    let mut live = live;
+    let mut plan = diff_live(
+        client,
+        &mut live,
         &desired,
         schema,
         diff,
         owned.as_ref().unwrap_or(&Ownership::default()),
-        &live.primary_key_names,
         !schema_existed,
-    );
+    )
+    .await?;
     for c in &live.other_constraints {
         if schema.get(&c.table).is_some() {
             plan.drift.push(Drift {
@@ -525,6 +676,46 @@ async fn prepare<C: Client>(
         server_version,
         cache_hit,
     })
+}
+
+/// [`diff_rendered`] against `live`; when the plan would drop a column,
+/// what depends on the columns is read first (one more catalog query), so
+/// that a column objects it does not own depend on is drift instead.
+async fn diff_live<E: Executor>(
+    ex: &mut E,
+    live: &mut LiveSchema,
+    desired: &Schema,
+    render: &Schema,
+    diff: &DiffOptions,
+    owned: &Ownership,
+    create_schema: bool,
+) -> Result<Plan, SyncError> {
+    let plan = diff_rendered(
+        &live.schema,
+        desired,
+        render,
+        diff,
+        owned,
+        Some(live),
+        create_schema,
+    );
+    if !plan
+        .changes
+        .iter()
+        .any(|c| matches!(c.kind, ChangeKind::DropColumn | ChangeKind::DropTable))
+    {
+        return Ok(plan);
+    }
+    load_dependents(ex, live).await?;
+    Ok(diff_rendered(
+        &live.schema,
+        desired,
+        render,
+        diff,
+        owned,
+        Some(live),
+        create_schema,
+    ))
 }
 
 /// The plan that would make the live database match `schema`. Reads only.
@@ -562,11 +753,18 @@ async fn run_change<E: Executor>(
     // a second statement: whatever text a spec holds, it cannot add one.
     for statement in &change.statements {
         if let Err(source) = ex.execute(statement, &[]).await {
+            if source.code() == Some(&db_core::SqlState::QUERY_CANCELED) {
+                return Err(SyncError::StatementTimeout {
+                    change: describe(change),
+                    source: Box::new(source),
+                });
+            }
             if source.code() == Some(&db_core::SqlState::LOCK_NOT_AVAILABLE) {
                 return Err(SyncError::LockTimeout {
                     table: Some(change.table.clone()),
                     waited: Duration::ZERO,
                     holders: Vec::new(),
+                    index_build: !change.transactional,
                 });
             }
             // A new table or index is sent as written: report the server's
@@ -614,7 +812,25 @@ pub async fn sync<P: Pool>(
     // (a pool of one is enough), and on the embedded backend the wait for
     // the lock does not hold the backend.
     let mut client = pool.acquire().await?;
-    client.lock(LOCK_KEY, options.lock_wait).await?;
+    let started = std::time::Instant::now();
+    match client
+        .lock(LOCK_KEY, options.lock_wait.min(options.lock_deadline))
+        .await
+    {
+        Ok(()) => {}
+        Err(db_core::Error::LockTimeout { .. }) => {
+            let holders = if backend == BackendKind::Postgres {
+                advisory_holders(&mut client).await?
+            } else {
+                Vec::new()
+            };
+            return Err(SyncError::SyncInProgress {
+                waited: started.elapsed(),
+                holders,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
     let result = sync_retrying(pool, &mut client, schema, options, &diff).await;
     // On failure the release of the session drops the lock with it.
     if result.is_ok() {
@@ -657,6 +873,7 @@ async fn sync_retrying<P: Pool>(
                     table,
                     waited: started.elapsed(),
                     holders,
+                    index_build: false,
                 });
             }
             other => return other,
@@ -664,24 +881,79 @@ async fn sync_retrying<P: Pool>(
     }
 }
 
+const HOLDER_COLUMNS: &str = "SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
+        extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8,
+        coalesce(a.state, '')
+ FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid";
+
 /// The other sessions holding a lock on `nsp.table`.
 async fn lock_holders<E: Executor>(
     ex: &mut E,
     nsp: &str,
     table: &str,
 ) -> Result<Vec<LockHolder>, SyncError> {
-    let rows = ex
-        .query(
-            "SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
-                    extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8,
-                    coalesce(a.state, '')
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    holders(
+        ex,
+        &format!(
+            "{HOLDER_COLUMNS}
              WHERE l.locktype = 'relation' AND l.relation = to_regclass($1)
                AND l.granted AND l.pid <> pg_backend_pid()
+             ORDER BY a.pid"
+        ),
+        Value::Text(rel(Some(nsp), table)),
+    )
+    .await
+}
+
+/// The other sessions holding a lock on `nsp.table` that a concurrent
+/// index build waits for (writers: modes that conflict with SHARE) whose
+/// transactions have already run longer than `older_than`: the build would
+/// wait for each of them. Short write transactions are not counted.
+async fn writer_holders<E: Executor>(
+    ex: &mut E,
+    nsp: &str,
+    table: &str,
+    older_than: Duration,
+) -> Result<Vec<LockHolder>, SyncError> {
+    holders(
+        ex,
+        &format!(
+            "{HOLDER_COLUMNS}
+             WHERE l.locktype = 'relation' AND l.relation = to_regclass($1)
+               AND l.granted AND l.pid <> pg_backend_pid()
+               AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock',
+                              'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+               AND a.xact_start < clock_timestamp() - interval '{} milliseconds'
              ORDER BY a.pid",
-            &[Value::Text(rel(Some(nsp), table))],
-        )
-        .await?;
+            millis(older_than)
+        ),
+        Value::Text(rel(Some(nsp), table)),
+    )
+    .await
+}
+
+/// The other sessions holding the sync's advisory lock.
+async fn advisory_holders<E: Executor>(ex: &mut E) -> Result<Vec<LockHolder>, SyncError> {
+    holders(
+        ex,
+        &format!(
+            "{HOLDER_COLUMNS}
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+               AND l.pid <> pg_backend_pid()
+             ORDER BY a.pid"
+        ),
+        Value::Int8(LOCK_KEY),
+    )
+    .await
+}
+
+async fn holders<E: Executor>(
+    ex: &mut E,
+    sql: &str,
+    param: Value,
+) -> Result<Vec<LockHolder>, SyncError> {
+    let rows = ex.query(sql, &[param]).await?;
     rows.iter()
         .map(|r| {
             Ok(LockHolder {
@@ -704,6 +976,16 @@ async fn sync_locked<P: Pool>(
     diff: &DiffOptions,
 ) -> Result<Report, SyncError> {
     let prepared = prepare(client, schema, diff).await?;
+    if let Some(expected) = &options.expect_hash {
+        let actual = prepared.plan.hash();
+        if !expected.trim().eq_ignore_ascii_case(&actual) {
+            return Err(SyncError::PlanChanged {
+                expected: expected.trim().to_owned(),
+                actual,
+                plan: prepared.plan.to_string(),
+            });
+        }
+    }
     let destructive: Vec<String> = prepared
         .plan
         .changes
@@ -751,29 +1033,31 @@ async fn sync_locked<P: Pool>(
         tx.commit().await?;
     } else {
         tx.commit().await?;
+        let mut applied: Vec<String> = prepared
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.transactional)
+            .map(|c| c.to_string().lines().next().unwrap_or_default().to_owned())
+            .collect();
         for change in later {
-            run_change(client, change, schema).await?;
-            if let Some(name) = &change.object {
-                let valid = client
-                    .query_opt(
-                        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
-                        &[Value::Text(rel(Some(&schema.schema), name))],
-                    )
-                    .await?;
-                let valid = match valid {
-                    Some(r) => r.try_get::<bool, _>(0)?,
-                    None => false,
-                };
-                if !valid {
-                    client
-                        .batch_execute(&format!(
-                            "DROP INDEX IF EXISTS {}",
-                            rel(Some(&schema.schema), name)
-                        ))
-                        .await?;
-                    return Err(SyncError::InvalidIndex(name.clone()));
+            if let Err(e) = run_later(client, change, schema, options).await {
+                if applied.is_empty() {
+                    return Err(e);
                 }
+                return Err(SyncError::PartiallyApplied {
+                    applied,
+                    source: Box::new(e),
+                });
             }
+            applied.push(
+                change
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
         let mut tx = client.begin().await?;
         let (canonical, after) = verify(&mut tx, schema, &prepared, diff).await?;
@@ -787,6 +1071,121 @@ async fn sync_locked<P: Pool>(
         "schema sync applied"
     );
     Ok(report(true))
+}
+
+/// Runs a change outside the transaction (a concurrent index build) and
+/// checks the index it built is valid; a failed or invalid build is
+/// dropped (`DROP INDEX CONCURRENTLY IF EXISTS`), so no invalid index is
+/// left to pass for the spec's.
+async fn run_later<C: Client>(
+    client: &mut C,
+    change: &Change,
+    schema: &Schema,
+    options: &Options,
+) -> Result<(), SyncError> {
+    // The session's own settings, as the transaction's are SET LOCAL: the
+    // build's waits for the table's writers end at `lock_timeout` too.
+    if let Some(t) = options.lock_timeout {
+        client
+            .batch_execute(&format!("SET lock_timeout = '{}ms'", millis(t)))
+            .await?;
+    }
+    if let Some(t) = options.statement_timeout {
+        client
+            .batch_execute(&format!("SET statement_timeout = '{}ms'", millis(t)))
+            .await?;
+    }
+    let result = build_later(client, change, schema, options).await;
+    let reset = client
+        .batch_execute("RESET lock_timeout; RESET statement_timeout")
+        .await;
+    let () = result?;
+    reset?;
+    Ok(())
+}
+
+/// [`run_later`] with the session's timeouts set: waits (with backoff, up
+/// to the lock deadline) while a long transaction writes to the table,
+/// since the build would wait for it, then builds; a build that times out
+/// waiting is dropped and tried again until the deadline.
+async fn build_later<C: Client>(
+    client: &mut C,
+    change: &Change,
+    schema: &Schema,
+    options: &Options,
+) -> Result<(), SyncError> {
+    let index = change
+        .object
+        .as_deref()
+        .map(|name| rel(Some(&schema.schema), name));
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let writers = writer_holders(
+            client,
+            &schema.schema,
+            &change.table,
+            options.lock_timeout.unwrap_or(options.lock_deadline),
+        )
+        .await?;
+        let result = if writers.is_empty() {
+            run_change(client, change, schema).await
+        } else {
+            Err(SyncError::LockTimeout {
+                table: Some(change.table.clone()),
+                waited: Duration::ZERO,
+                holders: writers,
+                index_build: true,
+            })
+        };
+        let Err(e) = result else { break };
+        if let Some(index) = &index {
+            // A build that failed (or timed out) leaves an invalid index.
+            // Dropping it waits for the same writers; if it cannot, the
+            // next plan builds the invalid index again.
+            let _ = client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                .await;
+        }
+        let SyncError::LockTimeout { table, holders, .. } = e else {
+            return Err(e);
+        };
+        if started.elapsed() + backoff < options.lock_deadline {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        let holders = if holders.is_empty() {
+            lock_holders(client, &schema.schema, &change.table).await?
+        } else {
+            holders
+        };
+        return Err(SyncError::LockTimeout {
+            table,
+            waited: started.elapsed(),
+            holders,
+            index_build: true,
+        });
+    }
+    if let (Some(name), Some(index)) = (&change.object, &index) {
+        let valid = client
+            .query_opt(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+                &[Value::Text(index.clone())],
+            )
+            .await?;
+        let valid = match valid {
+            Some(r) => r.try_get::<bool, _>(0)?,
+            None => false,
+        };
+        if !valid {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                .await?;
+            return Err(SyncError::InvalidIndex(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Introspects after the changes and checks that nothing is left to do.
@@ -820,18 +1219,12 @@ async fn verify<E: Executor>(
     };
     let owned = prepared.owned.clone().unwrap_or_default().after_sync(
         schema,
+        &canonical,
         &after,
         !prepared.schema_existed,
     );
-    let remaining = diff_rendered(
-        &after.schema,
-        &canonical,
-        schema,
-        diff,
-        &owned,
-        &after.primary_key_names,
-        false,
-    );
+    let mut after = after;
+    let remaining = diff_live(ex, &mut after, &canonical, schema, diff, &owned, false).await?;
     if !remaining.is_empty() {
         return Err(SyncError::NotConverged(remaining.to_string()));
     }

@@ -57,9 +57,21 @@ pub(crate) fn object_name(name1: &str, name2: Option<&str>, label: &str) -> Stri
     out
 }
 
-/// The name of the CHECK constraint schema-sync gives column `column`.
+/// The name of the CHECK constraint schema-sync gives column `column`:
+/// PostgreSQL's `<table>_<column>_check` when it fits 63 bytes; otherwise
+/// the truncated names carry 8 hex digits of a digest of both, so that two
+/// columns whose names differ only past the cut get distinct names.
 pub fn check_name(table: &str, column: &str) -> String {
-    object_name(table, Some(column), "check")
+    const LABEL: &str = "check";
+    if table.len() + column.len() + LABEL.len() + 2 <= MAX_IDENTIFIER_BYTES {
+        return object_name(table, Some(column), LABEL);
+    }
+    let mut h = Sha256::new();
+    h.update(table.as_bytes());
+    h.update([0]);
+    h.update(column.as_bytes());
+    let digest = hex::encode(&h.finalize()[..4]);
+    object_name(table, Some(column), &format!("{digest}_{LABEL}"))
 }
 
 /// The name PostgreSQL gives a column's UNIQUE constraint.
@@ -214,7 +226,18 @@ mod tests {
         assert!(temp_index_name(&"x".repeat(63)).len() <= 63);
         // Truncation respects character boundaries.
         let n = check_name(&"é".repeat(40), "c");
-        assert!(n.len() <= 63 && n.ends_with("_c_check"));
+        assert!(
+            n.len() <= 63 && n.contains("_c_") && n.ends_with("_check"),
+            "{n}"
+        );
+        // Names that differ only past the cut stay distinct.
+        let (t, x) = ("t".repeat(40), "x".repeat(40));
+        let (a, b) = (
+            check_name(&t, &format!("{x}1")),
+            check_name(&t, &format!("{x}2")),
+        );
+        assert_ne!(a, b);
+        assert!(a.len() <= 63 && b.len() <= 63);
     }
 
     #[test]

@@ -19,13 +19,14 @@ SELECT c.relname::text, a.attname::text,
            SELECT 1 FROM pg_depend dep
            JOIN pg_class s ON s.oid = dep.objid AND s.relkind = 'S'
            WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
-             AND dep.refobjid = c.oid AND dep.refobjsubid = a.attnum AND dep.deptype = 'a')
+             AND dep.refobjid = c.oid AND dep.refobjsubid = a.attnum AND dep.deptype = 'a'),
+       CASE WHEN starts_with(coalesce(obj_description(c.oid, 'pg_class'), ''), $2)
+            THEN obj_description(c.oid, 'pg_class') END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
-  AND NOT starts_with(coalesce(obj_description(c.oid, 'pg_class'), ''), $2)
 ORDER BY c.oid, a.attnum";
 
 const CONSTRAINTS: &str = "\
@@ -51,7 +52,8 @@ SELECT t.relname::text, i.relname::text, ix.indisunique, am.amname::text,
        obj_description(ix.indexrelid, 'pg_class'),
        EXISTS (SELECT 1 FROM pg_constraint con
                WHERE con.conindid = ix.indexrelid AND con.conrelid = ix.indrelid
-                 AND con.contype IN ('p', 'u', 'x'))
+                 AND con.contype IN ('p', 'u', 'x')),
+       ix.indisvalid
 FROM pg_index ix
 JOIN pg_class i ON i.oid = ix.indexrelid
 JOIN pg_class t ON t.oid = ix.indrelid
@@ -59,6 +61,55 @@ JOIN pg_namespace n ON n.oid = t.relnamespace
 JOIN pg_am am ON am.oid = i.relam
 WHERE n.nspname = $1 AND t.relkind IN ('r', 'p')
 ORDER BY t.oid, i.oid";
+
+/// What depends on each column of the schema's tables, besides the
+/// column's own default and serial sequence: indexes, constraints (a
+/// constraint's index counts as the constraint), foreign keys of any table,
+/// views, triggers, ... `kind` is `index`, `constraint` or `other`.
+const DEPENDENTS: &str = "\
+SELECT DISTINCT c.relname::text, a.attname::text,
+       CASE WHEN con.oid IS NOT NULL OR d.classid = 'pg_constraint'::regclass THEN 'constraint'
+            WHEN i.oid IS NOT NULL THEN 'index' ELSE 'other' END,
+       coalesce(con.conname::text, dcon.conname::text, i.relname::text, ''),
+       coalesce(concl.relname::text, dconcl.relname::text, c.relname::text),
+       coalesce(connsp.nspname::text, dconnsp.nspname::text, n.nspname::text),
+       pg_describe_object(d.classid, d.objid, d.objsubid)
+FROM pg_depend d
+JOIN pg_class c ON c.oid = d.refobjid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
+LEFT JOIN pg_class i ON d.classid = 'pg_class'::regclass AND i.oid = d.objid AND i.relkind IN ('i', 'I')
+LEFT JOIN pg_constraint con ON con.conindid = i.oid AND con.conrelid = (SELECT indrelid FROM pg_index WHERE indexrelid = i.oid)
+LEFT JOIN pg_class concl ON concl.oid = con.conrelid
+LEFT JOIN pg_namespace connsp ON connsp.oid = concl.relnamespace
+LEFT JOIN pg_constraint dcon ON d.classid = 'pg_constraint'::regclass AND dcon.oid = d.objid
+LEFT JOIN pg_class dconcl ON dconcl.oid = dcon.conrelid
+LEFT JOIN pg_namespace dconnsp ON dconnsp.oid = dconcl.relnamespace
+WHERE d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+  AND n.nspname = $1 AND c.relkind IN ('r', 'p')
+  AND d.deptype IN ('n', 'a')
+  AND d.classid <> 'pg_attrdef'::regclass
+  AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.oid)
+  AND NOT (d.classid = 'pg_class'::regclass
+           AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))
+ORDER BY 1, 2, 7";
+
+/// An object that depends on a column: dropping the column drops it too
+/// (or fails, for a foreign key of another table or a view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependent {
+    /// `index`, `constraint` or `other`.
+    pub kind: String,
+    /// The index or constraint name (empty for other objects).
+    pub name: String,
+    /// The table the index or constraint belongs to.
+    pub table: String,
+    /// That table's schema.
+    pub schema: String,
+    /// PostgreSQL's description (`index hand_idx`, `constraint f on table
+    /// other`, `rule _RETURN on view v`).
+    pub description: String,
+}
 
 /// A live constraint the spec model cannot express (foreign keys,
 /// multi-column UNIQUE, table-level CHECK, exclusion): reported as drift.
@@ -86,6 +137,13 @@ pub struct LiveSchema {
     /// The names of the tables' primary-key constraints, by table (a key
     /// made outside schema-sync need not be `<table>_pkey`).
     pub primary_key_names: BTreeMap<String, String>,
+    /// The tables of the schema another component declares its own
+    /// (`COMMENT ON TABLE ... IS 'cocalc-component:NAME'`), outside
+    /// schema-sync's view: table name → component.
+    pub component_tables: BTreeMap<String, String>,
+    /// What depends on each column, by `(table, column)`; read only when a
+    /// plan would drop a column (empty from [`introspect`]).
+    pub dependents: BTreeMap<(String, String), Vec<Dependent>>,
 }
 
 impl LiveSchema {
@@ -129,9 +187,19 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         Value::Text(namespace.to_owned()),
         Value::Text(db_core::COMPONENT_MARK.to_owned()),
     ];
+    let mut component_tables = BTreeMap::new();
     for row in ex.query(COLUMNS, &columns_params).await? {
         let v = row.values();
         let tname = req(&v[0])?;
+        if let Some(mark) = text(&v[6])? {
+            let component = mark
+                .strip_prefix(db_core::COMPONENT_MARK)
+                .unwrap_or(&mark)
+                .trim()
+                .to_owned();
+            component_tables.insert(tname, component);
+            continue;
+        }
         let table = tables
             .entry(tname.clone())
             .or_insert_with(|| Table::new(tname));
@@ -249,6 +317,7 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
             where_: parts.where_,
             include: parts.include,
             owned: comment.as_deref().is_some_and(is_owner_marker),
+            invalid: !flag(&v[7]),
         });
     }
     let mut schema = Schema {
@@ -261,7 +330,39 @@ pub async fn introspect<E: Executor>(ex: &mut E, namespace: &str) -> Result<Live
         other_constraints,
         unique_constraints,
         primary_key_names,
+        component_tables,
+        dependents: BTreeMap::new(),
     })
+}
+
+/// Reads what depends on the columns of `live`'s tables into
+/// [`LiveSchema::dependents`] (one catalog query; only needed when a
+/// column is to be dropped).
+pub(crate) async fn load_dependents<E: Executor>(
+    ex: &mut E,
+    live: &mut LiveSchema,
+) -> Result<(), SyncError> {
+    let params = [Value::Text(live.schema.schema.clone())];
+    let mut dependents: BTreeMap<(String, String), Vec<Dependent>> = BTreeMap::new();
+    for row in ex.query(DEPENDENTS, &params).await? {
+        let v = row.values();
+        let tname = req(&v[0])?;
+        if live.schema.get(&tname).is_none() {
+            continue;
+        }
+        dependents
+            .entry((tname, req(&v[1])?))
+            .or_default()
+            .push(Dependent {
+                kind: req(&v[2])?,
+                name: req(&v[3])?,
+                table: req(&v[4])?,
+                schema: req(&v[5])?,
+                description: req(&v[6])?,
+            });
+    }
+    live.dependents = dependents;
+    Ok(())
 }
 
 /// Removes one pair of parentheses around the whole expression, if any.

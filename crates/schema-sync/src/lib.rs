@@ -49,14 +49,22 @@
 //!   regard to ASCII case). In TOML it is a top-level `schema = "..."`
 //!   before the first `[[tables]]`; in the builder [`Schema::in_schema`].
 //! - `type` is a type name (`VARCHAR(32)`, `TEXT[]`, `SERIAL`, `NUMERIC(20,10)`,
-//!   `timestamp with time zone`, `public.my_enum`): words, quoted or qualified
-//!   names, integer modifiers and array brackets, nothing else.
+//!   `timestamp with time zone`, `public.my_enum`): a quoted or qualified
+//!   name or one of PostgreSQL's multi-word type names (`double precision`,
+//!   `character varying`, `bit varying`, `national character [varying]`,
+//!   `time[stamp] [(p)] with[out] time zone`, `interval` with fields),
+//!   integer modifiers and array brackets, nothing else (no constraint
+//!   clauses, `COLLATE` or `SETOF`). Before any DDL runs the server
+//!   resolves each type (`to_regtype`; serial types are their own case):
+//!   one it does not know is [`SyncError::UnknownType`].
 //! - `default`, `check` (without `CHECK` and outer parentheses), `null_backfill`,
 //!   index `keys` (with ordering and operator class) and `where` are SQL
 //!   expressions. Each must be one self-contained expression: balanced
 //!   parentheses and brackets, no `;`, no comment, no `,` outside parentheses
 //!   (checked by [`validate`] before anything is sent). A `default` may also
-//!   be a JSON number or boolean. All of these, `not_null`, `unique`,
+//!   be a number (finite, and exactly what was written: 64-bit integers,
+//!   decimals of at most 15 significant digits) or a boolean. No text
+//!   field may hold a NUL character. All of these, `not_null`, `unique`,
 //!   `primary_key`, `indexes`, `method` (a plain name, default `btree`) and
 //!   `include` are optional.
 //! - Every generated DDL statement is sent alone through the extended
@@ -79,8 +87,10 @@
 //!   ([`Plan::schema`], [`Change::schema`]) and [`Plan::hash`] covers it.
 //! - What a sync created or a synced spec declared is recorded, by schema,
 //!   in the ledger `schema_sync.owned` (the schema itself when the sync
-//!   created it, tables, columns, UNIQUE constraints); only owned objects
-//!   are dropped. A ledger written before schemas existed is read as
+//!   created it, tables, columns, UNIQUE and CHECK constraints, primary
+//!   keys); only owned objects are dropped or replaced. A live check or
+//!   key is adopted only when it is exactly the spec's; one made by hand
+//!   is drift, even under the name schema-sync would give it. A ledger written before schemas existed is read as
 //!   `public`'s and migrated in place by the next sync.
 //! - Comparison is on canonical forms: the server canonicalizes the spec's
 //!   existing tables (created in a scratch schema inside a transaction that
@@ -90,12 +100,17 @@
 //! - Serial columns compare as `serial`/`bigserial`; their owned sequence
 //!   default is not compared.
 //! - Column checks are named `<table>_<column>_check` (PostgreSQL's own
-//!   scheme); UNIQUE columns get PostgreSQL's default `<table>_<column>_key`.
+//!   scheme; when that is longer than 63 bytes the truncated names carry 8
+//!   hex digits of a digest of both, so columns whose names differ only
+//!   past the cut get distinct checks); UNIQUE columns get PostgreSQL's default `<table>_<column>_key`.
 //! - Indexes created by schema-sync carry `COMMENT ON INDEX ... IS
 //!   'schema-sync:v1:<sha256>'`; only such indexes are ever replaced or dropped.
 //!   Unknown indexes, extra tables and columns, and constraints outside the
 //!   model are reported as [`Drift`]. Columns and tables are dropped only with
-//!   `allow_destructive`, which also admits narrowing type changes.
+//!   `allow_destructive`, which also admits narrowing type changes. A column
+//!   that objects schema-sync does not own depend on (read from `pg_depend`:
+//!   indexes and constraints made by hand, other tables' foreign keys,
+//!   views) is never dropped: it is drift naming them.
 //! - A type change rebuilds the owned indexes whose key expressions or
 //!   predicate use the column: PostgreSQL would re-parse their stored
 //!   definitions for the new type, which fails (`COALESCE(n, 0)` once `n` is
@@ -103,23 +118,32 @@
 //!   before the `ALTER COLUMN ... TYPE` and created again from the spec
 //!   after it, in the same transaction. A column check rebuilt for a type
 //!   change is likewise dropped before it (`x > 5` fails once x is text).
-//! - Primary keys are added to tables without one, or swapped (`DROP
-//!   CONSTRAINT <table>_pkey, ADD PRIMARY KEY (...)`, PostgreSQL's default
-//!   name) when the spec's differs.
+//! - Primary keys are added to tables without one, or, when schema-sync
+//!   owns the key, swapped (`DROP CONSTRAINT <live name>, ADD PRIMARY KEY
+//!   (...)`) when the spec's differs, or dropped (hazard
+//!   `LOOSENS_CONSTRAINT`) when the spec has none.
 //! - [`sync`] takes the advisory lock [`LOCK_KEY`] through `Pool::lock`
-//!   (polled), runs every transactional change in one transaction (with
+//!   (polled; up to the lock deadline, then [`SyncError::SyncInProgress`]
+//!   names the holder), runs every transactional change in one transaction (with
 //!   `SET LOCAL lock_timeout` / `statement_timeout` on PostgreSQL), checks
 //!   NOT NULL preconditions first ([`SyncError::NullRows`] names the column
 //!   and the count), refuses `DESTRUCTIVE` hazards unless allowed, and before
 //!   committing verifies that the plan from the new state is empty.
 //!   Concurrent index builds (PostgreSQL only, never PGlite) run after the
-//!   commit and are checked for validity.
+//!   commit and are checked for validity: a failed or invalid build is
+//!   dropped (`DROP INDEX CONCURRENTLY IF EXISTS`) and the error
+//!   ([`SyncError::PartiallyApplied`]) lists what stays committed. An
+//!   invalid live index never matches the spec: it is built again.
 //! - What the server rejects (a type, default, check or index expression) is
 //!   reported as [`SyncError::Rejected`] with the table and the column or
 //!   index, from the server's error position.
 //! - The offline diff ([`diff`], [`snapshot::plan_between`]) compares with a
-//!   light offline normalization and writes SQL from the spec as written, so
-//!   it yields the same changes as the live plan for the same two states.
+//!   light offline normalization ([`normalize`]: type names in the server's
+//!   spelling, whitespace, outer parentheses of defaults and checks) and
+//!   writes SQL from the spec as written, so it yields the same changes as
+//!   the live plan for the same two states when both specs spell each
+//!   expression the same way; other spellings of one expression
+//!   (`lower((v))`, `n>=0`) are a change offline, none live.
 
 mod apply;
 mod ddl;
@@ -135,7 +159,7 @@ pub use apply::{
     LOCK_KEY, LockHolder, NAMESPACE, Options, Report, SyncError, canonicalize, plan, sync,
 };
 pub use ddl::{OWNER_MARKER, check_name, index_marker, is_owner_marker, pkey_name, unique_name};
-pub use introspect::{LiveSchema, OtherConstraint, introspect};
+pub use introspect::{Dependent, LiveSchema, OtherConstraint, introspect};
 pub use normalize::{normalize, normalize_type};
 pub use plan::{
     Change, ChangeKind, DiffOptions, Drift, DriftKind, Hazard, HazardKind, NullCheck, Plan, diff,

@@ -128,6 +128,10 @@ pub fn normalize_type(type_: &str) -> String {
         return s;
     }
     let mut s = s.to_ascii_lowercase();
+    // The built-in types live in pg_catalog; the server prints them bare.
+    if let Some(bare) = s.strip_prefix("pg_catalog.") {
+        s = bare.trim_start().to_owned();
+    }
     let mut arrays = String::new();
     while let Some(base) = s.strip_suffix("[]") {
         arrays.push_str("[]");
@@ -208,8 +212,11 @@ pub(crate) fn normalize_table(table: &Table) -> Table {
     let mut t = table.clone();
     for c in &mut t.columns {
         c.type_ = normalize_type(&c.type_);
-        c.default = c.default.as_deref().map(collapse);
-        c.check = c.check.as_deref().map(|e| fold_array_casts(&collapse(e)));
+        c.default = c
+            .default
+            .as_deref()
+            .map(|d| strip_outer_parens(&collapse(d)));
+        c.check = c.check.as_deref().map(normalize_check);
         if is_serial(&c.type_) || table.primary_key.contains(&c.name) {
             c.not_null = true;
         }
@@ -221,6 +228,24 @@ pub(crate) fn normalize_table(table: &Table) -> Table {
         *i = normalize_index(i);
     }
     t
+}
+
+/// [`normalize_table`] for a check expression.
+pub(crate) fn normalize_check(check: &str) -> String {
+    fold_array_casts(&strip_outer_parens(&collapse(check)))
+}
+
+/// Removes every pair of parentheses around the whole expression (`((n >=
+/// 0))` is `n >= 0`); they never change its meaning.
+pub(crate) fn strip_outer_parens(expr: &str) -> String {
+    let mut e = expr.trim();
+    loop {
+        let inner = crate::introspect::strip_parens(e);
+        if inner.len() == e.len() {
+            return e.to_owned();
+        }
+        e = inner.trim();
+    }
 }
 
 /// [`normalize_table`] for an index.
@@ -263,6 +288,8 @@ mod tests {
             ("DOUBLE  PRECISION", "double precision"),
             ("JSONB[]", "jsonb[]"),
             ("SERIAL", "serial"),
+            ("pg_catalog.int4", "integer"),
+            ("PG_CATALOG.TIMESTAMPTZ", "timestamp with time zone"),
         ] {
             assert_eq!(normalize_type(typed), server, "{typed}");
             assert_eq!(normalize_type(server), server, "{server}");

@@ -1,5 +1,5 @@
-//! What schema-sync owns: the schemas, tables, columns and UNIQUE
-//! constraints a sync created or a synced spec declared, kept in
+//! What schema-sync owns: the schemas, tables, columns, UNIQUE and CHECK
+//! constraints and primary keys a sync created or a synced spec declared, kept in
 //! `schema_sync.owned` next to the cached canonical spec, keyed by schema
 //! (`nsp`), so the same table name in two schemas are two objects and a
 //! sync of one schema never reads or rewrites another's part. Only owned
@@ -7,7 +7,9 @@
 //! another tool, by the changefeed) is drift, whatever the flags.
 //!
 //! A database synced before the ledger existed owns nothing until its next
-//! successful sync, which records what that spec declares. A ledger of the
+//! successful sync, which records what that spec declares; so do checks
+//! and primary keys in a ledger written before they were recorded (they
+//! are adopted when the live one is the spec's). A ledger of the
 //! layout before schemas (no `nsp` column, everything in `public`) is read
 //! as `public`'s and migrated in place by the next sync that writes one.
 
@@ -17,8 +19,9 @@ use db_core::{Executor, Value, quote_ident};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::SyncError;
-use crate::ddl::unique_name;
+use crate::ddl::{check_name, pkey_name, unique_name};
 use crate::introspect::LiveSchema;
+use crate::normalize::normalize_check;
 use crate::spec::{DEFAULT_SCHEMA, Schema};
 
 /// The objects schema-sync owns in one schema.
@@ -30,6 +33,10 @@ pub(crate) struct Ownership {
     columns: BTreeSet<(String, String)>,
     /// `(table, column)` of a one-column UNIQUE constraint, and its name.
     uniques: BTreeMap<(String, String), String>,
+    /// `(table, column)` of a column check, and its name.
+    checks: BTreeMap<(String, String), String>,
+    /// A table's primary key, by its name.
+    pkeys: BTreeMap<String, String>,
 }
 
 /// One row of the ledger, as stored.
@@ -46,6 +53,8 @@ const SCHEMA: &str = "schema";
 const TABLE: &str = "table";
 const COLUMN: &str = "column";
 const UNIQUE: &str = "unique";
+const CHECK: &str = "check";
+const PKEY: &str = "pkey";
 
 impl Ownership {
     /// Whether schema-sync may drop table `table`.
@@ -66,18 +75,63 @@ impl Ownership {
             .map(String::as_str)
     }
 
-    /// Everything of `spec` that exists in `live`, as owned: what an offline
-    /// diff assumes of the older spec, and what a sync adopts.
-    pub(crate) fn declared(spec: &Schema, live: &LiveSchema) -> Ownership {
+    /// Whether schema-sync owns the check of `table.column` (named
+    /// `name`).
+    pub(crate) fn owns_check(&self, table: &str, column: &str, name: &str) -> bool {
+        self.checks
+            .get(&(table.to_owned(), column.to_owned()))
+            .is_some_and(|n| n == name)
+    }
+
+    /// Whether schema-sync owns constraint `name` of `table` (a UNIQUE,
+    /// check or primary key).
+    pub(crate) fn owns_constraint(&self, table: &str, name: &str) -> bool {
+        self.uniques
+            .iter()
+            .chain(self.checks.iter())
+            .any(|((t, _), n)| t == table && n == name)
+            || self.owns_pkey(table, name)
+    }
+
+    /// Whether schema-sync owns `table`'s primary key, named `name`.
+    pub(crate) fn owns_pkey(&self, table: &str, name: &str) -> bool {
+        self.pkeys.get(table).is_some_and(|n| n == name)
+    }
+
+    /// Everything of `spec` that exists in `live` as the spec says, as
+    /// owned: what a sync adopts. `canonical` is the spec in the server's
+    /// spelling: a live check is adopted only when it is the spec's, a
+    /// primary key only when it has the spec's columns.
+    pub(crate) fn declared(spec: &Schema, canonical: &Schema, live: &LiveSchema) -> Ownership {
         let mut owned = Ownership::default();
         for table in &spec.tables {
             let Some(live_table) = live.schema.get(&table.name) else {
                 continue;
             };
             owned.tables.insert(table.name.clone());
+            if !table.primary_key.is_empty()
+                && live_table.primary_key == table.primary_key
+                && let Some(name) = live.primary_key_names.get(&table.name)
+            {
+                owned.pkeys.insert(table.name.clone(), name.clone());
+            }
+            let canonical_table = canonical.get(&table.name);
             for column in &table.columns {
-                if live_table.get_column(&column.name).is_none() {
+                let Some(live_column) = live_table.get_column(&column.name) else {
                     continue;
+                };
+                let wanted = canonical_table
+                    .and_then(|t| t.get_column(&column.name))
+                    .and_then(|c| c.check.as_deref());
+                if column.check.is_some()
+                    && live_column.check.is_some()
+                    && live_column.check.as_deref().map(normalize_check)
+                        == wanted.map(normalize_check)
+                {
+                    owned.checks.insert(
+                        (table.name.clone(), column.name.clone()),
+                        check_name(&table.name, &column.name),
+                    );
                 }
                 owned
                     .columns
@@ -107,7 +161,17 @@ impl Ownership {
                         .uniques
                         .insert(key.clone(), unique_name(&table.name, &column.name));
                 }
+                if column.check.is_some() {
+                    owned
+                        .checks
+                        .insert(key.clone(), check_name(&table.name, &column.name));
+                }
                 owned.columns.insert(key);
+            }
+            if !table.primary_key.is_empty() {
+                owned
+                    .pkeys
+                    .insert(table.name.clone(), pkey_name(&table.name));
             }
         }
         owned
@@ -118,10 +182,11 @@ impl Ownership {
     pub(crate) fn after_sync(
         &self,
         spec: &Schema,
+        canonical: &Schema,
         live: &LiveSchema,
         created_schema: bool,
     ) -> Ownership {
-        let mut owned = Ownership::declared(spec, live);
+        let mut owned = Ownership::declared(spec, canonical, live);
         owned.schema = self.schema || created_schema;
         for table in &self.tables {
             if live.schema.get(table).is_some() {
@@ -142,6 +207,28 @@ impl Ownership {
                 owned
                     .uniques
                     .entry((table.clone(), column.clone()))
+                    .or_insert_with(|| name.clone());
+            }
+        }
+        for ((table, column), name) in &self.checks {
+            let still = live
+                .schema
+                .get(table)
+                .and_then(|t| t.get_column(column))
+                .is_some_and(|c| c.check.is_some())
+                && check_name(table, column) == *name;
+            if still {
+                owned
+                    .checks
+                    .entry((table.clone(), column.clone()))
+                    .or_insert_with(|| name.clone());
+            }
+        }
+        for (table, name) in &self.pkeys {
+            if live.primary_key_names.get(table) == Some(name) {
+                owned
+                    .pkeys
+                    .entry(table.clone())
                     .or_insert_with(|| name.clone());
             }
         }
@@ -188,6 +275,12 @@ impl Ownership {
                 }
                 UNIQUE => {
                     owned.uniques.insert((table, object), name);
+                }
+                CHECK => {
+                    owned.checks.insert((table, object), name);
+                }
+                PKEY => {
+                    owned.pkeys.insert(table, name);
                 }
                 other => {
                     return Err(SyncError::Catalog(format!(
@@ -242,6 +335,8 @@ impl Ownership {
                     .iter()
                     .map(|((t, c), n)| entry(UNIQUE, t, c, n)),
             )
+            .chain(self.checks.iter().map(|((t, c), n)| entry(CHECK, t, c, n)))
+            .chain(self.pkeys.iter().map(|(t, n)| entry(PKEY, t, "", n)))
             .collect();
         // One statement, the rows as one JSON parameter.
         ex.execute(

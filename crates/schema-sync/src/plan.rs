@@ -1,7 +1,7 @@
 //! Plans: ordered changes with their SQL and hazards, and the pure diff of
 //! two schemas that produces them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use db_core::quote_ident;
@@ -11,6 +11,7 @@ use crate::ddl::{
     check_name, column_definition, comment_index, create_index, create_table, ident_list,
     pkey_name, rel, temp_index_name, unique_name,
 };
+use crate::introspect::LiveSchema;
 use crate::normalize::{is_serial, normalize_table, storage_type};
 use crate::ownership::Ownership;
 use crate::spec::{Column, DEFAULT_SCHEMA, Index, Schema, Table};
@@ -197,6 +198,9 @@ pub enum DriftKind {
     UnownedIndexDiffers,
     /// A constraint outside the model, or one the spec does not declare.
     Constraint,
+    /// A check or primary key the spec declares differently, not owned by
+    /// schema-sync (made by hand): left alone.
+    UnownedConstraintDiffers,
     /// A column whose serial-ness differs from the spec.
     Serial,
 }
@@ -384,7 +388,7 @@ pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
             desired,
             options,
             &Ownership::default(),
-            &BTreeMap::new(),
+            None,
             desired.schema != DEFAULT_SCHEMA,
         );
     }
@@ -394,7 +398,7 @@ pub fn diff(current: &Schema, desired: &Schema, options: &DiffOptions) -> Plan {
         desired,
         options,
         &Ownership::all_of(current),
-        &BTreeMap::new(),
+        None,
         false,
     )
 }
@@ -408,7 +412,7 @@ pub(crate) fn diff_rendered(
     render: &Schema,
     options: &DiffOptions,
     owned: &Ownership,
-    pkey_names: &BTreeMap<String, String>,
+    live: Option<&LiveSchema>,
     create_schema: bool,
 ) -> Plan {
     let mut d = Differ {
@@ -418,7 +422,7 @@ pub(crate) fn diff_rendered(
         },
         options,
         owned,
-        pkey_names,
+        live,
         ns: &render.schema,
     };
     if create_schema {
@@ -447,6 +451,16 @@ pub(crate) fn diff_rendered(
                     d.rel(&ct.name)
                 ),
             );
+        } else if let Some(blockers) = d.foreign_dependents(ct) {
+            d.drift(
+                DriftKind::ExtraTable,
+                &ct.name,
+                None,
+                format!(
+                    "table {} is not in the spec, but objects of other tables schema-sync does not own depend on it ({blockers}); never dropped while they do: drop them first",
+                    d.rel(&ct.name)
+                ),
+            );
         } else if options.allow_destructive {
             drops.push(Change {
                 kind: ChangeKind::DropTable,
@@ -467,7 +481,10 @@ pub(crate) fn diff_rendered(
                 DriftKind::ExtraTable,
                 &ct.name,
                 None,
-                format!("table {} is not in the spec", d.rel(&ct.name)),
+                format!(
+                    "table {} is not in the spec; it is schema-sync's: --allow-destructive would drop it",
+                    d.rel(&ct.name)
+                ),
             );
         }
     }
@@ -479,13 +496,22 @@ struct Differ<'o> {
     plan: Plan,
     options: &'o DiffOptions,
     owned: &'o Ownership,
-    /// The live primary keys' names; absent ones are `<table>_pkey`.
-    pkey_names: &'o BTreeMap<String, String>,
+    /// The live schema's primary-key names and column dependents (none
+    /// offline: keys are `<table>_pkey`).
+    live: Option<&'o LiveSchema>,
     /// The schema every statement is qualified with.
     ns: &'o str,
 }
 
 impl Differ<'_> {
+    /// The live name of `table`'s primary key (`<table>_pkey` offline).
+    fn pkey_name(&self, table: &str) -> String {
+        self.live
+            .and_then(|l| l.primary_key_names.get(table))
+            .cloned()
+            .unwrap_or_else(|| pkey_name(table))
+    }
+
     /// `name` (a table or index), qualified with the schema and quoted.
     fn rel(&self, name: &str) -> String {
         rel(Some(self.ns), name)
@@ -639,12 +665,32 @@ impl Differ<'_> {
                         ),
                     ],
                 );
+            } else if !self.owned.owns_pkey(t, &self.pkey_name(t)) {
+                let name = self.pkey_name(t);
+                self.drift(
+                    if des.primary_key.is_empty() {
+                        DriftKind::Constraint
+                    } else {
+                        DriftKind::UnownedConstraintDiffers
+                    },
+                    t,
+                    Some(&name),
+                    format!(
+                        "primary key {} on {qt} ({}) is not schema-sync's{}; left alone",
+                        quote_ident(&name),
+                        ident_list(&cur.primary_key),
+                        if des.primary_key.is_empty() {
+                            String::from(" and not in the spec")
+                        } else {
+                            format!(
+                                " and differs from the spec's ({})",
+                                ident_list(&des.primary_key)
+                            )
+                        }
+                    ),
+                );
             } else {
-                let name = self
-                    .pkey_names
-                    .get(t)
-                    .cloned()
-                    .unwrap_or_else(|| pkey_name(t));
+                let name = self.pkey_name(t);
                 let mut sql = format!("ALTER TABLE {qt} DROP CONSTRAINT {}", quote_ident(&name));
                 let mut hazards = vec![hazard(
                     HazardKind::TakesStrongLock,
@@ -658,6 +704,11 @@ impl Differ<'_> {
                     hazards.push(hazard(
                         HazardKind::IndexBuild,
                         "builds the new primary-key index",
+                    ));
+                } else {
+                    hazards.push(hazard(
+                        HazardKind::LoosensConstraint,
+                        "drops the primary key: duplicate and NULL keys are accepted from now on",
                     ));
                 }
                 self.push(ChangeKind::ChangePrimaryKey, t, None, vec![sql], hazards);
@@ -688,8 +739,10 @@ impl Differ<'_> {
             match cur.get_index(&ri.name) {
                 Some(ci) if rebuilt.contains(ci.name.as_str()) => self.rebuild_index(t, ri),
                 None => self.create_index(t, ri, false),
-                Some(ci) if same_index(ci, di) => {}
-                Some(ci) if ci.owned => self.replace_index(t, ri),
+                Some(ci) if same_index(ci, di) && !ci.invalid => {}
+                // An invalid index (a failed concurrent build) does nothing
+                // useful, whoever made it: it is built again.
+                Some(ci) if ci.owned || ci.invalid => self.replace_index(t, ri),
                 Some(_) => self.drift(DriftKind::UnownedIndexDiffers, t, Some(&ri.name), format!(
                     "index {} on {qt} differs from the spec but was not created by schema-sync; left alone",
                     quote_ident(&ri.name)
@@ -733,6 +786,17 @@ impl Differ<'_> {
                         self.cols(t, &cc.name)
                     ),
                 );
+            } else if let Some(blockers) = self.unowned_dependents(cur, &cc.name) {
+                self.drift(
+                    DriftKind::ExtraColumn,
+                    t,
+                    Some(&cc.name),
+                    format!(
+                        "column {} is not in the spec, but objects schema-sync does not own depend on it ({}); never dropped while they do: drop them first",
+                        self.cols(t, &cc.name),
+                        blockers
+                    ),
+                );
             } else if self.options.allow_destructive {
                 self.push(
                     ChangeKind::DropColumn,
@@ -752,7 +816,10 @@ impl Differ<'_> {
                     DriftKind::ExtraColumn,
                     t,
                     Some(&cc.name),
-                    format!("column {} is not in the spec", self.cols(t, &cc.name)),
+                    format!(
+                        "column {} is not in the spec; it is schema-sync's: --allow-destructive would drop it",
+                        self.cols(t, &cc.name)
+                    ),
                 );
             }
         }
@@ -822,13 +889,39 @@ impl Differ<'_> {
         // After a type change the server re-types the column's default and
         // checks; they are written again so they match the spec's canonical form.
         let retyped = cc.type_ != dc.type_ && storage_type(&cc.type_) != storage_type(&dc.type_);
-        let rechecked = cc.check != dc.check || (retyped && rc.check.is_some());
+        // A live check under the name schema-sync gives the column's check
+        // that it does not own (made by hand: PostgreSQL's own name for
+        // `ADD CHECK (...)` on one column) is never dropped or replaced.
+        let check = check_name(t, &rc.name);
+        let check_owned = cc.check.is_none() || self.owned.owns_check(t, &rc.name, &check);
+        if !check_owned && cc.check != dc.check {
+            self.drift(
+                if dc.check.is_some() {
+                    DriftKind::UnownedConstraintDiffers
+                } else {
+                    DriftKind::Constraint
+                },
+                t,
+                Some(&check),
+                format!(
+                    "check {} on {qt} ({}) is not schema-sync's{}; left alone",
+                    quote_ident(&check),
+                    cc.check.as_deref().unwrap_or_default(),
+                    if dc.check.is_some() {
+                        " and differs from the spec's"
+                    } else {
+                        " and not in the spec"
+                    }
+                ),
+            );
+        }
+        let rechecked = check_owned && (cc.check != dc.check || (retyped && rc.check.is_some()));
         // PostgreSQL re-parses a check for the new type, which can fail
         // (`x > 5` once x is text): a check that is rebuilt anyway is
         // dropped before the type change.
         let check_dropped_first = retyped && rechecked && cc.check.is_some();
         if check_dropped_first {
-            self.drop_check(t, &rc.name);
+            self.drop_check(t, &rc.name, false);
         }
         if cc.type_ != dc.type_ {
             if !retyped {
@@ -935,7 +1028,7 @@ impl Differ<'_> {
         if rechecked {
             let name = quote_ident(&check_name(t, &rc.name));
             if cc.check.is_some() && !check_dropped_first {
-                self.drop_check(t, &rc.name);
+                self.drop_check(t, &rc.name, rc.check.is_none());
             }
             if let Some(check) = &rc.check {
                 self.push(
@@ -1000,14 +1093,91 @@ impl Differ<'_> {
         }
     }
 
-    /// Drops the check schema-sync gives `column`.
-    fn drop_check(&mut self, t: &str, column: &str) {
+    /// The objects schema-sync does not own that depend on column
+    /// `column` of `table` (dropping the column would drop them, or fail),
+    /// described; `None` when there are none.
+    fn unowned_dependents(&self, table: &Table, column: &str) -> Option<String> {
+        let deps = self
+            .live?
+            .dependents
+            .get(&(table.name.clone(), column.to_owned()))?;
+        let mut out: Vec<String> = Vec::new();
+        for d in deps {
+            let here = d.table == table.name && d.schema == self.ns;
+            let owned = here
+                && match d.kind.as_str() {
+                    "index" => table.get_index(&d.name).is_some_and(|i| i.owned),
+                    "constraint" => self.owned.owns_constraint(&table.name, &d.name),
+                    _ => false,
+                };
+            if owned {
+                continue;
+            }
+            let text = match d.kind.as_str() {
+                "index" | "constraint" => format!(
+                    "{} {} on {}",
+                    d.kind,
+                    quote_ident(&d.name),
+                    rel(Some(&d.schema), &d.table)
+                ),
+                _ => d.description.clone(),
+            };
+            if !out.contains(&text) {
+                out.push(text);
+            }
+        }
+        (!out.is_empty()).then(|| out.join(", "))
+    }
+
+    /// The indexes and constraints of other tables (foreign keys) that
+    /// depend on columns of `table`: dropping it would fail (2BP01) or
+    /// take them along. `None` when there are none.
+    fn foreign_dependents(&self, table: &Table) -> Option<String> {
+        let live = self.live?;
+        let mut out: Vec<String> = Vec::new();
+        for column in &table.columns {
+            let Some(deps) = live
+                .dependents
+                .get(&(table.name.clone(), column.name.clone()))
+            else {
+                continue;
+            };
+            for d in deps {
+                let elsewhere = d.table != table.name || d.schema != self.ns;
+                if !elsewhere || !matches!(d.kind.as_str(), "index" | "constraint") {
+                    continue;
+                }
+                let text = format!(
+                    "{} {} on {}",
+                    d.kind,
+                    quote_ident(&d.name),
+                    rel(Some(&d.schema), &d.table)
+                );
+                if !out.contains(&text) {
+                    out.push(text);
+                }
+            }
+        }
+        (!out.is_empty()).then(|| out.join(", "))
+    }
+
+    /// Drops the check schema-sync gives `column`; `for_good` when no
+    /// check takes its place.
+    fn drop_check(&mut self, t: &str, column: &str, for_good: bool) {
         let sql = format!(
             "ALTER TABLE {} DROP CONSTRAINT {}",
             self.rel(t),
             quote_ident(&check_name(t, column))
         );
-        self.push(ChangeKind::DropCheck, t, Some(column), vec![sql], vec![]);
+        let hazards = if for_good {
+            vec![hazard(
+                HazardKind::LoosensConstraint,
+                "drops the check: values it refused are accepted from now on",
+            )]
+        } else {
+            vec![]
+        };
+        self.push(ChangeKind::DropCheck, t, Some(column), vec![sql], hazards);
     }
 
     /// Builds again an index dropped before a type change, inside the

@@ -107,6 +107,11 @@ pub struct Index {
     /// ownership marker; never read from or written to a spec file).
     #[serde(skip)]
     pub owned: bool,
+    /// Whether the live index is invalid (`NOT indisvalid`: a failed
+    /// concurrent build); such an index never matches a spec. Set by
+    /// introspection only.
+    #[serde(skip)]
+    pub invalid: bool,
 }
 
 /// A spec file could not be read or written.
@@ -272,6 +277,7 @@ impl Index {
             where_: None,
             include: Vec::new(),
             owned: false,
+            invalid: false,
         }
     }
 

@@ -102,11 +102,15 @@ pub enum ValidationError {
         /// The column.
         column: String,
     },
-    /// A type that is not a type name: words, a qualified or quoted name,
-    /// numeric modifiers (`(32)`, `(20,10)`) and array brackets only.
+    /// A type that is not a type name: a qualified or quoted name or one
+    /// of PostgreSQL's multi-word type names (`double precision`,
+    /// `timestamp with time zone`, ...), numeric modifiers (`(32)`,
+    /// `(20,10)`) and array brackets only: no constraint clauses,
+    /// `COLLATE` or `SETOF`.
     #[error(
-        "table {table:?}, column {column:?}: {type_:?} is not a type name (words, a quoted or \
-         schema-qualified name, numeric modifiers such as (20,10), and [] only)"
+        "table {table:?}, column {column:?}: {type_:?} is not a type name (a quoted or \
+         schema-qualified name or a multi-word type name such as double precision, numeric \
+         modifiers such as (20,10), and [] only; constraints go in their own fields)"
     )]
     InvalidType {
         /// The table.
@@ -150,6 +154,20 @@ pub enum ValidationError {
         /// Why it is refused.
         reason: String,
     },
+    /// A name with a NUL character, which no PostgreSQL text can hold.
+    #[error(
+        "table {table:?}{}: name {name:?} holds a NUL character",
+        what.as_ref().map(|w| format!(", {w}")).unwrap_or_default()
+    )]
+    NulInName {
+        /// The table.
+        table: String,
+        /// `column "x"`, `index "y"`, `primary key column`, ..., or `None`
+        /// for the table name itself.
+        what: Option<String>,
+        /// The name.
+        name: String,
+    },
     /// A name PostgreSQL would silently truncate.
     #[error(
         "table {table:?}{}: name {name:?} is {bytes} bytes long; PostgreSQL keeps at most 63",
@@ -184,6 +202,13 @@ impl fmt::Display for ValidationErrors {
 impl std::error::Error for ValidationErrors {}
 
 fn check_len(errors: &mut Vec<ValidationError>, table: &str, what: Option<String>, name: &str) {
+    if name.contains('\0') {
+        errors.push(ValidationError::NulInName {
+            table: table.to_owned(),
+            what: what.clone(),
+            name: name.to_owned(),
+        });
+    }
     if name.len() > MAX_IDENTIFIER_BYTES {
         errors.push(ValidationError::NameTooLong {
             table: table.to_owned(),
@@ -202,25 +227,36 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '$'
 }
 
-/// Whether `text` is a type name: words separated by blanks (`double
-/// precision`, `timestamp with time zone`), names qualified with `.` or
-/// double-quoted, integer modifiers in parentheses and array brackets. No
-/// other punctuation, so a type can never leave its place in a statement.
-pub(crate) fn is_type_name(text: &str) -> bool {
+/// A piece of a type name.
+#[derive(Debug, PartialEq)]
+enum TypePart {
+    /// An unquoted word, lower-cased.
+    Word(String),
+    /// A double-quoted name.
+    Quoted,
+    Dot,
+    /// Integer modifiers in parentheses.
+    Modifiers,
+    /// `[]` or `[n]`.
+    Brackets,
+}
+
+/// Splits a type name into its parts; `None` on anything else (punctuation
+/// other than `.`, parentheses that hold more than integers, ...).
+fn type_parts(text: &str) -> Option<Vec<TypePart>> {
     let mut chars = text.trim().chars().peekable();
-    let mut names = 0;
-    // Whether the last thing was a name that `.` may follow.
-    let mut after_name = false;
+    let mut parts = Vec::new();
     while let Some(&c) = chars.peek() {
         match c {
             c if c.is_whitespace() => {
                 chars.next();
-                after_name = false;
             }
             c if is_word_start(c) => {
-                while chars.next_if(|&c| is_word_char(c)).is_some() {}
-                names += 1;
-                after_name = true;
+                let mut word = String::new();
+                while let Some(c) = chars.next_if(|&c| is_word_char(c)) {
+                    word.push(c.to_ascii_lowercase());
+                }
+                parts.push(TypePart::Word(word));
             }
             '"' => {
                 chars.next();
@@ -229,53 +265,150 @@ pub(crate) fn is_type_name(text: &str) -> bool {
                     match chars.next() {
                         Some('"') if chars.next_if_eq(&'"').is_some() => empty = false,
                         Some('"') => break,
-                        Some('\0') | None => return false,
+                        Some('\0') | None => return None,
                         Some(_) => empty = false,
                     }
                 }
                 if empty {
-                    return false;
+                    return None;
                 }
-                names += 1;
-                after_name = true;
+                parts.push(TypePart::Quoted);
             }
-            '.' if after_name => {
+            '.' => {
                 chars.next();
-                after_name = false;
-                if !chars.peek().is_some_and(|&c| is_word_start(c) || c == '"') {
-                    return false;
-                }
+                parts.push(TypePart::Dot);
             }
-            '(' if names > 0 => {
+            '(' => {
                 chars.next();
                 loop {
                     while chars.next_if(|c| c.is_whitespace()).is_some() {}
                     chars.next_if_eq(&'-');
-                    if chars.next_if(char::is_ascii_digit).is_none() {
-                        return false;
-                    }
+                    chars.next_if(char::is_ascii_digit)?;
                     while chars.next_if(char::is_ascii_digit).is_some() {}
                     while chars.next_if(|c| c.is_whitespace()).is_some() {}
                     match chars.next() {
                         Some(',') => {}
                         Some(')') => break,
-                        _ => return false,
+                        _ => return None,
                     }
                 }
-                after_name = false;
+                parts.push(TypePart::Modifiers);
             }
-            '[' if names > 0 => {
+            '[' => {
                 chars.next();
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
                 while chars.next_if(char::is_ascii_digit).is_some() {}
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
                 if chars.next() != Some(']') {
-                    return false;
+                    return None;
                 }
-                after_name = false;
+                parts.push(TypePart::Brackets);
+            }
+            _ => return None,
+        }
+    }
+    Some(parts)
+}
+
+/// The type names PostgreSQL's grammar spells with more than one word,
+/// and after how many words each may take modifiers (`None`: never;
+/// `usize::MAX`: at the end).
+const MULTI_WORD_TYPES: &[(&str, Option<usize>)] = &[
+    ("double precision", None),
+    ("character varying", Some(usize::MAX)),
+    ("char varying", Some(usize::MAX)),
+    ("bit varying", Some(usize::MAX)),
+    ("national character", Some(usize::MAX)),
+    ("national char", Some(usize::MAX)),
+    ("national character varying", Some(usize::MAX)),
+    ("national char varying", Some(usize::MAX)),
+    ("nchar varying", Some(usize::MAX)),
+    ("timestamp with time zone", Some(1)),
+    ("timestamp without time zone", Some(1)),
+    ("time with time zone", Some(1)),
+    ("time without time zone", Some(1)),
+];
+
+/// The fields an `interval` may be restricted to.
+const INTERVAL_FIELDS: &[&str] = &[
+    "year",
+    "month",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "year to month",
+    "day to hour",
+    "day to minute",
+    "day to second",
+    "hour to minute",
+    "hour to second",
+    "minute to second",
+];
+
+/// Whether `text` is a type name: a name (qualified with `.`, or
+/// double-quoted) or one of the type names PostgreSQL spells with several
+/// words (`double precision`, `character varying`, `timestamp with time
+/// zone`, `interval day to second`, ...), with integer modifiers where the
+/// type takes them, then array brackets. Nothing else: no constraint
+/// clauses (`INT UNIQUE`, `INT REFERENCES t`), `COLLATE`, `SETOF`, ...
+pub(crate) fn is_type_name(text: &str) -> bool {
+    let Some(mut parts) = type_parts(text) else {
+        return false;
+    };
+    while parts.last() == Some(&TypePart::Brackets) {
+        parts.pop();
+    }
+    if parts.is_empty() {
+        return false;
+    }
+    // A name, qualified or quoted, with optional modifiers.
+    let mut name_end = parts.len();
+    if parts.last() == Some(&TypePart::Modifiers) {
+        name_end -= 1;
+    }
+    let name = &parts[..name_end];
+    let is_name_part = |p: &TypePart| matches!(p, TypePart::Word(_) | TypePart::Quoted);
+    if !name.is_empty()
+        && name.len() % 2 == 1
+        && name.iter().enumerate().all(|(i, p)| {
+            if i % 2 == 0 {
+                is_name_part(p)
+            } else {
+                *p == TypePart::Dot
+            }
+        })
+    {
+        return true;
+    }
+    // A multi-word name: unquoted words, modifiers at most once.
+    let mut words = Vec::new();
+    let mut modifiers_after = None;
+    for part in &parts {
+        match part {
+            TypePart::Word(w) => words.push(w.as_str()),
+            TypePart::Modifiers if modifiers_after.is_none() && !words.is_empty() => {
+                modifiers_after = Some(words.len());
             }
             _ => return false,
         }
     }
-    names > 0
+    let key = words.join(" ");
+    let modifiers_ok = |allowed: Option<usize>| match (modifiers_after, allowed) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(at), Some(usize::MAX)) => at == words.len(),
+        (Some(at), Some(allowed)) => at == allowed,
+    };
+    if let Some((_, allowed)) = MULTI_WORD_TYPES.iter().find(|(k, _)| *k == key) {
+        return modifiers_ok(*allowed);
+    }
+    if let Some(fields) = key.strip_prefix("interval ") {
+        return INTERVAL_FIELDS.contains(&fields)
+            && modifiers_ok(Some(usize::MAX))
+            && (modifiers_after.is_none() || fields.ends_with("second"));
+    }
+    false
 }
 
 /// Why `text` is not one self-contained SQL expression, if it is not: it
@@ -286,6 +419,9 @@ pub(crate) fn expression_problem(text: &str) -> Option<&'static str> {
     use db_core::lex::{Token, Tokens};
     if text.trim().is_empty() {
         return Some("it is empty");
+    }
+    if text.contains('\0') {
+        return Some("it holds a NUL character");
     }
     let mut tokens = Tokens::new(text);
     let mut depth = 0usize;
@@ -497,6 +633,12 @@ pub fn validate(schema: &Schema) -> Result<(), ValidationErrors> {
                 });
             }
             for column in &index.include {
+                check_len(
+                    &mut errors,
+                    t,
+                    Some(format!("index {i:?} INCLUDE column")),
+                    column,
+                );
                 if !columns.contains(column.as_str()) {
                     errors.push(ValidationError::UnknownIncludeColumn {
                         table: t.to_owned(),
@@ -717,6 +859,12 @@ mod tests {
             "bit varying(5)",
             "SERIAL",
             "été",
+            "national character varying(5)",
+            "interval(3)",
+            "interval year to month",
+            "timestamp without time zone[]",
+            "double precision[][]",
+            "pg_catalog.int4",
         ] {
             assert!(is_type_name(ok), "{ok}");
         }
@@ -735,6 +883,19 @@ mod tests {
             "\"\"",
             "int;",
             "public.",
+            "INT REFERENCES victim ON DELETE CASCADE",
+            "INT UNIQUE",
+            "INT PRIMARY KEY",
+            "INT NOT NULL",
+            "INT GENERATED ALWAYS AS IDENTITY",
+            "TEXT COLLATE \"C\"",
+            "SETOF INT",
+            "double precision(3)",
+            "timestamp with time zone(3)",
+            "interval day(3)",
+            "int[] int",
+            ".int",
+            "a.b.",
         ] {
             assert!(!is_type_name(bad), "{bad}");
         }

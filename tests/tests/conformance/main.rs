@@ -15,6 +15,7 @@ mod migrate_streaming;
 mod notify;
 mod pglite;
 mod rows;
+mod schema_adversarial;
 mod schema_locks;
 mod schema_namespaces;
 mod schema_ownership;

@@ -237,7 +237,7 @@ async fn the_changefeed_tables_survive_a_destructive_sync() {
 }
 
 /// A primary key made outside schema-sync, under a name of its own, is
-/// swapped by that name.
+/// adopted by a spec that declares it, and then swapped by that name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_key_is_swapped_by_its_real_name() {
     let db = TestDb::new().await;
@@ -248,12 +248,28 @@ async fn a_primary_key_is_swapped_by_its_real_name() {
         )
         .await
         .unwrap();
-    let spec = Schema::new().table(
-        Table::new("t")
-            .column(Column::new("id", "BIGINT").not_null())
-            .column(Column::new("code", "TEXT").not_null())
-            .primary_key(["code"]),
+    let table = |key: &str| {
+        Schema::new().table(
+            Table::new("t")
+                .column(Column::new("id", "BIGINT").not_null())
+                .column(Column::new("code", "TEXT").not_null())
+                .primary_key([key]),
+        )
+    };
+    // Not declared yet: a key it does not own is drift, never swapped.
+    let spec = table("code");
+    let p = schema_sync::plan(&db.pool, &spec, &Options::new())
+        .await
+        .unwrap();
+    assert!(p.is_empty(), "{p}");
+    assert!(
+        p.drift
+            .iter()
+            .any(|d| d.kind == DriftKind::UnownedConstraintDiffers
+                && d.object.as_deref() == Some("custom_key")),
+        "{p}"
     );
+    sync(&db, &table("id"), &Options::new()).await;
     sync(&db, &spec, &Options::new()).await;
     let key: Vec<String> = db
         .pool

@@ -165,6 +165,56 @@ fn hostile_specs() -> Vec<(&'static str, Schema)> {
             idx(Index::new("s_x_idx", ["x"]).where_("true; DROP TABLE victim")),
         ),
         (
+            "type with a foreign key",
+            col(Column::new("c", "INT REFERENCES victim ON DELETE CASCADE")),
+        ),
+        ("type with UNIQUE", col(Column::new("c", "INT UNIQUE"))),
+        (
+            "type with PRIMARY KEY",
+            col(Column::new("c", "INT PRIMARY KEY")),
+        ),
+        ("type with NOT NULL", col(Column::new("c", "INT NOT NULL"))),
+        (
+            "type with an identity",
+            col(Column::new("c", "INT GENERATED ALWAYS AS IDENTITY")),
+        ),
+        (
+            "type with a collation",
+            col(Column::new("c", "TEXT COLLATE \"C\"")),
+        ),
+        ("type SETOF", col(Column::new("c", "SETOF INT"))),
+        (
+            "type with a default",
+            col(Column::new("c", "INT DEFAULT 5")),
+        ),
+        (
+            "type with a check",
+            col(Column::new("c", "INT CHECK (c > 0)")),
+        ),
+        (
+            "NUL in a table name",
+            Schema::new().table(Table::new("s\0x").column(Column::new("id", "int"))),
+        ),
+        ("NUL in a column name", col(Column::new("c\0", "int"))),
+        (
+            "NUL in a default",
+            col(Column::new("c", "text").default("'a\0b'")),
+        ),
+        (
+            "NUL in a check",
+            col(Column::new("c", "int").check("c > 0\0")),
+        ),
+        (
+            "NUL in a backfill",
+            col(Column::new("c", "int").not_null().null_backfill("0\0")),
+        ),
+        ("NUL in an index name", idx(Index::new("s_x\0idx", ["x"]))),
+        ("NUL in an index key", idx(Index::new("s_x_idx", ["x\0"]))),
+        (
+            "NUL in an index predicate",
+            idx(Index::new("s_x_idx", ["x"]).where_("x <> '\0'")),
+        ),
+        (
             "index method with a statement",
             idx(Index::new("s_x_idx", ["x"]).method("btree (x); DROP TABLE victim; --")),
         ),
@@ -382,4 +432,123 @@ fn fuzzed_hostile_specs_are_refused_or_do_exactly_what_they_say() {
             },
         )
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_are_resolved_by_the_server_before_any_ddl_runs() {
+    let db = TestDb::new().await;
+    victim(&db).await;
+    let spec = Schema::new().table(
+        Table::new("s")
+            .column(Column::new("id", "serial"))
+            .column(Column::new("c", "no_such_type")),
+    );
+    let err = schema_sync::sync(&db.pool, &spec, &Options::new())
+        .await
+        .expect_err("an unknown type");
+    match &err {
+        SyncError::UnknownType { table, column, .. } => {
+            assert_eq!((table.as_str(), column.as_str()), ("s", "c"), "{err}");
+        }
+        other => panic!("expected UnknownType, got {other}"),
+    }
+    assert!(err.to_string().contains("no_such_type"), "{err}");
+    assert!(
+        schema_sync::plan(&db.pool, &spec, &Options::new())
+            .await
+            .is_err()
+    );
+    assert_untouched(&db, &[]).await;
+    // Real multi-word types, serial types and qualified names pass.
+    let spec = Schema::new().table(
+        Table::new("s")
+            .column(Column::new("id", "BIGSERIAL"))
+            .column(Column::new("a", "double precision"))
+            .column(Column::new("b", "character varying(3)[]"))
+            .column(Column::new("c", "timestamp(3) with time zone"))
+            .column(Column::new("d", "interval day to second(2)"))
+            .column(Column::new("e", "pg_catalog.int4"))
+            .column(Column::new("f", "bit varying(4)"))
+            .column(Column::new("g", "national character varying(5)")),
+    );
+    schema_sync::sync(&db.pool, &spec, &Options::new())
+        .await
+        .unwrap();
+    assert!(
+        schema_sync::plan(&db.pool, &spec, &Options::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn numbers_a_default_cannot_hold_exactly_are_refused() {
+    for toml in ["nan", "inf", "-inf", "+nan"] {
+        let text = format!(
+            "[[tables]]\nname = \"s\"\n[[tables.columns]]\nname = \"c\"\ntype = \"float8\"\ndefault = {toml}\n"
+        );
+        let err = Schema::from_toml(&text).expect_err(toml);
+        assert!(err.to_string().contains("finite"), "{toml}: {err}");
+    }
+    for json in ["123456789012345678901234567890", "0.12345678901234567"] {
+        let text = format!(
+            r#"{{"tables":[{{"name":"s","columns":[{{"name":"c","type":"numeric","default":{json}}}]}}]}}"#
+        );
+        let err = Schema::from_json(&text).expect_err(json);
+        assert!(err.to_string().contains("exactly"), "{json}: {err}");
+    }
+    // What a double holds exactly, and integers of any 64-bit size, pass
+    // as written.
+    for (json, sql) in [
+        ("18446744073709551615", "18446744073709551615"),
+        ("-9223372036854775808", "-9223372036854775808"),
+        ("0.5", "0.5"),
+        ("1.25e-3", "0.00125"),
+        (
+            "\"123456789012345678901234567890\"",
+            "123456789012345678901234567890",
+        ),
+    ] {
+        let text = format!(
+            r#"{{"tables":[{{"name":"s","columns":[{{"name":"c","type":"numeric","default":{json}}}]}}]}}"#
+        );
+        let spec = Schema::from_json(&text).unwrap_or_else(|e| panic!("{json}: {e}"));
+        assert_eq!(
+            spec.tables[0].columns[0].default.as_deref(),
+            Some(sql),
+            "{json}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_stay_distinct_after_truncation() {
+    let db = TestDb::new().await;
+    let (a, b) = (
+        format!("{}1", "x".repeat(40)),
+        format!("{}2", "x".repeat(40)),
+    );
+    let spec = Schema::new().table(
+        Table::new("t".repeat(40))
+            .column(Column::new(a.clone(), "int").check(format!("{} > 0", db::quote_ident(&a))))
+            .column(Column::new(b.clone(), "int").check(format!("{} < 0", db::quote_ident(&b)))),
+    );
+    schema_sync::sync(&db.pool, &spec, &Options::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = schema_sync::plan(&db.pool, &spec, &Options::new())
+        .await
+        .unwrap();
+    assert!(p.is_empty(), "{p}");
+    let n: i64 = db
+        .pool
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'c' AND conrelid = to_regclass($1)",
+            &db::params![db::quote_ident(&"t".repeat(40))],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
 }

@@ -31,21 +31,117 @@ fn btree() -> String {
 /// Reads an optional SQL text that may be written as a string, number or
 /// boolean.
 fn sql_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        S(String),
-        I(i64),
-        F(f64),
-        B(bool),
+    d.deserialize_option(OptionalSqlText)
+}
+
+/// The most significant digits a double keeps for any decimal written
+/// with them: a number with more may not be the one written.
+const EXACT_DIGITS: usize = 15;
+
+/// The SQL text of a number given where an expression goes: integers
+/// exactly; a float only when finite and written with at most 15
+/// significant digits (otherwise the double it became may differ from what
+/// was written, as 123456789012345678901234567890 does).
+fn float_text(f: f64) -> Result<String, String> {
+    if !f.is_finite() {
+        return Err(format!(
+            "{f} is not a finite number; write a default such as 'NaN'::float8 as a string"
+        ));
     }
-    Ok(match Option::<Text>::deserialize(d)? {
-        None => None,
-        Some(Text::S(s)) => Some(s),
-        Some(Text::I(i)) => Some(i.to_string()),
-        Some(Text::F(f)) => Some(f.to_string()),
-        Some(Text::B(b)) => Some(if b { "true" } else { "false" }.to_owned()),
-    })
+    let scientific = format!("{f:e}");
+    let mantissa = scientific.split('e').next().unwrap_or_default();
+    let digits = mantissa
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>();
+    let significant = digits.trim_start_matches('0').len();
+    if significant > EXACT_DIGITS {
+        return Err(format!(
+            "the number {f} cannot be held exactly (more than {EXACT_DIGITS} significant \
+             digits); write it as a string to keep it exactly"
+        ));
+    }
+    Ok(f.to_string())
+}
+
+struct OptionalSqlText;
+
+impl<'de> serde::de::Visitor<'de> for OptionalSqlText {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an SQL expression as a string, a number or a boolean")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(SqlText).map(Some)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        SqlText.visit_str(v).map(Some)
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        SqlText.visit_bool(v).map(Some)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        SqlText.visit_f64(v).map(Some)
+    }
+}
+
+struct SqlText;
+
+impl<'de> serde::de::Visitor<'de> for SqlText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an SQL expression as a string, a number or a boolean")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(if v { "true" } else { "false" }.to_owned())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        float_text(v).map_err(E::custom)
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,6 +266,7 @@ impl From<IndexFile> for Index {
             where_: f.where_,
             include: f.include,
             owned: false,
+            invalid: false,
         }
     }
 }
