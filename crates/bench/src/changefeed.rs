@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use changefeed::{Event, Feed, Filter, Query, Start};
-use db::{AnyPool, Config, DataDir, Executor, PgPool, PglitePool, Pool, Value};
+use db::{AnyPool, Config, DataDir, PgPool, PglitePool, Pool, Value};
 use tokio::sync::mpsc;
 
 use crate::contender::BenchResult;
@@ -234,16 +234,11 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
         let pg = PgPool::connect_url(url).await?;
         backends.push(("db-postgres (PG 15)", AnyPool::Postgres(pg), 20.0));
     }
-    let projects = fixture_ddl(|table| table == "projects")?;
     for (_, pool, _) in &backends {
         pool.batch_execute(SETUP).await?;
         for schema in [SCHEMA, PLAIN_SCHEMA] {
-            let mut client = pool.acquire().await?;
-            client
-                .batch_execute(&format!(
-                    "SET search_path TO {schema}; {projects} RESET search_path"
-                ))
-                .await?;
+            let projects = fixture_ddl(schema, |table| table == "projects")?;
+            pool.batch_execute(&projects).await?;
         }
         // Installs the triggers; the feed is started again per measurement.
         let feed = Feed::start(pool.clone(), changefeed::Options::new().schema(SCHEMA)).await?;

@@ -17,9 +17,10 @@ pub(crate) const FIXTURE: &str = concat!(
 
 /// The DDL of the fixture schema's tables that `keep` names (unqualified),
 /// as schema-sync plans it from an empty database.
-pub(crate) fn fixture_ddl(keep: impl Fn(&str) -> bool) -> BenchResult<String> {
+pub(crate) fn fixture_ddl(schema: &str, keep: impl Fn(&str) -> bool) -> BenchResult<String> {
     let text = std::fs::read_to_string(FIXTURE).map_err(|e| format!("reading {FIXTURE}: {e}"))?;
     let mut spec = schema_sync::Schema::from_json(&text)?;
+    spec.schema = schema.to_owned();
     spec.tables.retain(|t| keep(&t.name));
     let plan = schema_sync::diff(
         &schema_sync::Schema::new(),
@@ -27,7 +28,9 @@ pub(crate) fn fixture_ddl(keep: impl Fn(&str) -> bool) -> BenchResult<String> {
         &schema_sync::DiffOptions::new(),
     );
     let mut sql = String::new();
-    for statement in plan.changes.iter().flat_map(|c| &c.statements) {
+    // The caller makes the schema.
+    let statements = plan.changes.iter().flat_map(|c| &c.statements);
+    for statement in statements.filter(|s| !s.starts_with("CREATE SCHEMA")) {
         sql.push_str(statement);
         sql.push_str(";\n");
     }
@@ -35,7 +38,7 @@ pub(crate) fn fixture_ddl(keep: impl Fn(&str) -> bool) -> BenchResult<String> {
 }
 
 pub(crate) async fn run(report: &mut Report, o: &Options, tests: usize) -> BenchResult<()> {
-    let ddl = match fixture_ddl(|_| true) {
+    let ddl = match fixture_ddl("public", |_| true) {
         Ok(ddl) => ddl,
         Err(e) => {
             report
