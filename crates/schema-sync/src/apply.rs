@@ -690,15 +690,18 @@ async fn diff_live<E: Executor>(
     owned: &Ownership,
     create_schema: bool,
 ) -> Result<Plan, SyncError> {
-    let plan = diff_rendered(
-        &live.schema,
-        desired,
-        render,
-        diff,
-        owned,
-        Some(live),
-        create_schema,
-    );
+    let plan_on = |live: &LiveSchema| {
+        diff_rendered(
+            &live.schema,
+            desired,
+            render,
+            diff,
+            owned,
+            Some(live),
+            create_schema,
+        )
+    };
+    let plan = plan_on(live);
     if !plan
         .changes
         .iter()
@@ -706,16 +709,9 @@ async fn diff_live<E: Executor>(
     {
         return Ok(plan);
     }
+    // Only a plan that drops needs to know what depends on what it drops.
     load_dependents(ex, live).await?;
-    Ok(diff_rendered(
-        &live.schema,
-        desired,
-        render,
-        diff,
-        owned,
-        Some(live),
-        create_schema,
-    ))
+    Ok(plan_on(live))
 }
 
 /// The plan that would make the live database match `schema`. Reads only.
