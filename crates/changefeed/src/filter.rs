@@ -28,16 +28,19 @@ use crate::error::Error;
 /// form, which is what the row images hold. Snapshots evaluate the filter in
 /// SQL, live changes on the images; they agree, and agree with SQL, except:
 ///
-/// - text (`char`, `varchar`, `text`, `name`) compares by code point, as
-///   with `COLLATE "C"`, whatever the column's collation (also for `=` under
-///   a nondeterministic collation);
-/// - `<`, `<=`, `>`, `>=` are refused on types other than numbers,
-///   strings, booleans, dates and times;
+/// - text (`varchar`, `text`, `name`) compares by code point, as with
+///   `COLLATE "C"`, whatever the column's collation (also for `=` under a
+///   nondeterministic collation);
 /// - dates and times compare as their ISO text: right for years 1 to 9999;
 ///   `timestamptz` values are written in the writer's `TimeZone` and the
 ///   filter's in the subscriber's, so compare them only with one time zone
-///   (e.g. UTC) throughout; live changes compare `numeric` values as
-///   `f64`.
+///   (e.g. UTC) throughout;
+/// - comparisons whose answer on the image would differ from SQL's are
+///   refused ([`Error::FilterType`](crate::Error::FilterType)): on
+///   `numeric`, floats and `money` (precision, NaN, Infinity), `char(n)`
+///   (padding), and types other than integers, text, booleans, `uuid`,
+///   dates and timestamps (enums allow `=` and `IN`); `IS NULL` on `json`,
+///   `jsonb` and composites.
 ///
 /// Parse one from text with [`str::parse`]:
 ///
