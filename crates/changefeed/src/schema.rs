@@ -638,11 +638,9 @@ async fn resolve<E: Executor>(ex: &mut E, names: &Names, table: &str) -> Result<
         Ok(Some(row)) => row,
         Ok(None) => return Err(Error::NoSuchTable(table.to_owned())),
         // Up to PostgreSQL 15, `to_regclass` raises on a name that is not
-        // valid SQL (`a b c`) rather than returning NULL.
-        Err(e)
-            if e.code()
-                .is_some_and(|c| c.code().starts_with("42") || c.code().starts_with("22")) =>
-        {
+        // valid SQL (`a b c`) rather than returning NULL: 42602
+        // invalid_name. Any other error (a permission, say) is itself.
+        Err(e) if e.code().is_some_and(|c| c.code() == "42602") => {
             return Err(Error::NoSuchTable(table.to_owned()));
         }
         Err(e) => return Err(e.into()),

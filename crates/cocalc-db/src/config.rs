@@ -182,9 +182,8 @@ pub(crate) fn resolve(
         config.backend = db.into();
     }
     if let Some(seconds) = args.connect_timeout {
-        config.postgres.connect_timeout = db::parse_connect_timeout(&seconds.to_string())
-            .ok()
-            .flatten();
+        config.postgres.connect_timeout =
+            db::connect_timeout_secs(i64::try_from(seconds).unwrap_or(i64::MAX));
     }
     if config.backend == BackendKind::Pglite && args.data_dir.is_none() && !facts.data_dir_set {
         let home = facts.home.as_deref().ok_or(ResolveError::NoHome)?;

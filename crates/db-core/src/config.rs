@@ -339,11 +339,17 @@ pub fn parse_connect_timeout(value: &str) -> Result<Option<Duration>, &'static s
         .trim()
         .parse()
         .map_err(|_| "expected a whole number of seconds")?;
-    Ok(match seconds {
+    Ok(connect_timeout_secs(seconds))
+}
+
+/// A connect timeout of `seconds` as libpq reads it: `0` (or less) waits
+/// forever (`None`), and 1 counts as 2.
+pub fn connect_timeout_secs(seconds: i64) -> Option<Duration> {
+    match seconds {
         ..=0 => None,
         1 => Some(Duration::from_secs(2)),
         n => Some(Duration::from_secs(n.unsigned_abs())),
-    })
+    }
 }
 
 /// Text that is not a duration (see [`parse_duration`]).
