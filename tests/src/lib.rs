@@ -49,7 +49,8 @@ impl TestDb {
         }
     }
 
-    async fn try_with_config(adjust: impl FnOnce(Config) -> Config) -> Result<TestDb> {
+    /// Like [`TestDb::with_config`], returning the error instead of panicking.
+    pub async fn try_with_config(adjust: impl FnOnce(Config) -> Config) -> Result<TestDb> {
         let base = base_config();
         if base.backend == BackendKind::Pglite {
             // A backend of its own per test: PGlite runs one session at a

@@ -88,3 +88,76 @@ async fn the_password_never_appears_in_a_connect_error() {
     let text = refused(&with_password).await;
     assert!(!text.contains("s3cr"), "{text}");
 }
+
+/// The role that may log in only with a client certificate (`cert` in the
+/// TLS cell's `pg_hba.conf`), created on first use.
+async fn cert_role() {
+    let pool = connect(&url()).await.unwrap();
+    pool.batch_execute(
+        "DO $$ BEGIN CREATE ROLE cocalc_cert LOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+/// The cell's URL for `cocalc_cert`, with the client certificate `pair`
+/// (`.crt` and `.key` without the extension) when given.
+fn cert_url(pair: Option<&str>) -> String {
+    let url = url().replace("postgres@", "cocalc_cert@");
+    match pair {
+        Some(pair) => format!("{url}&sslcert={pair}.crt&sslkey={pair}.key"),
+        None => url,
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_its_role() {
+    cert_role().await;
+    let pool = connect(&cert_url(Some(&env("COCALC_TEST_TLS_CLIENT"))))
+        .await
+        .unwrap();
+    let row = pool
+        .query_one(
+            "SELECT current_user::text, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "cocalc_cert");
+    assert!(
+        row.get::<String, _>(1).contains("cocalc_cert"),
+        "the server saw the certificate"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn without_a_client_certificate_a_cert_role_is_refused() {
+    cert_role().await;
+    let text = refused(&cert_url(None)).await;
+    assert!(text.contains("28000"), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    cert_role().await;
+    let text = refused(&cert_url(Some(&env("COCALC_TEST_TLS_OTHER_CLIENT")))).await;
+    assert!(
+        text.contains("UnknownCA"),
+        "the server's alert names the cause: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_client_key_file_is_named() {
+    let pair = env("COCALC_TEST_TLS_CLIENT");
+    let url = format!(
+        "{}&sslcert={pair}.crt&sslkey={pair}.missing",
+        cert_url(None)
+    );
+    let text = refused(&url).await;
+    assert!(text.contains(".missing"), "names the file: {text}");
+}

@@ -30,12 +30,19 @@ pub(crate) fn serve(major: u32, tls: bool) -> Result<()> {
     let cluster = Cluster::start(major, if tls { Tls::Only } else { Tls::Off })?;
     println!(
         "\nPostgreSQL {} is running (log: {}). To run the conformance suite against it:\n\n    \
-         COCALC_DB=postgres DATABASE_URL='{}' cargo test -p conformance\n\n\
-         Press Enter or Ctrl-D to stop it and delete its data.",
+         COCALC_DB=postgres DATABASE_URL='{}' cargo test -p conformance\n",
         cluster.version,
         cluster.dir.0.join("postgres.log").display(),
         cluster.url(),
     );
+    if let Some(files) = cluster.tls_files() {
+        println!(
+            "Role cocalc_cert (create it) logs in only with the client certificate {}.crt (key {}.key).\n",
+            files.client.display(),
+            files.client.display()
+        );
+    }
+    println!("Press Enter or Ctrl-D to stop it and delete its data.");
     io::stdin()
         .read_line(&mut String::new())
         .map_err(|error| format!("reading stdin: {error}"))?;
@@ -61,6 +68,11 @@ pub(crate) struct TlsFiles {
     pub(crate) ca: PathBuf,
     /// Another CA, which did not.
     pub(crate) other_ca: PathBuf,
+    /// A client certificate for `cocalc_cert` from `ca`, without its
+    /// extension: `.crt` and `.key` (0600).
+    pub(crate) client: PathBuf,
+    /// The same from `other_ca`.
+    pub(crate) other_client: PathBuf,
 }
 
 /// A running throwaway server with trust authentication for superuser
@@ -130,6 +142,7 @@ impl Cluster {
                 "ssl=on",
                 "ssl_cert_file=server.crt",
                 "ssl_key_file=server.key",
+                "ssl_ca_file=client-ca.crt",
             ],
         };
         let settings = [
@@ -325,8 +338,54 @@ fn provision_tls(dir: &Path, data: &Path, user: Option<Account>) -> Result<TlsFi
         "-out",
         "server.crt",
     ])?;
-    for file in ["server.crt", "server.key"] {
-        let to = data.join(file);
+    // X.509 v3 (extensions given), which rustls requires of a client too.
+    fs::write(
+        tls.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .map_err(|e| format!("writing client.ext: {e}"))?;
+    // Client certificates for the role `cocalc_cert`, which may log in only
+    // with one (`cert` in pg_hba.conf): one from the server's CA, one from
+    // the other CA.
+    for (ca, name) in [("ca", "client"), ("other-ca", "other-client")] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            "/CN=cocalc_cert",
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            &format!("{name}.crt"),
+        ])?;
+        set_mode(&tls.join(format!("{name}.key")), 0o600)?;
+    }
+    for (file, name) in [
+        ("server.crt", "server.crt"),
+        ("server.key", "server.key"),
+        ("ca.crt", "client-ca.crt"),
+    ] {
+        let to = data.join(name);
         fs::copy(tls.join(file), &to).map_err(|e| format!("copying {file}: {e}"))?;
         if let Some(user) = user {
             chown(&to, Some(user.uid), Some(user.gid))
@@ -339,12 +398,15 @@ fn provision_tls(dir: &Path, data: &Path, user: Option<Account>) -> Result<TlsFi
     }
     fs::write(
         data.join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.0/8 trust\nhost all all 0.0.0.0/0 reject\n",
+        "local all all trust\nhostssl all cocalc_cert 127.0.0.0/8 cert\n\
+         hostssl all all 127.0.0.0/8 trust\nhost all all 0.0.0.0/0 reject\n",
     )
     .map_err(|e| format!("writing pg_hba.conf: {e}"))?;
     Ok(TlsFiles {
         ca: tls.join("ca.crt"),
         other_ca: tls.join("other-ca.crt"),
+        client: tls.join("client"),
+        other_client: tls.join("other-client"),
     })
 }
 

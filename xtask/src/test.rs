@@ -121,7 +121,9 @@ fn postgres_cell(major: u32, tls: Tls, cargo_args: &[String]) -> Cell {
                     );
                     cargo
                         .env("COCALC_TEST_TLS_CA", &files.ca)
-                        .env("COCALC_TEST_TLS_OTHER_CA", &files.other_ca);
+                        .env("COCALC_TEST_TLS_OTHER_CA", &files.other_ca)
+                        .env("COCALC_TEST_TLS_CLIENT", &files.client)
+                        .env("COCALC_TEST_TLS_OTHER_CLIENT", &files.other_client);
                     cargo
                 }
             };

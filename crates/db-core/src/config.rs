@@ -132,6 +132,19 @@ pub struct PostgresConfig {
     pub password: Option<String>,
     /// Maximum connections in the pool.
     pub max_connections: u32,
+    /// Connections the pool opens when it connects and keeps open
+    /// afterwards, idle or not (at most `max_connections`).
+    #[serde(default)]
+    pub min_connections: u32,
+    /// A connection idle this long is closed, down to `min_connections`;
+    /// `None` keeps idle connections open.
+    #[serde(with = "optional_millis", default = "default_idle_timeout")]
+    pub idle_timeout: Option<Duration>,
+    /// A connection this old is closed when it is next idle (and replaced
+    /// up to `min_connections`), so that server-side memory and settings
+    /// changes do not outlive it; `None` keeps connections for ever.
+    #[serde(with = "optional_millis", default = "default_max_lifetime")]
+    pub max_lifetime: Option<Duration>,
     /// Prepared statements cached per connection.
     pub statement_cache_capacity: usize,
     /// How long opening a connection may take, TLS and authentication
@@ -150,10 +163,23 @@ impl fmt::Debug for PostgresConfig {
             .field("database", &self.database)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
+}
+
+/// [`PostgresConfig::idle_timeout`]'s default: 10 minutes.
+fn default_idle_timeout() -> Option<Duration> {
+    Some(Duration::from_secs(10 * 60))
+}
+
+/// [`PostgresConfig::max_lifetime`]'s default: 30 minutes.
+fn default_max_lifetime() -> Option<Duration> {
+    Some(Duration::from_secs(30 * 60))
 }
 
 /// A connection string with its passwords replaced, for logs, errors and
@@ -434,6 +460,15 @@ pub struct Config {
     /// program's file name. A URL's `application_name` wins on a server.
     #[serde(default)]
     pub application_name: Option<String>,
+    /// Statements every session runs once it is open, in order, after the
+    /// settings above, and again after a reset (a released session that
+    /// changed its settings is reset to a new session's state): `SET ROLE`,
+    /// `SET search_path`, a temporary table. Each entry is one statement,
+    /// sent alone through the extended protocol, so a second statement in
+    /// an entry is refused. A failing entry fails the connect with
+    /// [`Error::SessionSetup`](crate::Error::SessionSetup).
+    #[serde(default)]
+    pub setup_sql: Vec<String>,
 }
 
 mod millis {
@@ -457,6 +492,8 @@ impl Default for Config {
             postgres: PostgresConfig {
                 max_connections: 10,
                 statement_cache_capacity: 100,
+                idle_timeout: default_idle_timeout(),
+                max_lifetime: default_max_lifetime(),
                 ..PostgresConfig::default()
             },
             pglite: PgliteConfig::default(),
@@ -464,6 +501,7 @@ impl Default for Config {
             slow_statement_threshold: Duration::from_secs(1),
             timeouts: SessionTimeouts::default(),
             application_name: None,
+            setup_sql: Vec::new(),
         }
     }
 }
@@ -602,6 +640,34 @@ impl Config {
     /// Maximum server connections.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.postgres.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets [`PostgresConfig::min_connections`].
+    pub fn min_connections(mut self, n: u32) -> Self {
+        self.postgres.min_connections = n;
+        self
+    }
+
+    /// Sets [`PostgresConfig::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.postgres.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`PostgresConfig::max_lifetime`].
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.postgres.max_lifetime = lifetime;
+        self
+    }
+
+    /// Sets [`Config::setup_sql`], one statement per entry.
+    pub fn setup_sql<I>(mut self, statements: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.setup_sql = statements.into_iter().map(Into::into).collect();
         self
     }
 

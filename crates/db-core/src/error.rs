@@ -241,6 +241,18 @@ pub enum Error {
         /// The statement it was given.
         statement: String,
     },
+    /// A statement of [`Config::setup_sql`](crate::Config::setup_sql)
+    /// failed when a session was opened or reset.
+    #[error("session setup statement {position} ({statement}) failed: {source}")]
+    SessionSetup {
+        /// Its place in the list, from 1.
+        position: usize,
+        /// Its first words (no literals: setup may hold secrets).
+        statement: String,
+        /// Why it failed; the server's error keeps its SQLSTATE.
+        #[source]
+        source: Box<Error>,
+    },
     /// The server sent something this layer does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -275,6 +287,16 @@ impl Error {
         }
     }
 
+    /// A failure of [`Config::setup_sql`](crate::Config::setup_sql)'s entry
+    /// at `index` (from 0), `sql`, named by its first words.
+    pub fn session_setup(index: usize, sql: &str, source: Error) -> Self {
+        Error::SessionSetup {
+            position: index + 1,
+            statement: crate::lex::summary(sql),
+            source: Box::new(source),
+        }
+    }
+
     /// Whether a statement was stopped by `statement_timeout`: the server's
     /// `57014` (which a cancel request also gives) or, on the embedded
     /// backend, [`Error::StatementTimeout`].
@@ -287,6 +309,7 @@ impl Error {
     pub fn as_db_error(&self) -> Option<&DbError> {
         match self {
             Error::Database(e) => Some(e),
+            Error::SessionSetup { source, .. } => source.as_db_error(),
             _ => None,
         }
     }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 
-use db_core::{
-    Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result, SessionTimeouts,
-};
+use db_core::{Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result};
 use pglite_oxide::{ExecProtocolOptions, Pglite};
 use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 
@@ -100,8 +98,8 @@ struct Driver {
     /// owned here rather than by pglite-oxide, so that a crashed backend
     /// can be reopened on them.
     memory_dir: Option<tempfile::TempDir>,
-    /// [`session_setup`]'s SQL.
-    setup: String,
+    /// What every session starts with.
+    setup: SessionSetup,
     hub: Arc<ListenerHub>,
     /// The persistent data directory, whose record the driver keeps.
     data_dir: Option<PathBuf>,
@@ -117,7 +115,7 @@ struct Driver {
 /// is through with the data directory: PGlite closed, `dir_lock` released.
 pub(crate) async fn spawn(
     config: &PgliteConfig,
-    setup: String,
+    setup: SessionSetup,
     hub: Arc<ListenerHub>,
     dir_lock: Option<DirLock>,
 ) -> Result<(mpsc::Sender<Request>, watch::Receiver<()>)> {
@@ -154,7 +152,7 @@ pub(crate) async fn spawn(
 }
 
 /// Opens PGlite and the directory's record, on the driver thread.
-fn start(config: &PgliteConfig, setup: String, hub: Arc<ListenerHub>) -> Result<Driver> {
+fn start(config: &PgliteConfig, setup: SessionSetup, hub: Arc<ListenerHub>) -> Result<Driver> {
     let data_dir = match &config.data_dir {
         DataDir::Path(p) => Some(p.clone()),
         _ => None,
@@ -171,7 +169,7 @@ fn start(config: &PgliteConfig, setup: String, hub: Arc<ListenerHub>) -> Result<
                 .map_err(|e| Error::backend("creating the in-memory database's directory", e))?,
         ),
     };
-    let pglite = open(config, memory_dir.as_ref(), &setup)?;
+    let pglite = open(config, memory_dir.as_ref())?;
     let mut driver = Driver {
         pglite: Some(pglite),
         config: config.clone(),
@@ -184,42 +182,47 @@ fn start(config: &PgliteConfig, setup: String, hub: Arc<ListenerHub>) -> Result<
         next_statement: 0,
         status: b'I',
     };
-    if let Err(e) = driver.record_open(fresh) {
+    if let Err(e) = driver
+        .initialize_session()
+        .and_then(|()| driver.record_open(fresh))
+    {
         let _ = driver.close();
         return Err(e);
     }
     Ok(driver)
 }
 
-/// The settings every logical session starts with, as SQL: UTC (the server
-/// backend's session default too, so `timestamp` values and `now()` agree),
-/// the application name (a literal: standard strings, quotes doubled) and
-/// the configured time limits that make sense on one shared backend
-/// session (not `idle_in_transaction_session_timeout`: it would end the
-/// session every caller shares).
-pub(crate) fn session_setup(timeouts: &SessionTimeouts, application_name: &str) -> String {
-    let name = application_name.replace('\'', "''");
-    let mut sql = format!("SET TimeZone = 'UTC'; SET application_name = '{name}'");
-    for (name, millis) in timeouts.settings() {
-        if name != "idle_in_transaction_session_timeout" {
-            sql.push_str(&format!("; SET {name} = {millis}"));
+/// What every logical session starts with (and returns to on a reset).
+pub(crate) struct SessionSetup {
+    /// The settings, as SQL of this layer's own: UTC (the server backend's
+    /// session default too, so `timestamp` values and `now()` agree), the
+    /// application name (a literal: standard strings, quotes doubled) and
+    /// the configured time limits that make sense on one shared backend
+    /// session (not `idle_in_transaction_session_timeout`: it would end the
+    /// session every caller shares).
+    settings: String,
+    /// [`db_core::Config::setup_sql`]: the caller's statements, each run
+    /// alone through the extended protocol.
+    statements: Vec<String>,
+}
+
+impl SessionSetup {
+    pub(crate) fn new(config: &db_core::Config) -> SessionSetup {
+        let name = config.effective_application_name().replace('\'', "''");
+        let mut settings = format!("SET TimeZone = 'UTC'; SET application_name = '{name}'");
+        for (name, millis) in config.timeouts.settings() {
+            if name != "idle_in_transaction_session_timeout" {
+                settings.push_str(&format!("; SET {name} = {millis}"));
+            }
+        }
+        SessionSetup {
+            settings,
+            statements: config.setup_sql.clone(),
         }
     }
-    sql
 }
 
-fn initialize_session(pglite: &mut Pglite, setup: &str) -> Result<()> {
-    pglite
-        .exec(setup, None)
-        .map_err(|e| Error::backend("applying the session settings", e))?;
-    Ok(())
-}
-
-fn open(
-    config: &PgliteConfig,
-    memory_dir: Option<&tempfile::TempDir>,
-    setup: &str,
-) -> Result<Pglite> {
+fn open(config: &PgliteConfig, memory_dir: Option<&tempfile::TempDir>) -> Result<Pglite> {
     let _span = tracing::info_span!("db.pglite.open", data_dir = %config.data_dir).entered();
     let builder = Pglite::builder().relaxed_durability(config.relaxed_durability);
     let builder = match (&config.data_dir, memory_dir) {
@@ -235,13 +238,12 @@ fn open(
         (_, Some(dir)) => builder.path(dir.path()),
         (_, None) => builder.temporary(),
     };
-    let mut pglite = builder.open().map_err(|e| {
+    let pglite = builder.open().map_err(|e| {
         Error::backend(
             format!("opening the embedded database at {}", config.data_dir),
             e,
         )
     })?;
-    initialize_session(&mut pglite, setup)?;
     Ok(pglite)
 }
 
@@ -413,8 +415,33 @@ impl Driver {
     }
 
     fn initialize_session(&mut self) -> Result<()> {
-        let setup = self.setup.clone();
-        initialize_session(self.backend()?, &setup)
+        let settings = std::mem::take(&mut self.setup.settings);
+        let applied = self.backend().and_then(|backend| {
+            backend
+                .exec(&settings, None)
+                .map_err(|e| Error::backend("applying the session settings", e))
+        });
+        self.setup.settings = settings;
+        applied?;
+        let statements = std::mem::take(&mut self.setup.statements);
+        let ran = statements.iter().enumerate().try_for_each(|(index, sql)| {
+            self.setup_statement(sql)
+                .map_err(|e| Error::session_setup(index, sql, e))
+        });
+        self.setup.statements = statements;
+        ran
+    }
+
+    /// Runs one statement of the caller's setup, alone, as the unnamed
+    /// statement of an extended-protocol exchange.
+    fn setup_statement(&mut self, sql: &str) -> Result<()> {
+        let mut buf = Vec::with_capacity(sql.len() + 64);
+        wire::parse(&mut buf, "", sql, &[])?;
+        wire::bind(&mut buf, "", &wire::encode_params(&[])?)?;
+        wire::execute(&mut buf)?;
+        wire::sync(&mut buf)?;
+        let data = self.exchange(&buf)?;
+        wire::read_result(&data, None, false).map(drop)
     }
 
     /// The backend, reopened first if a crash left none.
@@ -430,7 +457,7 @@ impl Driver {
     /// there and nothing else. The session starts afresh but for `LISTEN`.
     fn reopen(&mut self) -> Result<()> {
         let _span = tracing::info_span!("db.pglite.reopen").entered();
-        let pglite = open(&self.config, self.memory_dir.as_ref(), &self.setup)?;
+        let pglite = open(&self.config, self.memory_dir.as_ref())?;
         self.pglite = Some(pglite);
         self.status = b'I';
         self.restore_session()

@@ -324,7 +324,7 @@ impl PglitePool {
         }
         let dir_lock = key.as_deref().map(DirLock::acquire).transpose()?;
         let (hub, commands) = ListenerHub::new(NOTIFY_BUFFER);
-        let setup = driver::session_setup(&config.timeouts, &config.effective_application_name());
+        let setup = driver::SessionSetup::new(config);
         let spawned = driver::spawn(&config.pglite, setup, Arc::clone(&hub), dir_lock).await;
         let (sender, done) = match spawned {
             Ok(spawned) => spawned,

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// background (a statement their owner stopped waiting for may still
     /// be running on them).
     pub(crate) cleanups: Arc<AtomicUsize>,
+    /// [`db_core::Config::setup_sql`], run again after a reset.
+    pub(crate) setup: Arc<[String]>,
 }
 
 /// A server session held exclusively until dropped; from
@@ -526,8 +528,9 @@ impl Drop for PgClient {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let pending = Pending::new(Arc::clone(&self.shared.cleanups));
+                let setup = Arc::clone(&self.shared.setup);
                 runtime.spawn(async move {
-                    clean_up(conn, rollback, cleanup).await;
+                    clean_up(conn, rollback, cleanup, &setup).await;
                     drop(pending);
                 });
             }
@@ -571,8 +574,14 @@ enum Cleanup {
 
 /// Resets a dirty session, then lets it go back to the pool; closes it if the
 /// reset fails or takes too long.
-async fn clean_up(mut conn: PoolConnection<Postgres>, rollback: Rollback, cleanup: Cleanup) {
-    let outcome = tokio::time::timeout(CLEANUP_TIMEOUT, reset(&mut conn, rollback, cleanup)).await;
+async fn clean_up(
+    mut conn: PoolConnection<Postgres>,
+    rollback: Rollback,
+    cleanup: Cleanup,
+    setup: &[String],
+) {
+    let outcome =
+        tokio::time::timeout(CLEANUP_TIMEOUT, reset(&mut conn, rollback, cleanup, setup)).await;
     let failure = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e.to_string(),
@@ -586,7 +595,12 @@ async fn clean_up(mut conn: PoolConnection<Postgres>, rollback: Rollback, cleanu
     conn.close_on_drop();
 }
 
-async fn reset(conn: &mut PgConnection, rollback: Rollback, cleanup: Cleanup) -> sqlx::Result<()> {
+async fn reset(
+    conn: &mut PgConnection,
+    rollback: Rollback,
+    cleanup: Cleanup,
+    setup: &[String],
+) -> sqlx::Result<()> {
     let rollback = match rollback {
         Rollback::No => false,
         Rollback::Yes => true,
@@ -603,6 +617,24 @@ async fn reset(conn: &mut PgConnection, rollback: Rollback, cleanup: Cleanup) ->
         Cleanup::Reset => {
             conn.execute(RESET_SESSION_SQL).await?;
             conn.execute("UNLISTEN *").await?;
+            run_setup(conn, setup).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`db_core::Config::setup_sql`] on a new or reset connection: each
+/// entry alone through the extended protocol (unnamed, not cached), which
+/// refuses a second statement in one entry. A failure is a
+/// [`db_core::Error::SessionSetup`] inside a sqlx error, which
+/// [`crate::error::from_sqlx`] unwraps.
+pub(crate) async fn run_setup(conn: &mut PgConnection, setup: &[String]) -> sqlx::Result<()> {
+    for (index, sql) in setup.iter().enumerate() {
+        if let Err(e) = sqlx::query(sql).persistent(false).execute(&mut *conn).await {
+            let source = crate::error::from_sqlx(e, || "running a session setup statement".into());
+            return Err(sqlx::Error::Configuration(Box::new(
+                db_core::Error::session_setup(index, sql, source),
+            )));
         }
     }
     Ok(())

@@ -18,6 +18,11 @@ pub(crate) fn from_sqlx(error: sqlx::Error, context: impl FnOnce() -> String) ->
             Some(pg) => Error::from(db_error(pg)),
             None => Error::backend(context(), sqlx::Error::Database(e)),
         },
+        // An error of this layer's own, carried through sqlx (session setup).
+        sqlx::Error::Configuration(e) if e.is::<Error>() => match e.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(e) => Error::backend(context(), sqlx::Error::Configuration(e)),
+        },
         sqlx::Error::PoolClosed => Error::Closed,
         // Only acquiring a connection times out, and callers that acquire
         // diagnose it with `Target::timed_out`; this is a fallback.

@@ -14,7 +14,7 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::{PgClient, Shared};
+use crate::client::{PgClient, Shared, run_setup};
 use crate::error::Target;
 use crate::listener::ListenerTask;
 use crate::lock::PgAdvisoryLock;
@@ -82,6 +82,9 @@ impl fmt::Debug for PgPool {
 /// `connect_timeout` is taken out of the URL and applied by
 /// [`PgPool::connect`].
 fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
+    if let Some(url) = &config.url {
+        check_tls_files(url)?;
+    }
     let mut options = match &config.url {
         Some(url) => without_connect_timeout(url)
             .0
@@ -112,6 +115,27 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
         .statement_cache_capacity(config.statement_cache_capacity)
         .options([("TimeZone", "UTC")])
         .disable_statement_logging())
+}
+
+/// Fails, naming the parameter and the file, when a TLS file the URL names
+/// (`sslrootcert`, `sslcert`, `sslkey`) cannot be read: the driver would
+/// fail at connect with only "No such file or directory".
+fn check_tls_files(url: &str) -> Result<()> {
+    // A URL that does not parse is reported by the driver's own parser.
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    for (key, path) in parsed.query_pairs() {
+        if matches!(key.as_ref(), "sslrootcert" | "sslcert" | "sslkey")
+            && let Err(e) = std::fs::File::open(path.as_ref())
+        {
+            return Err(Error::backend(
+                format!("reading {key}={path} given in the postgres URL"),
+                e,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `url` without its `connect_timeout` parameter (which the driver does not
@@ -184,26 +208,42 @@ impl PgPool {
             options = options.application_name(&config.effective_application_name());
         }
         let target = Target::new(options.clone());
-        let probe = target.connect(connect_timeout(config)?).await?;
+        let setup: Arc<[String]> = config.setup_sql.clone().into();
+        let mut probe = target.connect(connect_timeout(config)?).await?;
+        let checked = run_setup(&mut probe, &setup).await;
         let _ = probe.close().await;
+        checked.map_err(|e| target.connect_error(e))?;
 
         let opened = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&opened);
+        let on_connect = Arc::clone(&setup);
+        let max = config.postgres.max_connections.max(1);
+        let min = config.postgres.min_connections.min(max);
+        let max_lifetime = config.postgres.max_lifetime;
         let pool = PgPoolOptions::new()
-            .max_connections(config.postgres.max_connections.max(1))
-            .after_connect(move |_, _| {
+            .max_connections(max)
+            .after_connect(move |conn, _| {
                 counter.fetch_add(1, Ordering::Relaxed);
-                Box::pin(async { Ok(()) })
+                let setup = Arc::clone(&on_connect);
+                Box::pin(async move { run_setup(conn, &setup).await })
             })
-            .min_connections(0)
+            .min_connections(min)
+            .idle_timeout(config.postgres.idle_timeout)
+            .max_lifetime(config.postgres.max_lifetime)
             // sqlx pings every connection it hands out: a round trip per
             // statement, a third of a local autocommit INSERT. Only a
             // connection idle long enough for a server, proxy or firewall to
             // have dropped it is checked (the pattern sqlx documents); a
             // broken busy one fails its statement and is replaced.
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
+            .before_acquire(move |conn, meta| {
                 Box::pin(async move {
+                    // sqlx checks the lifetime when a connection comes back
+                    // and in a periodic sweep; an idle connection that grew
+                    // too old in between is not handed out either.
+                    if max_lifetime.is_some_and(|limit| meta.age >= limit) {
+                        return Ok(false);
+                    }
                     if meta.idle_for >= PING_WHEN_IDLE {
                         conn.ping().await?;
                     }
@@ -212,6 +252,13 @@ impl PgPool {
             })
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options.clone());
+        // The minimum is there when `connect` returns (sqlx only tops it up
+        // after closing an idle or old connection).
+        let mut opening = Vec::with_capacity(min as usize);
+        for _ in 0..min {
+            opening.push(pool.acquire().await.map_err(|e| target.connect_error(e))?);
+        }
+        drop(opening);
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
@@ -242,6 +289,7 @@ impl PgPool {
                     cleanups: Arc::new(AtomicUsize::new(0)),
                     slow: config.slow_statement_threshold,
                     persistent: config.postgres.statement_cache_capacity > 0,
+                    setup,
                 }),
                 hub,
                 closed: AtomicBool::new(false),

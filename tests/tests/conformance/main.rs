@@ -14,6 +14,7 @@ mod migrate;
 mod migrate_streaming;
 mod notify;
 mod pglite;
+mod pool_settings;
 mod rows;
 mod schema_adversarial;
 mod schema_locks;
