@@ -109,7 +109,7 @@ fn postgres_cell(major: u32, tls: Tls, cargo_args: &[String]) -> Cell {
         // `cluster` lives until the end of this arm: the server is stopped and
         // deleted as soon as its tests are done, before the next one starts.
         Ok(cluster) => {
-            let cargo = match cluster.tls_files() {
+            let mut cargo = match cluster.tls_files() {
                 None => conformance_against(&cluster.url(), &[], cargo_args),
                 // The TLS tests need the cluster's CAs; they are built only
                 // for this cell.
@@ -127,6 +127,8 @@ fn postgres_cell(major: u32, tls: Tls, cargo_args: &[String]) -> Cell {
                     cargo
                 }
             };
+            // A throwaway server of our own: the restart test may crash it.
+            cargo.env("COCALC_TEST_SERVER_RESTARTABLE", "1");
             run_cell(format!("postgres {}{suffix}", cluster.version()), cargo)
         }
         Err(reason) => {

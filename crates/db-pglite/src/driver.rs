@@ -454,13 +454,18 @@ impl Driver {
 
     /// Opens the backend again on its files after a crash: PostgreSQL
     /// replays the WAL from the last checkpoint, so what was committed is
-    /// there and nothing else. The session starts afresh but for `LISTEN`.
+    /// there and nothing else. The session starts afresh but for `LISTEN`,
+    /// and subscribers hear [`db_core::ListenEvent::Reconnected`].
     fn reopen(&mut self) -> Result<()> {
         let _span = tracing::info_span!("db.pglite.reopen").entered();
         let pglite = open(&self.config, self.memory_dir.as_ref())?;
         self.pglite = Some(pglite);
         self.status = b'I';
-        self.restore_session()
+        self.restore_session()?;
+        // As a server's listener does after its connection came back:
+        // subscribers learn that the backend under them was replaced.
+        self.hub.reconnected();
+        Ok(())
     }
 
     /// A call into the backend failed inside the WebAssembly runtime (a

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use db_core::{
@@ -44,6 +44,47 @@ pub(crate) struct Shared {
     pub(crate) cleanups: Arc<AtomicUsize>,
     /// [`db_core::Config::setup_sql`], run again after a reset.
     pub(crate) setup: Arc<[String]>,
+    /// When a connection of the pool was last found broken.
+    pub(crate) last_break: BreakClock,
+}
+
+/// When a connection was last found broken. A server that ended one
+/// connection (a restart, a failover, an administrator) has likely ended
+/// every connection idle at that moment, so those are pinged before they
+/// are lent: a restart costs one failed statement, not one per connection.
+#[derive(Debug)]
+pub(crate) struct BreakClock {
+    epoch: Instant,
+    /// Nanoseconds after `epoch`; 0 for never.
+    nanos: AtomicU64,
+}
+
+impl BreakClock {
+    pub(crate) fn new() -> BreakClock {
+        BreakClock {
+            epoch: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes a broken connection now.
+    fn note(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_max(nanos.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a connection idle for `idle_for` was already idle when a
+    /// connection was last found broken.
+    pub(crate) fn idle_since_a_break(&self, idle_for: Duration) -> bool {
+        let nanos = self.nanos.load(Ordering::Relaxed);
+        nanos != 0 && {
+            let since_break = self
+                .epoch
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(nanos));
+            idle_for >= since_break
+        }
+    }
 }
 
 /// A server session held exclusively until dropped; from
@@ -141,6 +182,7 @@ impl PgClient {
     fn fail(&mut self, error: sqlx::Error, sql: &str) -> Error {
         if breaks_connection(&error) {
             self.broken = true;
+            self.shared.last_break.note();
         }
         let mut error = from_sqlx(error, || "running a statement on postgres".to_owned());
         if let Error::Database(db) = &mut error {

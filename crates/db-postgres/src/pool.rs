@@ -14,7 +14,7 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::{PgClient, Shared, run_setup};
+use crate::client::{BreakClock, PgClient, Shared, run_setup};
 use crate::error::Target;
 use crate::listener::ListenerTask;
 use crate::lock::PgAdvisoryLock;
@@ -214,12 +214,20 @@ impl PgPool {
         let _ = probe.close().await;
         checked.map_err(|e| target.connect_error(e))?;
 
+        let shared = Arc::new(Shared {
+            cleanups: Arc::new(AtomicUsize::new(0)),
+            slow: config.slow_statement_threshold,
+            persistent: config.postgres.statement_cache_capacity > 0,
+            setup: Arc::clone(&setup),
+            last_break: BreakClock::new(),
+        });
         let opened = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&opened);
         let on_connect = Arc::clone(&setup);
         let max = config.postgres.max_connections.max(1);
         let min = config.postgres.min_connections.min(max);
         let max_lifetime = config.postgres.max_lifetime;
+        let checks = Arc::clone(&shared);
         let pool = PgPoolOptions::new()
             .max_connections(max)
             .after_connect(move |conn, _| {
@@ -234,9 +242,11 @@ impl PgPool {
             // statement, a third of a local autocommit INSERT. Only a
             // connection idle long enough for a server, proxy or firewall to
             // have dropped it is checked (the pattern sqlx documents); a
-            // broken busy one fails its statement and is replaced.
+            // broken busy one fails its statement and is replaced, and the
+            // connections idle since are checked (`BreakClock`).
             .test_before_acquire(false)
             .before_acquire(move |conn, meta| {
+                let suspect = checks.last_break.idle_since_a_break(meta.idle_for);
                 Box::pin(async move {
                     // sqlx checks the lifetime when a connection comes back
                     // and in a periodic sweep; an idle connection that grew
@@ -244,7 +254,7 @@ impl PgPool {
                     if max_lifetime.is_some_and(|limit| meta.age >= limit) {
                         return Ok(false);
                     }
-                    if meta.idle_for >= PING_WHEN_IDLE {
+                    if suspect || meta.idle_for >= PING_WHEN_IDLE {
                         conn.ping().await?;
                     }
                     Ok(true)
@@ -285,12 +295,7 @@ impl PgPool {
                 waits: db_core::AcquireStats::default(),
                 opened,
                 target,
-                shared: Arc::new(Shared {
-                    cleanups: Arc::new(AtomicUsize::new(0)),
-                    slow: config.slow_statement_threshold,
-                    persistent: config.postgres.statement_cache_capacity > 0,
-                    setup,
-                }),
+                shared,
                 hub,
                 closed: AtomicBool::new(false),
                 shutdown,

@@ -32,3 +32,21 @@ mod transactions;
 mod types;
 
 pub use conformance::TestDb;
+
+/// The payload of the next notification on `events`, after the
+/// `Reconnected` that a crash of the embedded backend announces first (a
+/// crash replaces the backend under the listener, as a server's crash
+/// restart replaces its connection), and only after a crash.
+pub async fn notification_after(events: &mut db::NotificationStream, crashed: bool) -> String {
+    use std::time::Duration;
+    if crashed {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(db::ListenEvent::Reconnected)) => {}
+            other => panic!("expected Reconnected after the crash, got {other:?}"),
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+        Ok(Ok(db::ListenEvent::Notification(n))) => n.payload.clone(),
+        other => panic!("expected a notification, got {other:?}"),
+    }
+}

@@ -178,3 +178,46 @@ async fn a_session_older_than_the_max_lifetime_is_replaced() {
         _ => assert_eq!(later, first, "the one embedded session lives with the pool"),
     }
 }
+
+/// A server that ended the pool's idle connections (a restart, a failover,
+/// an administrator) costs at most one failed statement: once one
+/// connection is found broken, the others idle since then are checked
+/// before they are lent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_server_ends_idle_connections_at_most_one_statement_fails() {
+    let db = TestDb::with_config(|c| c.max_connections(4)).await;
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = db.pool.clone();
+            tokio::spawn(async move {
+                let client = pool.acquire().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(client);
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let mut client = db.pool.acquire().await.unwrap();
+    let ended: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    if db.backend() == BackendKind::Postgres {
+        assert!(ended >= 2, "{ended} connections ended");
+    }
+    let mut failures = Vec::new();
+    for _ in 0..8 {
+        if let Err(e) = db.pool.query_one("SELECT 1", &[]).await {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(failures.len() <= 1, "{failures:#?}");
+}
