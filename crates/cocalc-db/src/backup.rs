@@ -105,6 +105,7 @@ pub(crate) async fn run_restore(db: &DbArgs, args: &RestoreArgs) -> ExitCode {
     let name = "restore";
     let result = async {
         let config = data_dir(db, name)?;
+        output::target(name, &config);
         let DataDir::Path(dir) = &config.pglite.data_dir else {
             return Err(output::fail(name, "memory:// is not a data directory"));
         };

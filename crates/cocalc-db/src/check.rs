@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use db::embedded::{health, unexported_data_warning};
-use db::{AnyPool, BackendKind, Config, DataDir, Pool};
+use db::{AnyPool, BackendKind, DataDir, Pool};
 
 use crate::config::{self, DbArgs};
 use crate::output;
@@ -149,7 +149,7 @@ async fn check(args: &DbArgs) -> Result<Report, Failure> {
     Ok(Report {
         backend: config.backend,
         server_version,
-        location: location(&config),
+        location: config::location(&config),
         durability: (config.backend == BackendKind::Pglite).then_some(
             if config.pglite.relaxed_durability {
                 "relaxed"
@@ -169,35 +169,6 @@ async fn query(pool: &AnyPool) -> db::Result<String> {
         return Err(db::Error::Protocol(format!("SELECT 1 returned {one}")));
     }
     pool.server_version().await
-}
-
-/// Where the data is, with any password redacted.
-fn location(config: &Config) -> (&'static str, String) {
-    if config.backend == BackendKind::Pglite {
-        let dir = match &config.pglite.data_dir {
-            DataDir::Memory => "memory:// (temporary)".to_owned(),
-            dir => dir.to_string(),
-        };
-        return ("data directory", dir);
-    }
-    let pg = &config.postgres;
-    if let Some(url) = &pg.url {
-        return ("server", db::redact_url(url));
-    }
-    let parts: Vec<String> = [
-        ("host", pg.host.clone()),
-        ("port", pg.port.map(|p| p.to_string())),
-        ("user", pg.user.clone()),
-        ("dbname", pg.database.clone()),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
-    .collect();
-    if parts.is_empty() {
-        ("server", "libpq defaults".to_owned())
-    } else {
-        ("server", parts.join(" "))
-    }
 }
 
 /// The report as text.
@@ -234,6 +205,8 @@ fn ms(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use db::Config;
+
     use super::*;
 
     #[test]
@@ -291,14 +264,14 @@ mod tests {
     fn postgres_location_is_redacted() {
         let config = Config::new().postgres_url("postgres://hub:secret@db.example:5432/hub");
         assert_eq!(
-            location(&config),
+            config::location(&config),
             (
                 "server",
                 "postgres://hub:<redacted>@db.example:5432/hub".into()
             )
         );
         assert_eq!(
-            location(&Config::new()),
+            config::location(&Config::new()),
             ("server", "libpq defaults".into())
         );
     }

@@ -200,6 +200,35 @@ fn parse_data_dir(dir: &Path) -> DataDir {
     }
 }
 
+/// Where the data is, with any password redacted.
+pub(crate) fn location(config: &Config) -> (&'static str, String) {
+    if config.backend == BackendKind::Pglite {
+        let dir = match &config.pglite.data_dir {
+            DataDir::Memory => "memory:// (temporary)".to_owned(),
+            dir => dir.to_string(),
+        };
+        return ("data directory", dir);
+    }
+    let pg = &config.postgres;
+    if let Some(url) = &pg.url {
+        return ("server", db::redact_url(url));
+    }
+    let parts: Vec<String> = [
+        ("host", pg.host.clone()),
+        ("port", pg.port.map(|p| p.to_string())),
+        ("user", pg.user.clone()),
+        ("dbname", pg.database.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+    .collect();
+    if parts.is_empty() {
+        ("server", "libpq defaults".to_owned())
+    } else {
+        ("server", parts.join(" "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,6 +95,8 @@ pub(crate) struct WatchArgs {
 async fn open(db: &DbArgs, command: &str) -> Result<Feed<AnyPool>, ExitCode> {
     let config = config::from_process(db)
         .map_err(|e| output::fail(command, &format!("configuration: {e}")))?;
+    // Starting a feed creates or migrates its objects when they are missing.
+    output::target(command, &config);
     let pool = AnyPool::connect(&config)
         .await
         .map_err(|e| output::fail(command, &format!("open: {}", output::error_chain(&e))))?;

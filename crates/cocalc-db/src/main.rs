@@ -38,7 +38,12 @@ use tracing_subscriber::filter::LevelFilter;
 Configuration, highest precedence first: the flags above; the environment \
 (COCALC_DB=postgres|pglite, COCALC_PGLITE_DATA_DIR, COCALC_PGLITE_RELAXED_DURABILITY=1, \
 DATABASE_URL, PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD); then this binary's \
-defaults: the embedded backend with its data in ~/.cocalc/pglite."
+defaults: the embedded backend with its data in ~/.cocalc/pglite.
+
+Standard error: a command that writes to a database (sql, schema sync, feed, watch, \
+import, migrate, restore) first prints `cocalc-db <command>: target: <data directory \
+or server, password redacted>`; a failure is one line `cocalc-db <command>: <cause>`. \
+Exit codes: 0 success, 1 failure, 2 usage error (a bad flag or argument)."
 )]
 struct Cli {
     /// Database selection, shared by every command.

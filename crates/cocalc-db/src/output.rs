@@ -29,6 +29,14 @@ pub(crate) fn note(command: &str, message: &str) {
     let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// Prints `cocalc-db <command>: target: <where>` on standard error: what a
+/// command that writes is about to write to (a data directory, or a server
+/// with its password redacted), before it does.
+pub(crate) fn target(command: &str, config: &db::Config) {
+    let (kind, place) = crate::config::location(config);
+    note(command, &format!("target: {kind} {place}"));
+}
+
 /// An error's message followed by its sources, joined by `": "`, on one line.
 ///
 /// A source whose message the text already ends with is skipped: many

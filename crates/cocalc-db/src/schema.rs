@@ -206,9 +206,12 @@ pub(crate) fn read_spec(path: &Path) -> Result<Schema, String> {
     parsed.map_err(|e| format!("{}: {e}", path.display()))
 }
 
-async fn open(db: &DbArgs, name: &str) -> Result<AnyPool, ExitCode> {
+async fn open(db: &DbArgs, name: &str, writes: bool) -> Result<AnyPool, ExitCode> {
     let config =
         config::from_process(db).map_err(|e| output::fail(name, &format!("configuration: {e}")))?;
+    if writes {
+        output::target(name, &config);
+    }
     AnyPool::connect(&config)
         .await
         .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))
@@ -234,7 +237,8 @@ pub(crate) async fn run(db: &DbArgs, command: &SchemaCommand) -> ExitCode {
         Ok(s) => s,
         Err(e) => return output::fail(name, &e),
     };
-    let pool = match open(db, name).await {
+    let writes = matches!(command, SchemaCommand::Sync(_));
+    let pool = match open(db, name, writes).await {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -27,6 +27,8 @@ pub(crate) async fn run(db: &DbArgs, args: &SqlArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return output::fail("sql", &format!("configuration: {e}")),
     };
+    // A statement may write; the text is not scanned to find out.
+    output::target("sql", &config);
     let pool = match AnyPool::connect(&config).await {
         Ok(p) => p,
         Err(e) => return output::fail("sql", &format!("open: {}", output::error_chain(&e))),

@@ -277,7 +277,9 @@ fn same_directory(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 /// Connects to the target of `import` or `migrate`.
 async fn connect(to: &Target, name: &str) -> Outcome<AnyPool> {
-    AnyPool::connect(&to.config()).await.map_err(|e| {
+    let config = to.config();
+    output::target(name, &config);
+    AnyPool::connect(&config).await.map_err(|e| {
         output::fail(
             name,
             &format!(

@@ -7,7 +7,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{clean_command, run};
+use common::{clean_command, failure_line, run};
 
 use db::{Config, DataDir, PglitePool, Pool};
 
@@ -90,10 +90,9 @@ fn sql_prints_json_tables_and_server_errors() {
     let (code, out, err) = run(on_data_dir(home.path()).args(["sql", "selec 1"]));
     assert_eq!(code, 1, "stdout: {out}");
     assert!(
-        err.starts_with("cocalc-db sql: ERROR 42601: syntax error"),
+        failure_line("sql", &err).starts_with("cocalc-db sql: ERROR 42601: syntax error"),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]
@@ -175,4 +174,67 @@ fn logs_never_carry_a_statements_literals() {
     assert!(err.contains("slow statement"), "{err}");
     assert!(err.contains("SELECT pg_sleep"), "{err}");
     assert!(!err.contains("slow-secret"), "{err}");
+}
+
+/// Every command that writes says where first, on standard error: the data
+/// directory, or the server with its password redacted. Commands that only
+/// read do not.
+#[test]
+fn commands_that_write_print_their_target_first() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let data = home.path().join("data");
+    let spec = home.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"tables": [{"name": "t", "columns": [{"name": "id", "type": "int8"}], "primary_key": ["id"]}]}"#,
+    )
+    .expect("spec");
+    let expected = format!("target: data directory {}", data.display());
+    for (args, command) in [
+        (vec!["sql", "SELECT 1"], "sql"),
+        (
+            vec![
+                "schema",
+                "sync",
+                "--spec",
+                spec.to_str().expect("a UTF-8 path"),
+            ],
+            "schema sync",
+        ),
+        (vec!["feed", "list"], "feed"),
+    ] {
+        let (code, out, err) = run(on_data_dir(home.path()).args(&args));
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert_eq!(
+            err.lines().next(),
+            Some(format!("cocalc-db {command}: {expected}").as_str()),
+            "{args:?}: {err}"
+        );
+    }
+    for args in [
+        vec!["check"],
+        vec![
+            "schema",
+            "plan",
+            "--spec",
+            spec.to_str().expect("a UTF-8 path"),
+        ],
+    ] {
+        let (code, out, err) = run(on_data_dir(home.path()).args(&args));
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(!err.contains("target:"), "{args:?} only reads: {err}");
+    }
+    // A server's URL is printed without its password, before connecting.
+    let (code, _, err) = run(clean_command()
+        .env("DATABASE_URL", "postgres://hub:hunter2@127.0.0.1:1/hub")
+        .args(["--connect-timeout", "1", "sql", "SELECT 1"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(
+            "cocalc-db sql: target: server postgres://hub:<redacted>@127.0.0.1:1/hub\n"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    failure_line("sql", &err);
 }

@@ -55,3 +55,15 @@ pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&stderr).into_owned(),
     )
 }
+
+/// The failure line of a failed `command`'s standard error, which holds
+/// nothing else but, first, the `target:` line of a command that writes.
+pub(crate) fn failure_line<'a>(command: &str, err: &'a str) -> &'a str {
+    let target = format!("cocalc-db {command}: target: ");
+    let lines: Vec<&str> = err.lines().collect();
+    match lines.as_slice() {
+        [line] => line,
+        [first, line] if first.starts_with(&target) => line,
+        _ => panic!("expected the failure as one line (after a target line): {err}"),
+    }
+}
