@@ -30,6 +30,7 @@ pub use config::{
 };
 pub use convert::{FromValue, FromValueError, SqlType};
 pub use copy::{CopyDirection, check_copy_statement, copy_out_extra_messages};
+pub use db_macros::FromRow;
 pub use error::{
     BoxDynError, DbError, Error, Result, StorageProblem, TimeoutPhase, TransactionLoss,
 };

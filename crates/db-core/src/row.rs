@@ -157,7 +157,25 @@ impl Row {
     }
 }
 
-/// A type built from a whole row: tuples (by position) and the hub's structs.
+/// A type built from a whole row: tuples (by position) and the hub's
+/// structs, with `#[derive(FromRow)]` (see the derive's documentation for
+/// its `#[db(...)]` attributes).
+///
+/// ```
+/// # use db_core::{Row, Column, Type, Value};
+/// # use std::sync::Arc;
+/// #[derive(db_core::FromRow)]
+/// #[db(crate = "db_core")] // in the hub, through `db`, this line is not needed
+/// struct Account {
+///     id: i64,
+///     email: Option<String>,
+/// }
+/// # let columns: Arc<[Column]> = vec![Column::new("id", Type::INT8), Column::new("email", Type::TEXT)].into();
+/// # let row = Row::new(columns, vec![Value::Int8(1), Value::Null]);
+/// let account: Account = row.decode()?;
+/// assert_eq!((account.id, account.email), (1, None));
+/// # Ok::<(), db_core::Error>(())
+/// ```
 pub trait FromRow: Sized {
     /// Builds `Self` from `row`.
     fn from_row(row: &Row) -> Result<Self>;
@@ -181,31 +199,6 @@ tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
 tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
 tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
 tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
-
-/// Implements [`FromRow`] for a struct by reading each field from the column
-/// of the same name, so mapping rows to structs is one line.
-///
-/// ```
-/// use db_core::{from_row, Row, Column, Type, Value};
-/// # use std::sync::Arc;
-/// struct Account { id: i64, email: Option<String> }
-/// from_row!(Account { id, email });
-/// # let columns: Arc<[Column]> = vec![Column::new("id", Type::INT8), Column::new("email", Type::TEXT)].into();
-/// # let row = Row::new(columns, vec![Value::Int8(1), Value::Null]);
-/// let account: Account = row.decode()?;
-/// assert_eq!(account.id, 1);
-/// # Ok::<(), db_core::Error>(())
-/// ```
-#[macro_export]
-macro_rules! from_row {
-    ($ty:ident { $($field:ident),+ $(,)? }) => {
-        impl $crate::FromRow for $ty {
-            fn from_row(row: &$crate::Row) -> $crate::Result<Self> {
-                Ok($ty { $($field: row.try_get(stringify!($field))?),+ })
-            }
-        }
-    };
-}
 
 /// The outcome of one statement: its rows and the count from its command tag.
 #[derive(Debug, Clone, Default, PartialEq)]

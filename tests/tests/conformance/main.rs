@@ -6,6 +6,7 @@ mod changefeed;
 mod changefeed_lifecycle;
 mod copy;
 mod crash_adversarial;
+mod derive;
 mod embedded_data;
 mod errors;
 mod lifecycle;
