@@ -68,6 +68,19 @@ pub enum Error {
         /// The number of columns.
         len: usize,
     },
+    /// A row was read as a tuple (or a scalar) of another number of
+    /// columns than the result has.
+    #[error(
+        "the result has {found} column{} where {expected} {} expected (one per tuple element)",
+        if *.found == 1 { "" } else { "s" },
+        if *.expected == 1 { "was" } else { "were" }
+    )]
+    ColumnCount {
+        /// The number of columns asked for.
+        expected: usize,
+        /// The number of columns of the result.
+        found: usize,
+    },
     /// A column value did not convert to the requested Rust type.
     #[error("column {column:?}: {source}")]
     ColumnDecode {

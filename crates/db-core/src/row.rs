@@ -157,9 +157,14 @@ impl Row {
     }
 }
 
-/// A type built from a whole row: tuples (by position) and the hub's
-/// structs, with `#[derive(FromRow)]` (see the derive's documentation for
-/// its `#[db(...)]` attributes).
+/// A type built from a whole row: tuples and the hub's structs, with
+/// `#[derive(FromRow)]` (see the derive's documentation for its `#[db(...)]`
+/// attributes).
+///
+/// A tuple of up to 16 elements reads column `i` into element `i`; the row
+/// must have exactly as many columns ([`Error::ColumnCount`] otherwise), so
+/// a query that gains a column cannot be read silently short. A struct reads
+/// the columns it names and ignores the others.
 ///
 /// ```
 /// # use db_core::{Row, Column, Type, Value};
@@ -181,24 +186,34 @@ pub trait FromRow: Sized {
     fn from_row(row: &Row) -> Result<Self>;
 }
 
+/// Implements [`FromRow`] for tuples of 1 to 16 elements (`@each` takes them
+/// one more at a time): element `i` reads column `i`, and the row must have exactly
+/// as many columns as the tuple has elements.
 macro_rules! tuple_from_row {
-    ($($t:ident $i:tt),+) => {
+    (@impl $($t:ident $i:tt),+) => {
         impl<$($t: FromValue),+> FromRow for ($($t,)+) {
             fn from_row(row: &Row) -> Result<Self> {
+                let expected = [$($i),+].len();
+                if row.len() != expected {
+                    return Err(Error::ColumnCount {
+                        expected,
+                        found: row.len(),
+                    });
+                }
                 Ok(($(row.try_get::<$t, usize>($i)?,)+))
             }
         }
     };
+    (@each [$($done:tt)*]) => {};
+    (@each [$($done:tt)*] $t:ident $i:tt $(, $rest:ident $rest_i:tt)*) => {
+        tuple_from_row!(@impl $($done)* $t $i);
+        tuple_from_row!(@each [$($done)* $t $i,] $($rest $rest_i),*);
+    };
 }
 
-tuple_from_row!(A 0);
-tuple_from_row!(A 0, B 1);
-tuple_from_row!(A 0, B 1, C 2);
-tuple_from_row!(A 0, B 1, C 2, D 3);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_from_row!(@each []
+    A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13, O 14, P 15
+);
 
 /// The outcome of one statement: its rows and the count from its command tag.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -203,3 +203,59 @@ async fn generic_and_tuple_structs() {
         other => panic!("expected a conversion error on b, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuples_of_up_to_sixteen_read_every_column() {
+    let db = TestDb::new().await;
+    let row = one_row(
+        &db,
+        "SELECT 1::int2, 2::int4, 3::int8, 4::oid, 5::real, 6::float8, 'seven'::text,
+                true, '\\x09'::bytea, '10'::numeric, NULL::text, '2024-01-12'::date,
+                '13:00'::time, '{14}'::int4[], '{\"n\": 15}'::jsonb, 16::int8",
+    )
+    .await;
+    type Sixteen = (
+        i16,
+        i32,
+        i64,
+        u32,
+        f32,
+        f64,
+        String,
+        bool,
+        Vec<u8>,
+        db::Numeric,
+        Option<String>,
+        chrono::NaiveDate,
+        chrono::NaiveTime,
+        Vec<i32>,
+        serde_json::Value,
+        i64,
+    );
+    let t: Sixteen = row.decode().unwrap();
+    assert_eq!((t.0, t.1, t.2, t.3), (1, 2, 3, 4));
+    assert_eq!((t.4, t.5, t.6.as_str(), t.7), (5.0, 6.0, "seven", true));
+    assert_eq!((t.8, t.9.as_str(), t.10), (vec![9], "10", None));
+    assert_eq!(t.11.to_string(), "2024-01-12");
+    assert_eq!(t.12.to_string(), "13:00:00");
+    assert_eq!((t.13, t.14["n"].as_i64(), t.15), (vec![14], Some(15), 16));
+
+    let row = one_row(&db, "SELECT 1::int8, 'a'::text, 2::int8").await;
+    let (a, b, c): (i64, String, i64) = row.decode().unwrap();
+    assert_eq!((a, b.as_str(), c), (1, "a", 2));
+    // Fewer or more elements than columns is an error, not a silent cut.
+    match row.decode::<(i64, String)>() {
+        Err(Error::ColumnCount { expected, found }) => assert_eq!((expected, found), (2, 3)),
+        other => panic!("expected a column count error, got {other:?}"),
+    }
+    let err = row.decode::<(i64, String, i64, i64)>().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the result has 3 columns where 4 were expected (one per tuple element)"
+    );
+    // A wrong element names its column, as for structs.
+    match row.decode::<(i64, i64, i64)>() {
+        Err(Error::ColumnDecode { column, .. }) => assert_eq!(column, "text"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
