@@ -15,6 +15,7 @@ mod migrate;
 mod migrate_streaming;
 mod notify;
 mod pglite;
+mod query_as;
 mod rows;
 mod schema_adversarial;
 mod schema_locks;
