@@ -13,6 +13,7 @@ mod copy;
 mod error;
 mod executor;
 mod ident;
+mod json;
 pub mod lex;
 mod notify;
 mod row;
@@ -36,6 +37,7 @@ pub use error::{
 };
 pub use executor::{AdvisoryLock, Client, Executor, Pool, single};
 pub use ident::quote_ident;
+pub use json::Json;
 pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};
 pub use row::{Column, ColumnIndex, FromRow, QueryResult, Row};
 pub use sqlstate::SqlState;

@@ -26,10 +26,22 @@ pub(crate) struct Field {
     pub(crate) flatten: Option<Span>,
     /// `try_from = "T"`: read as `T`, then `TryFrom`.
     pub(crate) try_from: Option<(Span, Type)>,
+    /// `json` or `json(nullable)`: a `json`/`jsonb` column deserialized
+    /// into the field's type (`nullable`: SQL NULL gives `None`).
+    pub(crate) json: Option<(Span, Json)>,
+}
+
+/// How a `json` field reads SQL NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Json {
+    /// `json`: as any other column (an error unless `T` reads it).
+    Plain,
+    /// `json(nullable)`: the field is `Option<T>`, NULL gives `None`.
+    Nullable,
 }
 
 const CONTAINER_KEYS: &str = "`rename_all` or `crate`";
-const FIELD_KEYS: &str = "`rename`, `default`, `flatten` or `try_from`";
+const FIELD_KEYS: &str = "`rename`, `default`, `flatten`, `json` or `try_from`";
 
 /// The `#[db(...)]` attributes of the struct.
 pub(crate) fn container(attrs: &[Attribute]) -> syn::Result<Container> {
@@ -79,6 +91,22 @@ pub(crate) fn field(attrs: &[Attribute]) -> syn::Result<Field> {
                     syn::Error::new(lit.span(), format!("`try_from` needs a type: {e}"))
                 })?;
                 set_once(&meta, &mut out.try_from, (span, ty))
+            } else if meta.path.is_ident("json") {
+                let mut mode = Json::Plain;
+                if meta.input.peek(syn::token::Paren) {
+                    meta.parse_nested_meta(|option| {
+                        if option.path.is_ident("nullable") {
+                            mode = Json::Nullable;
+                            Ok(())
+                        } else {
+                            Err(option.error(format!(
+                                "unknown `json` option `{}`; expected `nullable`",
+                                path_name(&option.path)
+                            )))
+                        }
+                    })?;
+                }
+                set_once(&meta, &mut out.json, (span, mode))
             } else {
                 Err(unknown(&meta, "field", FIELD_KEYS))
             }
@@ -96,6 +124,7 @@ impl Field {
                 self.rename.as_ref().map(|_| "rename"),
                 self.default.map(|_| "default"),
                 self.try_from.as_ref().map(|_| "try_from"),
+                self.json.as_ref().map(|_| "json"),
             ];
             if let Some(other) = other.into_iter().flatten().next() {
                 return Err(syn::Error::new(
@@ -106,6 +135,12 @@ impl Field {
                     ),
                 ));
             }
+        }
+        if let (Some((json, _)), Some(_)) = (&self.json, &self.try_from) {
+            return Err(syn::Error::new(
+                *json,
+                "`json` and `try_from` both say how to read the column; use one",
+            ));
         }
         Ok(())
     }

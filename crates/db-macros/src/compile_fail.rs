@@ -13,6 +13,8 @@
 //!     quota: u32,
 //!     #[db(flatten)]
 //!     inner: Inner,
+//!     #[db(json(nullable))]
+//!     settings: Option<serde_json::Value>,
 //! }
 //! #[derive(db::FromRow)]
 //! struct Inner(i64);
@@ -87,5 +89,15 @@
 //! enum State {
 //!     Open,
 //!     Closed,
+//! }
+//! ```
+//!
+//! `json(nullable)` on a field that is not an `Option`:
+//!
+//! ```compile_fail
+//! #[derive(db::FromRow)]
+//! struct Account {
+//!     #[db(json(nullable))]
+//!     settings: serde_json::Value,
 //! }
 //! ```

@@ -153,6 +153,32 @@ impl Gen<'_> {
                 bounds.push(parse_quote!(#ty: #krate::FromRow));
             }
             quote_spanned!(span=> <#ty as #krate::FromRow>::from_row(__db_row))
+        } else if let Some((at, mode)) = &attrs.json {
+            let target = match mode {
+                attr::Json::Plain => ty,
+                attr::Json::Nullable => option_inner(ty).ok_or_else(|| {
+                    syn::Error::new(
+                        *at,
+                        "`json(nullable)` is for a field of type `Option<T>`: SQL NULL reads as \
+                         `None`",
+                    )
+                })?,
+            };
+            if generic {
+                bounds.push(parse_quote!(#krate::Json<#target>: #krate::FromValue));
+            }
+            match mode {
+                attr::Json::Plain => quote_spanned! {span=>
+                    __db_row
+                        .try_get::<#krate::Json<#target>, #index_type>(#column)
+                        .map(#krate::Json::into_inner)
+                },
+                attr::Json::Nullable => quote_spanned! {span=>
+                    __db_row
+                        .try_get::<::core::option::Option<#krate::Json<#target>>, #index_type>(#column)
+                        .map(|__db_value| __db_value.map(#krate::Json::into_inner))
+                },
+            }
         } else if let Some((_, source)) = &attrs.try_from {
             if generic || self.mentions_params(source) {
                 bounds.push(parse_quote!(#source: #krate::FromValue));
@@ -215,5 +241,23 @@ impl Gen<'_> {
             })
         }
         !self.params.is_empty() && walk(ty.to_token_stream(), self.params)
+    }
+}
+
+/// `T` of a field typed `Option<T>` (also written `std::option::Option<T>`).
+fn option_inner(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Option" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => {
+            match args.args.first()? {
+                syn::GenericArgument::Type(inner) => Some(inner),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }

@@ -29,10 +29,13 @@ mod expand;
 /// | field | `rename = "name"` | reads the column `name` (wins over `rename_all`) |
 /// | field | `default` | a column the result does not have gives `Default::default()` (a NULL is still an error unless the field is an `Option`) |
 /// | field | `flatten` | the field is itself a `FromRow`, read from the same row |
+/// | field | `json` | a `json` or `jsonb` column deserialized into the field's type with serde (`Json<T>`); a value that does not fit is an error naming the column and serde's reason |
+/// | field | `json(nullable)` | the same for a field `Option<T>`: SQL `NULL` gives `None` |
 /// | field | `try_from = "T"` | reads the column as `T`, then converts with `TryFrom<T>`; a failed conversion is an error naming the column and the reason |
 ///
 /// Generic structs work: the impl asks of each type parameter what its
-/// fields need (`T: FromValue` for a column, `T: FromRow` for `flatten`).
+/// fields need (`T: FromValue` for a column, `T: FromRow` for `flatten`,
+/// `Json<T>: FromValue` for `json`).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -51,6 +54,13 @@ mod expand;
 ///     quota: u32, // an int8 column, refused if negative or too large
 ///     #[db(flatten)]
 ///     audit: Audit,
+///     #[db(json)]
+///     settings: Settings, // a jsonb column
+/// }
+///
+/// #[derive(Debug, PartialEq, serde::Deserialize)]
+/// struct Settings {
+///     theme: String,
 /// }
 ///
 /// #[derive(Debug, PartialEq, FromRow)]
@@ -65,17 +75,20 @@ mod expand;
 /// #     Column::new("e_mail", Type::TEXT),
 /// #     Column::new("quota", Type::INT8),
 /// #     Column::new("createdBy", Type::TEXT),
+/// #     Column::new("settings", Type::JSONB),
 /// # ].into();
 /// # let row = Row::new(columns, vec![
 /// #     Value::Int8(7), Value::Text("Ada".into()), Value::Null,
 /// #     Value::Int8(100), Value::Text("admin".into()),
+/// #     Value::Json(serde_json::json!({"theme": "dark"})),
 /// # ]);
-/// // `row` from `SELECT id, "displayName", e_mail, quota, "createdBy" ...`
+/// // `row` from `SELECT id, "displayName", e_mail, quota, "createdBy", settings ...`
 /// let account: Account = row.decode()?;
 /// assert_eq!(account.display_name, "Ada");
 /// assert_eq!(account.tags, Vec::<String>::new());
 /// assert_eq!(account.quota, 100);
 /// assert_eq!(account.audit.created_by, "admin");
+/// assert_eq!(account.settings.theme, "dark");
 /// # Ok::<(), db::Error>(())
 /// ```
 ///
@@ -168,6 +181,34 @@ mod tests {
     }
 
     #[test]
+    fn json_fields_read_through_json() {
+        let code = expand_ok(parse_quote! {
+            struct A<T> {
+                #[db(json)]
+                a: T,
+                #[db(json(nullable))]
+                b: ::std::option::Option<Vec<T>>,
+            }
+        });
+        assert!(
+            code.contains("try_get :: < :: db :: Json < T > , & str > (\"a\")"),
+            "{code}"
+        );
+        assert!(
+            code.contains(":: db :: Json < T > : :: db :: FromValue"),
+            "{code}"
+        );
+        assert!(
+            code.contains("Option < :: db :: Json < Vec < T > >> , & str > (\"b\")"),
+            "{code}"
+        );
+        assert!(
+            code.contains(":: db :: Json < Vec < T > > : :: db :: FromValue"),
+            "{code}"
+        );
+    }
+
+    #[test]
     fn tuple_structs_read_by_position() {
         let code = expand_ok(parse_quote! {
             struct Pair(i64, #[db(try_from = "i64")] u8);
@@ -186,7 +227,7 @@ mod tests {
                         a: i64,
                     }
                 ),
-                "unknown field attribute `renamed`; expected `rename`, `default`, `flatten` or `try_from`",
+                "unknown field attribute `renamed`; expected `rename`, `default`, `flatten`, `json` or `try_from`",
             ),
             (
                 parse_quote!(
@@ -272,6 +313,42 @@ mod tests {
                     struct A(#[db(default)] i64);
                 ),
                 "`default` is for named fields",
+            ),
+            (
+                parse_quote!(
+                    struct A {
+                        #[db(json(strict))]
+                        a: B,
+                    }
+                ),
+                "unknown `json` option `strict`; expected `nullable`",
+            ),
+            (
+                parse_quote!(
+                    struct A {
+                        #[db(json(nullable))]
+                        a: B,
+                    }
+                ),
+                "`json(nullable)` is for a field of type `Option<T>`",
+            ),
+            (
+                parse_quote!(
+                    struct A {
+                        #[db(json, try_from = "String")]
+                        a: B,
+                    }
+                ),
+                "`json` and `try_from` both say how to read the column; use one",
+            ),
+            (
+                parse_quote!(
+                    struct A {
+                        #[db(flatten, json)]
+                        a: B,
+                    }
+                ),
+                "`flatten` reads the field from the whole row through its own FromRow; it cannot be combined with `json`",
             ),
             (
                 parse_quote!(
