@@ -150,9 +150,7 @@ pub(crate) async fn batch<P: Pool>(
     loop {
         attempt += 1;
         match try_batch(pool, names, plan, after).await {
-            Err(Error::Db(e))
-                if attempt < ATTEMPTS && e.code().is_some_and(|c| c.code() == "40001") =>
-            {
+            Err(Error::Db(e)) if attempt < ATTEMPTS && e.is_serialization_failure() => {
                 tracing::debug!(target: "changefeed", "snapshot batch conflicted with a concurrent reader; retrying");
                 tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
             }

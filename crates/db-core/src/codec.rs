@@ -459,6 +459,9 @@ pub fn encode_with(
             buf.extend_from_slice(v.as_bytes());
         }
         Value::Array(a) => encode_array(a, buf, families)?,
+        Value::Unencodable { type_oid, reason } => {
+            return Err(CodecError::new(Type::from_oid(*type_oid), reason.clone()));
+        }
         Value::Other { bytes, .. } => buf.extend_from_slice(bytes),
     }
     Ok(())

@@ -33,6 +33,26 @@ pub enum FromValueError {
     /// The value converts in type but not in range.
     #[error("{0}")]
     OutOfRange(String),
+    /// The value was read but did not convert to the field's type: a
+    /// `TryFrom` that failed (`#[db(try_from = "i64")]`).
+    #[error("cannot convert the value to {target}: {message}")]
+    Conversion {
+        /// The Rust type asked for.
+        target: &'static str,
+        /// Why, as the conversion said.
+        message: String,
+    },
+}
+
+impl FromValueError {
+    /// A failed conversion to `T`, with the conversion's own error as the
+    /// reason.
+    pub fn conversion<T: ?Sized>(error: impl std::fmt::Display) -> Self {
+        FromValueError::Conversion {
+            target: std::any::type_name::<T>(),
+            message: error.to_string(),
+        }
+    }
 }
 
 /// A Rust type that can be read from a [`Value`].

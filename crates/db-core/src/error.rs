@@ -68,6 +68,19 @@ pub enum Error {
         /// The number of columns.
         len: usize,
     },
+    /// A row was read as a tuple (or a scalar) of another number of
+    /// columns than the result has.
+    #[error(
+        "the result has {found} column{} where {expected} {} expected (one per tuple element)",
+        if *.found == 1 { "" } else { "s" },
+        if *.expected == 1 { "was" } else { "were" }
+    )]
+    ColumnCount {
+        /// The number of columns asked for.
+        expected: usize,
+        /// The number of columns of the result.
+        found: usize,
+    },
     /// A column value did not convert to the requested Rust type.
     #[error("column {column:?}: {source}")]
     ColumnDecode {
@@ -314,14 +327,58 @@ impl Error {
         }
     }
 
-    /// The SQLSTATE of a server error.
+    /// The SQLSTATE of a server error (tokio-postgres's and sqlx's name for
+    /// it); `None` for errors that are not the server's.
     pub fn code(&self) -> Option<&SqlState> {
         self.as_db_error().map(|e| &e.code)
     }
 
-    /// Whether this is a unique violation (`23505`).
+    /// Whether this is a unique violation (`23505`): a row with the same
+    /// key exists. [`DbError::constraint`] names the index.
     pub fn is_unique_violation(&self) -> bool {
         self.code() == Some(&SqlState::UNIQUE_VIOLATION)
+    }
+
+    /// Whether this is a foreign key violation (`23503`): a referenced row
+    /// is missing, or a row being deleted or changed is still referenced.
+    /// [`DbError::constraint`] names the foreign key.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        self.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+    }
+
+    /// Whether this is a check violation (`23514`): a `CHECK` constraint of
+    /// a table (named by [`DbError::constraint`]) or of a domain refused a
+    /// value.
+    pub fn is_check_violation(&self) -> bool {
+        self.code() == Some(&SqlState::CHECK_VIOLATION)
+    }
+
+    /// Whether this is a not-null violation (`23502`): NULL in a `NOT NULL`
+    /// column, named by [`DbError::column`].
+    pub fn is_not_null_violation(&self) -> bool {
+        self.code() == Some(&SqlState::NOT_NULL_VIOLATION)
+    }
+
+    /// Whether this is a serialization failure (`40001`): a `REPEATABLE
+    /// READ` or `SERIALIZABLE` transaction conflicted with a concurrent one
+    /// and was aborted. See [`Error::is_retryable`].
+    pub fn is_serialization_failure(&self) -> bool {
+        self.code() == Some(&SqlState::SERIALIZATION_FAILURE)
+    }
+
+    /// Whether the server broke a deadlock by aborting this transaction
+    /// (`40P01`). See [`Error::is_retryable`].
+    pub fn is_deadlock(&self) -> bool {
+        self.code() == Some(&SqlState::DEADLOCK_DETECTED)
+    }
+
+    /// Whether the transaction lost a conflict with a concurrent one and
+    /// running it again from its start may succeed: a serialization failure
+    /// (`40001`) or a deadlock (`40P01`). Nothing of the transaction was
+    /// kept; roll it back (or drop its guard) and retry the whole of it,
+    /// not the statement.
+    pub fn is_retryable(&self) -> bool {
+        self.is_serialization_failure() || self.is_deadlock()
     }
 
     /// Whether the connection or pool is gone.

@@ -4,9 +4,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::config::BackendKind;
+use crate::convert::FromValue;
 use crate::error::{Error, Result};
 use crate::notify::NotificationStream;
-use crate::row::{QueryResult, Row};
+use crate::row::{FromRow, QueryResult, Row};
 use crate::transaction::{SessionState, Transaction, TxStatus};
 use crate::value::Value;
 
@@ -14,7 +15,11 @@ use crate::value::Value;
 /// [`Transaction`]s.
 ///
 /// Parameters are `$1`, `$2`, ... bound from `params`; build them with
-/// [`params!`](crate::params) or `Value::from`.
+/// [`params!`](crate::params) or `Value::from`. Each way of reading the
+/// result comes as a `query`, `query_one` (exactly one row) and
+/// `query_opt` (at most one row): as [`Row`]s, as `T: FromRow` (`_as`:
+/// tuples and derived structs) or as the value of a one-column result
+/// (`_scalar`).
 ///
 /// # Cancel safety
 ///
@@ -130,6 +135,105 @@ pub trait Executor: Send {
     ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
         async move { single(self.run(sql, params).await?.rows) }
     }
+
+    /// [`Executor::query`], each row read as `T` (a tuple, or a struct that
+    /// derives [`FromRow`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &mut impl db_core::Executor) -> db_core::Result<()> {
+    /// #[derive(db_core::FromRow)]
+    /// # #[db(crate = "db_core")]
+    /// struct Account { id: i64, email: Option<String> }
+    ///
+    /// let accounts: Vec<Account> = client
+    ///     .query_as("SELECT id, email FROM accounts WHERE id > $1", &db_core::params![10_i64])
+    ///     .await?;
+    /// let pairs = client.query_as::<(i64, String)>("SELECT id, name FROM projects", &[]).await?;
+    /// # Ok(()) }
+    /// ```
+    fn query_as<'a, T: FromRow>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+        async move {
+            self.query(sql, params)
+                .await?
+                .iter()
+                .map(T::from_row)
+                .collect()
+        }
+    }
+
+    /// [`Executor::query_one`], the row read as `T`.
+    fn query_one_as<'a, T: FromRow>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        async move { self.query_one(sql, params).await?.decode() }
+    }
+
+    /// [`Executor::query_opt`], the row read as `T`.
+    fn query_opt_as<'a, T: FromRow>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+        async move {
+            self.query_opt(sql, params)
+                .await?
+                .map(|r| r.decode())
+                .transpose()
+        }
+    }
+
+    /// [`Executor::query`] of a one-column result, each row's value read
+    /// as `T`. A result of more columns is [`Error::ColumnCount`].
+    fn query_scalar<'a, T: FromValue>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+        async move { self.query(sql, params).await?.iter().map(scalar).collect() }
+    }
+
+    /// [`Executor::query_one`] of a one-column result, its value read as
+    /// `T` (an `Option` for a value that may be NULL).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &mut impl db_core::Executor) -> db_core::Result<()> {
+    /// let n: i64 = client.query_one_scalar("SELECT count(*) FROM accounts", &[]).await?;
+    /// let newest: Option<i64> = client.query_one_scalar("SELECT max(id) FROM accounts", &[]).await?;
+    /// # Ok(()) }
+    /// ```
+    fn query_one_scalar<'a, T: FromValue>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        async move { scalar(&self.query_one(sql, params).await?) }
+    }
+
+    /// [`Executor::query_opt`] of a one-column result, its value read as `T`.
+    fn query_opt_scalar<'a, T: FromValue>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+        async move {
+            self.query_opt(sql, params)
+                .await?
+                .as_ref()
+                .map(scalar)
+                .transpose()
+        }
+    }
+}
+
+/// The value of a one-column row.
+fn scalar<T: FromValue>(row: &Row) -> Result<T> {
+    row.decode::<(T,)>().map(|(value,)| value)
 }
 
 /// The one row of `rows`, `None` for none, an error for more.
@@ -265,6 +369,77 @@ pub trait Pool: Clone + Send + Sync + 'static {
         async move { single(self.run(sql, params).await?.rows) }
     }
 
+    /// [`Executor::query_as`] on a session of its own.
+    fn query_as<'a, T: FromRow>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+        async move {
+            self.query(sql, params)
+                .await?
+                .iter()
+                .map(T::from_row)
+                .collect()
+        }
+    }
+
+    /// [`Executor::query_one_as`] on a session of its own.
+    fn query_one_as<'a, T: FromRow>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        async move { self.query_one(sql, params).await?.decode() }
+    }
+
+    /// [`Executor::query_opt_as`] on a session of its own.
+    fn query_opt_as<'a, T: FromRow>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+        async move {
+            self.query_opt(sql, params)
+                .await?
+                .map(|r| r.decode())
+                .transpose()
+        }
+    }
+
+    /// [`Executor::query_scalar`] on a session of its own.
+    fn query_scalar<'a, T: FromValue>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+        async move { self.query(sql, params).await?.iter().map(scalar).collect() }
+    }
+
+    /// [`Executor::query_one_scalar`] on a session of its own.
+    fn query_one_scalar<'a, T: FromValue>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        async move { scalar(&self.query_one(sql, params).await?) }
+    }
+
+    /// [`Executor::query_opt_scalar`] on a session of its own.
+    fn query_opt_scalar<'a, T: FromValue>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
+        async move {
+            self.query_opt(sql, params)
+                .await?
+                .as_ref()
+                .map(scalar)
+                .transpose()
+        }
+    }
+
     /// Takes advisory lock `key` for a guard of its own, polling until
     /// `timeout`. Exclusive against every other session, in this process and,
     /// on a server, in every other.
@@ -281,10 +456,7 @@ pub trait Pool: Clone + Send + Sync + 'static {
 
     /// The server's `server_version` (for example `15.18` or `17.5`).
     fn server_version(&self) -> impl Future<Output = Result<String>> + Send {
-        async move {
-            let row = self.query_one("SHOW server_version", &[]).await?;
-            row.try_get::<String, _>(0)
-        }
+        self.query_one_scalar("SHOW server_version", &[])
     }
 
     /// Closes the pool: waits for held sessions to finish, then shuts the

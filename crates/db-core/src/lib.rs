@@ -13,6 +13,7 @@ mod copy;
 mod error;
 mod executor;
 mod ident;
+mod json;
 pub mod lex;
 mod notify;
 mod row;
@@ -30,11 +31,13 @@ pub use config::{
 };
 pub use convert::{FromValue, FromValueError, SqlType};
 pub use copy::{CopyDirection, check_copy_statement, copy_out_extra_messages};
+pub use db_macros::FromRow;
 pub use error::{
     BoxDynError, DbError, Error, Result, StorageProblem, TimeoutPhase, TransactionLoss,
 };
 pub use executor::{AdvisoryLock, Client, Executor, Pool, single};
 pub use ident::quote_ident;
+pub use json::Json;
 pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};
 pub use row::{Column, ColumnIndex, FromRow, QueryResult, Row};
 pub use sqlstate::SqlState;

@@ -157,55 +157,63 @@ impl Row {
     }
 }
 
-/// A type built from a whole row: tuples (by position) and the hub's structs.
+/// A type built from a whole row: tuples and the hub's structs, with
+/// `#[derive(FromRow)]` (see the derive's documentation for its `#[db(...)]`
+/// attributes).
+///
+/// A tuple of up to 16 elements reads column `i` into element `i`; the row
+/// must have exactly as many columns ([`Error::ColumnCount`] otherwise), so
+/// a query that gains a column cannot be read silently short. A struct reads
+/// the columns it names and ignores the others.
+///
+/// ```
+/// # use db_core::{Row, Column, Type, Value};
+/// # use std::sync::Arc;
+/// #[derive(db_core::FromRow)]
+/// #[db(crate = "db_core")] // in the hub, through `db`, this line is not needed
+/// struct Account {
+///     id: i64,
+///     email: Option<String>,
+/// }
+/// # let columns: Arc<[Column]> = vec![Column::new("id", Type::INT8), Column::new("email", Type::TEXT)].into();
+/// # let row = Row::new(columns, vec![Value::Int8(1), Value::Null]);
+/// let account: Account = row.decode()?;
+/// assert_eq!((account.id, account.email), (1, None));
+/// # Ok::<(), db_core::Error>(())
+/// ```
 pub trait FromRow: Sized {
     /// Builds `Self` from `row`.
     fn from_row(row: &Row) -> Result<Self>;
 }
 
+/// Implements [`FromRow`] for tuples of 1 to 16 elements (`@each` takes them
+/// one more at a time): element `i` reads column `i`, and the row must have exactly
+/// as many columns as the tuple has elements.
 macro_rules! tuple_from_row {
-    ($($t:ident $i:tt),+) => {
+    (@impl $($t:ident $i:tt),+) => {
         impl<$($t: FromValue),+> FromRow for ($($t,)+) {
             fn from_row(row: &Row) -> Result<Self> {
+                let expected = [$($i),+].len();
+                if row.len() != expected {
+                    return Err(Error::ColumnCount {
+                        expected,
+                        found: row.len(),
+                    });
+                }
                 Ok(($(row.try_get::<$t, usize>($i)?,)+))
             }
         }
     };
-}
-
-tuple_from_row!(A 0);
-tuple_from_row!(A 0, B 1);
-tuple_from_row!(A 0, B 1, C 2);
-tuple_from_row!(A 0, B 1, C 2, D 3);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
-tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
-
-/// Implements [`FromRow`] for a struct by reading each field from the column
-/// of the same name, so mapping rows to structs is one line.
-///
-/// ```
-/// use db_core::{from_row, Row, Column, Type, Value};
-/// # use std::sync::Arc;
-/// struct Account { id: i64, email: Option<String> }
-/// from_row!(Account { id, email });
-/// # let columns: Arc<[Column]> = vec![Column::new("id", Type::INT8), Column::new("email", Type::TEXT)].into();
-/// # let row = Row::new(columns, vec![Value::Int8(1), Value::Null]);
-/// let account: Account = row.decode()?;
-/// assert_eq!(account.id, 1);
-/// # Ok::<(), db_core::Error>(())
-/// ```
-#[macro_export]
-macro_rules! from_row {
-    ($ty:ident { $($field:ident),+ $(,)? }) => {
-        impl $crate::FromRow for $ty {
-            fn from_row(row: &$crate::Row) -> $crate::Result<Self> {
-                Ok($ty { $($field: row.try_get(stringify!($field))?),+ })
-            }
-        }
+    (@each [$($done:tt)*]) => {};
+    (@each [$($done:tt)*] $t:ident $i:tt $(, $rest:ident $rest_i:tt)*) => {
+        tuple_from_row!(@impl $($done)* $t $i);
+        tuple_from_row!(@each [$($done)* $t $i,] $($rest $rest_i),*);
     };
 }
+
+tuple_from_row!(@each []
+    A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13, O 14, P 15
+);
 
 /// The outcome of one statement: its rows and the count from its command tag.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -58,6 +58,17 @@ pub enum Value {
     Bits(BitString),
     /// An array of any of the above, possibly multi-dimensional, with NULL elements.
     Array(Array),
+    /// A parameter that could not be converted to SQL: a
+    /// [`Json`](crate::Json) value serde could not serialize. Running a
+    /// statement with it fails with [`Error::Encode`](crate::Error::Encode)
+    /// naming its position and this reason, before anything is sent. Never
+    /// read from a database.
+    Unencodable {
+        /// The OID of the type it was to be sent as.
+        type_oid: u32,
+        /// Why it could not be converted.
+        reason: String,
+    },
     /// A value of a type this model does not decode, kept as its binary form.
     Other {
         /// The type's OID.
@@ -99,7 +110,9 @@ impl Value {
             Value::Inet(_) => Type::INET,
             Value::Bits(_) => Type::VARBIT,
             Value::Array(a) => a.element_type.array_type().unwrap_or(Type::UNKNOWN),
-            Value::Other { type_oid, .. } => Type::from_oid(*type_oid),
+            Value::Unencodable { type_oid, .. } | Value::Other { type_oid, .. } => {
+                Type::from_oid(*type_oid)
+            }
         }
     }
 
@@ -127,6 +140,7 @@ impl Value {
             Value::Inet(_) => "inet",
             Value::Bits(_) => "bit varying",
             Value::Array(_) => "array",
+            Value::Unencodable { .. } => "unencodable",
             Value::Other { .. } => "other",
         }
     }

@@ -80,11 +80,11 @@ async fn query_one_and_opt_enforce_row_counts() {
     ));
 }
 
+#[derive(FromRow)]
 struct Account {
     id: i64,
     email: Option<String>,
 }
-db::from_row!(Account { id, email });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_map_to_structs_and_tuples() {
