@@ -43,9 +43,16 @@ impl TxStatus {
 /// keyword is one of `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`,
 /// `WITH`, `VALUES`, `TABLE` (none of which can open or end a transaction)
 /// and it calls no session-changing function by name (`set_config`, the
-/// advisory lock functions) and is no `SELECT ... INTO`. Everything else,
-/// and every script, counts as `Control`: the transaction status is asked of
-/// the server afterwards and the session is reset on release.
+/// advisory lock functions) and is no `SELECT ... INTO`. DDL (`CREATE`,
+/// `ALTER`, `DROP`, `COMMENT`, `GRANT`, `REVOKE`, `TRUNCATE`, `LOCK`,
+/// `REFRESH`, `REINDEX`) is `Session`: it may make temporary objects, but
+/// PostgreSQL's grammar gives no such statement a way to open or end a
+/// transaction (only `BEGIN`, `START`, `COMMIT`, `END`, `ROLLBACK`, `ABORT`,
+/// `SAVEPOINT`, `RELEASE`, `PREPARE TRANSACTION` and the procedures run by
+/// `CALL` and `DO` have one), so a DDL-heavy transaction needs no question
+/// to the server after each statement. Everything else, and every script,
+/// counts as `Control`: the transaction status is asked of the server
+/// afterwards and the session is reset on release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementKind {
     /// Reads or writes rows; changes neither the transaction status (beyond
@@ -69,6 +76,10 @@ impl StatementKind {
         // the `pg_settings` view's update rule), sequence state, advisory
         // locks (matched as a part of the name).
         const SESSION: [&str; 5] = ["set_config", "pg_settings", "nextval", "setval", "currval"];
+        const DDL: [&str; 10] = [
+            "create", "alter", "drop", "comment", "grant", "revoke", "truncate", "lock", "refresh",
+            "reindex",
+        ];
         let mut tokens = Tokens::new(sql);
         let first = loop {
             match tokens.next() {
@@ -77,6 +88,9 @@ impl StatementKind {
                 _ => return StatementKind::Control,
             }
         };
+        if DDL.iter().any(|k| first.eq_ignore_ascii_case(k)) {
+            return StatementKind::Session;
+        }
         if !PLAIN.iter().any(|k| first.eq_ignore_ascii_case(k)) {
             return StatementKind::Control;
         }
@@ -647,7 +661,16 @@ mod tests {
             ("WITH x AS (SELECT 1) SELECT * INTO TEMP t3 FROM x", Session),
             ("SELECT nextval('s')", Session),
             ("SELECT \"user\" FROM accounts", Plain),
-            ("CREATE TEMP TABLE x (a int)", Control),
+            ("CREATE TEMP TABLE x (a int)", Session),
+            ("-- a comment\n create index i on t (a)", Session),
+            ("COMMENT ON INDEX i IS 'x'", Session),
+            ("ALTER TABLE t ADD COLUMN b int", Session),
+            ("drop table t", Session),
+            ("CALL p()", Control),
+            ("DO $$ BEGIN COMMIT; END $$", Control),
+            ("PREPARE TRANSACTION 'x'", Control),
+            ("commit and chain", Control),
+            ("SAVEPOINT s", Control),
             ("", Control),
             ("SELECT '", Control),
         ];
