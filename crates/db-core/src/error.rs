@@ -310,6 +310,21 @@ impl Error {
         }
     }
 
+    /// The [`Error::SessionSetup`] of an entry that left a transaction open:
+    /// every later statement of the session would be part of it, and rolled
+    /// back when the session is released.
+    pub fn session_setup_left_transaction(index: usize, sql: &str) -> Self {
+        Error::session_setup(
+            index,
+            sql,
+            Error::backend(
+                "it left a transaction open",
+                "setup may not open a transaction: the session's writes would be rolled back \
+                 when it is released",
+            ),
+        )
+    }
+
     /// Whether a statement was stopped by `statement_timeout`: the server's
     /// `57014` (which a cancel request also gives) or, on the embedded
     /// backend, [`Error::StatementTimeout`].

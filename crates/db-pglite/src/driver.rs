@@ -426,7 +426,12 @@ impl Driver {
         let statements = std::mem::take(&mut self.setup.statements);
         let ran = statements.iter().enumerate().try_for_each(|(index, sql)| {
             self.setup_statement(sql)
-                .map_err(|e| Error::session_setup(index, sql, e))
+                .map_err(|e| Error::session_setup(index, sql, e))?;
+            if self.status == b'I' {
+                return Ok(());
+            }
+            self.simple("ROLLBACK")?;
+            Err(Error::session_setup_left_transaction(index, sql))
         });
         self.setup.statements = statements;
         ran

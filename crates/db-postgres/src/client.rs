@@ -678,6 +678,12 @@ pub(crate) async fn run_setup(conn: &mut PgConnection, setup: &[String]) -> sqlx
                 db_core::Error::session_setup(index, sql, source),
             )));
         }
+        if transaction_status(conn).await? != TxStatus::Idle {
+            conn.execute("ROLLBACK").await?;
+            return Err(sqlx::Error::Configuration(Box::new(
+                db_core::Error::session_setup_left_transaction(index, sql),
+            )));
+        }
     }
     Ok(())
 }

@@ -221,3 +221,20 @@ async fn after_the_server_ends_idle_connections_at_most_one_statement_fails() {
     }
     assert!(failures.len() <= 1, "{failures:#?}");
 }
+
+/// Setup that leaves a transaction open would make every later write of the
+/// session part of it, rolled back on release: refused at connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_that_leaves_a_transaction_open_is_refused() {
+    for entry in ["BEGIN", "START TRANSACTION ISOLATION LEVEL SERIALIZABLE"] {
+        let error = TestDb::try_with_config(|c| c.setup_sql([entry]))
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, db::Error::SessionSetup { position: 1, .. }),
+            "{entry}: {error:?}"
+        );
+        assert!(message.contains("transaction"), "{message}");
+    }
+}
