@@ -161,3 +161,15 @@ async fn a_missing_client_key_file_is_named() {
     let text = refused(&url).await;
     assert!(text.contains(".missing"), "names the file: {text}");
 }
+
+/// libpq's rule: with a root certificate named, `require` checks the
+/// server's certificate against it (as `verify-ca` does).
+#[tokio::test]
+async fn require_with_a_root_certificate_checks_it() {
+    let require = url().replace("sslmode=verify-full", "sslmode=require");
+    let pool = connect(&require).await.unwrap();
+    pool.close().await;
+    let wrong = require.replace(&env("COCALC_TEST_TLS_CA"), &env("COCALC_TEST_TLS_OTHER_CA"));
+    let text = refused(&wrong).await;
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}

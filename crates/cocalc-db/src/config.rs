@@ -113,6 +113,8 @@ pub(crate) enum ResolveError {
     Config(ConfigError),
     /// The default data directory is needed but `HOME` is not set.
     NoHome,
+    /// Two flags name different databases.
+    Conflict(&'static str),
 }
 
 impl fmt::Display for ResolveError {
@@ -123,6 +125,7 @@ impl fmt::Display for ResolveError {
                 "HOME is not set, so the default data directory ~/.cocalc/pglite is unknown; \
                  pass --data-dir or set COCALC_PGLITE_DATA_DIR",
             ),
+            ResolveError::Conflict(flags) => write!(f, "{flags} name different databases"),
         }
     }
 }
@@ -151,6 +154,17 @@ pub(crate) fn resolve(
     facts: &EnvFacts,
 ) -> Result<Config, ResolveError> {
     let mut config = env?;
+    // A flag naming one backend beside a flag of the other is a mistake to
+    // report, not a choice to make silently.
+    match (args.db, &args.database_url, &args.data_dir) {
+        (Some(DbChoice::Pglite), Some(_), _) => {
+            return Err(ResolveError::Conflict("--db pglite and --database-url"));
+        }
+        (Some(DbChoice::Postgres), _, Some(_)) => {
+            return Err(ResolveError::Conflict("--db postgres and --data-dir"));
+        }
+        _ => {}
+    }
     if !facts.backend_set {
         // A DATABASE_URL says which server is meant: it selects PostgreSQL
         // unless COCALC_DB or a flag says otherwise.
@@ -184,6 +198,10 @@ pub(crate) fn resolve(
     if let Some(seconds) = args.connect_timeout {
         config.postgres.connect_timeout =
             db::connect_timeout_secs(i64::try_from(seconds).unwrap_or(i64::MAX));
+        // The flag wins over the URL's own `connect_timeout` too.
+        if let Some(url) = &mut config.postgres.url {
+            *url = db::split_connect_timeout(url).0;
+        }
     }
     if config.backend == BackendKind::Pglite && args.data_dir.is_none() && !facts.data_dir_set {
         let home = facts.home.as_deref().ok_or(ResolveError::NoHome)?;
@@ -256,6 +274,44 @@ mod tests {
 
     fn home_dir() -> DataDir {
         DataDir::Path(PathBuf::from("/home/ada/.cocalc/pglite"))
+    }
+
+    #[test]
+    fn flags_naming_two_databases_are_refused() {
+        let url = "postgres://u@db.example/hub";
+        for args in [
+            DbArgs {
+                db: Some(DbChoice::Pglite),
+                database_url: Some(url.into()),
+                ..DbArgs::default()
+            },
+            DbArgs {
+                db: Some(DbChoice::Postgres),
+                data_dir: Some(PathBuf::from("/tmp/x")),
+                ..DbArgs::default()
+            },
+        ] {
+            let e = resolve_with(&args, &[]).expect_err("conflicting flags");
+            assert!(e.to_string().contains("name different databases"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_connect_timeout_flag_beats_the_urls() {
+        let args = DbArgs {
+            database_url: Some("postgres://u@h/db?connect_timeout=5&sslmode=disable".into()),
+            connect_timeout: Some(2),
+            ..DbArgs::default()
+        };
+        let c = resolve_with(&args, &[]).expect("config");
+        assert_eq!(
+            c.postgres.url.as_deref(),
+            Some("postgres://u@h/db?sslmode=disable")
+        );
+        assert_eq!(
+            c.postgres.connect_timeout,
+            Some(std::time::Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -385,18 +441,6 @@ mod tests {
         };
         let c = resolve_with(&args, &[("PGPASSWORD", "envpw")]).expect("config");
         assert_eq!(c.postgres.password.as_deref(), Some("envpw"));
-    }
-
-    #[test]
-    fn db_flag_beats_database_url_implication() {
-        let args = DbArgs {
-            db: Some(DbChoice::Pglite),
-            database_url: Some("postgres://h/db".into()),
-            ..DbArgs::default()
-        };
-        let c = resolve_with(&args, &[]).expect("config");
-        assert_eq!(c.backend, BackendKind::Pglite);
-        assert_eq!(c.pglite.data_dir, home_dir());
     }
 
     #[test]

@@ -43,7 +43,8 @@ defaults: the embedded backend with its data in ~/.cocalc/pglite.
 Standard error: a command that writes to a database (sql, schema sync, feed, watch, \
 import, migrate, restore) first prints `cocalc-db <command>: target: <data directory \
 or server, password redacted>`; a failure is one line `cocalc-db <command>: <cause>`. \
-Exit codes: 0 success, 1 failure, 2 usage error (a bad flag or argument)."
+Exit codes: 0 success, 1 failure, 64 usage error (a bad flag or argument; \
+sysexits' EX_USAGE); `schema plan` exits 2 when changes are pending."
 )]
 struct Cli {
     /// Database selection, shared by every command.
@@ -95,7 +96,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_tracing(cli.verbose);
     let _file_size_limit = outlive_file_size_limit();
     match &cli.command {
@@ -154,6 +158,20 @@ fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Prints clap's message (help and version go to standard output and
+/// succeed) and exits 64, sysexits' `EX_USAGE`: not clap's 2, which
+/// `schema plan` gives to "changes pending", so that a gate in CI can tell
+/// a typo from a plan.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    // Nothing sensible is left to do if the terminal is gone.
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(64)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[cfg(test)]

@@ -303,6 +303,16 @@ async fn open_embedded(db: &DbArgs, name: &str) -> Outcome<PglitePool> {
              (pass --data-dir or --db pglite)",
         ));
     }
+    // Reading must not create: a mistyped directory would otherwise become
+    // an empty cluster, exported or migrated with exit 0.
+    if let DataDir::Path(dir) = &config.pglite.data_dir
+        && !db::embedded::metadata::has_cluster(dir)
+    {
+        return Err(output::fail(
+            name,
+            &format!("no embedded database at {}", dir.display()),
+        ));
+    }
     PglitePool::open(&config)
         .await
         .map_err(|e| output::fail(name, &format!("open: {}", output::error_chain(&e))))

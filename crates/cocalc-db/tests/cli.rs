@@ -238,3 +238,17 @@ fn commands_that_write_print_their_target_first() {
     assert!(!err.contains("hunter2"), "{err}");
     failure_line("sql", &err);
 }
+
+/// A usage error exits 64, never 2, which `schema plan` gives to pending
+/// changes; help and version succeed.
+#[test]
+fn usage_errors_exit_64_and_help_succeeds() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) =
+        run(on_data_dir(home.path()).args(["schema", "plan", "--spec", "s.json", "--jsn"]));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--jsn"), "{err}");
+    let (code, out, _) = run(on_data_dir(home.path()).arg("--help"));
+    assert_eq!(code, 0);
+    assert!(out.contains("Usage"), "{out}");
+}

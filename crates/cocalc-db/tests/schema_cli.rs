@@ -158,7 +158,7 @@ fn sync_takes_lock_and_statement_limits() {
         .args(["schema", "sync", "--spec"])
         .arg(&spec)
         .args(["--lock-timeout", "soon"]));
-    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(code, 64, "a usage error: {out}{err}");
     assert!(
         err.contains("--lock-timeout") && err.contains("\"soon\""),
         "{err}"

@@ -553,3 +553,22 @@ fn an_interrupted_backup_leaves_no_partial_file() {
     std::fs::create_dir(&out_dir).expect("out dir");
     interrupt_while_writing(&source, "backup", &out_dir.join("hub.tgz"));
 }
+
+/// `export` and `migrate` only read the embedded database: a mistyped
+/// `--data-dir` fails naming it, instead of creating an empty cluster there
+/// and exporting (or migrating) nothing with exit 0.
+#[test]
+fn export_and_migrate_of_a_missing_data_dir_fail_and_create_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let typo = tmp.path().join("typo-dir");
+    for args in [
+        vec!["export", "--out", "-"],
+        vec!["migrate", "--to", "postgres://nobody@127.0.0.1:1/none"],
+    ] {
+        let (code, out, err) = run(cocalc_db(&typo).args(&args));
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains("no embedded database"), "{args:?}: {err}");
+        assert!(err.contains(&typo.display().to_string()), "{err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+}

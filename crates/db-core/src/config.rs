@@ -128,7 +128,9 @@ pub struct PostgresConfig {
     pub user: Option<String>,
     /// Database (`PGDATABASE`).
     pub database: Option<String>,
-    /// Password (`PGPASSWORD`).
+    /// Password (`PGPASSWORD`). Never serialized, as it is never printed:
+    /// a configuration written out does not carry it.
+    #[serde(skip_serializing)]
     pub password: Option<String>,
     /// Maximum connections in the pool.
     pub max_connections: u32,
@@ -172,6 +174,42 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
+/// libpq's `sslmode` values.
+const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// `url` without its `connect_timeout` parameter, and that parameter's
+/// value: the PostgreSQL backend applies it itself (the driver does not
+/// know it), and `cocalc-db --connect-timeout` replaces it.
+pub fn split_connect_timeout(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut timeout = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some(("connect_timeout", value)) => {
+                timeout = Some(value.to_owned());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, timeout)
+}
+
 /// [`PostgresConfig::idle_timeout`]'s default: 10 minutes.
 fn default_idle_timeout() -> Option<Duration> {
     Some(Duration::from_secs(10 * 60))
@@ -189,10 +227,23 @@ fn default_max_lifetime() -> Option<Duration> {
 /// keyword/value form (`host=h password=secret`), the `password` value,
 /// quoted or not.
 pub fn redact_url(url: &str) -> String {
+    // A URL starts with its scheme; a `://` further on (inside a quoted or
+    // unquoted keyword/value password) does not make one.
+    let is_scheme = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    };
     match url.split_once("://") {
-        Some((scheme, rest)) => redact_uri(scheme, rest),
-        None => redact_conninfo(url),
+        Some((scheme, rest)) if is_scheme(scheme) => redact_uri(scheme, rest),
+        _ => redact_conninfo(url),
     }
+}
+
+/// Whether a connection parameter holds a secret: `password`, libpq's
+/// `sslpassword`, and other spellings a driver might echo (`passwd`).
+fn is_secret_key(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("pass")
 }
 
 fn redact_uri(scheme: &str, rest: &str) -> String {
@@ -220,7 +271,7 @@ fn redact_uri(scheme: &str, rest: &str) -> String {
             let pairs: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                    Some((key, _)) if is_secret_key(key) => {
                         format!("{key}=<redacted>")
                     }
                     _ => pair.to_owned(),
@@ -274,7 +325,7 @@ fn redact_conninfo(text: &str) -> String {
                 .unwrap_or(value_text.len());
             (&value_text[..end], &value_text[end..])
         };
-        if key.eq_ignore_ascii_case("password") {
+        if is_secret_key(key) {
             out.push(format!("{key}=<redacted>"));
         } else {
             out.push(format!("{key}={value}"));
@@ -437,7 +488,7 @@ mod optional_millis {
 }
 
 /// The whole configuration of a pool.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Config {
     /// Which backend.
@@ -469,6 +520,28 @@ pub struct Config {
     /// [`Error::SessionSetup`](crate::Error::SessionSetup).
     #[serde(default)]
     pub setup_sql: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Setup statements by their first words: their literals may hold
+        // secrets (`SET ROLE ... PASSWORD`), as a URL's password does.
+        let setup: Vec<String> = self
+            .setup_sql
+            .iter()
+            .map(|s| crate::lex::summary(s))
+            .collect();
+        f.debug_struct("Config")
+            .field("backend", &self.backend)
+            .field("postgres", &self.postgres)
+            .field("pglite", &self.pglite)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("slow_statement_threshold", &self.slow_statement_threshold)
+            .field("timeouts", &self.timeouts)
+            .field("application_name", &self.application_name)
+            .field("setup_sql", &setup)
+            .finish()
+    }
 }
 
 mod millis {
@@ -550,6 +623,18 @@ impl Config {
             if let Some(v) = lookup(variable).filter(|v| !v.trim().is_empty()) {
                 *slot = parse_timeout(variable, &v)?;
             }
+        }
+        // The driver reads PGSSLMODE itself and ignores a value it does not
+        // know, which would mean plain text for a typo of `verify-full`;
+        // libpq refuses it, and so does this.
+        if let Some(v) = lookup("PGSSLMODE").filter(|v| !v.is_empty())
+            && !SSL_MODES.contains(&v.as_str())
+        {
+            return Err(ConfigError::InvalidValue {
+                variable: "PGSSLMODE",
+                value: v,
+                reason: "expected disable, allow, prefer, require, verify-ca or verify-full",
+            });
         }
         c.application_name = lookup("PGAPPNAME").filter(|v| !v.is_empty());
         if let Some(v) = lookup("PGCONNECT_TIMEOUT").filter(|v| !v.trim().is_empty()) {
@@ -787,6 +872,38 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_neither_printed_nor_serialized() {
+        let c = Config::from_lookup(env(&[("PGPASSWORD", "ENVSECRET")]))
+            .expect("config")
+            .setup_sql(["SET app.token = 'SETUPSECRET'"]);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("ENVSECRET") && !shown.contains("SETUPSECRET"),
+            "{shown}"
+        );
+        let written = serde_json::to_string(&c).expect("json");
+        assert!(!written.contains("ENVSECRET"), "{written}");
+    }
+
+    #[test]
+    fn a_mistyped_pgsslmode_is_refused() {
+        for bad in ["verify_full", "VERIFY-FULL", "requir"] {
+            let e = Config::from_lookup(env(&[("PGSSLMODE", bad)])).expect_err(bad);
+            assert!(e.to_string().contains("PGSSLMODE"), "{e}");
+        }
+        for good in [
+            "disable",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+            "",
+        ] {
+            Config::from_lookup(env(&[("PGSSLMODE", good)])).expect(good);
+        }
+    }
+
+    #[test]
     fn redact_url_hides_every_password() {
         for (url, shown) in [
             ("postgres://u:pw@h/db", "postgres://u:<redacted>@h/db"),
@@ -819,6 +936,18 @@ mod tests {
                 "host=h password=<redacted> dbname=d",
             ),
             ("host=h PASSWORD=x", "host=h PASSWORD=<redacted>"),
+            // A keyword/value password that looks like a URL is still one.
+            (
+                "host=127.0.0.1 user=u password=ab://SECRET1",
+                "host=127.0.0.1 user=u password=<redacted>",
+            ),
+            // Every parameter that holds a secret: libpq's key passphrase,
+            // and spellings a driver warns about with their value.
+            (
+                "postgres://u@h/db?sslpassword=K1&passwd=K2&PassWord=K3",
+                "postgres://u@h/db?sslpassword=<redacted>&passwd=<redacted>&PassWord=<redacted>",
+            ),
+            ("host=h sslpassword=K1", "host=h sslpassword=<redacted>"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }

@@ -28,6 +28,7 @@ pub use codec::{AddressFamilies, CodecError, decode, encode, encode_with};
 pub use config::{
     BackendKind, Config, ConfigError, DataDir, InvalidDuration, PgliteConfig, PostgresConfig,
     SessionTimeouts, connect_timeout_secs, parse_connect_timeout, parse_duration, redact_url,
+    split_connect_timeout,
 };
 pub use convert::{FromValue, FromValueError, SqlType};
 pub use copy::{CopyDirection, check_copy_statement, copy_out_extra_messages};

@@ -9,7 +9,7 @@ use db_core::{
     BackendKind, Client, Config, Error, Executor, ListenerHub, NotificationStream, Pool,
     PostgresConfig, QueryResult, Result, Value, redact_url,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode, Postgres};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -83,10 +83,10 @@ impl fmt::Debug for PgPool {
 /// [`PgPool::connect`].
 fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
     if let Some(url) = &config.url {
-        check_tls_files(url)?;
+        check_url_parameters(url)?;
     }
     let mut options = match &config.url {
-        Some(url) => without_connect_timeout(url)
+        Some(url) => db_core::split_connect_timeout(url)
             .0
             .parse::<PgConnectOptions>()
             .map_err(|e| Error::backend(format!("invalid postgres URL {}", redact_url(url)), e))?,
@@ -107,6 +107,23 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
     if let Some(password) = &config.password {
         options = options.password(password);
     }
+    // libpq: with a root certificate named, `require` (and `prefer`)
+    // verify the server's certificate against it, as `verify-ca` does; the
+    // driver would ignore the file and accept any certificate.
+    let names_root = config.url.as_deref().is_some_and(|url| {
+        url::Url::parse(url).is_ok_and(|u| {
+            u.query_pairs()
+                .any(|(k, v)| k == "sslrootcert" && !v.is_empty())
+        })
+    });
+    if names_root
+        && matches!(
+            options.get_ssl_mode(),
+            PgSslMode::Prefer | PgSslMode::Require
+        )
+    {
+        options = options.ssl_mode(PgSslMode::VerifyCa);
+    }
     // sqlx already sends `TimeZone=UTC` as a startup parameter; the option
     // states it where it is configured. sqlx's own statement logging would
     // print whole statements, literals and all: the `db.query` spans and
@@ -117,50 +134,65 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
         .disable_statement_logging())
 }
 
-/// Fails, naming the parameter and the file, when a TLS file the URL names
-/// (`sslrootcert`, `sslcert`, `sslkey`) cannot be read: the driver would
-/// fail at connect with only "No such file or directory".
-fn check_tls_files(url: &str) -> Result<()> {
+/// The URL parameters the driver applies (libpq's names, as libpq spells
+/// them: case matters), and `connect_timeout`, which [`PgPool::connect`]
+/// applies.
+const URL_PARAMETERS: [&str; 14] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+    "options",
+    "connect_timeout",
+    "statement-cache-capacity",
+];
+
+/// Checks the URL's parameters before the driver sees them:
+/// - one it does not apply fails, naming it but not its value, as libpq
+///   does (the driver would warn with the value, a mistyped `PASSWORD=`
+///   included, and go on without it: a mistyped `SSLMODE=` in plain text);
+/// - a TLS file it names (`sslrootcert`, `sslcert`, `sslkey`) that cannot
+///   be read fails naming the parameter and the file (the driver would say
+///   only "No such file or directory" at connect).
+fn check_url_parameters(url: &str) -> Result<()> {
     // A URL that does not parse is reported by the driver's own parser.
     let Ok(parsed) = url::Url::parse(url) else {
         return Ok(());
     };
-    for (key, path) in parsed.query_pairs() {
+    for (key, value) in parsed.query_pairs() {
+        if !URL_PARAMETERS.contains(&key.as_ref()) {
+            return Err(Error::backend(
+                "the postgres URL",
+                format!(
+                    "parameter `{key}` is not supported (supported: {})",
+                    URL_PARAMETERS.join(", ")
+                ),
+            ));
+        }
         if matches!(key.as_ref(), "sslrootcert" | "sslcert" | "sslkey")
-            && let Err(e) = std::fs::File::open(path.as_ref())
+            && !value.is_empty()
+            && let Err(e) = std::fs::File::open(value.as_ref()).and_then(|f| {
+                // A directory opens, and fails only when read.
+                match f.metadata()?.is_dir() {
+                    true => Err(std::io::Error::other("it is a directory")),
+                    false => Ok(()),
+                }
+            })
         {
             return Err(Error::backend(
-                format!("reading {key}={path} given in the postgres URL"),
+                format!("reading {key}={value} given in the postgres URL"),
                 e,
             ));
         }
     }
     Ok(())
-}
-
-/// `url` without its `connect_timeout` parameter (which the driver does not
-/// know), and that parameter's value.
-fn without_connect_timeout(url: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut timeout = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some(("connect_timeout", value)) => {
-                timeout = Some(value.to_owned());
-                false
-            }
-            _ => true,
-        })
-        .collect();
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, timeout)
 }
 
 /// How long opening a connection may take: the URL's `connect_timeout`
@@ -171,7 +203,7 @@ fn connect_timeout(config: &Config) -> Result<Duration> {
         .postgres
         .url
         .as_deref()
-        .and_then(|url| without_connect_timeout(url).1);
+        .and_then(|url| db_core::split_connect_timeout(url).1);
     let timeout = match from_url {
         Some(value) => db_core::parse_connect_timeout(&value).map_err(|reason| {
             Error::backend(
@@ -440,6 +472,57 @@ impl Pool for PgPool {
 mod tests {
     use super::*;
 
+    /// libpq refuses a parameter it does not know; the driver would only
+    /// warn, printing its value (a mistyped `PASSWORD=` included), and
+    /// connect without it (a mistyped `SSLMODE=` in plain text).
+    #[test]
+    fn unknown_url_parameters_are_refused_without_their_value() {
+        for (query, key) in [
+            ("PASSWORD=SECRET2", "PASSWORD"),
+            ("sslpassword=KEYPASS1", "sslpassword"),
+            ("SSLMODE=verify-full", "SSLMODE"),
+            ("ssl_mode=verify-full", "ssl_mode"),
+            ("target_session_attrs=read-write", "target_session_attrs"),
+        ] {
+            let mut config = PostgresConfig::default();
+            config.url = Some(format!("postgres://u@h/db?sslmode=disable&{query}"));
+            let error = connect_options(&config).expect_err(query).to_string();
+            assert!(error.contains(&format!("`{key}`")), "{error}");
+            let value = query.split_once('=').map(|(_, v)| v).unwrap_or_default();
+            assert!(!error.contains(value), "{error}");
+        }
+        let mut config = PostgresConfig::default();
+        config.url = Some(
+            "postgres://u@h/db?sslmode=disable&application_name=a&options=-c%20x%3D1\
+             &connect_timeout=3&statement-cache-capacity=5&host=h2&port=5&dbname=d&user=v\
+             &password=p&sslrootcert=&sslcert=&sslkey="
+                .into(),
+        );
+        connect_options(&config).expect("libpq's parameters are accepted");
+    }
+
+    #[test]
+    fn a_named_root_certificate_is_checked_under_require_and_prefer() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        for (mode, expected) in [
+            ("require", PgSslMode::VerifyCa),
+            ("prefer", PgSslMode::VerifyCa),
+            ("verify-full", PgSslMode::VerifyFull),
+            ("disable", PgSslMode::Disable),
+        ] {
+            let mut config = PostgresConfig::default();
+            config.url = Some(format!(
+                "postgres://u@h/db?sslmode={mode}&sslrootcert={root}"
+            ));
+            let o = connect_options(&config).expect("options");
+            assert_eq!(
+                format!("{:?}", o.get_ssl_mode()),
+                format!("{expected:?}"),
+                "{mode}"
+            );
+        }
+    }
+
     #[test]
     fn fields_override_the_url() {
         let mut config = PostgresConfig::default();
@@ -497,7 +580,8 @@ mod tests {
 
     #[test]
     fn connect_timeout_reads_as_libpq_reads_it() {
-        let (url, value) = without_connect_timeout("postgres://h/db?a=1&connect_timeout=7&b=2");
+        let (url, value) =
+            db_core::split_connect_timeout("postgres://h/db?a=1&connect_timeout=7&b=2");
         assert_eq!(
             (url.as_str(), value.as_deref()),
             ("postgres://h/db?a=1&b=2", Some("7"))
