@@ -452,7 +452,8 @@ fn not_applicable(kind: Kind) -> Entry {
 type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = BenchResult<()>> + 'a>>;
 
 /// Runs `op` `per_round` times per contender per round, alternating the
-/// contenders round by round, and collects per-operation times.
+/// contenders (in an order rotated round by round), and collects
+/// per-operation times.
 async fn measure<F>(
     contenders: &mut [Contender],
     rounds: usize,
@@ -467,8 +468,14 @@ where
 {
     let mut samples: Vec<Samples> = vec![Samples::default(); contenders.len()];
     let mut i = 0;
-    for _ in 0..rounds {
-        for (c, s) in contenders.iter_mut().zip(&mut samples) {
+    let n = contenders.len();
+    for round in 0..rounds {
+        // Each round starts with another contender, so that none always
+        // runs right after the same neighbour (on a server they share,
+        // the one before leaves it writing back what it did).
+        for k in 0..n {
+            let j = (round + k) % n;
+            let (c, s) = (&mut contenders[j], &mut samples[j]);
             if !applies(c.kind()) {
                 continue;
             }
