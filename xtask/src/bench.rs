@@ -44,6 +44,9 @@ pub(crate) fn run(flags: &BenchFlags) -> Result<()> {
     if let Some(only) = &flags.only {
         cargo.args(["--only", only]);
     }
+    if let Some(runs) = &flags.runs {
+        cargo.args(["--runs", runs]);
+    }
     let status = cargo.status().map_err(|e| format!("running cargo: {e}"))?;
     drop(cluster);
     if status.success() {

@@ -23,10 +23,14 @@ commands:
       DATABASE_URL and keep it running until Enter or end of input (Ctrl-D).
       --tls makes it TLS-only, with a throwaway CA (the URL says
       sslmode=verify-full and where the CA is).
-  bench [--quick] [--json FILE] [--only GROUP[,GROUP]]
+  bench [--quick] [--json FILE] [--only GROUP[,GROUP]] [--runs N]
       Run every benchmark contender (db-pglite, pglite-oxide, Node PGlite,
       db-postgres and sqlx on a throwaway PostgreSQL 15) in release mode and
       print medians, p99 and the tracked ratios; --json also writes them.
+      The core workloads run N times (default 5, 2 with --quick) on the idle
+      machine and as many under a CPU load the bench makes itself (one busy
+      thread per core but one); the tables give the median of the runs and
+      their spread.
       --only runs just these workload groups: core, changefeed, schema-sync,
       migrate (which runs the release `cocalc-db` binary's export, import and
       migrate as child processes and reports their time and peak RSS).
@@ -56,6 +60,8 @@ pub(crate) struct BenchFlags {
     pub(crate) json: Option<String>,
     /// Only these workload groups (comma-separated), checked by the bench.
     pub(crate) only: Option<String>,
+    /// Runs of the core workloads per condition, checked by the bench.
+    pub(crate) runs: Option<String>,
 }
 
 /// Options of `cargo xtask test`.
@@ -134,9 +140,10 @@ fn parse_bench(mut args: impl Iterator<Item = String>) -> Result<Command> {
             flags.quick = true;
             continue;
         }
-        match option(&arg, &["--json", "--only"], &mut args)? {
+        match option(&arg, &["--json", "--only", "--runs"], &mut args)? {
             None => return Ok(Command::Help),
             Some(("--only", value)) => set_once(&mut flags.only, "--only", value)?,
+            Some(("--runs", value)) => set_once(&mut flags.runs, "--runs", value)?,
             Some((_, value)) => set_once(&mut flags.json, "--json", value)?,
         }
     }

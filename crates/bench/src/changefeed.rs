@@ -258,11 +258,13 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
         fan_outs.extend(fan_out(report, label, pool, &sizes).await?);
     }
     report.workloads.push(Workload {
+        condition: None,
         name: "changefeed commit-to-event latency, 1 subscriber".into(),
         unit: "autocommit 1-row INSERT returned to event received".into(),
         entries: latencies,
     });
     report.workloads.push(Workload {
+        condition: None,
         name: format!(
             "changefeed delivery of {} committed inserts to 1 subscriber",
             sizes.bulk
@@ -271,6 +273,7 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
         entries: deliveries,
     });
     report.workloads.push(Workload {
+        condition: None,
         name: format!(
             "changefeed fan-out: {} inserts, subscribers with distinct filters",
             sizes.bulk
@@ -347,6 +350,7 @@ async fn writer_cost(
         );
     }
     report.workloads.push(Workload {
+        condition: None,
         name: format!("changefeed cost to writers: {}", write.name()),
         unit: "per statement".into(),
         entries,

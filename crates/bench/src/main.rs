@@ -5,6 +5,7 @@
 
 mod changefeed;
 mod contender;
+mod machine;
 mod migrate;
 mod node;
 mod schema_sync;
@@ -32,6 +33,9 @@ struct Options {
     /// `--cocalc-db PATH`: the binary the migrate workload runs (default:
     /// the one beside this benchmark).
     cocalc_db: Option<PathBuf>,
+    /// `--runs N`: how many times the core workloads run in each condition
+    /// (default 5, 2 with `--quick`).
+    runs: Option<usize>,
 }
 
 /// The workload groups `--only` selects from.
@@ -57,6 +61,15 @@ fn parse_args() -> Result<Options, String> {
             }
             "--cocalc-db" => {
                 o.cocalc_db = Some(args.next().ok_or("--cocalc-db needs a file")?.into())
+            }
+            "--runs" => {
+                let n = args.next().ok_or("--runs needs a number")?;
+                o.runs = Some(
+                    n.parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or(format!("--runs needs a positive number, not {n}"))?,
+                );
             }
             "--node-dir" => {
                 o.node_dir = Some(args.next().ok_or("--node-dir needs a directory")?.into())
@@ -88,6 +101,10 @@ struct Entry {
 #[derive(Debug, Serialize)]
 struct Workload {
     name: String,
+    /// The machine's condition while it ran (`idle`, `busy`), for the
+    /// workloads run in both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<String>,
     unit: String,
     entries: Vec<Entry>,
 }
@@ -123,15 +140,15 @@ struct Report {
 }
 
 impl Report {
-    fn median(&self, workload: &str, contender: &str) -> Option<f64> {
+    /// The summary of `contender` on `workload` run in `condition`.
+    fn summary(&self, condition: Option<&str>, workload: &str, contender: &str) -> Option<Summary> {
         self.workloads
             .iter()
-            .find(|w| w.name == workload)?
+            .find(|w| w.name == workload && w.condition.as_deref() == condition)?
             .entries
             .iter()
             .find(|e| e.contender == contender)?
             .summary
-            .map(|s| s.median_us)
     }
 
     fn ratio(&mut self, what: &str, value: Option<f64>, target: &str, met: impl Fn(f64) -> bool) {
@@ -145,16 +162,26 @@ impl Report {
 
     fn print(&self) {
         for w in &self.workloads {
-            println!("\n## {} ({})", w.name, w.unit);
+            match &w.condition {
+                Some(c) => println!("\n## {} ({}; {c} machine)", w.name, w.unit),
+                None => println!("\n## {} ({})", w.name, w.unit),
+            }
             println!(
-                "{:<36} {:>12} {:>12} {:>9}",
+                "{:<36} {:>12} {:>12} {:>9}  spread of runs (median, p99)",
                 "contender", "median µs", "p99 µs", "samples"
             );
             for e in &w.entries {
                 match (&e.summary, &e.note) {
                     (Some(s), _) => println!(
-                        "{:<36} {:>12.1} {:>12.1} {:>9}",
-                        e.contender, s.median_us, s.p99_us, s.samples
+                        "{:<36} {:>12.1} {:>12.1} {:>9}  {}",
+                        e.contender,
+                        s.median_us,
+                        s.p99_us,
+                        s.samples,
+                        s.spread.map_or_else(String::new, |r| format!(
+                            "{} runs: {:.1}-{:.1}, {:.1}-{:.1}",
+                            r.runs, r.median_lo_us, r.median_hi_us, r.p99_lo_us, r.p99_hi_us
+                        ))
                     ),
                     (None, Some(note)) => println!("{:<36} {note}", e.contender),
                     (None, None) => println!("{:<36} -", e.contender),
@@ -200,6 +227,10 @@ impl Report {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--burn") {
+        machine::burn();
+        return;
+    }
     let options = match parse_args() {
         Ok(o) => o,
         Err(e) => {

@@ -53,6 +53,7 @@ fn skipped(report: &mut Report, why: String) {
     for w in report
         .workloads
         .iter_mut()
+        .filter(|w| w.condition.as_deref() == Some(crate::workloads::IDLE))
         .filter(|w| w.name == "point SELECT by primary key" || w.name == "autocommit INSERT")
     {
         w.entries.push(Entry {
@@ -106,7 +107,12 @@ pub(crate) async fn run(o: &Options, report: &mut Report, point: usize, insert: 
         ("point SELECT by primary key", "point"),
         ("autocommit INSERT", "insert"),
     ] {
-        if let Some(w) = report.workloads.iter_mut().find(|w| w.name == workload) {
+        // Node runs once, on the otherwise idle machine.
+        if let Some(w) = report
+            .workloads
+            .iter_mut()
+            .find(|w| w.name == workload && w.condition.as_deref() == Some(crate::workloads::IDLE))
+        {
             w.entries.push(Entry {
                 contender: NAME.into(),
                 summary: samples(&json[key]).summary(),

@@ -128,6 +128,7 @@ pub(crate) async fn run(report: &mut Report, o: &Options) -> BenchResult<()> {
         ("sync of a converged database", syncs),
     ] {
         report.workloads.push(Workload {
+            condition: None,
             name: format!("schema-sync, fixture schema ({tables} tables): {what}"),
             unit: "per call".into(),
             entries,

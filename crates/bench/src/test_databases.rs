@@ -55,6 +55,7 @@ pub(crate) async fn run(report: &mut Report, o: &Options, tests: usize) -> Bench
         entries.push(measure(report, "db-postgres (PG 15)", pg, &ddl, tests, 300.0).await?);
     }
     report.workloads.push(Workload {
+        condition: None,
         name: format!("{tests} tests, each on a fresh database with the fixture schema"),
         unit: "per test, excluding the test's own work".into(),
         entries,

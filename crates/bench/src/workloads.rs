@@ -1,12 +1,14 @@
 //! The workloads, run on every contender that can run them.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use db::{Client, Config, DataDir, Executor, PglitePool, Pool, Value};
 use pglite_oxide::Pglite;
 
 use crate::contender::{BenchResult, Contender, Kind, Stmt, timed};
-use crate::stats::Samples;
+use crate::machine::{self, Load};
+use crate::stats::{self, Samples, Summary};
 use crate::{Entry, Options, Report, Workload};
 
 const SETUP: &str = "
@@ -39,10 +41,14 @@ struct Plan {
     bulk: usize,
     wide: usize,
     concurrent: usize,
+    /// Runs of the core workloads in each condition.
+    runs: usize,
+    /// How long an idle pool is watched for the CPU it uses.
+    idle: Duration,
 }
 
-fn plan(quick: bool) -> Plan {
-    if quick {
+fn plan(o: &Options) -> Plan {
+    if o.quick {
         Plan {
             rounds: 2,
             point: 300,
@@ -51,6 +57,12 @@ fn plan(quick: bool) -> Plan {
             bulk: 1,
             wide: 5,
             concurrent: 640,
+            runs: if o.embedded_only {
+                1
+            } else {
+                o.runs.unwrap_or(2)
+            },
+            idle: Duration::from_secs(3),
         }
     } else {
         Plan {
@@ -61,9 +73,21 @@ fn plan(quick: bool) -> Plan {
             bulk: 2,
             wide: 20,
             concurrent: 3200,
+            // The child that measures peak memory runs the workloads once.
+            runs: if o.embedded_only {
+                1
+            } else {
+                o.runs.unwrap_or(5)
+            },
+            idle: Duration::from_secs(30),
         }
     }
 }
+
+/// The machine with nothing else running (but other processes of the host).
+pub(crate) const IDLE: &str = "idle";
+/// The machine under a [`Load`].
+pub(crate) const BUSY: &str = "busy";
 
 /// A pseudo-random but repeatable key sequence.
 fn key(i: usize) -> i64 {
@@ -71,7 +95,7 @@ fn key(i: usize) -> i64 {
 }
 
 pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
-    let p = plan(o.quick);
+    let p = plan(o);
     let mut report = Report::default();
     let mut contenders = Vec::new();
 
@@ -115,9 +139,110 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
         c.batch(SETUP).await?;
         server_ready |= shares_server;
     }
+    let mut pools = vec![("db-pglite", db::AnyPool::Pglite(pglite.clone()))];
+    for c in &contenders {
+        if let Contender::DbPostgres(pg) = c {
+            pools.push(("db-postgres", db::AnyPool::Postgres(pg.clone())));
+        }
+    }
 
+    // Each run measures both conditions, one after the other, so that
+    // whatever else the host does falls on both alike.
+    let mut runs: Vec<(&str, Vec<Workload>)> = Vec::new();
+    let mut concurrent: Vec<(&str, &str, Concurrency)> = Vec::new();
+    let mut others: Vec<(&str, f64)> = Vec::new();
+    for _ in 0..p.runs {
+        for condition in [IDLE, BUSY] {
+            let load = (condition == BUSY).then(Load::start).transpose()?;
+            let before = machine::Usage::now();
+            runs.push((condition, core(&mut contenders, &p).await?));
+            for (label, pool) in &pools {
+                concurrent.push((condition, label, concurrency(pool, p.concurrent).await?));
+            }
+            if let Some(cores) = before.and_then(|b| b.others_since()) {
+                others.push((condition, cores));
+            }
+            drop(load);
+        }
+    }
+    for condition in [IDLE, BUSY] {
+        let cores: Vec<f64> = others
+            .iter()
+            .filter(|(c, _)| *c == condition)
+            .map(|(_, cores)| *cores)
+            .collect();
+        let (lo, hi) = stats::range(&cores);
+        report.figures.push((
+            format!("{condition}: cores other processes kept busy during the runs"),
+            stats::median(&cores).map_or("n/a".into(), |m| {
+                format!("{m:.2} ({lo:.2}-{hi:.2}) of {}", machine::cores())
+            }),
+        ));
+
+        let of_condition: Vec<&Vec<Workload>> = runs
+            .iter()
+            .filter(|(c, _)| *c == condition)
+            .map(|(_, w)| w)
+            .collect();
+        report.workloads.extend(across(condition, &of_condition));
+        for (label, _) in &pools {
+            let of_pool: Vec<&Concurrency> = concurrent
+                .iter()
+                .filter(|(c, l, _)| *c == condition && l == label)
+                .map(|(_, _, k)| k)
+                .collect();
+            concurrency_report(&mut report, condition, label, &of_pool);
+        }
+    }
+    if !o.embedded_only {
+        idle_cpu(&mut report, &pglite, p.idle).await?;
+        persistent_open(&mut report).await?;
+        crate::test_databases::run(&mut report, o, if o.quick { 10 } else { 50 }).await?;
+        crate::node::run(o, &mut report, p.point.min(1000), p.insert).await;
+        peak_memory(&mut report, o.quick);
+        ratios(&mut report);
+    }
+    pglite.close().await;
+    Ok(report)
+}
+
+/// Runs of the same workloads as one: each contender's summary across runs.
+fn across(condition: &str, runs: &[&Vec<Workload>]) -> Vec<Workload> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Workload {
+            name: w.name.clone(),
+            condition: Some(condition.to_owned()),
+            unit: w.unit.clone(),
+            entries: w
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(j, e)| {
+                    let summaries: Vec<Summary> = runs
+                        .iter()
+                        .filter_map(|r| r.get(i)?.entries.get(j)?.summary)
+                        .collect();
+                    Entry {
+                        contender: e.contender.clone(),
+                        summary: Summary::across(&summaries),
+                        note: e.note.clone(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// One run of the core workloads on every contender that can run them.
+async fn core(contenders: &mut [Contender], p: &Plan) -> BenchResult<Vec<Workload>> {
+    let mut workloads = Vec::new();
     let point = measure(
-        &mut contenders,
+        contenders,
         p.rounds,
         "point SELECT by primary key",
         "per statement",
@@ -140,12 +265,12 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
         p.point,
     )
     .await?;
-    report.workloads.push(point);
+    workloads.push(point);
 
     let not_raw = |k: Kind| k != Kind::OxideRaw;
-    report.workloads.push(
+    workloads.push(
         measure(
-            &mut contenders,
+            contenders,
             p.rounds,
             "autocommit INSERT",
             "per statement",
@@ -165,9 +290,9 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
         )
         .await?,
     );
-    report.workloads.push(
+    workloads.push(
         measure(
-            &mut contenders,
+            contenders,
             p.rounds,
             "100-statement transaction",
             "per transaction",
@@ -191,30 +316,30 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
     );
     let ids: Vec<i64> = (0..10_000).collect();
     let texts: Vec<String> = (0..10_000).map(|i| format!("bulk {i}")).collect();
-    let bulk_params: std::sync::Arc<[Value]> = vec![Value::from(ids), Value::from(texts)].into();
-    let bulk = measure(&mut contenders, p.rounds, "INSERT of 10,000 rows in one statement", "per statement", not_raw, |c, _| {
-        let params = std::sync::Arc::clone(&bulk_params);
+    let bulk_params: Arc<[Value]> = vec![Value::from(ids), Value::from(texts)].into();
+    let bulk = measure(contenders, p.rounds, "INSERT of 10,000 rows in one statement", "per statement", not_raw, |c, _| {
+        let params = Arc::clone(&bulk_params);
         Box::pin(async move {
             let stmt = Stmt { sql: "INSERT INTO bench_bulk (id, v) SELECT * FROM unnest($1::int8[], $2::text[])", params: &params };
             c.run(&stmt).await.map(drop)
         })
     }, p.bulk)
     .await?;
-    report.workloads.push(bulk);
+    workloads.push(bulk);
     let has_copy = |k: Kind| k != Kind::OxideQuery;
-    let copy_rows: std::sync::Arc<[u8]> = (0..10_000)
+    let copy_rows: Arc<[u8]> = (0..10_000)
         .map(|i| format!("{i}\tbulk {i}\n"))
         .collect::<String>()
         .into_bytes()
         .into();
     let mut copy_in = measure(
-        &mut contenders,
+        contenders,
         p.rounds,
         "COPY of 10,000 rows (FROM STDIN, text format)",
         "per statement",
         has_copy,
         |c, _| {
-            let data = std::sync::Arc::clone(&copy_rows);
+            let data = Arc::clone(&copy_rows);
             Box::pin(async move {
                 let rows = c
                     .copy_in("COPY bench_bulk (id, v) FROM STDIN", &data)
@@ -229,9 +354,9 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
     )
     .await?;
     copy_in.entries.push(not_applicable(Kind::OxideQuery));
-    report.workloads.push(copy_in);
+    workloads.push(copy_in);
     let mut copy_out = measure(
-        &mut contenders,
+        contenders,
         p.rounds,
         "COPY TO STDOUT of 10,000 rows (text format)",
         "per statement",
@@ -249,10 +374,10 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
     )
     .await?;
     copy_out.entries.push(not_applicable(Kind::OxideQuery));
-    report.workloads.push(copy_out);
-    report.workloads.push(
+    workloads.push(copy_out);
+    workloads.push(
         measure(
-            &mut contenders,
+            contenders,
             p.rounds,
             "SELECT of 1,000 rows, every column type",
             "per statement",
@@ -277,34 +402,42 @@ pub(crate) async fn run(o: &Options) -> BenchResult<Report> {
         )
         .await?,
     );
-
-    concurrency(
-        &mut report,
-        "db-pglite",
-        &db::AnyPool::Pglite(pglite.clone()),
-        p.concurrent,
-    )
-    .await?;
-    for c in &contenders {
-        if let Contender::DbPostgres(pg) = c {
-            concurrency(
-                &mut report,
-                "db-postgres",
-                &db::AnyPool::Postgres(pg.clone()),
-                p.concurrent,
-            )
-            .await?;
+    // The bulk workloads grow their tables run by run; keep them small.
+    for c in contenders.iter_mut() {
+        if c.kind() != Kind::Sqlx {
+            c.batch("TRUNCATE bench_bulk, bench_ins").await?;
         }
     }
-    if !o.embedded_only {
-        persistent_open(&mut report).await?;
-        crate::test_databases::run(&mut report, o, if o.quick { 10 } else { 50 }).await?;
-        crate::node::run(o, &mut report, p.point.min(1000), p.insert).await;
-        peak_memory(&mut report, o.quick);
-        ratios(&mut report);
+    Ok(workloads)
+}
+
+/// CPU time the process uses while a pool sits idle for `idle` after a
+/// burst of statements: what a quiet hub costs.
+async fn idle_cpu(report: &mut Report, pool: &PglitePool, idle: Duration) -> BenchResult<()> {
+    for i in 0..100 {
+        pool.query(
+            "SELECT id, v FROM bench_kv WHERE id = $1",
+            &[Value::Int8(key(i))],
+        )
+        .await?;
     }
-    pglite.close().await;
-    Ok(report)
+    let before = machine::cpu_time();
+    tokio::time::sleep(idle).await;
+    let used = machine::cpu_time()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
+    report.figures.push((
+        format!(
+            "CPU time of this process over {} s with an idle db-pglite pool",
+            idle.as_secs()
+        ),
+        used.map_or("n/a".into(), |d| format!("{:.3} s", d.as_secs_f64())),
+    ));
+    let per_30s = used.map(|d| d.as_secs_f64() * 30.0 / idle.as_secs_f64().max(1e-9));
+    report.ratio("idle pool, CPU seconds per 30 s", per_30s, "< 0.1", |v| {
+        v < 0.1
+    });
+    Ok(())
 }
 
 /// The entry of a contender that cannot run a workload.
@@ -319,7 +452,8 @@ fn not_applicable(kind: Kind) -> Entry {
 type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = BenchResult<()>> + 'a>>;
 
 /// Runs `op` `per_round` times per contender per round, alternating the
-/// contenders round by round, and collects per-operation times.
+/// contenders (in an order rotated round by round), and collects
+/// per-operation times.
 async fn measure<F>(
     contenders: &mut [Contender],
     rounds: usize,
@@ -334,8 +468,14 @@ where
 {
     let mut samples: Vec<Samples> = vec![Samples::default(); contenders.len()];
     let mut i = 0;
-    for _ in 0..rounds {
-        for (c, s) in contenders.iter_mut().zip(&mut samples) {
+    let n = contenders.len();
+    for round in 0..rounds {
+        // Each round starts with another contender, so that none always
+        // runs right after the same neighbour (on a server they share,
+        // the one before leaves it writing back what it did).
+        for k in 0..n {
+            let j = (round + k) % n;
+            let (c, s) = (&mut contenders[j], &mut samples[j]);
             if !applies(c.kind()) {
                 continue;
             }
@@ -359,19 +499,22 @@ where
         .collect();
     Ok(Workload {
         name: name.to_owned(),
+        condition: None,
         unit: unit.to_owned(),
         entries,
     })
 }
 
-/// 1 task, then 32 tasks, running short transactions; reports the
-/// throughput ratio and the worst wait against the median.
-async fn concurrency(
-    report: &mut Report,
-    label: &str,
-    pool: &db::AnyPool,
-    total: usize,
-) -> BenchResult<()> {
+/// One run of the short-transaction workload on one pool.
+struct Concurrency {
+    single: Summary,
+    multi: Summary,
+    single_rate: f64,
+    multi_rate: f64,
+}
+
+/// 1 task, then 32 tasks, running short transactions.
+async fn concurrency(pool: &db::AnyPool, total: usize) -> BenchResult<Concurrency> {
     async fn worker(pool: db::AnyPool, n: usize, id: i32) -> BenchResult<Samples> {
         let mut s = Samples::default();
         for _ in 0..n {
@@ -400,47 +543,69 @@ async fn concurrency(
         all.extend(task.await??);
     }
     let multi_rate = (total / 32 * 32) as f64 / t.elapsed().as_secs_f64();
-    let s = all.summary().ok_or("no samples")?;
-    let single_s = single.summary().ok_or("no samples")?;
+    Ok(Concurrency {
+        single: single.summary().ok_or("no samples")?,
+        multi: all.summary().ok_or("no samples")?,
+        single_rate,
+        multi_rate,
+    })
+}
+
+/// Reports the runs of the short-transaction workload: the throughput ratio
+/// (median of the runs, with their spread) and the worst wait against the
+/// median (the worst run).
+fn concurrency_report(report: &mut Report, condition: &str, label: &str, runs: &[&Concurrency]) {
+    let single: Vec<Summary> = runs.iter().map(|r| r.single).collect();
+    let multi: Vec<Summary> = runs.iter().map(|r| r.multi).collect();
     report.workloads.push(Workload {
         name: format!("short transactions, {label}"),
+        condition: Some(condition.to_owned()),
         unit: "per transaction, acquire to commit".into(),
         entries: vec![
             Entry {
                 contender: format!("{label}, 1 task"),
-                summary: Some(single_s),
+                summary: Summary::across(&single),
                 note: None,
             },
             Entry {
                 contender: format!("{label}, 32 tasks"),
-                summary: Some(s),
+                summary: Summary::across(&multi),
                 note: None,
             },
         ],
     });
+    let figure = |v: &[f64]| {
+        let (lo, hi) = stats::range(v);
+        stats::median(v).map_or("n/a".into(), |m| format!("{m:.0} ({lo:.0}-{hi:.0})"))
+    };
+    let single_rates: Vec<f64> = runs.iter().map(|r| r.single_rate).collect();
+    let multi_rates: Vec<f64> = runs.iter().map(|r| r.multi_rate).collect();
     report.figures.push((
-        format!("{label}: transactions/s, 1 task"),
-        format!("{single_rate:.0}"),
+        format!("{label}, {condition}: transactions/s, 1 task"),
+        figure(&single_rates),
     ));
     report.figures.push((
-        format!("{label}: transactions/s, 32 tasks"),
-        format!("{multi_rate:.0}"),
+        format!("{label}, {condition}: transactions/s, 32 tasks"),
+        figure(&multi_rates),
     ));
-    let ratio = multi_rate / single_rate;
+    let ratios: Vec<f64> = runs.iter().map(|r| r.multi_rate / r.single_rate).collect();
+    let (lo, hi) = stats::range(&ratios);
     report.ratio(
-        &format!("{label}: 32-task / 1-task throughput"),
-        Some(ratio),
+        &format!("{label}, {condition}: 32-task / 1-task throughput ({lo:.2}-{hi:.2})"),
+        stats::median(&ratios),
         ">= 0.9",
         |v| v >= 0.9,
     );
-    let wait = s.max_us / s.median_us;
+    let worst = runs
+        .iter()
+        .map(|r| r.multi.max_us / r.multi.median_us)
+        .fold(None, |w: Option<f64>, v| Some(w.map_or(v, |w| w.max(v))));
     report.ratio(
-        &format!("{label}: worst / median wait, 32 tasks"),
-        Some(wait),
+        &format!("{label}, {condition}: worst / median wait, 32 tasks (worst run)"),
+        worst,
         "<= 50",
         |v| v <= 50.0,
     );
-    Ok(())
 }
 
 async fn persistent_open(report: &mut Report) -> BenchResult<()> {
@@ -503,40 +668,69 @@ fn peak_memory(report: &mut Report, quick: bool) {
 
 fn ratios(report: &mut Report) {
     let point = "point SELECT by primary key";
-    let db = report.median(point, Kind::DbPglite.name());
-    let raw = report.median(point, Kind::OxideRaw.name());
-    let query = report.median(point, Kind::OxideQuery.name());
-    let node = report.median(point, crate::node::NAME);
-    let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-    report.ratio(
-        "db-pglite point SELECT / raw wire",
-        div(db, raw),
-        "<= 1.3",
-        |v| v <= 1.3,
-    );
-    report.ratio(
-        "Pglite::query point SELECT / db-pglite",
-        div(query, db),
-        ">= 1.8",
-        |v| v >= 1.8,
-    );
-    report.ratio(
-        "Node PGlite point SELECT / db-pglite",
-        div(node, db),
-        ">= 6",
-        |v| v >= 6.0,
-    );
-    let names: Vec<String> = report.workloads.iter().map(|w| w.name.clone()).collect();
-    for w in names {
-        let pg = report.median(&w, Kind::DbPostgres.name());
-        let sqlx = report.median(&w, Kind::Sqlx.name());
-        if sqlx.is_some() {
+    for condition in [IDLE, BUSY] {
+        let of = |contender: &str| report.summary(Some(condition), point, contender);
+        let db = of(Kind::DbPglite.name());
+        let raw = of(Kind::OxideRaw.name());
+        let query = of(Kind::OxideQuery.name());
+        let postgres = of(Kind::DbPostgres.name());
+        let node = of(crate::node::NAME);
+        let median = |s: Option<Summary>| s.map(|s| s.median_us);
+        let p99 = |s: Option<Summary>| s.map(|s| s.p99_us);
+        let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        report.ratio(
+            &format!("{condition}: db-pglite point SELECT / raw wire, median"),
+            div(median(db), median(raw)),
+            "<= 1.5",
+            |v| v <= 1.5,
+        );
+        report.ratio(
+            &format!("{condition}: db-pglite point SELECT / raw wire, p99"),
+            div(p99(db), p99(raw)),
+            "<= 3",
+            |v| v <= 3.0,
+        );
+        report.ratio(
+            &format!("{condition}: Pglite::query point SELECT / db-pglite"),
+            div(median(query), median(db)),
+            ">= 2",
+            |v| v >= 2.0,
+        );
+        report.ratio(
+            &format!("{condition}: db-postgres point SELECT / db-pglite"),
+            div(median(postgres), median(db)),
+            ">= 3",
+            |v| v >= 3.0,
+        );
+        if node.is_some() {
             report.ratio(
-                &format!("db-postgres / sqlx: {w}"),
-                div(pg, sqlx),
-                "<= 1.1",
-                |v| v <= 1.1,
+                &format!("{condition}: Node PGlite point SELECT / db-pglite"),
+                div(median(node), median(db)),
+                ">= 6",
+                |v| v >= 6.0,
             );
+        }
+        let names: Vec<String> = report
+            .workloads
+            .iter()
+            .filter(|w| w.condition.as_deref() == Some(condition))
+            .map(|w| w.name.clone())
+            .collect();
+        for w in names {
+            let of = |contender: &str| {
+                report
+                    .summary(Some(condition), &w, contender)
+                    .map(|s| s.median_us)
+            };
+            let (pg, sqlx) = (of(Kind::DbPostgres.name()), of(Kind::Sqlx.name()));
+            if sqlx.is_some() {
+                report.ratio(
+                    &format!("{condition}: db-postgres / sqlx: {w}"),
+                    div(pg, sqlx),
+                    "<= 1.1",
+                    |v| v <= 1.1,
+                );
+            }
         }
     }
 }

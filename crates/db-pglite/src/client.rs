@@ -11,9 +11,8 @@ use db_core::{
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use tokio::sync::oneshot;
-
 use crate::driver::{Request, Response};
+use crate::handoff::{self, Reply, ReplySender};
 use crate::lock::SessionId;
 use crate::pool::Shared;
 use crate::wire;
@@ -32,7 +31,7 @@ pub struct PgliteClient {
     location: &'static Location<'static>,
     /// The answer to the abort that follows a statement this session
     /// stopped waiting for; awaited before its next statement.
-    abandoned: Option<oneshot::Receiver<Result<Response>>>,
+    abandoned: Option<Reply<Result<Response>>>,
     session: SessionId,
     state: SessionState,
     /// The backend crashed under this session: nothing more runs on it.
@@ -74,7 +73,7 @@ impl PgliteClient {
         &mut self,
         kind: StatementKind,
         limited: Limit,
-        make: impl FnOnce(oneshot::Sender<Result<Response>>) -> Request,
+        make: impl FnOnce(ReplySender<Result<Response>>) -> Request,
     ) -> Result<Response> {
         if self.lost {
             return Err(Error::SessionLost);
@@ -94,7 +93,7 @@ impl PgliteClient {
         }
         self.state.before(kind);
         self.shared.touch();
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = handoff::reply(&self.shared.reply_spin);
         self.shared.send(make(reply))?;
         let timeout = match limited {
             Limit::StatementTimeout => self.shared.statement_timeout,
@@ -108,7 +107,7 @@ impl PgliteClient {
                     // The statement runs on. As a server's timeout would,
                     // it aborts the transaction it is in (once it ends);
                     // the session's next statement waits for that.
-                    let (reply, abandoned) = oneshot::channel();
+                    let (reply, abandoned) = handoff::reply(&self.shared.reply_spin);
                     self.shared.send(Request::AbortTransaction { reply })?;
                     self.abandoned = Some(abandoned);
                     return Err(Error::StatementTimeout { timeout });
@@ -191,7 +190,7 @@ impl PgliteClient {
     pub async fn pg_dump(&mut self, args: &[&str]) -> Result<String> {
         db_core::flush_pending(self).await?;
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let (reply, response) = oneshot::channel();
+        let (reply, response) = handoff::reply(&self.shared.reply_spin);
         self.shared.send(Request::Dump { args, reply })?;
         response.await.map_err(|_| Error::Closed)?
     }
@@ -202,7 +201,7 @@ impl PgliteClient {
     /// session must be outside a transaction.
     pub async fn archive_data_dir(&mut self) -> Result<Vec<u8>> {
         db_core::flush_pending(self).await?;
-        let (reply, response) = oneshot::channel();
+        let (reply, response) = handoff::reply(&self.shared.reply_spin);
         self.shared.send(Request::Archive { reply })?;
         response.await.map_err(|_| Error::Closed)?
     }
@@ -311,7 +310,7 @@ impl Client for PgliteClient {
     /// The driver knows the status of its one backend session without a
     /// round trip to PostgreSQL.
     async fn probe_status(&mut self) -> Result<TxStatus> {
-        let (reply, status) = oneshot::channel();
+        let (reply, status) = handoff::reply(&self.shared.reply_spin);
         self.shared.send(Request::Status { reply })?;
         let status = status.await.map_err(|_| Error::Closed)?;
         Ok(TxStatus::from_ready_byte(status))

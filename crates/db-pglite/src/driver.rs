@@ -3,18 +3,20 @@
 //! `Pglite` is a single PostgreSQL backend that takes `&mut self` for every
 //! call, so it lives on a thread of its own and serves requests in arrival
 //! order. The lease queue in `pool.rs` guarantees that only the session
-//! holding the backend sends statements; the channel therefore never holds
-//! more than that session's request, its release, and a close.
+//! holding the backend sends statements; the inbox (`handoff.rs`) therefore
+//! never holds more than that session's request, an abort or release behind
+//! it, and a close.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 
 use db_core::{Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result};
 use pglite_oxide::{ExecProtocolOptions, Pglite};
 use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
+
+use crate::handoff::{self, Inbox, Outbox, ReplySender};
 
 use crate::data_dir::DirLock;
 use crate::metadata;
@@ -29,18 +31,18 @@ pub(crate) enum Request {
     Run {
         sql: String,
         params: EncodedParams,
-        reply: oneshot::Sender<Result<Response>>,
+        reply: ReplySender<Result<Response>>,
     },
     /// A script through the simple protocol.
     Simple {
         sql: String,
-        reply: oneshot::Sender<Result<Response>>,
+        reply: ReplySender<Result<Response>>,
     },
     /// A `COPY` exchange: the statement with all its frontend copy messages,
     /// built by `wire::copy_in` or `wire::copy_out`.
     Copy {
         message: Vec<u8>,
-        reply: oneshot::Sender<Result<Response>>,
+        reply: ReplySender<Result<Response>>,
     },
     /// A session gave the backend back: roll back whatever it left open,
     /// and with `reset`, return the session to its configured settings;
@@ -50,24 +52,22 @@ pub(crate) enum Request {
         permit: OwnedSemaphorePermit,
     },
     /// The transaction status byte of the last `ReadyForQuery`.
-    Status { reply: oneshot::Sender<u8> },
+    Status { reply: ReplySender<u8> },
     /// After a statement its caller stopped waiting for: abort the
     /// transaction it left open, as a server's `statement_timeout` would.
     AbortTransaction {
-        reply: oneshot::Sender<Result<Response>>,
+        reply: ReplySender<Result<Response>>,
     },
     /// `pg_dump` (the bundled PostgreSQL 17 build) of the database as SQL
     /// text, with these extra arguments.
     Dump {
         args: Vec<String>,
-        reply: oneshot::Sender<Result<String>>,
+        reply: ReplySender<Result<String>>,
     },
     /// A physical archive (gzipped tar) of the data directory.
-    Archive {
-        reply: oneshot::Sender<Result<Vec<u8>>>,
-    },
+    Archive { reply: ReplySender<Result<Vec<u8>>> },
     /// Shut the backend down.
-    Close { reply: oneshot::Sender<Result<()>> },
+    Close { reply: ReplySender<Result<()>> },
 }
 
 /// The raw response, the columns it is described by, and the transaction
@@ -77,11 +77,6 @@ pub(crate) struct Response {
     pub(crate) columns: Option<Arc<[Column]>>,
     pub(crate) status: u8,
 }
-
-/// How long the driver keeps polling for the next request before it sleeps:
-/// a session running statements in a loop sends the next one within
-/// microseconds, and catching it awake saves a thread wake-up per statement.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 struct Statement {
     name: String,
@@ -118,8 +113,8 @@ pub(crate) async fn spawn(
     setup: SessionSetup,
     hub: Arc<ListenerHub>,
     dir_lock: Option<DirLock>,
-) -> Result<(mpsc::Sender<Request>, watch::Receiver<()>)> {
-    let (tx, rx) = mpsc::channel::<Request>();
+) -> Result<(Outbox<Request>, watch::Receiver<()>)> {
+    let (tx, rx) = handoff::inbox::<Request>();
     let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
     let (done_tx, done_rx) = watch::channel(());
     let config = config.clone();
@@ -248,25 +243,11 @@ fn open(config: &PgliteConfig, memory_dir: Option<&tempfile::TempDir>) -> Result
 }
 
 impl Driver {
-    fn next(rx: &mpsc::Receiver<Request>) -> Option<Request> {
-        let started = std::time::Instant::now();
-        loop {
-            match rx.try_recv() {
-                Ok(request) => return Some(request),
-                Err(mpsc::TryRecvError::Disconnected) => return None,
-                Err(mpsc::TryRecvError::Empty) if started.elapsed() < SPIN => {
-                    std::thread::yield_now();
-                }
-                Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
-            }
-        }
-    }
-
-    fn serve(&mut self, rx: mpsc::Receiver<Request>) {
-        while let Some(request) = Driver::next(&rx) {
+    fn serve(&mut self, rx: Inbox<Request>) {
+        while let Some(request) = rx.recv() {
             match request {
                 Request::Run { sql, params, reply } => {
-                    let _ = reply.send(self.run(&sql, &params));
+                    reply.send(self.run(&sql, &params));
                 }
                 Request::Simple { sql, reply } => {
                     let result = self.simple(&sql).map(|data| Response {
@@ -274,7 +255,7 @@ impl Driver {
                         columns: None,
                         status: self.status,
                     });
-                    let _ = reply.send(result);
+                    reply.send(result);
                 }
                 Request::Copy { message, reply } => {
                     let result = self.exchange(&message).map(|data| Response {
@@ -282,26 +263,26 @@ impl Driver {
                         columns: None,
                         status: self.status,
                     });
-                    let _ = reply.send(result);
+                    reply.send(result);
                 }
                 Request::Release { reset, permit } => {
                     self.release(reset);
                     drop(permit);
                 }
                 Request::Status { reply } => {
-                    let _ = reply.send(self.status);
+                    reply.send(self.status);
                 }
                 Request::AbortTransaction { reply } => {
-                    let _ = reply.send(self.abort_transaction());
+                    reply.send(self.abort_transaction());
                 }
                 Request::Dump { args, reply } => {
-                    let _ = reply.send(self.dump(args));
+                    reply.send(self.dump(args));
                 }
                 Request::Archive { reply } => {
-                    let _ = reply.send(self.archive());
+                    reply.send(self.archive());
                 }
                 Request::Close { reply } => {
-                    let _ = reply.send(self.close());
+                    reply.send(self.close());
                     return;
                 }
             }

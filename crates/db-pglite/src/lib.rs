@@ -14,11 +14,13 @@ mod backup;
 mod client;
 mod data_dir;
 mod driver;
+mod handoff;
 pub mod health;
 mod lock;
 pub mod metadata;
 mod pool;
 mod restore;
+mod spare_cpu;
 mod wire;
 
 pub use backup::{ArchiveSize, archive_data_dir_to};

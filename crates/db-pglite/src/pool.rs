@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::panic::Location;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -13,11 +13,12 @@ use db_core::{
     BackendKind, Config, DataDir, Error, Executor, ListenCommand, ListenerHub, NotificationStream,
     Pool, QueryResult, Result, Row, TimeoutPhase, Value,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::client::PgliteClient;
 use crate::data_dir::{self, DirLock};
 use crate::driver::{self, Request};
+use crate::handoff::{self, Outbox, Spin};
 use crate::lock::{LockTable, PgliteLock, SessionId};
 use crate::{health, metadata};
 
@@ -56,7 +57,9 @@ impl Holder {
 }
 
 pub(crate) struct Shared {
-    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    requests: Mutex<Option<Outbox<Request>>>,
+    /// How callers wait for their replies.
+    pub(crate) reply_spin: Arc<Spin>,
     lease: Arc<Semaphore>,
     waits: db_core::AcquireStats,
     holder: Mutex<Option<Holder>>,
@@ -333,6 +336,7 @@ impl PglitePool {
         };
         let shared = Arc::new(Shared {
             requests: Mutex::new(Some(sender)),
+            reply_spin: Arc::new(Spin::new()),
             lease: Arc::new(Semaphore::new(1)),
             waits: db_core::AcquireStats::default(),
             holder: Mutex::new(None),
@@ -574,7 +578,7 @@ impl Pool for PglitePool {
         // Wait for the session in progress, then refuse everyone else.
         let permit = Arc::clone(&shared.lease).acquire_owned().await;
         shared.lease.close();
-        let (reply, done) = oneshot::channel();
+        let (reply, done) = handoff::reply(&shared.reply_spin);
         if shared.send(Request::Close { reply }).is_ok()
             && let Ok(Err(e)) = done.await
         {
