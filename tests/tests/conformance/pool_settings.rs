@@ -31,6 +31,24 @@ async fn pool_setting(db: &TestDb, name: &str) -> String {
         .get(0)
 }
 
+/// `callers` callers at once, each holding a session for a moment (one after
+/// another on the embedded backend), so that a server pool opens that many.
+async fn hold_sessions_at_once(db: &TestDb, callers: usize) {
+    let callers: Vec<_> = (0..callers)
+        .map(|_| {
+            let pool = db.pool.clone();
+            tokio::spawn(async move {
+                let client = pool.acquire().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(client);
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+}
+
 /// Waits up to 10 s for the pool's size to satisfy `done`, and returns it.
 async fn size_when(db: &TestDb, done: impl Fn(u32) -> bool) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -128,21 +146,7 @@ async fn idle_sessions_beyond_the_minimum_are_closed_after_the_idle_timeout() {
             .idle_timeout(Some(Duration::from_millis(300)))
     })
     .await;
-    // Three callers at once, each holding a session for a moment (one after
-    // another on the embedded backend).
-    let callers: Vec<_> = (0..3)
-        .map(|_| {
-            let pool = db.pool.clone();
-            tokio::spawn(async move {
-                let client = pool.acquire().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                drop(client);
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.await.unwrap();
-    }
+    hold_sessions_at_once(&db, 3).await;
     let busy = db.pool.stats().size;
     let settled = size_when(&db, |size| size <= 1).await;
     match db.backend() {
@@ -186,19 +190,7 @@ async fn a_session_older_than_the_max_lifetime_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_server_ends_idle_connections_at_most_one_statement_fails() {
     let db = TestDb::with_config(|c| c.max_connections(4)).await;
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let pool = db.pool.clone();
-            tokio::spawn(async move {
-                let client = pool.acquire().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                drop(client);
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.await.unwrap();
-    }
+    hold_sessions_at_once(&db, 4).await;
     let mut client = db.pool.acquire().await.unwrap();
     let ended: i64 = client
         .query_one(
