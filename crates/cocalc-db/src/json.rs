@@ -6,7 +6,7 @@
 //! `timestamptz`), intervals use PostgreSQL's text form.
 
 use chrono::{SecondsFormat, Timelike};
-use db::{Array, Row, Value};
+use db::{Array, Column, Row, Value};
 use serde_json::{Map, Number, Value as Json};
 
 use crate::text::{bytea_hex, float_special, fraction, hex, interval_text};
@@ -83,11 +83,11 @@ fn nest(dims: &[usize], elements: &[Value]) -> Json {
     }
 }
 
-/// Writes `row` as a JSON object (column name → value), keeping column
-/// order (a `serde_json::Map` would sort the keys).
-pub(crate) fn write_row(row: &Row, out: &mut String) {
+/// Writes `row` as a JSON object (the name of each of `columns` → its
+/// value), keeping column order (a `serde_json::Map` would sort the keys).
+fn write_row(columns: &[Column], row: &Row, out: &mut String) {
     out.push('{');
-    for (k, (column, value)) in row.columns().iter().zip(row.values()).enumerate() {
+    for (k, (column, value)) in columns.iter().zip(row.values()).enumerate() {
         if k > 0 {
             out.push(',');
         }
@@ -98,14 +98,15 @@ pub(crate) fn write_row(row: &Row, out: &mut String) {
     out.push('}');
 }
 
-/// `rows` as one JSON array of objects, with a trailing newline.
-pub(crate) fn rows_to_json(rows: &[Row]) -> String {
+/// `rows` as one JSON array of objects keyed by the names of `columns`,
+/// with a trailing newline; `[]` without rows.
+pub(crate) fn rows_to_json(columns: &[Column], rows: &[Row]) -> String {
     let mut out = String::from("[");
     for (k, row) in rows.iter().enumerate() {
         if k > 0 {
             out.push(',');
         }
-        write_row(row, &mut out);
+        write_row(columns, row, &mut out);
     }
     out.push_str("]\n");
     out
@@ -117,7 +118,7 @@ mod tests {
     use std::sync::Arc;
 
     use chrono::{NaiveDate, TimeZone, Utc};
-    use db::{BitString, Column, Inet, Interval, Numeric, Type};
+    use db::{BitString, Inet, Interval, Numeric, Type};
     use serde_json::json;
 
     use super::*;
@@ -217,12 +218,15 @@ mod tests {
             vec![Column::new("z", Type::INT4), Column::new("a", Type::TEXT)].into();
         let rows = vec![
             Row::new(Arc::clone(&columns), vec![Value::Int4(1), Value::Null]),
-            Row::new(columns, vec![Value::Int4(2), Value::Text("x".into())]),
+            Row::new(
+                Arc::clone(&columns),
+                vec![Value::Int4(2), Value::Text("x".into())],
+            ),
         ];
         assert_eq!(
-            rows_to_json(&rows),
+            rows_to_json(&columns, &rows),
             "[{\"z\":1,\"a\":null},{\"z\":2,\"a\":\"x\"}]\n"
         );
-        assert_eq!(rows_to_json(&[]), "[]\n");
+        assert_eq!(rows_to_json(&[], &[]), "[]\n");
     }
 }

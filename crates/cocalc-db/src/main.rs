@@ -11,6 +11,7 @@
 mod backup;
 mod check;
 mod config;
+mod csv;
 mod feed;
 mod interrupt;
 mod json;
@@ -21,7 +22,6 @@ mod sql;
 mod text;
 mod transfer;
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
@@ -44,7 +44,8 @@ Standard error: a command that writes to a database (sql, schema sync, feed, wat
 import, migrate, restore) first prints `cocalc-db <command>: target: <data directory \
 or server, password redacted>`; a failure is one line `cocalc-db <command>: <cause>`. \
 Exit codes: 0 success, 1 failure, 64 usage error (a bad flag or argument; \
-sysexits' EX_USAGE); `schema plan` exits 2 when changes are pending."
+sysexits' EX_USAGE); `schema plan` exits 2 when changes are pending. NO_COLOR (set, \
+not empty) turns colour off; without a terminal there is none."
 )]
 struct Cli {
     /// Database selection, shared by every command.
@@ -68,7 +69,8 @@ enum Command {
     /// directory, open the database, run a query; report each step's time.
     /// Exits 1 with one line on stderr on failure.
     Check,
-    /// Run one SQL statement and print its rows as a table (or JSON).
+    /// Run SQL (an argument, -f FILE or standard input) and print its rows
+    /// as a table, JSON or CSV.
     Sql(sql::SqlArgs),
     /// Declarative schema sync: plan, sync, introspect.
     #[command(subcommand)]
@@ -156,7 +158,7 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::builder().parse_lossy(directives))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(output::stderr_color())
         .init();
 }
 

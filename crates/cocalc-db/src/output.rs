@@ -1,7 +1,7 @@
 //! Writing results and failures.
 
 use std::error::Error;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal as _, Write};
 use std::process::ExitCode;
 
 /// Writes `text` to standard output. A closed pipe (`cocalc-db sql ... | head`)
@@ -35,6 +35,26 @@ pub(crate) fn note(command: &str, message: &str) {
 pub(crate) fn target(command: &str, config: &db::Config) {
     let (kind, place) = crate::config::location(config);
     note(command, &format!("target: {kind} {place}"));
+}
+
+/// Whether to colour what goes to standard error (the log lines), after
+/// <https://no-color.org> and <https://bixense.com/clicolors/>, the
+/// variables clap's own messages follow too: never when
+/// `NO_COLOR` is set and not empty; always when `CLICOLOR_FORCE` is set and
+/// not empty; never when `CLICOLOR=0` or `TERM=dumb`; else only on a
+/// terminal. Nothing else the command prints is coloured: tables, JSON, CSV
+/// and failure lines are plain text, and the progress bars have no colour.
+pub(crate) fn stderr_color() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if set("NO_COLOR") {
+        return false;
+    }
+    if set("CLICOLOR_FORCE") {
+        return true;
+    }
+    let clicolor_off = std::env::var_os("CLICOLOR").is_some_and(|v| v == "0");
+    let dumb = std::env::var_os("TERM").is_some_and(|v| v == "dumb");
+    !clicolor_off && !dumb && io::stderr().is_terminal()
 }
 
 /// An error's message followed by its sources, joined by `": "`, on one line.

@@ -1,11 +1,26 @@
-//! `cocalc-db sql`: runs one statement and prints its rows.
+//! `cocalc-db sql`: runs SQL from the command line, a file or standard
+//! input, and prints the result.
+//!
+//! One statement goes through the extended protocol, as every statement of
+//! the library does, and its rows are printed as a table, JSON or CSV. The
+//! server, not this program, tells one statement from several: the extended
+//! protocol refuses a text of several (`42601` from `exec_parse_message`,
+//! before anything runs), and that text is then sent whole as one
+//! simple-protocol query, as `psql -c` sends it. The server splits it, runs
+//! the statements in order in one transaction (unless the script holds its
+//! own `BEGIN`/`COMMIT`) and stops at the first error, which rolls back
+//! what the script did. The simple protocol's results are not read back by
+//! the library, so a script prints `OK` alone, not each statement's rows.
 
+use std::io::{IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use db::{AnyPool, Pool, QueryResult, Value};
+use db::{AnyPool, Column, Error, Pool, QueryResult, SqlState, Value};
 
 use crate::config::{self, DbArgs};
+use crate::csv;
 use crate::json;
 use crate::output;
 use crate::text::value_text;
@@ -13,16 +28,82 @@ use crate::text::value_text;
 /// Arguments of `cocalc-db sql`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SqlArgs {
-    /// The statement to run: one statement, without parameters.
-    pub(crate) statement: String,
+    /// The SQL to run, without parameters; `-`, or none and no -f, reads
+    /// it from standard input. One statement prints its rows; a script of
+    /// several runs in one transaction and prints OK.
+    #[arg(value_name = "SQL", conflicts_with = "file")]
+    pub(crate) statement: Option<String>,
 
-    /// Print the rows as one JSON array of objects (column name → value).
-    #[arg(long)]
+    /// Read the SQL from FILE (`-`: standard input), as psql's -f.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+
+    /// Print the rows as one JSON array of objects (column name → value),
+    /// `[]` when there are none.
+    #[arg(long, conflicts_with = "csv")]
     pub(crate) json: bool,
+
+    /// Print the rows as CSV (RFC 4180, as psql --csv): a header line, a
+    /// field quoted when it holds a comma, quote or line break, NULL as an
+    /// empty field and the empty string as `""`; nothing when there are no
+    /// rows.
+    #[arg(long)]
+    pub(crate) csv: bool,
 }
 
-/// Runs the statement and prints the result, or one failure line.
+/// Where the SQL comes from.
+enum Source<'a> {
+    /// The command line.
+    Argument(&'a str),
+    /// A file.
+    File(&'a Path),
+    /// Standard input.
+    Stdin,
+}
+
+impl SqlArgs {
+    /// Where the SQL comes from; clap has already refused an argument
+    /// together with `-f`.
+    fn source(&self) -> Source<'_> {
+        match (&self.statement, &self.file) {
+            (Some(sql), _) if sql != "-" => Source::Argument(sql),
+            (_, Some(file)) if file.as_os_str() != "-" => Source::File(file),
+            _ => Source::Stdin,
+        }
+    }
+}
+
+/// Reads the whole SQL text, or says which input could not be read.
+fn read_sql(source: &Source<'_>) -> Result<String, String> {
+    match source {
+        Source::Argument(sql) => Ok((*sql).to_owned()),
+        Source::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("reading the SQL file {}: {e}", path.display())),
+        Source::Stdin => {
+            let mut stdin = std::io::stdin().lock();
+            if stdin.is_terminal() {
+                output::note(
+                    "sql",
+                    "reading SQL from standard input (end it with Ctrl-D)",
+                );
+            }
+            let mut sql = String::new();
+            // Before anything else runs: blocking the runtime here is fine.
+            stdin
+                .read_to_string(&mut sql)
+                .map_err(|e| format!("reading the SQL from standard input: {e}"))?;
+            Ok(sql)
+        }
+    }
+}
+
+/// Runs the SQL and prints the result, or one failure line.
 pub(crate) async fn run(db: &DbArgs, args: &SqlArgs) -> ExitCode {
+    // First, so that an unreadable file neither opens nor creates a database.
+    let sql = match read_sql(&args.source()) {
+        Ok(sql) => sql,
+        Err(e) => return output::fail("sql", &e),
+    };
     let config = match config::from_process(db) {
         Ok(c) => c,
         Err(e) => return output::fail("sql", &format!("configuration: {e}")),
@@ -33,13 +114,71 @@ pub(crate) async fn run(db: &DbArgs, args: &SqlArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return output::fail("sql", &format!("open: {}", output::error_chain(&e))),
     };
-    let result = pool.run(&args.statement, &[]).await;
+    let result = run_sql(&pool, &sql).await;
     pool.close().await;
     match result {
-        Ok(result) if args.json => output::print("sql", &json::rows_to_json(&result.rows)),
-        Ok(result) => output::print("sql", &render_table(&result)),
+        Ok(Ran::Statement(result)) => output::print("sql", &render(&result, args)),
+        // No rows to print: the empty forms, and `OK` for the table's count.
+        Ok(Ran::Script) if !args.json && !args.csv => output::print("sql", "OK\n"),
+        Ok(Ran::Script) => output::print("sql", &render(&QueryResult::default(), args)),
         Err(e) => output::fail("sql", &output::error_chain(&e)),
     }
+}
+
+/// What ran.
+enum Ran {
+    /// One statement, with its result.
+    Statement(QueryResult),
+    /// A script of several statements, whose results are not read.
+    Script,
+}
+
+/// Runs `sql` as one statement or, if the server says it holds several, as
+/// a script (see the module docs).
+async fn run_sql(pool: &AnyPool, sql: &str) -> db::Result<Ran> {
+    match pool.run(sql, &[]).await {
+        Ok(result) => Ok(Ran::Statement(result)),
+        Err(e) if is_several_statements(&e) => {
+            tracing::debug!("several statements: sent as one simple-protocol script");
+            pool.batch_execute(sql).await.map(|()| Ran::Script)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the server refused a text for holding more than one statement:
+/// its routine name is not translated, unlike the message, which is checked
+/// only when a server leaves the routine out.
+fn is_several_statements(error: &Error) -> bool {
+    let Error::Database(e) = error else {
+        return false;
+    };
+    e.code == SqlState::SYNTAX_ERROR
+        && match &e.routine {
+            Some(routine) => routine == "exec_parse_message",
+            None => e.message.starts_with("cannot insert multiple commands"),
+        }
+}
+
+/// `result` in the format `args` asks for.
+fn render(result: &QueryResult, args: &SqlArgs) -> String {
+    let columns = result_columns(result);
+    if args.json {
+        json::rows_to_json(columns, &result.rows)
+    } else if args.csv {
+        csv::rows_to_csv(columns, &result.rows)
+    } else {
+        render_table(result)
+    }
+}
+
+/// The columns of `result`, for every output format.
+///
+/// Taken from its first row today, so a result without rows has none (and
+/// prints as `OK, N rows affected`, `[]`, or nothing in CSV); the one place
+/// to change once results carry their column descriptions.
+pub(crate) fn result_columns(result: &QueryResult) -> &[Column] {
+    result.rows.first().map_or(&[], |row| row.columns())
 }
 
 /// The result as an aligned table with a `(N rows)` footer, or
@@ -48,13 +187,14 @@ pub(crate) async fn run(db: &DbArgs, args: &SqlArgs) -> ExitCode {
 /// A query that matched no rows also reads `OK, 0 rows affected`: results
 /// carry their column names only on rows, so an empty result has none.
 pub(crate) fn render_table(result: &QueryResult) -> String {
-    let Some(first) = result.rows.first() else {
+    let columns = result_columns(result);
+    if columns.is_empty() {
         return format!(
             "OK, {}\n",
             plural(result.rows_affected, "row affected", "rows affected")
         );
-    };
-    let headers: Vec<String> = first.columns().iter().map(|c| cell(c.name())).collect();
+    }
+    let headers: Vec<String> = columns.iter().map(|c| cell(c.name())).collect();
     let cells: Vec<Vec<String>> = result
         .rows
         .iter()
