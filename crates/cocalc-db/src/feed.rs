@@ -17,17 +17,20 @@ use crate::output;
 #[derive(Debug, Clone, Subcommand)]
 pub(crate) enum FeedCommand {
     /// Enable a change feed on a table (installs its trigger once).
+    #[command(after_help = crate::exit_status::PLAIN)]
     Enable {
         /// The table.
         table: String,
     },
     /// Disable the change feed on a table (removes its trigger).
+    #[command(after_help = crate::exit_status::PLAIN)]
     Disable {
         /// The table.
         table: String,
     },
     /// List the enabled feeds with their retained offsets and log size, and
     /// the log's size and oldest offset.
+    #[command(after_help = crate::exit_status::PLAIN)]
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -36,6 +39,7 @@ pub(crate) enum FeedCommand {
     /// Prune the change log: remove changes older than the retention (7
     /// days unless told), with the row images they hold. Subscribers that
     /// resume from a pruned offset are told to resync.
+    #[command(after_help = crate::exit_status::PLAIN)]
     Prune {
         /// Remove changes older than this (`90s`, `30min`, `12h`, `7d`,
         /// `2w`).

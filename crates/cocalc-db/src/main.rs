@@ -12,6 +12,7 @@ mod backup;
 mod check;
 mod config;
 mod csv;
+mod exit_status;
 mod feed;
 mod interrupt;
 mod json;
@@ -28,13 +29,8 @@ use clap::{ArgAction, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
-/// The command line.
-#[derive(Debug, Parser)]
-#[command(
-    name = "cocalc-db",
-    version,
-    about = "Health check and SQL shell for the CoCalc hub's database (PostgreSQL or embedded PGlite)",
-    after_help = "\
+/// The top-level help's note on configuration and standard error.
+const ENVIRONMENT: &str = "\
 Configuration, highest precedence first: the flags above; the environment \
 (COCALC_DB=postgres|pglite, COCALC_PGLITE_DATA_DIR, COCALC_PGLITE_RELAXED_DURABILITY=1, \
 DATABASE_URL, PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD); then this binary's \
@@ -43,9 +39,15 @@ defaults: the embedded backend with its data in ~/.cocalc/pglite.
 Standard error: a command that writes to a database (sql, schema sync, feed, watch, \
 import, migrate, restore) first prints `cocalc-db <command>: target: <data directory \
 or server, password redacted>`; a failure is one line `cocalc-db <command>: <cause>`. \
-Exit codes: 0 success, 1 failure, 64 usage error (a bad flag or argument; \
-sysexits' EX_USAGE); `schema plan` exits 2 when changes are pending. NO_COLOR (set, \
-not empty) turns colour off; without a terminal there is none."
+NO_COLOR (set, not empty) turns colour off; without a terminal there is none.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cocalc-db",
+    version,
+    about = "Health check and SQL shell for the CoCalc hub's database (PostgreSQL or embedded PGlite)",
+    after_help = format!("{ENVIRONMENT}\n\n{}", exit_status::ALL)
 )]
 struct Cli {
     /// Database selection, shared by every command.
@@ -68,31 +70,39 @@ enum Command {
     /// Boot-time health check: resolve the configuration, check the data
     /// directory, open the database, run a query; report each step's time.
     /// Exits 1 with one line on stderr on failure.
+    #[command(after_help = exit_status::PLAIN)]
     Check,
     /// Run SQL (an argument, -f FILE or standard input) and print its rows
     /// as a table, JSON or CSV.
+    #[command(after_help = exit_status::SQL)]
     Sql(sql::SqlArgs),
     /// Declarative schema sync: plan, sync, introspect.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = exit_status::SCHEMA)]
     Schema(schema::SchemaCommand),
     /// Change feeds: enable, disable, list.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = exit_status::PLAIN)]
     Feed(feed::FeedCommand),
     /// Print the changes to a table as they happen, one JSON object per
     /// event, until Ctrl-C or SIGTERM.
+    #[command(after_help = exit_status::WATCH)]
     Watch(feed::WatchArgs),
     /// Write a logical SQL export of the embedded database (pg_dump's schema
     /// plus every row), with a manifest of row counts and checksums.
+    #[command(after_help = exit_status::STOPPABLE)]
     Export(transfer::ExportArgs),
     /// Load an export into a PostgreSQL server (13 or newer) in one
     /// transaction, and verify every table's rows and checksum.
+    #[command(after_help = exit_status::PLAIN)]
     Import(transfer::ImportArgs),
     /// Export the embedded database, import it into a PostgreSQL server and
     /// verify it, in one step.
+    #[command(after_help = exit_status::STOPPABLE)]
     Migrate(transfer::MigrateArgs),
     /// Write a physical archive of the embedded data directory.
+    #[command(after_help = exit_status::STOPPABLE)]
     Backup(backup::BackupArgs),
     /// Restore a physical archive into the embedded data directory.
+    #[command(after_help = exit_status::PLAIN)]
     Restore(backup::RestoreArgs),
 }
 

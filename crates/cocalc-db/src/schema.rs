@@ -33,13 +33,17 @@ pub(crate) enum SchemaCommand {
     /// Print the plan that would make the database match the spec, and its
     /// hash. Exit status: 0 nothing to do, 2 changes pending, 1 error; with
     /// --expect, 0 exactly when the plan's hash is the one given.
+    #[command(after_help = crate::exit_status::PLAN)]
     Plan(PlanArgs),
     /// The plan from one spec file to another, offline (no database): what
     /// `plan` would print on a database synced with OLD.
+    #[command(after_help = crate::exit_status::PLAN)]
     Diff(DiffArgs),
     /// Make the database match the spec.
+    #[command(after_help = crate::exit_status::PLAIN)]
     Sync(SyncArgs),
     /// Print the live tables of one schema (default `public`) as a spec.
+    #[command(after_help = crate::exit_status::PLAIN)]
     Introspect(IntrospectArgs),
 }
 
