@@ -304,6 +304,7 @@ mod tests {
                 .into_iter()
                 .map(|v| Row::new(Arc::clone(&columns), v))
                 .collect(),
+            columns,
             rows_affected,
         }
     }
@@ -337,11 +338,13 @@ mod tests {
         let r = QueryResult {
             rows: vec![],
             rows_affected: 3,
+            ..QueryResult::default()
         };
         assert_eq!(render_table(&r), "OK, 3 rows affected\n");
         let r = QueryResult {
             rows: vec![],
             rows_affected: 1,
+            ..QueryResult::default()
         };
         assert_eq!(render_table(&r), "OK, 1 row affected\n");
     }

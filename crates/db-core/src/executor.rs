@@ -3,11 +3,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt as _};
+
 use crate::config::BackendKind;
 use crate::convert::FromValue;
 use crate::error::{Error, Result};
 use crate::notify::NotificationStream;
 use crate::row::{FromRow, QueryResult, Row};
+use crate::stream::RowStream;
 use crate::transaction::{SessionState, Transaction, TxStatus};
 use crate::value::Value;
 
@@ -229,6 +232,70 @@ pub trait Executor: Send {
                 .transpose()
         }
     }
+
+    /// Runs a statement and returns its rows as a [`RowStream`], read as
+    /// they arrive instead of collected first: memory holds a bounded
+    /// number of rows however large the result.
+    ///
+    /// Nothing runs until the stream is first polled. An error (a failing
+    /// statement, or one that fails at some row) is the last item. Dropping
+    /// the stream early is safe, as dropping a statement's future is: the
+    /// session discards the rest of the result before its next statement,
+    /// and a transaction it runs in stays open (or failed) as it was.
+    ///
+    /// On a server, rows are read from the connection as they arrive. On
+    /// PGlite the result is read in batches of a bounded number of rows (a
+    /// portal executed with a row limit), and the stream holds the embedded
+    /// backend's one session until it ends or is dropped.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt as _;
+    /// # async fn demo(client: &mut impl db_core::Executor) -> db_core::Result<()> {
+    /// let owner = db_core::params![7_i64];
+    /// let mut rows = client.fetch("SELECT id, name FROM projects WHERE owner = $1", &owner);
+    /// while let Some(row) = rows.try_next().await? {
+    ///     let (id, name): (i64, String) = row.decode()?;
+    ///     // ... handle one project at a time ...
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The default implementation runs the statement with
+    /// [`Executor::run`] and streams the collected rows; the backends
+    /// override it to stream.
+    fn fetch<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        RowStream::generate(move |tx| async move {
+            match self.run(sql, params).await {
+                Ok(result) => {
+                    for row in result.rows {
+                        tx.send(Ok(row)).await;
+                    }
+                }
+                Err(e) => tx.send(Err(e)).await,
+            }
+        })
+    }
+
+    /// [`Executor::fetch`], each row read as `T` (a tuple, or a struct that
+    /// derives [`FromRow`]). A row that does not fit `T` is an `Err` item.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt as _;
+    /// # async fn demo(client: &mut impl db_core::Executor) -> db_core::Result<()> {
+    /// let mut accounts = client.fetch_as::<(i64, Option<String>)>("SELECT id, email FROM accounts", &[]);
+    /// while let Some((id, email)) = accounts.try_next().await? {
+    ///     // ...
+    /// }
+    /// # Ok(()) }
+    /// ```
+    fn fetch_as<'a, T: FromRow + 'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Stream<Item = Result<T>> + Send + Unpin + 'a {
+        self.fetch(sql, params)
+            .map(|row| row.and_then(|row| T::from_row(&row)))
+    }
 }
 
 /// The value of a one-column row.
@@ -438,6 +505,47 @@ pub trait Pool: Clone + Send + Sync + 'static {
                 .map(scalar)
                 .transpose()
         }
+    }
+
+    /// [`Executor::fetch`] on a session of its own, which the stream holds
+    /// until it ends or is dropped.
+    ///
+    /// On PGlite that session is the backend's only one: while the stream
+    /// is alive every other caller waits, and the task holding it gets
+    /// [`Error::WouldDeadlock`] from the pool (as from a second
+    /// [`Pool::acquire`]) instead of waiting forever. Read it to its end, or
+    /// drop it, before using the pool again from the same task.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt as _;
+    /// # async fn demo(pool: &impl db_core::Pool) -> db_core::Result<()> {
+    /// let mut rows = pool.fetch("SELECT id FROM accounts", &[]);
+    /// while let Some(row) = rows.try_next().await? {
+    ///     let id: i64 = row.try_get(0)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    fn fetch<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        RowStream::generate(move |tx| async move {
+            let mut client = match self.acquire().await {
+                Ok(client) => client,
+                Err(e) => return tx.send(Err(e)).await,
+            };
+            let mut rows = client.fetch(sql, params);
+            while let Some(row) = rows.next().await {
+                tx.send(row).await;
+            }
+        })
+    }
+
+    /// [`Pool::fetch`], each row read as `T` (see [`Executor::fetch_as`]).
+    fn fetch_as<'a, T: FromRow + 'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Stream<Item = Result<T>> + Send + Unpin + 'a {
+        self.fetch(sql, params)
+            .map(|row| row.and_then(|row| T::from_row(&row)))
     }
 
     /// Takes advisory lock `key` for a guard of its own, polling until

@@ -19,6 +19,7 @@ mod notify;
 mod row;
 mod sqlstate;
 mod stats;
+mod stream;
 mod trace;
 mod transaction;
 mod types;
@@ -43,6 +44,7 @@ pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, Notifica
 pub use row::{Column, ColumnIndex, FromRow, QueryResult, Row};
 pub use sqlstate::SqlState;
 pub use stats::{AcquireStats, PoolStats};
+pub use stream::{RowSender, RowStream};
 pub use trace::{finish as finish_query_span, query_span, rows_from_command_tag};
 pub use transaction::{
     RESET_SESSION_SQL, SessionState, StatementKind, Transaction, TxStatus, flush_pending,

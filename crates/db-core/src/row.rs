@@ -215,9 +215,14 @@ tuple_from_row!(@each []
     A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13, O 14, P 15
 );
 
-/// The outcome of one statement: its rows and the count from its command tag.
+/// The outcome of one statement: its rows, their columns and the count from
+/// its command tag.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueryResult {
+    /// The columns of the result (name and type), also when it has no rows;
+    /// empty for a statement that returns no rows (`INSERT` without
+    /// `RETURNING`, DDL). Every row shares them.
+    pub columns: Arc<[Column]>,
     /// The rows returned, if any.
     pub rows: Vec<Row>,
     /// The row count of the command tag (`SELECT 3`, `INSERT 0 2`, ...); 0 for

@@ -1,10 +1,13 @@
 //! Transactions and savepoints as guards, shared by every backend, and the
 //! one record of what a session's server has said about it.
 
+use futures::StreamExt as _;
+
 use crate::error::{Error, Result, TransactionLoss};
 use crate::executor::{Client, Executor};
 use crate::lex::{Token, Tokens};
 use crate::row::QueryResult;
+use crate::stream::RowStream;
 use crate::value::Value;
 
 /// The transaction status of a session, as its server last reported it
@@ -583,6 +586,25 @@ impl<C: Client> Executor for Transaction<'_, C> {
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
         self.ready().await?;
         self.client.copy_in(statement, data).await
+    }
+
+    /// The guard's checks run before the first row and after the last, as
+    /// for [`Executor::run`]; a stream dropped early leaves its statement
+    /// unread, which the session settles before the guard's next statement.
+    fn fetch<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        RowStream::generate(move |tx| async move {
+            if let Err(e) = self.ready().await {
+                return tx.send(Err(e)).await;
+            }
+            let mut rows = self.client.fetch(sql, params);
+            while let Some(row) = rows.next().await {
+                tx.send(row).await;
+            }
+            drop(rows);
+            if let Err(e) = self.after_statement().await {
+                tx.send(Err(e)).await;
+            }
+        })
     }
 
     async fn copy_out<'a, F>(&'a mut self, statement: &'a str, sink: F) -> Result<u64>

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use db_core::{
-    Client, CopyDirection, Error, Executor, QueryResult, Result, SessionState, StatementKind,
-    TxStatus, Value,
+    Client, CopyDirection, Error, Executor, QueryResult, Result, RowSender, RowStream,
+    SessionState, StatementKind, TxStatus, Value,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -115,6 +115,8 @@ impl PgliteClient {
             },
         };
         match &response {
+            // A row stream's statement runs on: still in flight.
+            Ok(r) if r.suspended => {}
             Ok(r) => self
                 .state
                 .after(Some(TxStatus::from_ready_byte(r.status)), false),
@@ -207,6 +209,75 @@ impl PgliteClient {
     }
 }
 
+/// The rows of a row stream's first batch.
+const FIRST_BATCH_ROWS: u32 = 64;
+/// The most rows of one batch.
+const MAX_BATCH_ROWS: u32 = 4096;
+/// The response size a batch aims at: later batches ask for as many rows
+/// as fit, judged by the size of the rows so far.
+const BATCH_BYTES: usize = 512 * 1024;
+
+impl PgliteClient {
+    /// Runs `sql` as a row stream: its portal executed a batch at a time
+    /// (the driver keeps it open in between), each batch's rows handed to
+    /// `tx` before the next is asked for. Returns the error that ends the
+    /// statement, if any.
+    async fn stream_rows(&mut self, sql: &str, params: &[Value], tx: &RowSender) -> Result<()> {
+        db_core::flush_pending(self).await?;
+        let span = db_core::query_span("pglite", sql);
+        let started = Instant::now();
+        let mut count = 0usize;
+        let mut affected = 0u64;
+        let result = async {
+            let params = wire::encode_params(params)?;
+            let mut max_rows = FIRST_BATCH_ROWS;
+            let first = self
+                .call(
+                    StatementKind::of_statement(sql),
+                    Limit::StatementTimeout,
+                    |reply| Request::Fetch {
+                        sql: sql.to_owned(),
+                        params,
+                        max_rows,
+                        reply,
+                    },
+                )
+                .await?;
+            let columns = first.columns.clone();
+            let mut response = first;
+            loop {
+                let batch = wire::read_batch(&response.data, columns.as_ref())?;
+                if let Some(per_row) = response.data.len().checked_div(batch.rows.len()) {
+                    let fit = u32::try_from(BATCH_BYTES / per_row.max(1)).unwrap_or(u32::MAX);
+                    max_rows = fit.clamp(1, MAX_BATCH_ROWS);
+                }
+                drop(response);
+                affected = batch.rows_affected;
+                for row in batch.rows {
+                    count += 1;
+                    tx.send(Ok(row)).await;
+                }
+                if let Some(e) = batch.error {
+                    return Err(e);
+                }
+                if !batch.suspended {
+                    return Ok(());
+                }
+                response = self
+                    .call(StatementKind::Plain, Limit::StatementTimeout, |reply| {
+                        Request::FetchMore { max_rows, reply }
+                    })
+                    .await?;
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = result.as_ref().map(|()| (count, affected));
+        db_core::finish_query_span(&span, sql, started, self.shared.slow_statement, outcome);
+        result
+    }
+}
+
 /// Whether a call is subject to the configured `statement_timeout`.
 #[derive(Debug, Clone, Copy)]
 enum Limit {
@@ -266,6 +337,19 @@ impl Executor for PgliteClient {
         // A script may do anything to the session.
         self.simple(sql, StatementKind::Control, Limit::StatementTimeout)
             .await
+    }
+
+    /// Reads the result in batches of at most 4096 rows (fewer for wide
+    /// rows, about 512 KiB each), so neither the backend's answer nor this
+    /// process holds the whole result. The backend stays this session's,
+    /// as always, until the stream ends or is dropped; `statement_timeout`
+    /// limits each batch.
+    fn fetch<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        RowStream::generate(move |tx| async move {
+            if let Err(e) = self.stream_rows(sql, params, &tx).await {
+                tx.send(Err(e)).await;
+            }
+        })
     }
 
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {

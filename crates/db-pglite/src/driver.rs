@@ -33,6 +33,21 @@ pub(crate) enum Request {
         params: EncodedParams,
         reply: ReplySender<Result<Response>>,
     },
+    /// The first batch of a row stream: one statement through the extended
+    /// protocol, executed for at most `max_rows` rows. While rows are left
+    /// its portal stays open for [`Request::FetchMore`]; any other request
+    /// closes it first.
+    Fetch {
+        sql: String,
+        params: EncodedParams,
+        max_rows: u32,
+        reply: ReplySender<Result<Response>>,
+    },
+    /// The next batch of the open row stream.
+    FetchMore {
+        max_rows: u32,
+        reply: ReplySender<Result<Response>>,
+    },
     /// A script through the simple protocol.
     Simple {
         sql: String,
@@ -76,6 +91,9 @@ pub(crate) struct Response {
     pub(crate) data: Vec<u8>,
     pub(crate) columns: Option<Arc<[Column]>>,
     pub(crate) status: u8,
+    /// A row stream's batch with rows left: the statement is still running
+    /// and `status` is the one from before it.
+    pub(crate) suspended: bool,
 }
 
 struct Statement {
@@ -103,6 +121,9 @@ struct Driver {
     next_statement: u64,
     /// The transaction status of the last `ReadyForQuery`: `I`, `T` or `E`.
     status: u8,
+    /// A row stream's portal is suspended with rows left, its exchange not
+    /// yet ended by a `Sync`.
+    portal: bool,
 }
 
 /// Opens the backend on a new thread and returns the request sender once it
@@ -176,6 +197,7 @@ fn start(config: &PgliteConfig, setup: SessionSetup, hub: Arc<ListenerHub>) -> R
         order: VecDeque::new(),
         next_statement: 0,
         status: b'I',
+        portal: false,
     };
     if let Err(e) = driver
         .initialize_session()
@@ -245,15 +267,32 @@ fn open(config: &PgliteConfig, memory_dir: Option<&tempfile::TempDir>) -> Result
 impl Driver {
     fn serve(&mut self, rx: Inbox<Request>) {
         while let Some(request) = rx.recv() {
+            if self.portal && !matches!(request, Request::FetchMore { .. }) {
+                // A row stream dropped before its end: its statement ends
+                // before anything else runs.
+                self.close_portal();
+            }
             match request {
                 Request::Run { sql, params, reply } => {
                     reply.send(self.run(&sql, &params));
+                }
+                Request::Fetch {
+                    sql,
+                    params,
+                    max_rows,
+                    reply,
+                } => {
+                    reply.send(self.fetch(&sql, &params, max_rows));
+                }
+                Request::FetchMore { max_rows, reply } => {
+                    reply.send(self.fetch_more(max_rows));
                 }
                 Request::Simple { sql, reply } => {
                     let result = self.simple(&sql).map(|data| Response {
                         data,
                         columns: None,
                         status: self.status,
+                        suspended: false,
                     });
                     reply.send(result);
                 }
@@ -262,6 +301,7 @@ impl Driver {
                         data,
                         columns: None,
                         status: self.status,
+                        suspended: false,
                     });
                     reply.send(result);
                 }
@@ -472,6 +512,7 @@ impl Driver {
         }
         self.forget_statements();
         self.status = b'I';
+        self.portal = false;
         let reopen_error = self.reopen().err().map(|e| {
             // The next request tries again.
             tracing::error!(
@@ -506,6 +547,7 @@ impl Driver {
             let Ok((tag, body)) = msg else { break };
             match tag {
                 b'1' => scan.parsed = true,
+                b's' => scan.suspended = true,
                 b'T' => scan.columns = wire::row_description(body).ok(),
                 b'n' => scan.columns = Some(Arc::from(Vec::new())),
                 b'E' if scan.error.is_none() => {
@@ -573,6 +615,7 @@ impl Driver {
             data: Vec::new(),
             columns: None,
             status: self.status,
+            suspended: false,
         })
     }
 
@@ -606,28 +649,27 @@ impl Driver {
 
     fn run_once(&mut self, sql: &str, params: &EncodedParams) -> Result<Attempt> {
         let mut buf = Vec::with_capacity(sql.len() + params.bind.len() + 64);
+        let bound = self.bind_statement(&mut buf, sql, params)?;
+        wire::execute(&mut buf)?;
+        wire::sync(&mut buf)?;
+        let data = self.round_trip(&buf)?;
+        let scan = self.scan(&data);
+        Ok(self.after_bound(bound, sql, params, data, scan))
+    }
+
+    /// Appends the messages that bind `sql` with `params` to the unnamed
+    /// portal: with the cached statement, or parsing (and describing) a new
+    /// one, closing the oldest when the cache is full.
+    fn bind_statement(
+        &mut self,
+        buf: &mut Vec<u8>,
+        sql: &str,
+        params: &EncodedParams,
+    ) -> Result<Bound> {
         if let Some(stmt) = self.cached(sql, &params.oids) {
             let columns = Arc::clone(&stmt.columns);
-            wire::bind(&mut buf, &stmt.name, params)?;
-            wire::execute(&mut buf)?;
-            wire::sync(&mut buf)?;
-            let data = self.round_trip(&buf)?;
-            let scan = self.scan(&data);
-            let retry = scan
-                .error
-                .as_ref()
-                .is_some_and(DbError::is_stale_cached_plan);
-            if retry && let Some(name) = self.forget(sql, &params.oids) {
-                self.close_statement(&name);
-            }
-            return Ok(Attempt {
-                response: Response {
-                    data,
-                    columns: Some(columns),
-                    status: self.status,
-                },
-                retry,
-            });
+            wire::bind(buf, &stmt.name, params)?;
+            return Ok(Bound::Cached(columns));
         }
         if self.order.len() >= STATEMENT_CACHE_CAPACITY
             && let Some((old_sql, old_name)) = self.order.pop_front()
@@ -638,42 +680,152 @@ impl Driver {
                     self.statements.remove(&old_sql);
                 }
             }
-            wire::close_statement(&mut buf, &old_name)?;
+            wire::close_statement(buf, &old_name)?;
         }
         self.next_statement += 1;
         let name = format!("db_s{}", self.next_statement);
-        wire::parse(&mut buf, &name, sql, &params.oids)?;
-        wire::bind(&mut buf, &name, params)?;
-        wire::describe_portal(&mut buf)?;
-        wire::execute(&mut buf)?;
-        wire::sync(&mut buf)?;
-        let data = self.round_trip(&buf)?;
-        let scan = self.scan(&data);
-        if scan.parsed {
-            if let Some(columns) = scan.columns.clone() {
-                self.order.push_back((sql.to_owned(), name.clone()));
-                self.statements
-                    .entry(sql.to_owned())
-                    .or_default()
-                    .push(Statement {
-                        name,
-                        oids: params.oids.clone(),
-                        columns,
-                    });
-            } else {
-                // Parsed but failed before describing: drop it, it would be
-                // re-parsed next time anyway.
-                self.close_statement(&name);
+        wire::parse(buf, &name, sql, &params.oids)?;
+        wire::bind(buf, &name, params)?;
+        wire::describe_portal(buf)?;
+        Ok(Bound::Parsed(name))
+    }
+
+    /// Caches a statement [`Driver::bind_statement`] parsed, or forgets a
+    /// cached one PostgreSQL refused to reuse (the retry is the caller's).
+    fn after_bound(
+        &mut self,
+        bound: Bound,
+        sql: &str,
+        params: &EncodedParams,
+        data: Vec<u8>,
+        scan: Scan,
+    ) -> Attempt {
+        let suspended = scan.suspended && scan.error.is_none();
+        match bound {
+            Bound::Cached(columns) => {
+                // After DDL changed a cached statement's result type,
+                // PostgreSQL refuses to reuse it.
+                let retry = scan
+                    .error
+                    .as_ref()
+                    .is_some_and(DbError::is_stale_cached_plan);
+                if retry && let Some(name) = self.forget(sql, &params.oids) {
+                    self.close_statement(&name);
+                }
+                Attempt {
+                    response: Response {
+                        data,
+                        columns: Some(columns),
+                        status: self.status,
+                        suspended,
+                    },
+                    retry,
+                }
+            }
+            Bound::Parsed(name) => {
+                if scan.parsed {
+                    if let Some(columns) = scan.columns.clone() {
+                        self.order.push_back((sql.to_owned(), name.clone()));
+                        self.statements
+                            .entry(sql.to_owned())
+                            .or_default()
+                            .push(Statement {
+                                name,
+                                oids: params.oids.clone(),
+                                columns,
+                            });
+                    } else {
+                        // Parsed but failed before describing: drop it, it
+                        // would be re-parsed next time anyway.
+                        self.close_statement(&name);
+                    }
+                }
+                Attempt {
+                    response: Response {
+                        data,
+                        columns: scan.columns,
+                        status: self.status,
+                        suspended,
+                    },
+                    retry: false,
+                }
             }
         }
-        Ok(Attempt {
-            response: Response {
-                data,
-                columns: scan.columns,
-                status: self.status,
-            },
-            retry: false,
+    }
+
+    /// The first batch of a row stream (see [`Request::Fetch`]).
+    fn fetch(&mut self, sql: &str, params: &EncodedParams, max_rows: u32) -> Result<Response> {
+        let attempt = self.fetch_once(sql, params, max_rows)?;
+        // As in `run`: a stale cached statement is prepared again outside a
+        // transaction (its error came before any row).
+        if attempt.retry && self.status == b'I' {
+            return Ok(self.fetch_once(sql, params, max_rows)?.response);
+        }
+        Ok(attempt.response)
+    }
+
+    fn fetch_once(&mut self, sql: &str, params: &EncodedParams, max_rows: u32) -> Result<Attempt> {
+        let mut buf = Vec::with_capacity(sql.len() + params.bind.len() + 64);
+        let bound = self.bind_statement(&mut buf, sql, params)?;
+        wire::execute_limited(&mut buf, max_rows)?;
+        wire::flush(&mut buf)?;
+        let data = self.round_trip(&buf)?;
+        let (data, scan) = self.end_batch(data)?;
+        Ok(self.after_bound(bound, sql, params, data, scan))
+    }
+
+    /// The next batch of the open row stream.
+    fn fetch_more(&mut self, max_rows: u32) -> Result<Response> {
+        if !self.portal {
+            return Err(Error::Protocol(
+                "no row stream is open on the embedded backend".into(),
+            ));
+        }
+        self.portal = false;
+        let mut buf = Vec::with_capacity(16);
+        wire::execute_limited(&mut buf, max_rows)?;
+        wire::flush(&mut buf)?;
+        let data = self.round_trip(&buf)?;
+        let (data, scan) = self.end_batch(data)?;
+        Ok(Response {
+            data,
+            columns: None,
+            status: self.status,
+            suspended: scan.suspended && scan.error.is_none(),
         })
+    }
+
+    /// Scans a row stream's batch. A suspended portal stays open; a
+    /// statement that completed or failed has its exchange ended by a
+    /// `Sync`, whose `ReadyForQuery` (appended to the data) reports the
+    /// transaction status.
+    fn end_batch(&mut self, mut data: Vec<u8>) -> Result<(Vec<u8>, Scan)> {
+        let mut scan = self.scan(&data);
+        if scan.suspended && scan.error.is_none() {
+            self.portal = true;
+            return Ok((data, scan));
+        }
+        scan.suspended = false;
+        let mut sync = Vec::with_capacity(8);
+        wire::sync(&mut sync)?;
+        let tail = self.round_trip(&sync)?;
+        self.scan(&tail);
+        data.extend_from_slice(&tail);
+        Ok((data, scan))
+    }
+
+    /// Ends the exchange of a row stream dropped with rows left: closes its
+    /// portal and syncs (which, outside a transaction block, commits the
+    /// statement's implicit transaction, as a server does).
+    fn close_portal(&mut self) {
+        self.portal = false;
+        let mut buf = Vec::with_capacity(16);
+        if wire::close_portal(&mut buf).is_ok()
+            && wire::sync(&mut buf).is_ok()
+            && let Ok(data) = self.round_trip(&buf)
+        {
+            self.scan(&data);
+        }
     }
 
     fn close_statement(&mut self, name: &str) {
@@ -702,9 +854,19 @@ struct Attempt {
     retry: bool,
 }
 
+/// How [`Driver::bind_statement`] bound a statement.
+enum Bound {
+    /// With the cached statement, described by these columns.
+    Cached(Arc<[Column]>),
+    /// With a statement it parsed under this name.
+    Parsed(String),
+}
+
 #[derive(Default)]
 struct Scan {
     parsed: bool,
+    /// A limited `Execute` left rows in its portal (`PortalSuspended`).
+    suspended: bool,
     columns: Option<Arc<[Column]>>,
     error: Option<DbError>,
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use db_core::{
     BackendKind, Config, DataDir, Error, Executor, ListenCommand, ListenerHub, NotificationStream,
-    Pool, QueryResult, Result, Row, TimeoutPhase, Value,
+    Pool, QueryResult, Result, Row, RowStream, TimeoutPhase, Value,
 };
+use futures::StreamExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::client::PgliteClient;
@@ -531,6 +532,25 @@ impl Pool for PglitePool {
     {
         let client = self.lease_client(false);
         async move { client.await?.copy_out(statement, sink).await }
+    }
+
+    /// The stream holds the backend from its first poll until it ends or is
+    /// dropped; meanwhile the pool refuses the task that polls it with
+    /// [`Error::WouldDeadlock`] (naming this call), as it refuses a second
+    /// [`Pool::acquire`].
+    #[track_caller]
+    fn fetch<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        let client = self.lease_client(true);
+        RowStream::generate(move |tx| async move {
+            let mut client = match client.await {
+                Ok(client) => client,
+                Err(e) => return tx.send(Err(e)).await,
+            };
+            let mut rows = client.fetch(sql, params);
+            while let Some(row) = rows.next().await {
+                tx.send(row).await;
+            }
+        })
     }
 
     async fn lock(&self, key: i64, timeout: Duration) -> Result<PgliteLock> {

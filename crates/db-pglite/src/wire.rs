@@ -119,9 +119,32 @@ pub(crate) fn describe_portal(buf: &mut Vec<u8>) -> Result<()> {
 
 /// `Execute` of the unnamed portal, all rows.
 pub(crate) fn execute(buf: &mut Vec<u8>) -> Result<()> {
+    execute_limited(buf, 0)
+}
+
+/// `Execute` of the unnamed portal, at most `max_rows` rows (0: all). A
+/// portal with rows left answers with `PortalSuspended` and runs on at the
+/// next `Execute`, until the `Sync` that ends its exchange.
+pub(crate) fn execute_limited(buf: &mut Vec<u8>, max_rows: u32) -> Result<()> {
+    let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
     message(buf, b'E', |b| {
         b.push(0);
-        b.extend_from_slice(&0i32.to_be_bytes());
+        b.extend_from_slice(&max_rows.to_be_bytes());
+        Ok(())
+    })
+}
+
+/// `Flush`: answer what was sent so far without ending the exchange (a
+/// suspended portal stays open).
+pub(crate) fn flush(buf: &mut Vec<u8>) -> Result<()> {
+    message(buf, b'H', |_| Ok(()))
+}
+
+/// `Close` of the unnamed portal.
+pub(crate) fn close_portal(buf: &mut Vec<u8>) -> Result<()> {
+    message(buf, b'C', |b| {
+        b.push(b'P');
+        b.push(0);
         Ok(())
     })
 }
@@ -364,10 +387,53 @@ pub(crate) fn read_result(
             _ => {}
         }
     }
+    result.columns = columns.unwrap_or_default();
     match error {
         Some(e) => Err(e),
         None => Ok(result),
     }
+}
+
+/// One batch of a row stream: the rows of one limited `Execute`.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) rows: Vec<Row>,
+    /// The portal has rows left (`PortalSuspended`).
+    pub(crate) suspended: bool,
+    /// The error that ended the statement, after `rows`.
+    pub(crate) error: Option<Error>,
+    /// The command tag's row count, once the statement completed.
+    pub(crate) rows_affected: u64,
+}
+
+/// Reads the response to one limited `Execute` of a row stream, its rows
+/// described by `columns` (or by a `RowDescription` in the response).
+pub(crate) fn read_batch(data: &[u8], columns: Option<&Arc<[Column]>>) -> Result<Batch> {
+    let mut columns = columns.cloned();
+    let mut batch = Batch::default();
+    for msg in Messages::new(data) {
+        let (tag, body) = msg?;
+        match tag {
+            b'T' => columns = Some(row_description(body)?),
+            b'D' if batch.error.is_none() => {
+                let cols = columns
+                    .as_ref()
+                    .ok_or_else(|| Error::Protocol("data row without a row description".into()))?;
+                match data_row(body, cols) {
+                    Ok(row) => batch.rows.push(row),
+                    Err(e) => batch.error = Some(e),
+                }
+            }
+            b's' => batch.suspended = true,
+            b'C' => batch.rows_affected = db_core::rows_from_command_tag(Body(body).cstr()?),
+            b'E' if batch.error.is_none() => {
+                batch.error = Some(Error::from(error_response(body)?));
+            }
+            b'N' => log_notice(body)?,
+            _ => {}
+        }
+    }
+    Ok(batch)
 }
 
 /// What a response said about a `COPY`, besides its rows.

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use db_core::{
     Client, Column, CopyDirection, Error, Executor, QueryResult, RESET_SESSION_SQL, Result,
-    SessionState, StatementKind, TxStatus, Value, check_copy_statement, copy_out_extra_messages,
-    finish_query_span, flush_pending, query_span,
+    RowSender, RowStream, SessionState, StatementKind, TxStatus, Value, check_copy_statement,
+    copy_out_extra_messages, finish_query_span, flush_pending, query_span,
 };
 use futures::TryStreamExt as _;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, Postgres};
-use sqlx::{Connection as _, Either, Executor as _, Row as _};
+use sqlx::{Connection as _, Either, Executor as _, Row as _, Statement as _};
 use tracing::Instrument as _;
 
 use crate::encode;
@@ -205,6 +205,7 @@ impl PgClient {
         let mut stream = conn.fetch_many(sqlx::query_with(&text, args).persistent(persistent));
         let mut result = QueryResult::default();
         let mut columns: Option<Arc<[Column]>> = None;
+        let mut described: Option<Arc<[Column]>> = None;
         loop {
             match stream.try_next().await {
                 Ok(Some(Either::Left(done))) => {
@@ -216,15 +217,131 @@ impl PgClient {
                         Some(c) => c,
                         None => columns.insert(encode::columns(&row)?),
                     };
+                    described.get_or_insert_with(|| Arc::clone(columns));
                     result.rows.push(encode::decode_row(&row, columns)?);
                 }
-                Ok(None) => return Ok(result),
+                Ok(None) => break,
                 Err(e) => {
                     drop(stream);
                     return Err(self.fail(e, sql));
                 }
             }
         }
+        drop(stream);
+        result.columns = match described {
+            Some(columns) => columns,
+            None => self.statement_columns(&text, params).await?,
+        };
+        Ok(result)
+    }
+
+    /// The result columns of the prepared statement `text`, which just ran
+    /// (for a result without rows, whose rows would have carried them).
+    ///
+    /// The statement is in sqlx's cache, so this costs no round trip. With
+    /// the cache off sqlx keeps no description of the unnamed statement it
+    /// ran, and asking the server would leave a named statement behind on
+    /// it: the columns are then left empty.
+    async fn statement_columns(&mut self, text: &str, params: &[Value]) -> Result<Arc<[Column]>> {
+        if !self.shared.persistent {
+            return Ok(Arc::from(Vec::new()));
+        }
+        let types = encode::parameter_types(params);
+        let conn = self.conn()?;
+        match conn.prepare_with(text, &types).await {
+            Ok(statement) => encode::statement_columns(statement.columns()),
+            Err(e) => Err(self.fail(e, text)),
+        }
+    }
+
+    /// Runs `sql` with `params` as a prepared statement, handing each row to
+    /// `tx` as it arrives; `count` counts them. Returns the command tag's
+    /// row count.
+    async fn stream_prepared(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        tx: &RowSender,
+        count: &mut usize,
+    ) -> Result<u64> {
+        let args = encode::arguments(params)?;
+        let text = encode::statement_text(sql, params);
+        let persistent = self.shared.persistent;
+        let conn = self.conn()?;
+        let mut stream = conn.fetch_many(sqlx::query_with(&text, args).persistent(persistent));
+        let mut columns: Option<Arc<[Column]>> = None;
+        let mut affected = 0;
+        let failure = loop {
+            match stream.try_next().await {
+                Ok(Some(Either::Left(done))) => {
+                    affected += done.rows_affected();
+                    columns = None;
+                }
+                Ok(Some(Either::Right(row))) => {
+                    let columns = match &columns {
+                        Some(c) => c,
+                        None => match encode::columns(&row) {
+                            Ok(c) => columns.insert(c),
+                            Err(e) => break Some(Err(e)),
+                        },
+                    };
+                    match encode::decode_row(&row, columns) {
+                        Ok(row) => {
+                            *count += 1;
+                            tx.send(Ok(row)).await;
+                        }
+                        Err(e) => break Some(Err(e)),
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(Ok(e)),
+            }
+        };
+        // An error of ours leaves the rest of the result unread; sqlx reads
+        // it before the connection's next statement.
+        drop(stream);
+        match failure {
+            None => Ok(affected),
+            Some(Ok(e)) => Err(self.fail(e, sql)),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Runs `sql` as a row stream (see [`Executor::fetch`]), with the
+    /// bookkeeping, retry and span of [`Executor::run`].
+    async fn stream_rows(&mut self, sql: &str, params: &[Value], tx: &RowSender) -> Result<()> {
+        flush_pending(self).await?;
+        let kind = StatementKind::of_statement(sql);
+        self.note(kind);
+        let span = query_span(SYSTEM, sql);
+        let started = Instant::now();
+        let mut count = 0;
+        let mut result = self
+            .stream_prepared(sql, params, tx, &mut count)
+            .instrument(span.clone())
+            .await;
+        self.noted(&result);
+        // As in `run`: a stale cached statement fails before any row.
+        let stale = matches!(&result, Err(Error::Database(e)) if e.is_stale_cached_plan());
+        if stale && count == 0 && self.state.depth() == 0 && self.state.status() == TxStatus::Idle {
+            if let Ok(conn) = self.conn() {
+                let _ = sqlx::Connection::clear_cached_statements(conn).await;
+            }
+            self.note(kind);
+            result = self
+                .stream_prepared(sql, params, tx, &mut count)
+                .instrument(span.clone())
+                .await;
+            self.noted(&result);
+        }
+        finish_query_span(
+            &span,
+            sql,
+            started,
+            self.shared.slow,
+            result.as_ref().map(|affected| (count, *affected)),
+        );
+        result.map(drop)
     }
 
     /// Runs `sql` through the simple query protocol, in a span of its own.
@@ -433,6 +550,19 @@ impl Executor for PgClient {
         let result = self.simple(sql).await;
         self.noted(&result);
         result
+    }
+
+    /// Rows are decoded as they arrive from the connection. A stream
+    /// dropped early leaves the rest of the result unread on the
+    /// connection: it is read and discarded before the session's next
+    /// statement (the statement itself already ran to its end on the
+    /// server, committed if outside a transaction).
+    fn fetch<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        RowStream::generate(move |tx| async move {
+            if let Err(e) = self.stream_rows(sql, params, &tx).await {
+                tx.send(Err(e)).await;
+            }
+        })
     }
 
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {

@@ -10,7 +10,7 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgArguments, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres,
+    PgArgumentBuffer, PgArguments, PgColumn, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres,
 };
 use sqlx::{Arguments as _, Column as _, Row as _, ValueRef as _};
 
@@ -79,9 +79,23 @@ pub(crate) fn statement_text<'a>(sql: &'a str, params: &[Value]) -> Cow<'a, str>
     Cow::Owned(text)
 }
 
+/// The parameter types `arguments` declares for `params`, for preparing
+/// the same statement.
+pub(crate) fn parameter_types(params: &[Value]) -> Vec<PgTypeInfo> {
+    params
+        .iter()
+        .map(|value| PgTypeInfo::with_oid(Oid(value.type_of().oid())))
+        .collect()
+}
+
 /// The column descriptions of the result set `row` belongs to.
 pub(crate) fn columns(row: &PgRow) -> Result<Arc<[Column]>> {
-    row.columns()
+    statement_columns(row.columns())
+}
+
+/// Column descriptions from sqlx's.
+pub(crate) fn statement_columns(columns: &[PgColumn]) -> Result<Arc<[Column]>> {
+    columns
         .iter()
         .map(|c| {
             let oid = c

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use db_core::{
     AdvisoryLock, BackendKind, Client, Config, Executor, NotificationStream, Pool, QueryResult,
-    Result, Row, SessionState, TxStatus, Value,
+    Result, Row, RowStream, SessionState, TxStatus, Value,
 };
 use db_pglite::{PgliteClient, PgliteLock, PglitePool};
 use db_postgres::{PgAdvisoryLock, PgClient, PgPool};
@@ -161,6 +161,14 @@ impl Pool for AnyPool {
         both!(self, p => p.copy_out(statement, sink))
     }
 
+    #[track_caller]
+    fn fetch<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        match self {
+            AnyPool::Postgres(p) => p.fetch(sql, params),
+            AnyPool::Pglite(p) => p.fetch(sql, params),
+        }
+    }
+
     fn lock(&self, key: i64, timeout: Duration) -> impl Future<Output = Result<AnyLock>> + Send {
         match self {
             AnyPool::Postgres(p) => Either::Left(p.lock(key, timeout).map_ok(AnyLock::Postgres)),
@@ -227,6 +235,13 @@ impl Executor for AnyClient {
         F: FnMut(&[u8]) -> Result<()> + Send + 'a,
     {
         both!(self, c => c.copy_out(statement, sink))
+    }
+
+    fn fetch<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> RowStream<'a> {
+        match self {
+            AnyClient::Postgres(c) => c.fetch(sql, params),
+            AnyClient::Pglite(c) => c.fetch(sql, params),
+        }
     }
 }
 
