@@ -17,6 +17,7 @@ mod migrate_streaming;
 mod notify;
 mod pglite;
 mod pool_settings;
+mod pool_transactions;
 mod query_as;
 mod rows;
 mod schema_adversarial;
