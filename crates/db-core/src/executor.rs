@@ -709,7 +709,7 @@ pub trait Pool: Clone + Send + Sync + 'static {
     /// backend down. Later calls fail with [`Error::Closed`].
     fn close(&self) -> impl Future<Output = ()> + Send;
 
-    /// The pool's sessions and waiters now ([`PoolStats`]).
+    /// The pool's sessions and waiters now ([`PoolStats`](crate::PoolStats)).
     fn stats(&self) -> crate::PoolStats;
 }
 

@@ -400,6 +400,42 @@ impl PglitePool {
 /// [`Error::WouldDeadlock`].
 impl Executor for PglitePool {
     #[track_caller]
+    fn execute<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        Pool::execute(&*self, sql, params)
+    }
+
+    #[track_caller]
+    fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        Pool::query(&*self, sql, params)
+    }
+
+    #[track_caller]
+    fn query_one<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        Pool::query_one(&*self, sql, params)
+    }
+
+    #[track_caller]
+    fn query_opt<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        Pool::query_opt(&*self, sql, params)
+    }
+
+    #[track_caller]
     fn run<'a>(
         &'a mut self,
         sql: &'a str,
