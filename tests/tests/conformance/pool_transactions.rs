@@ -752,3 +752,35 @@ async fn one_function_takes_a_pool_a_client_or_a_transaction() {
         .unwrap();
     assert_eq!(ids(&db.pool).await, vec![1, 2, 4, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_running_pool_transaction_rolls_it_back() {
+    let db = setup().await;
+    let (wrote, written) = tokio::sync::oneshot::channel();
+    let mut wrote = Some(wrote);
+    let pool = db.pool.clone();
+    let task = tokio::spawn(async move {
+        pool.transaction(|tx| {
+            let wrote = wrote.take();
+            Box::pin(async move {
+                tx.execute("INSERT INTO t VALUES (1)", &[]).await?;
+                if let Some(wrote) = wrote {
+                    let _ = wrote.send(());
+                }
+                std::future::pending::<()>().await;
+                Ok::<_, Error>(())
+            })
+        })
+        .await
+    });
+    written.await.unwrap();
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(!leaked_transaction(&db.pool).await);
+    assert_eq!(ids(&db.pool).await, Vec::<i32>::new());
+    db.pool
+        .transaction(|tx| Box::pin(async move { add_note(tx, 2, "after").await }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&db.pool).await, vec![2]);
+}
