@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use db::{Executor, Pool, Value};
+use db::{Executor, Value};
 use pglite_oxide::{ExecProtocolOptions, Pglite};
 use sqlx::{Connection, Row, ValueRef};
 

@@ -182,6 +182,18 @@ pub enum Error {
          ROLLBACK before starting a guarded one"
     )]
     UntrackedTransaction,
+    /// `begin_with` inside a transaction asked for transaction modes
+    /// (isolation level, `READ ONLY`, `DEFERRABLE`), which belong to the
+    /// whole transaction: a savepoint cannot take them. Nothing was sent.
+    #[error(
+        "transaction options (isolation level, read only, deferrable) apply to a whole \
+         transaction, and this begin_with would start a savepoint (depth {depth}) inside one; \
+         pass them to the begin_with that starts the transaction"
+    )]
+    SavepointOptions {
+        /// The level the savepoint would have had (2 and up).
+        depth: u32,
+    },
     /// An advisory lock was not acquired in time.
     #[error("advisory lock {key} was not acquired within {timeout:?}")]
     LockTimeout {

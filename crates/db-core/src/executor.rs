@@ -12,10 +12,32 @@ use crate::notify::NotificationStream;
 use crate::row::{FromRow, QueryResult, Row};
 use crate::stream::RowStream;
 use crate::transaction::{SessionState, Transaction, TxStatus};
+use crate::tx_options::{TxOptions, retry_pause};
 use crate::value::Value;
 
-/// Runs statements: implemented by held sessions ([`Client`]s) and by
-/// [`Transaction`]s.
+/// The future a [`Pool::transaction`] closure returns: boxed, so that it can
+/// borrow the transaction and still be `Send` (`|tx| Box::pin(async move {
+/// ... })`).
+pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;
+
+/// Runs statements: implemented by held sessions ([`Client`]s), by
+/// [`Transaction`]s, and by pools (each statement on a session of its own,
+/// as [`Pool::run`]), so that one function serves all three:
+///
+/// ```no_run
+/// use db_core::{Client, Executor, Pool, params};
+///
+/// async fn email(db: &mut impl Executor, id: i64) -> db_core::Result<Option<String>> {
+///     db.query_opt_scalar("SELECT email FROM accounts WHERE id = $1", &params![id]).await
+/// }
+///
+/// # async fn demo(pool: impl Pool + Executor) -> db_core::Result<()> {
+/// email(&mut pool.clone(), 1).await?;
+/// let mut tx = pool.begin().await?;
+/// email(&mut tx, 1).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
 ///
 /// Parameters are `$1`, `$2`, ... bound from `params`; build them with
 /// [`params!`](crate::params) or `Value::from`. Each way of reading the
@@ -333,7 +355,26 @@ pub trait Client: Executor + Sized {
     /// Starts a transaction. It rolls back when dropped without
     /// [`Transaction::commit`].
     fn begin(&mut self) -> impl Future<Output = Result<Transaction<'_, Self>>> + Send {
-        Transaction::start(self)
+        Transaction::start_on(self, TxOptions::new())
+    }
+
+    /// Starts a transaction with `options` (isolation level, `READ ONLY`,
+    /// `DEFERRABLE`), as `BEGIN ISOLATION LEVEL ...` does.
+    ///
+    /// ```no_run
+    /// use db_core::{Client, Executor, IsolationLevel, TxOptions};
+    /// # async fn demo(client: &mut impl Client) -> db_core::Result<()> {
+    /// let options = TxOptions::new().isolation(IsolationLevel::RepeatableRead).read_only(true);
+    /// let mut tx = client.begin_with(options).await?;
+    /// let n: i64 = tx.query_one_scalar("SELECT count(*) FROM accounts", &[]).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    fn begin_with(
+        &mut self,
+        options: TxOptions,
+    ) -> impl Future<Output = Result<Transaction<'_, Self>>> + Send {
+        Transaction::start_on(self, options)
     }
 
     /// Takes the session-level advisory lock `key`, waiting up to `timeout`.
@@ -373,6 +414,211 @@ pub trait Pool: Clone + Send + Sync + 'static {
     /// from the task that holds one fails at once with
     /// [`Error::WouldDeadlock`].
     fn acquire(&self) -> impl Future<Output = Result<Self::Client>> + Send;
+
+    /// Starts a transaction on a session of its own, held by the returned
+    /// transaction until it ends (no borrow of the pool: it can be kept in
+    /// a struct or moved into another task). It rolls back when dropped
+    /// without [`Transaction::commit`], before the session goes back to the
+    /// pool.
+    ///
+    /// On PGlite the transaction owns the whole backend, as a held client
+    /// does: calling this from a task that holds a session fails at once
+    /// with [`Error::WouldDeadlock`].
+    ///
+    /// ```no_run
+    /// use db_core::{Executor, Pool, params};
+    /// # async fn demo(pool: impl Pool) -> db_core::Result<()> {
+    /// let mut tx = pool.begin().await?;
+    /// tx.execute("INSERT INTO accounts (id) VALUES ($1)", &params![1_i64]).await?;
+    /// let task = tokio::spawn(async move {
+    ///     tx.execute("INSERT INTO accounts (id) VALUES ($1)", &params![2_i64]).await?;
+    ///     tx.commit().await
+    /// });
+    /// # task.await.map_err(|e| db_core::Error::backend("join", e))??;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    fn begin(&self) -> impl Future<Output = Result<Transaction<'static, Self::Client>>> + Send {
+        self.begin_with(TxOptions::new())
+    }
+
+    /// [`Pool::begin`] with `options` (isolation level, `READ ONLY`,
+    /// `DEFERRABLE`).
+    ///
+    /// ```no_run
+    /// use db_core::{Executor, IsolationLevel, Pool, TxOptions};
+    /// # async fn demo(pool: impl Pool) -> db_core::Result<()> {
+    /// let report = TxOptions::new()
+    ///     .isolation(IsolationLevel::Serializable)
+    ///     .read_only(true)
+    ///     .deferrable(true);
+    /// let mut tx = pool.begin_with(report).await?;
+    /// let total: Option<i64> = tx.query_one_scalar("SELECT sum(balance)::int8 FROM accounts", &[]).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    fn begin_with(
+        &self,
+        options: TxOptions,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Client>>> + Send {
+        let client = self.acquire();
+        async move { Transaction::start_owned(client.await?, options).await }
+    }
+
+    /// Runs `f` in a transaction of its own and commits, running the whole
+    /// of it again when it loses a conflict with a concurrent transaction,
+    /// up to [`TxOptions::DEFAULT_ATTEMPTS`] times in all; see
+    /// [`Pool::transaction_with`].
+    ///
+    /// `f` returns its future boxed (`|tx| Box::pin(async move { ... })`),
+    /// which lets the future borrow the transaction and be `Send`: the
+    /// returned future can be spawned.
+    ///
+    /// ```no_run
+    /// use db_core::{Executor, Pool, params};
+    /// # async fn demo(pool: impl Pool) -> db_core::Result<()> {
+    /// let (from, to, amount) = (1_i64, 2_i64, 100_i64);
+    /// let task = tokio::spawn(async move {
+    ///     pool.transaction(|tx| {
+    ///         Box::pin(async move {
+    ///             tx.execute(
+    ///                 "UPDATE accounts SET balance = balance - $2 WHERE id = $1",
+    ///                 &params![from, amount],
+    ///             )
+    ///             .await?;
+    ///             tx.execute(
+    ///                 "UPDATE accounts SET balance = balance + $2 WHERE id = $1",
+    ///                 &params![to, amount],
+    ///             )
+    ///             .await?;
+    ///             tx.query_one_scalar::<i64>("SELECT balance FROM accounts WHERE id = $1", &params![from])
+    ///                 .await
+    ///         })
+    ///     })
+    ///     .await
+    /// });
+    /// # let _left: i64 = task.await.map_err(|e| db_core::Error::backend("join", e))??;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    fn transaction<'a, T, E, F>(
+        &'a self,
+        f: F,
+    ) -> impl Future<Output = std::result::Result<T, E>> + Send + 'a
+    where
+        F: for<'t> FnMut(
+                &'t mut Transaction<'a, Self::Client>,
+            ) -> BoxFuture<'t, std::result::Result<T, E>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+        E: From<Error> + Send + 'a,
+    {
+        self.transaction_with(TxOptions::new(), f)
+    }
+
+    /// Runs `f` in a transaction started with `options` and commits it;
+    /// returns what `f` returned.
+    ///
+    /// When the attempt fails because its transaction lost a conflict with a
+    /// concurrent one (a statement of it, or its `COMMIT`, failed with a
+    /// serialization failure `40001` or a deadlock `40P01`: see
+    /// [`Transaction::saw_conflict`]), it is rolled back and, after a short
+    /// pause (a few milliseconds, growing), `f` runs again in a fresh
+    /// transaction, up to `options.max_attempts()` times in all; then the
+    /// last attempt's error is returned. Any other error of `f` (or of the
+    /// commit) rolls the transaction back and is returned at once, and so
+    /// is an error starting the transaction. `f` should do nothing but
+    /// database work, or work that may be repeated.
+    ///
+    /// The error type is yours: anything `From<db_core::Error>`, so `?` works
+    /// on statements inside `f`. Whether to retry is decided by the
+    /// transaction's own statements, not by the error `f` returns, so a
+    /// conflict wrapped in an error of yours (or in `anyhow`) is retried all
+    /// the same; a conflict met on another session is not.
+    ///
+    /// Dropping the returned future rolls back the attempt in progress.
+    ///
+    /// ```no_run
+    /// use db_core::{Executor, IsolationLevel, Pool, TxOptions, params};
+    /// # async fn demo(pool: impl Pool) -> db_core::Result<()> {
+    /// let options = TxOptions::new().isolation(IsolationLevel::Serializable).attempts(5);
+    /// let id: i64 = pool
+    ///     .transaction_with(options, |tx| {
+    ///         Box::pin(async move {
+    ///             let next: i64 = tx
+    ///                 .query_one_scalar("SELECT coalesce(max(id), 0) + 1 FROM accounts", &[])
+    ///                 .await?;
+    ///             tx.execute("INSERT INTO accounts (id) VALUES ($1)", &params![next]).await?;
+    ///             Ok::<_, db_core::Error>(next)
+    ///         })
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    fn transaction_with<'a, T, E, F>(
+        &'a self,
+        options: TxOptions,
+        mut f: F,
+    ) -> impl Future<Output = std::result::Result<T, E>> + Send + 'a
+    where
+        F: for<'t> FnMut(
+                &'t mut Transaction<'a, Self::Client>,
+            ) -> BoxFuture<'t, std::result::Result<T, E>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+        E: From<Error> + Send + 'a,
+    {
+        // The first begin is made here, where the caller's location is
+        // known (PGlite names it when the backend is held too long).
+        let mut first = Some(self.begin_with(options));
+        async move {
+            let mut attempt = 1;
+            loop {
+                let started = match first.take() {
+                    Some(begin) => begin.await,
+                    None => self.begin_with(options).await,
+                };
+                let mut tx: Transaction<'a, Self::Client> = started?;
+                let outcome = f(&mut tx).await;
+                let conflict = tx.saw_conflict();
+                let (error, retry) = match outcome {
+                    Ok(value) => match tx.commit().await {
+                        Ok(()) => return Ok(value),
+                        Err(e) => {
+                            let retry = conflict || e.is_retryable();
+                            (E::from(e), retry)
+                        }
+                    },
+                    Err(e) => {
+                        // Rolled back now rather than on release, so the
+                        // locks it holds go before the pause.
+                        if let Err(rollback) = tx.rollback().await {
+                            tracing::debug!(
+                                target: "db::transaction",
+                                error = %rollback,
+                                "rolling back a failed attempt"
+                            );
+                        }
+                        (e, conflict)
+                    }
+                };
+                if !retry || attempt >= options.max_attempts() {
+                    return Err(error);
+                }
+                attempt += 1;
+                tracing::debug!(
+                    target: "db::transaction",
+                    attempt,
+                    "the transaction lost a conflict; running it again"
+                );
+                tokio::time::sleep(retry_pause(attempt)).await;
+            }
+        }
+    }
 
     /// Runs one statement on a session of its own (autocommit).
     fn run<'a>(
@@ -571,7 +817,7 @@ pub trait Pool: Clone + Send + Sync + 'static {
     /// backend down. Later calls fail with [`Error::Closed`].
     fn close(&self) -> impl Future<Output = ()> + Send;
 
-    /// The pool's sessions and waiters now ([`PoolStats`]).
+    /// The pool's sessions and waiters now ([`PoolStats`](crate::PoolStats)).
     fn stats(&self) -> crate::PoolStats;
 }
 

@@ -22,6 +22,7 @@ mod stats;
 mod stream;
 mod trace;
 mod transaction;
+mod tx_options;
 mod types;
 mod value;
 
@@ -37,7 +38,7 @@ pub use db_macros::FromRow;
 pub use error::{
     BoxDynError, DbError, Error, Result, StorageProblem, TimeoutPhase, TransactionLoss,
 };
-pub use executor::{AdvisoryLock, Client, Executor, Pool, single};
+pub use executor::{AdvisoryLock, BoxFuture, Client, Executor, Pool, single};
 pub use ident::quote_ident;
 pub use json::Json;
 pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};
@@ -49,6 +50,7 @@ pub use trace::{finish as finish_query_span, query_span, rows_from_command_tag};
 pub use transaction::{
     RESET_SESSION_SQL, SessionState, StatementKind, Transaction, TxStatus, flush_pending,
 };
+pub use tx_options::{IsolationLevel, TxOptions};
 pub use types::Type;
 pub use value::{Array, BitString, Inet, Interval, Numeric, ParseNumericError, Value};
 

@@ -1,6 +1,8 @@
 //! Transactions and savepoints as guards, shared by every backend, and the
 //! one record of what a session's server has said about it.
 
+use std::ops::{Deref, DerefMut};
+
 use futures::StreamExt as _;
 
 use crate::error::{Error, Result, TransactionLoss};
@@ -8,6 +10,7 @@ use crate::executor::{Client, Executor};
 use crate::lex::{Token, Tokens};
 use crate::row::QueryResult;
 use crate::stream::RowStream;
+use crate::tx_options::TxOptions;
 use crate::value::Value;
 
 /// The transaction status of a session, as its server last reported it
@@ -172,6 +175,9 @@ pub struct SessionState {
     /// began anew in one go (`COMMIT AND CHAIN`, `COMMIT; BEGIN`) is told
     /// from the guards' own.
     serial: u64,
+    /// A statement of the guarded transaction (or its commit) failed with
+    /// a serialization failure or a deadlock since it began.
+    conflict: bool,
 }
 
 /// The transaction-local setting a guarded transaction carries its serial
@@ -394,13 +400,48 @@ pub async fn flush_pending<C: Client>(client: &mut C) -> Result<()> {
     Ok(())
 }
 
+/// How a transaction holds its session: borrowed from a held client
+/// ([`Client::begin`]), or its own, taken from the pool ([`Pool::begin`]).
+///
+/// [`Pool::begin`]: crate::Pool::begin
+enum Session<'c, C> {
+    Borrowed(&'c mut C),
+    Owned(C),
+}
+
+impl<C> Deref for Session<'_, C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        match self {
+            Session::Borrowed(c) => c,
+            Session::Owned(c) => c,
+        }
+    }
+}
+
+impl<C> DerefMut for Session<'_, C> {
+    fn deref_mut(&mut self) -> &mut C {
+        match self {
+            Session::Borrowed(c) => c,
+            Session::Owned(c) => c,
+        }
+    }
+}
+
 /// An open transaction (or, nested, a savepoint) on a [`Client`].
 ///
 /// Commit with [`Transaction::commit`]. Dropping it, by `?`, panic or a
 /// cancelled future, rolls it back before the session runs anything else.
+///
+/// A transaction from [`Client::begin`] borrows the client; one from
+/// [`Pool::begin`](crate::Pool::begin) holds a session of its own
+/// (`Transaction<'static, _>`: it can be stored or moved into another
+/// task), which goes back to the pool when the transaction ends, rolled
+/// back first if it was not committed.
 #[must_use = "a transaction rolls back when dropped; call commit()"]
 pub struct Transaction<'c, C: Client> {
-    client: &'c mut C,
+    client: Session<'c, C>,
     depth: u32,
     epoch: u64,
     finished: bool,
@@ -417,9 +458,23 @@ impl<C: Client> std::fmt::Debug for Transaction<'_, C> {
 }
 
 impl<'c, C: Client> Transaction<'c, C> {
-    pub(crate) async fn start(client: &'c mut C) -> Result<Self> {
+    /// Starts a transaction on a borrowed client.
+    pub(crate) async fn start_on(client: &'c mut C, options: TxOptions) -> Result<Self> {
+        Transaction::start(Session::Borrowed(client), options).await
+    }
+
+    /// Starts a transaction that holds `client` until it ends.
+    pub(crate) async fn start_owned(client: C, options: TxOptions) -> Result<Self> {
+        Transaction::start(Session::Owned(client), options).await
+    }
+
+    async fn start(mut session: Session<'c, C>, options: TxOptions) -> Result<Self> {
+        let client = &mut *session;
         flush_pending(client).await?;
         let depth = client.session_state().depth + 1;
+        if depth > 1 && options.sets_modes() {
+            return Err(Error::SavepointOptions { depth });
+        }
         if depth == 1 && status(client).await? != TxStatus::Idle {
             return Err(Error::UntrackedTransaction);
         }
@@ -428,7 +483,12 @@ impl<'c, C: Client> Transaction<'c, C> {
         let sql = if depth == 1 {
             state.serial += 1;
             state.unverified = false;
-            format!("BEGIN; SET LOCAL {GUARD_MARK} = '{}'", state.serial)
+            state.conflict = false;
+            format!(
+                "{}; SET LOCAL {GUARD_MARK} = '{}'",
+                options.begin_statement(),
+                state.serial
+            )
         } else {
             format!("SAVEPOINT {}", savepoint_name(depth))
         };
@@ -459,7 +519,7 @@ impl<'c, C: Client> Transaction<'c, C> {
         state.pending_rollback_to = None;
         state.depth = depth;
         Ok(Transaction {
-            client,
+            client: session,
             depth,
             epoch,
             finished: false,
@@ -474,8 +534,37 @@ impl<'c, C: Client> Transaction<'c, C> {
 
     /// Starts a savepoint inside this transaction, itself a guard.
     pub async fn begin(&mut self) -> Result<Transaction<'_, C>> {
+        self.begin_with(TxOptions::new()).await
+    }
+
+    /// [`Transaction::begin`] with `options`, which a savepoint cannot
+    /// take: isolation level, access mode and deferrability belong to the
+    /// whole transaction, so setting any of them fails with
+    /// [`Error::SavepointOptions`] (nothing is sent to the server).
+    pub async fn begin_with(&mut self, options: TxOptions) -> Result<Transaction<'_, C>> {
         self.ready().await?;
-        Transaction::start(&mut *self.client).await
+        Transaction::start(Session::Borrowed(&mut *self.client), options).await
+    }
+
+    /// Whether a statement of this transaction (a savepoint's included)
+    /// failed with a serialization failure (`40001`) or a deadlock
+    /// (`40P01`) since it began: run again from its start, it may succeed
+    /// ([`Error::is_retryable`]). [`Pool::transaction`](crate::Pool::transaction)
+    /// retries on it.
+    pub fn saw_conflict(&mut self) -> bool {
+        let epoch = self.epoch;
+        let state = self.client.session_state();
+        state.epoch == epoch && state.conflict
+    }
+
+    /// Notes a statement's result: a retryable failure marks the guarded
+    /// transaction as having lost a conflict.
+    fn note_conflict<T>(&mut self, result: &Result<T>) {
+        if let Err(e) = result
+            && e.is_retryable()
+        {
+            self.client.session_state().conflict = true;
+        }
     }
 
     /// Commits (or releases the savepoint).
@@ -485,7 +574,7 @@ impl<'c, C: Client> Transaction<'c, C> {
     /// never reported as one.
     pub async fn commit(mut self) -> Result<()> {
         self.ready().await?;
-        if status(self.client).await? == TxStatus::Failed {
+        if status(&mut *self.client).await? == TxStatus::Failed {
             self.finish_rollback().await?;
             return Err(Error::TransactionAborted { depth: self.depth });
         }
@@ -523,7 +612,7 @@ impl<'c, C: Client> Transaction<'c, C> {
         self.client
             .session_state()
             .schedule_rollback_to(self.depth - 1);
-        flush_pending(self.client).await
+        flush_pending(&mut *self.client).await
     }
 
     async fn finish(&mut self, sql: &str, expected: impl FnOnce(bool) -> TxStatus) -> Result<()> {
@@ -532,7 +621,9 @@ impl<'c, C: Client> Transaction<'c, C> {
         self.client
             .session_state()
             .schedule_rollback_to(self.depth - 1);
-        control(self.client, sql, expected).await?;
+        let result = control(&mut *self.client, sql, expected).await;
+        self.note_conflict(&result);
+        result?;
         let state = self.client.session_state();
         state.pending_rollback_to = None;
         state.depth = self.depth - 1;
@@ -545,7 +636,7 @@ impl<'c, C: Client> Transaction<'c, C> {
         if let Some(loss) = self.lost {
             return Err(Error::TransactionLost(loss));
         }
-        flush_pending(self.client).await?;
+        flush_pending(&mut *self.client).await?;
         let state = self.client.session_state();
         if state.epoch == self.epoch && state.depth >= self.depth {
             Ok(())
@@ -572,6 +663,7 @@ impl<C: Client> Executor for Transaction<'_, C> {
     async fn run(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult> {
         self.ready().await?;
         let result = self.client.run(sql, params).await;
+        self.note_conflict(&result);
         self.after_statement().await?;
         result
     }
@@ -579,13 +671,16 @@ impl<C: Client> Executor for Transaction<'_, C> {
     async fn batch_execute(&mut self, sql: &str) -> Result<()> {
         self.ready().await?;
         let result = self.client.batch_execute(sql).await;
+        self.note_conflict(&result);
         self.after_statement().await?;
         result
     }
 
     async fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64> {
         self.ready().await?;
-        self.client.copy_in(statement, data).await
+        let result = self.client.copy_in(statement, data).await;
+        self.note_conflict(&result);
+        result
     }
 
     /// The guard's checks run before the first row and after the last, as
@@ -597,10 +692,15 @@ impl<C: Client> Executor for Transaction<'_, C> {
                 return tx.send(Err(e)).await;
             }
             let mut rows = self.client.fetch(sql, params);
+            let mut conflict = false;
             while let Some(row) = rows.next().await {
+                conflict |= row.as_ref().is_err_and(Error::is_retryable);
                 tx.send(row).await;
             }
             drop(rows);
+            if conflict {
+                self.client.session_state().conflict = true;
+            }
             if let Err(e) = self.after_statement().await {
                 tx.send(Err(e)).await;
             }
@@ -612,7 +712,9 @@ impl<C: Client> Executor for Transaction<'_, C> {
         F: FnMut(&[u8]) -> Result<()> + Send + 'a,
     {
         self.ready().await?;
-        self.client.copy_out(statement, sink).await
+        let result = self.client.copy_out(statement, sink).await;
+        self.note_conflict(&result);
+        result
     }
 }
 
@@ -625,7 +727,7 @@ impl<C: Client> Transaction<'_, C> {
         if state.depth == 0 || !state.unverified {
             return Ok(());
         }
-        let ours = match status(self.client).await? {
+        let ours = match status(&mut *self.client).await? {
             TxStatus::Idle => false,
             // Asking needs a working transaction; a failed one is left to
             // its commit or rollback.

@@ -18,6 +18,7 @@ mod migrate_streaming;
 mod notify;
 mod pglite;
 mod pool_settings;
+mod pool_transactions;
 mod query_as;
 mod rows;
 mod schema_adversarial;
