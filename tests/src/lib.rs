@@ -25,20 +25,28 @@ pub struct TestDb {
 
 /// The configuration of the backend under test, before per-test changes.
 pub fn base_config() -> Config {
-    let mut config = match Config::from_env() {
+    match db_testing::config_from_env() {
         Ok(c) => c,
         Err(e) => panic!("invalid test configuration: {e}"),
-    };
-    if std::env::var_os("COCALC_DB").is_none() {
-        config = config.pglite(DataDir::Memory);
     }
-    config
 }
 
+/// The suite's empty test databases, recycled between tests on every backend.
+static DATABASES: LazyLock<TestDatabases> = LazyLock::new(|| TestDatabases::new(base_config(), ""));
+
 impl TestDb {
-    /// A fresh database with default settings.
+    /// A fresh database with default settings: an empty one from
+    /// `db-testing`, which some earlier test may have used and that was
+    /// reset since.
     pub async fn new() -> TestDb {
-        TestDb::with_config(|c| c).await
+        match DATABASES.database().await {
+            Ok(database) => TestDb {
+                pool: database.pool().clone(),
+                config: database.config().clone(),
+                _database: Some(database),
+            },
+            Err(e) => panic!("could not create a test database: {e}"),
+        }
     }
 
     /// A fresh database with settings adjusted by `adjust`.
@@ -64,8 +72,6 @@ impl TestDb {
             });
         }
         // On a server, a database some earlier test is done with, reset.
-        static DATABASES: LazyLock<TestDatabases> =
-            LazyLock::new(|| TestDatabases::new(base_config(), ""));
         let database = DATABASES.database().await?;
         let config = adjust(database.config().clone());
         let pool = AnyPool::connect(&config).await?;

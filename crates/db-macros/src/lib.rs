@@ -9,6 +9,7 @@ mod attr;
 mod case;
 mod compile_fail;
 mod expand;
+mod test_attr;
 
 /// Implements `FromRow` for a struct: each field is read from the column of
 /// its name, so a query's rows map to the struct in one call
@@ -105,6 +106,15 @@ mod expand;
 pub fn derive_from_row(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::from_row(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// `#[db_testing::test]`: use it through `db-testing`, which documents it.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn db_testing_test(args: TokenStream, item: TokenStream) -> TokenStream {
+    test_attr::expand(args.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -1,28 +1,43 @@
-//! PGlite: one backend per process, handed to one test at a time and reset
-//! in between.
+//! PGlite: embedded backends made as tests ask for them, each held by one
+//! test at a time and reset before the next one gets it. A test never waits
+//! for another: with none idle, a new backend is made (a test that holds
+//! two databases while another does the same must not deadlock), so there
+//! are as many as tests held at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use db::{AnyPool, Config, DataDir, PglitePool, Pool, Result};
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::reset::{Baseline, mark, reset};
-use crate::{Hold, TestDatabase};
+use crate::reset::{Baseline, keep_seeds, mark, reset};
+use crate::{Hold, Setup, TestDatabase};
 
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: Config,
-    setup: String,
-    backend: Arc<Mutex<Option<Instance>>>,
+    setup: Setup,
+    /// Backends no test holds, each as the last test left it.
+    idle: Arc<Mutex<Vec<Instance>>>,
 }
 
-/// A test's turn on the backend: held until its [`TestDatabase`] is dropped.
+/// A test's hold on a backend: gives it back when dropped.
 #[derive(Debug)]
 pub(crate) struct Turn {
-    _backend: OwnedMutexGuard<Option<Instance>>,
+    instance: Option<Instance>,
+    idle: Arc<Mutex<Vec<Instance>>>,
 }
 
-/// The open backend and what it looked like right after the setup.
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(instance);
+        }
+    }
+}
+
+/// An open backend and what it looked like right after the setup.
 #[derive(Debug)]
 pub(crate) struct Instance {
     pool: AnyPool,
@@ -30,38 +45,41 @@ pub(crate) struct Instance {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, setup: String) -> Shared {
+    pub(crate) fn new(config: Config, setup: Setup) -> Shared {
         Shared {
             config,
             setup,
-            backend: Arc::new(Mutex::new(None)),
+            idle: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
     pub(crate) async fn database(&self) -> Result<TestDatabase> {
-        let mut turn = Arc::clone(&self.backend).lock_owned().await;
-        let reset = match turn.as_ref() {
-            Some(instance) => reset(&instance.pool, &instance.baseline).await,
-            None => Ok(false),
-        };
-        if !matches!(reset, Ok(true)) {
-            if let Err(e) = &reset {
-                tracing::info!(error = %e, "test database reset failed; rebuilding");
-            }
-            if let Some(old) = turn.take() {
-                old.pool.close().await;
-            }
-            *turn = Some(self.build().await?);
-        }
-        let pool = match turn.as_ref() {
-            Some(instance) => instance.pool.clone(),
-            None => return Err(db::Error::Closed),
+        let recycled = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let instance = match recycled {
+            Some(instance) => match reset(&instance.pool, &instance.baseline).await {
+                Ok(true) => instance,
+                outcome => {
+                    if let Err(e) = outcome {
+                        tracing::info!(error = %e, "test database reset failed; rebuilding");
+                    }
+                    instance.pool.close().await;
+                    self.build().await?
+                }
+            },
+            None => self.build().await?,
         };
         Ok(TestDatabase {
-            pool,
+            pool: instance.pool.clone(),
             config: self.config.clone(),
             _hold: Hold::Pglite {
-                _turn: Turn { _backend: turn },
+                _turn: Turn {
+                    instance: Some(instance),
+                    idle: Arc::clone(&self.idle),
+                },
             },
         })
     }
@@ -79,16 +97,11 @@ impl Shared {
                 )),
             ));
         }
-        let pool = PglitePool::open(&self.config).await?;
-        mark(&AnyPool::Pglite(pool.clone())).await?;
-        if !self.setup.trim().is_empty() {
-            pool.batch_execute(&self.setup).await?;
-        }
-        let any = AnyPool::Pglite(pool.clone());
-        let baseline = Baseline::capture(&any).await?;
-        Ok(Instance {
-            pool: any,
-            baseline,
-        })
+        let pool = AnyPool::Pglite(PglitePool::open(&self.config).await?);
+        mark(&pool).await?;
+        self.setup.apply(&pool).await?;
+        keep_seeds(&pool).await?;
+        let baseline = Baseline::capture(&pool).await?;
+        Ok(Instance { pool, baseline })
     }
 }

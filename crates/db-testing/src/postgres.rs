@@ -10,8 +10,8 @@ use std::time::Duration;
 use db::{AnyPool, Config, Error, Pool, Result, quote_ident};
 use tokio::sync::OnceCell;
 
-use crate::reset::{Baseline, MARKER, check_marked, mark, reset};
-use crate::{Hold, TestDatabase, setup_hash};
+use crate::reset::{Baseline, MARKER, check_marked, keep_seeds, mark, reset};
+use crate::{Hold, Setup, TestDatabase, setup_hash};
 
 /// Every test database's name starts with this, then this host's tag, the
 /// process ID and a counter: enough to find the ones a dead process left.
@@ -20,7 +20,9 @@ const PREFIX: &str = "db_testing_";
 #[derive(Debug)]
 pub(crate) struct Template {
     config: Config,
-    setup: String,
+    setup: Setup,
+    /// [`Setup::hash`] of `setup`.
+    hash: String,
     name: String,
     created: OnceCell<()>,
     /// The setup's state, the same in every clone of the template.
@@ -79,11 +81,13 @@ async fn admin(url: &str) -> Result<AnyPool> {
 }
 
 impl Template {
-    pub(crate) fn new(config: Config, setup: String) -> Template {
-        let name = format!("db_testing_template_{}", setup_hash(&setup));
+    pub(crate) fn new(config: Config, setup: Setup) -> Template {
+        let hash = setup.hash();
+        let name = format!("db_testing_template_{hash}");
         Template {
             config,
             setup,
+            hash,
             name,
             created: OnceCell::new(),
             baseline: OnceCell::new(),
@@ -130,7 +134,7 @@ impl Template {
     async fn create(&self) -> Result<()> {
         let url = admin_url(&self.config);
         let admin = admin(&url).await?;
-        let key = i64::from_str_radix(&setup_hash(&self.setup)[..15], 16).unwrap_or(0);
+        let key = i64::from_str_radix(&self.hash[..15], 16).unwrap_or(0);
         let lock = admin.lock(key, Duration::from_secs(120)).await?;
         let exists = admin
             .query_opt(
@@ -160,7 +164,10 @@ impl Template {
                     .postgres_url(with_database(&url, &building)),
             )
             .await?;
-            let applied = pool.batch_execute(&self.setup).await;
+            let applied = match self.setup.apply(&pool).await {
+                Ok(()) => keep_seeds(&pool).await,
+                Err(e) => Err(e),
+            };
             pool.close().await;
             applied?;
             let rename = format!(

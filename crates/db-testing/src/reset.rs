@@ -6,6 +6,10 @@ use db::{AnyPool, Error, Executor, Pool, Result, Value};
 const USER_SCHEMAS: &str =
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'";
 
+/// The schema that keeps a copy of the rows the setup left, to put back
+/// after each test. Its tables are never emptied by a reset.
+const SEED_SCHEMA: &str = "db_testing_seed";
+
 fn boundary_sql() -> String {
     [
         "pg_class",
@@ -86,6 +90,16 @@ pub(crate) struct Baseline {
     nonempty_tables: Option<String>,
     /// The setup's sequences and their `last_value` after the setup.
     sequences: Vec<(String, Option<i64>)>,
+    /// The tables the setup left rows in: the table, its columns (without
+    /// generated ones) and its copy in [`SEED_SCHEMA`], all quoted.
+    seeds: Vec<Seed>,
+}
+
+#[derive(Debug, Clone)]
+struct Seed {
+    table: String,
+    columns: String,
+    copy: String,
 }
 
 impl Baseline {
@@ -103,7 +117,8 @@ impl Baseline {
                 &format!(
                     "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} ORDER BY 1"
+                     WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} AND n.nspname <> '{SEED_SCHEMA}'
+                     ORDER BY 1"
                 ),
                 &[],
             )
@@ -124,13 +139,76 @@ impl Baseline {
             format!("SELECT unnest(ARRAY[{}]::text[]) AS t", checks.join(", "))
         });
         let sequences = sequence_states(pool).await?;
+        let seeds = seeds(pool).await?;
         Ok(Baseline {
             boundary,
             fingerprint,
             nonempty_tables,
             sequences,
+            seeds,
         })
     }
+}
+
+/// Copies the rows the setup left into [`SEED_SCHEMA`] (made only when
+/// there are any), so that every reset can put them back. Runs once per
+/// database made, right after the setup.
+pub(crate) async fn keep_seeds(pool: &AnyPool) -> Result<()> {
+    pool.batch_execute(&format!(
+        "DO $db_testing$
+         DECLARE r record; n int := 0; found_rows bool; cols text;
+         BEGIN
+           FOR r IN SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name
+                      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.relkind = 'r' AND {USER_SCHEMAS} AND n.nspname <> '{SEED_SCHEMA}'
+                     ORDER BY 2
+           LOOP
+             EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s)', r.name) INTO found_rows;
+             CONTINUE WHEN NOT found_rows;
+             IF n = 0 THEN
+               CREATE SCHEMA {SEED_SCHEMA};
+               CREATE TABLE {SEED_SCHEMA}.tables (n int PRIMARY KEY, target text NOT NULL, columns text NOT NULL);
+             END IF;
+             n := n + 1;
+             SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+               FROM pg_catalog.pg_attribute
+              WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+             EXECUTE format('CREATE TABLE {SEED_SCHEMA}.%I AS SELECT %s FROM ONLY %s', 't' || n, cols, r.name);
+             INSERT INTO {SEED_SCHEMA}.tables VALUES (n, r.name, cols);
+           END LOOP;
+         END $db_testing$"
+    ))
+    .await
+}
+
+/// The seed copies [`keep_seeds`] made, in the order it made them.
+async fn seeds(pool: &AnyPool) -> Result<Vec<Seed>> {
+    let exists: bool = pool
+        .query_one_scalar(
+            &format!("SELECT pg_catalog.to_regclass('{SEED_SCHEMA}.tables') IS NOT NULL"),
+            &[],
+        )
+        .await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    pool.query(
+        &format!(
+            "SELECT target, columns, format('%I.%I', '{SEED_SCHEMA}', 't' || n) \
+             FROM {SEED_SCHEMA}.tables ORDER BY n"
+        ),
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Seed {
+            table: r.try_get(0)?,
+            columns: r.try_get(1)?,
+            copy: r.try_get(2)?,
+        })
+    })
+    .collect()
 }
 
 fn quote_literal(s: &str) -> String {
@@ -211,18 +289,34 @@ pub(crate) async fn reset(pool: &AnyPool, baseline: &Baseline) -> Result<bool> {
     if fingerprint != baseline.fingerprint {
         return Ok(false);
     }
+    let mut emptied: Vec<String> = baseline.seeds.iter().map(|s| s.table.clone()).collect();
     if let Some(sql) = &baseline.nonempty_tables {
-        let full: Vec<String> = client
-            .query(sql, &[])
-            .await?
-            .iter()
-            .filter_map(|r| r.try_get::<Option<String>, _>(0).transpose())
-            .collect::<Result<_>>()?;
-        if !full.is_empty() {
-            client
-                .batch_execute(&format!("TRUNCATE {} CASCADE", full.join(", ")))
-                .await?;
+        for row in client.query(sql, &[]).await? {
+            if let Some(table) = row.try_get::<Option<String>, _>(0)?
+                && !emptied.contains(&table)
+            {
+                emptied.push(table);
+            }
         }
+    }
+    if !emptied.is_empty() {
+        // One transaction: the seed rows go back in with the foreign keys'
+        // and user triggers' checks off (`replica`), as they were when the
+        // setup inserted them in whatever order it did.
+        let mut script = format!("BEGIN; TRUNCATE {} CASCADE;", emptied.join(", "));
+        if !baseline.seeds.is_empty() {
+            script.push_str("SET LOCAL session_replication_role = replica;");
+        }
+        for seed in &baseline.seeds {
+            script.push_str(&format!(
+                "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {};",
+                seed.table,
+                seed.copy,
+                cols = seed.columns
+            ));
+        }
+        script.push_str("COMMIT");
+        client.batch_execute(&script).await?;
     }
     drop(client);
     let now = sequence_states(pool).await?;

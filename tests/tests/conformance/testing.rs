@@ -238,3 +238,171 @@ async fn a_test_run_never_resets_a_database_it_did_not_create() {
     }
     admin.close().await;
 }
+
+const SEEDED_SCHEMA: &str = "
+    CREATE TABLE plans (
+        id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL,
+        shout text GENERATED ALWAYS AS (upper(name)) STORED
+    );
+    CREATE TABLE members (id bigserial PRIMARY KEY, plan int NOT NULL REFERENCES plans, email text);
+    CREATE TABLE empty_one (v int);
+";
+
+const SEEDS: &str = "
+    INSERT INTO plans (name) VALUES ('free'), ('pro');
+    INSERT INTO members (plan, email) VALUES (2, 'seed@x');
+";
+
+static SEEDED: LazyLock<TestDatabases> = LazyLock::new(|| {
+    TestDatabases::new(
+        conformance::base_config(),
+        db_testing::Setup::new().sql(SEEDED_SCHEMA).seed(SEEDS),
+    )
+});
+
+/// Rows the setup inserts are part of what every test starts with: a test
+/// that deletes or changes them does not take them from the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_rows_of_the_setup_are_kept_across_resets() {
+    for round in 0..3 {
+        let db = SEEDED.database().await.unwrap();
+        let p = db.pool();
+        let plans: Vec<(i32, String, String)> = p
+            .query_as("SELECT id, name, shout FROM plans ORDER BY id", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            plans,
+            vec![
+                (1, "free".to_owned(), "FREE".to_owned()),
+                (2, "pro".to_owned(), "PRO".to_owned())
+            ],
+            "round {round}"
+        );
+        let members: Vec<(i64, i32, String)> = p
+            .query_as("SELECT id, plan, email FROM members", &[])
+            .await
+            .unwrap();
+        assert_eq!(members, vec![(1, 2, "seed@x".to_owned())], "round {round}");
+        // The sequences continue after the seeds, as right after the setup.
+        let next: i64 = p
+            .query_one_scalar(
+                "INSERT INTO members (plan, email) VALUES (1, 'new@x') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(next, 2, "round {round}");
+        let plan: i32 = p
+            .query_one_scalar("INSERT INTO plans (name) VALUES ('team') RETURNING id", &[])
+            .await
+            .unwrap();
+        assert_eq!(plan, 3, "round {round}");
+        p.batch_execute(
+            "DELETE FROM members WHERE email = 'seed@x'; UPDATE plans SET name = 'gone' WHERE id = 1;
+             INSERT INTO empty_one VALUES (1)",
+        )
+        .await
+        .unwrap();
+        drop(db);
+    }
+}
+
+/// Tests of one process that run at once each get a database, on every
+/// backend: the embedded one included (several instances, recycled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tests_hold_databases_at_once() {
+    let a = DATABASES.database().await.unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(60), DATABASES.database())
+        .await
+        .expect("a second database while the first is held")
+        .unwrap();
+    a.pool()
+        .execute("INSERT INTO accounts (email) VALUES ('a@x')", &[])
+        .await
+        .unwrap();
+    let seen: i64 = b
+        .pool()
+        .query_one_scalar("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap();
+    assert_eq!(seen, 0, "the second test sees the first one's row");
+}
+
+const NOTES: &str = "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)";
+
+/// The attribute form: a database per test, the setup and the seed rows
+/// applied, on the backend under test.
+#[db_testing::test(setup = NOTES, seed = "INSERT INTO notes VALUES (1, 'kept')")]
+async fn the_test_attribute_gives_a_seeded_database(db: db_testing::TestDatabase) {
+    let p = db.pool();
+    let bodies: Vec<String> = p
+        .query_scalar("SELECT body FROM notes ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(bodies, vec!["kept".to_owned()]);
+    p.execute("DELETE FROM notes", &[]).await.unwrap();
+    p.execute("INSERT INTO notes VALUES (2, 'mine')", &[])
+        .await
+        .unwrap();
+}
+
+/// Twice, so that one of the two runs on a database the other has used.
+#[db_testing::test(setup = NOTES, seed = "INSERT INTO notes VALUES (1, 'kept')")]
+async fn the_test_attribute_resets_between_tests(db: db_testing::TestDatabase) -> db::Result<()> {
+    let p = db.pool();
+    let bodies: Vec<String> = p
+        .query_scalar("SELECT body FROM notes ORDER BY id", &[])
+        .await?;
+    assert_eq!(bodies, vec!["kept".to_owned()]);
+    p.execute("UPDATE notes SET body = 'changed'", &[]).await?;
+    Ok(())
+}
+
+/// A schema-sync spec file, applied with schema-sync itself: the test starts
+/// on a converged database.
+#[db_testing::test(spec = "../../shared/fixtures/cocalc-control-plane-schema.json")]
+async fn the_test_attribute_applies_a_schema_spec(db: db_testing::TestDatabase) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/cocalc-control-plane-schema.json"
+    ))
+    .unwrap();
+    let spec = schema_sync::Schema::from_json(&text).unwrap();
+    let plan = schema_sync::plan(db.pool(), &spec, &schema_sync::Options::new())
+        .await
+        .unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    let tables: i64 = db
+        .pool()
+        .query_one_scalar(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables, 174);
+}
+
+/// Tests that each hold a database and then ask for a second one (a source
+/// and a target, say) never wait for each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tests_holding_two_databases_at_once_never_deadlock() {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let run = || {
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            let first = DATABASES.database().await.unwrap();
+            barrier.wait().await;
+            let second = DATABASES.database().await.unwrap();
+            drop((first, second));
+        })
+    };
+    let both = async { tokio::join!(run(), run()) };
+    let (a, b) = tokio::time::timeout(Duration::from_secs(120), both)
+        .await
+        .expect("two tests holding two databases each deadlocked");
+    a.unwrap();
+    b.unwrap();
+}
