@@ -9,6 +9,10 @@
 mod codec;
 mod config;
 mod convert;
+#[cfg(feature = "rust_decimal")]
+mod convert_decimal;
+#[cfg(feature = "time")]
+mod convert_time;
 mod copy;
 mod error;
 mod executor;
@@ -48,7 +52,9 @@ pub use transaction::{
     RESET_SESSION_SQL, SessionState, StatementKind, Transaction, TxStatus, flush_pending,
 };
 pub use types::Type;
-pub use value::{Array, BitString, Inet, Interval, Numeric, ParseNumericError, Value};
+pub use value::{
+    Array, BitString, Inet, Infinite, Interval, IntervalError, Numeric, ParseNumericError, Value,
+};
 
 /// The start of the `COMMENT ON TABLE` text by which a component (the
 /// changefeed: `cocalc-component:changefeed`) declares a table its own.
