@@ -316,7 +316,7 @@ fn data_row(body: &[u8], columns: &Arc<[Column]>) -> Result<Row> {
             continue;
         }
         let raw = b.bytes(usize::try_from(len).unwrap_or(0))?;
-        let value = db_core::decode(column.type_(), raw).map_err(|source| Error::Decode {
+        let value = db_core::decode(column.wire_type(), raw).map_err(|source| Error::Decode {
             column: column.name().to_owned(),
             source,
         })?;
@@ -345,7 +345,9 @@ pub(crate) fn read_result(
     for msg in Messages::new(data) {
         let (tag, body) = msg?;
         match tag {
-            b'T' => columns = Some(row_description(body)?),
+            // A statement's own columns (resolved by the driver) win over
+            // the description in the data.
+            b'T' if columns.is_none() => columns = Some(row_description(body)?),
             b'D' if keep_rows && error.is_none() => {
                 let cols = columns
                     .as_ref()
