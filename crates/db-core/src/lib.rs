@@ -5,6 +5,16 @@
 //! This crate holds no backend code. `db-postgres` implements the traits on a
 //! PostgreSQL server, `db-pglite` on embedded PGlite, and the `db` facade
 //! picks one from [`Config`].
+//!
+//! # Features
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `rust_decimal` | `numeric` as `rust_decimal::Decimal` (parameter and column type) |
+//! | `time` | `time::Date`, `Time`, `PrimitiveDateTime`, `OffsetDateTime` as `date`, `time`, `timestamp`, `timestamptz`, also inside [`Infinite`] |
+//!
+//! Without features, `chrono` covers dates and times, [`Infinite`] their
+//! infinities, and `chrono::TimeDelta` converts to and from [`Interval`].
 
 mod codec;
 mod config;
