@@ -40,6 +40,10 @@ pub(crate) fn value_to_json(value: &Value) -> Json {
         )),
         Value::Timestamptz(ts) => Json::String(ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         Value::Interval(i) => Json::String(interval_text(i)),
+        // As PostgreSQL's `to_json` spells them.
+        Value::Infinity { negative, .. } => {
+            Json::String(if *negative { "-infinity" } else { "infinity" }.to_owned())
+        }
         Value::Json(j) => j.clone(),
         Value::Inet(i) => Json::String(i.to_string()),
         Value::Bits(b) => Json::String(b.to_string()),

@@ -37,6 +37,10 @@ pub(crate) fn value_text(value: &Value) -> String {
             fraction(ts.nanosecond())
         ),
         Value::Interval(i) => interval_text(i),
+        // As PostgreSQL prints them.
+        Value::Infinity { negative, .. } => {
+            if *negative { "-infinity" } else { "infinity" }.to_owned()
+        }
         Value::Json(j) => j.to_string(),
         Value::Inet(i) => i.to_string(),
         Value::Bits(b) => b.to_string(),
@@ -234,6 +238,11 @@ mod tests {
         let n: Numeric = "12.3400".parse().expect("numeric");
         assert_eq!(value_text(&Value::Numeric(n)), "12.3400");
         assert_eq!(value_text(&Value::Bytea(vec![0, 0xab])), "\\x00ab");
+        let never = Value::Infinity {
+            ty: db::Type::DATE,
+            negative: true,
+        };
+        assert_eq!(value_text(&never), "-infinity");
         let ts = NaiveDate::from_ymd_opt(2024, 1, 2)
             .and_then(|d| d.and_hms_micro_opt(3, 4, 5, 120_000))
             .expect("timestamp");

@@ -126,7 +126,11 @@ pub fn decode(ty: Type, bytes: &[u8]) -> Result<Value, CodecError> {
         }
         Type::BYTEA => return Ok(Value::Bytea(bytes.to_vec())),
         Type::UUID => Value::Uuid(Uuid::from_bytes(r.array()?)),
-        Type::DATE => Value::Date(decode_date(ty, r.i32()?)?),
+        Type::DATE => match r.i32()? {
+            i32::MAX => infinity(ty, false),
+            i32::MIN => infinity(ty, true),
+            days => Value::Date(decode_date(ty, days)?),
+        },
         Type::TIME => {
             let us = r.i64()?;
             let secs = u32::try_from(us.div_euclid(1_000_000))
@@ -141,8 +145,12 @@ pub fn decode(ty: Type, bytes: &[u8]) -> Result<Value, CodecError> {
             };
             Value::Time(time.ok_or_else(|| CodecError::new(ty, "time out of range"))?)
         }
-        Type::TIMESTAMP => Value::Timestamp(decode_timestamp(ty, r.i64()?)?),
-        Type::TIMESTAMPTZ => Value::Timestamptz(decode_timestamp(ty, r.i64()?)?.and_utc()),
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => match r.i64()? {
+            i64::MAX => infinity(ty, false),
+            i64::MIN => infinity(ty, true),
+            us if ty == Type::TIMESTAMP => Value::Timestamp(decode_timestamp(ty, us)?),
+            us => Value::Timestamptz(decode_timestamp(ty, us)?.and_utc()),
+        },
         Type::INTERVAL => {
             let microseconds = r.i64()?;
             let days = r.i32()?;
@@ -195,19 +203,19 @@ fn json(ty: Type, bytes: &[u8]) -> Result<Value, CodecError> {
         .map_err(|e| CodecError::new(ty, format!("invalid JSON: {e}")))
 }
 
+/// `infinity` / `-infinity`: PostgreSQL sends them as the largest and
+/// smallest value of the type's integer.
+fn infinity(ty: Type, negative: bool) -> Value {
+    Value::Infinity { ty, negative }
+}
+
 fn decode_date(ty: Type, days: i32) -> Result<NaiveDate, CodecError> {
-    if days == i32::MAX || days == i32::MIN {
-        return Err(CodecError::new(ty, "infinite dates are not supported"));
-    }
     pg_epoch_date()
         .checked_add_signed(Duration::days(i64::from(days)))
         .ok_or_else(|| CodecError::new(ty, "date out of range"))
 }
 
 fn decode_timestamp(ty: Type, us: i64) -> Result<NaiveDateTime, CodecError> {
-    if us == i64::MAX || us == i64::MIN {
-        return Err(CodecError::new(ty, "infinite timestamps are not supported"));
-    }
     pg_epoch()
         .checked_add_signed(TimeDelta::microseconds(us))
         .ok_or_else(|| CodecError::new(ty, "timestamp out of range"))
@@ -337,7 +345,10 @@ fn decode_array(r: &mut Reader<'_>, declared: Type) -> Result<Array, CodecError>
     let ndim = r.i32()?;
     let _has_null = r.i32()?;
     let element_type = Type::from_oid(r.u32()?);
-    let element_type = if element_type == Type::UNKNOWN {
+    // The header names the element type, but a type this codec does not
+    // know (an enum) is read as the built-in one the caller chose for its
+    // binary form (`text`: see `Column::wire_type`).
+    let element_type = if element_type == Type::UNKNOWN || element_type.name().is_none() {
         declared
     } else {
         element_type
@@ -428,6 +439,22 @@ pub fn encode_with(
                 &timestamp_micros(Type::TIMESTAMPTZ, &v.naive_utc())?.to_be_bytes(),
             );
         }
+        Value::Infinity { ty, negative } => match *ty {
+            Type::DATE => {
+                let days = if *negative { i32::MIN } else { i32::MAX };
+                buf.extend_from_slice(&days.to_be_bytes());
+            }
+            Type::TIMESTAMP | Type::TIMESTAMPTZ => {
+                let us = if *negative { i64::MIN } else { i64::MAX };
+                buf.extend_from_slice(&us.to_be_bytes());
+            }
+            other => {
+                return Err(CodecError::new(
+                    other,
+                    "only date, timestamp and timestamptz have infinity",
+                ));
+            }
+        },
         Value::Interval(v) => {
             buf.extend_from_slice(&v.microseconds.to_be_bytes());
             buf.extend_from_slice(&v.days.to_be_bytes());
@@ -689,6 +716,42 @@ mod tests {
             .is_err()
         );
         assert!(decode(Type::JSONB, &[2, b'1']).is_err());
+    }
+
+    #[test]
+    fn infinities_round_trip() {
+        for ty in [Type::DATE, Type::TIMESTAMP, Type::TIMESTAMPTZ] {
+            for negative in [false, true] {
+                roundtrip(Value::Infinity { ty, negative });
+            }
+        }
+        assert!(
+            encode(
+                &Value::Infinity {
+                    ty: Type::INT4,
+                    negative: false
+                },
+                &mut Vec::new()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn arrays_of_unknown_elements_read_as_the_declared_type() {
+        // `mood[]` read as `text[]`: the header names the enum's OID.
+        let mut buf = Vec::new();
+        encode(
+            &Value::Array(Array::new(Type::TEXT, vec![Value::Text("ok".into())])),
+            &mut buf,
+        )
+        .expect("encode");
+        buf[8..12].copy_from_slice(&16_500u32.to_be_bytes());
+        let back = decode(Type::TEXT.array_type().expect("text[]"), &buf).expect("decode");
+        assert_eq!(
+            back,
+            Value::Array(Array::new(Type::TEXT, vec![Value::Text("ok".into())]))
+        );
     }
 
     #[test]

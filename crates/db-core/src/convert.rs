@@ -2,11 +2,11 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::types::Type;
-use crate::value::{Array, BitString, Inet, Interval, Numeric, Value};
+use crate::value::{Array, BitString, Inet, Infinite, Interval, Numeric, Value};
 
 /// A Rust type with a fixed SQL type, which lets `Vec<T>` become a typed array
 /// even when it is empty.
@@ -33,6 +33,17 @@ pub enum FromValueError {
     /// The value converts in type but not in range.
     #[error("{0}")]
     OutOfRange(String),
+    /// The value is `infinity` or `-infinity` (of a `date`, `timestamp` or
+    /// `timestamptz`), which the target type cannot hold.
+    #[error(
+        "cannot read {value} as {target}, which has no infinity: read the column as db::Infinite<{target}>"
+    )]
+    Infinity {
+        /// The Rust type asked for.
+        target: &'static str,
+        /// `"infinity"` or `"-infinity"`.
+        value: &'static str,
+    },
     /// The value was read but did not convert to the field's type: a
     /// `TryFrom` that failed (`#[db(try_from = "i64")]`).
     #[error("cannot convert the value to {target}: {message}")]
@@ -64,11 +75,20 @@ pub trait FromValue: Sized {
 fn wrong<T>(value: &Value) -> Result<T, FromValueError> {
     match value {
         Value::Null => Err(FromValueError::UnexpectedNull),
+
         other => Err(FromValueError::WrongType {
             expected: std::any::type_name::<T>(),
             found: other.kind_name(),
         }),
     }
+}
+
+/// An infinity met by a date or time type that cannot hold it.
+pub(crate) fn infinity<T>(value: &Value) -> Result<T, FromValueError> {
+    Err(FromValueError::Infinity {
+        target: std::any::type_name::<T>(),
+        value: value.kind_name(),
+    })
 }
 
 impl FromValue for Value {
@@ -154,18 +174,112 @@ scalar!(f64, Type::FLOAT8, |v| Value::Float8(v), {
 scalar!(Numeric, Type::NUMERIC, |v| Value::Numeric(v), { Value::Numeric(n) => Ok(n.clone()) });
 scalar!(String, Type::TEXT, |v| Value::Text(v), { Value::Text(s) => Ok(s.clone()) });
 scalar!(Uuid, Type::UUID, |v| Value::Uuid(v), { Value::Uuid(u) => Ok(*u) });
-scalar!(NaiveDate, Type::DATE, |v| Value::Date(v), { Value::Date(d) => Ok(*d) });
+scalar!(NaiveDate, Type::DATE, |v| Value::Date(v), {
+    Value::Date(d) => Ok(*d),
+    v @ Value::Infinity { .. } => infinity(v),
+});
 scalar!(NaiveTime, Type::TIME, |v| Value::Time(v), { Value::Time(t) => Ok(*t) });
 scalar!(NaiveDateTime, Type::TIMESTAMP, |v| Value::Timestamp(v), {
     Value::Timestamp(t) => Ok(*t),
     Value::Timestamptz(t) => Ok(t.naive_utc()),
+    v @ Value::Infinity { .. } => infinity(v),
 });
 // `timestamp without time zone` reads as UTC, on both backends.
 scalar!(DateTime<Utc>, Type::TIMESTAMPTZ, |v| Value::Timestamptz(v), {
     Value::Timestamptz(t) => Ok(*t),
     Value::Timestamp(t) => Ok(t.and_utc()),
+    v @ Value::Infinity { .. } => infinity(v),
 });
 scalar!(Interval, Type::INTERVAL, |v| Value::Interval(v), { Value::Interval(i) => Ok(*i) });
+
+// A TimeDelta is an interval of microseconds only; reading one counts days
+// as 24 hours and refuses months (see `Interval`).
+impl SqlType for TimeDelta {
+    fn sql_type() -> Type {
+        Type::INTERVAL
+    }
+}
+
+impl From<TimeDelta> for Value {
+    /// A `TimeDelta` with nanoseconds, or beyond an interval's range, becomes
+    /// [`Value::Unencodable`]: running a statement with it fails.
+    fn from(v: TimeDelta) -> Self {
+        match Interval::try_from(v) {
+            Ok(i) => Value::Interval(i),
+            Err(e) => Value::Unencodable {
+                type_oid: Type::INTERVAL.oid(),
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+impl FromValue for TimeDelta {
+    fn from_value(value: &Value) -> Result<Self, FromValueError> {
+        match value {
+            Value::Interval(i) => {
+                TimeDelta::try_from(*i).map_err(FromValueError::conversion::<Self>)
+            }
+            other => wrong(other),
+        }
+    }
+}
+
+/// `Infinite<T>` for a date or time type `T` sent as `$sql`, whose
+/// infinities are accepted from the SQL types `$accepts`.
+macro_rules! infinite {
+    ($t:ty, $sql:expr, $accepts:pat) => {
+        impl SqlType for Infinite<$t> {
+            fn sql_type() -> Type {
+                $sql
+            }
+        }
+        impl From<Infinite<$t>> for Value {
+            fn from(v: Infinite<$t>) -> Self {
+                match v {
+                    Infinite::NegInfinity => Value::Infinity {
+                        ty: $sql,
+                        negative: true,
+                    },
+                    Infinite::PosInfinity => Value::Infinity {
+                        ty: $sql,
+                        negative: false,
+                    },
+                    Infinite::Value(v) => v.into(),
+                }
+            }
+        }
+        impl FromValue for Infinite<$t> {
+            fn from_value(value: &Value) -> Result<Self, FromValueError> {
+                match value {
+                    Value::Infinity {
+                        ty: $accepts,
+                        negative: true,
+                    } => Ok(Infinite::NegInfinity),
+                    Value::Infinity {
+                        ty: $accepts,
+                        negative: false,
+                    } => Ok(Infinite::PosInfinity),
+                    other => <$t>::from_value(other).map(Infinite::Value),
+                }
+            }
+        }
+    };
+}
+#[cfg_attr(not(feature = "time"), allow(unused_imports))]
+pub(crate) use infinite;
+
+infinite!(NaiveDate, Type::DATE, Type::DATE);
+infinite!(
+    NaiveDateTime,
+    Type::TIMESTAMP,
+    Type::TIMESTAMP | Type::TIMESTAMPTZ
+);
+infinite!(
+    DateTime<Utc>,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMP | Type::TIMESTAMPTZ
+);
 scalar!(serde_json::Value, Type::JSONB, |v| Value::Json(v), { Value::Json(j) => Ok(j.clone()) });
 scalar!(Inet, Type::INET, |v| Value::Inet(v), { Value::Inet(i) => Ok(*i) });
 scalar!(IpAddr, Type::INET, |v| Value::Inet(Inet::host(v)), { Value::Inet(i) => Ok(i.addr) });

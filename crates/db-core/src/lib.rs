@@ -5,10 +5,24 @@
 //! This crate holds no backend code. `db-postgres` implements the traits on a
 //! PostgreSQL server, `db-pglite` on embedded PGlite, and the `db` facade
 //! picks one from [`Config`].
+//!
+//! # Features
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `rust_decimal` | `numeric` as `rust_decimal::Decimal` (parameter and column type) |
+//! | `time` | `time::Date`, `Time`, `PrimitiveDateTime`, `OffsetDateTime` as `date`, `time`, `timestamp`, `timestamptz`, also inside [`Infinite`] |
+//!
+//! Without features, `chrono` covers dates and times, [`Infinite`] their
+//! infinities, and `chrono::TimeDelta` converts to and from [`Interval`].
 
 mod codec;
 mod config;
 mod convert;
+#[cfg(feature = "rust_decimal")]
+mod convert_decimal;
+#[cfg(feature = "time")]
+mod convert_time;
 mod copy;
 mod error;
 mod executor;
@@ -52,7 +66,9 @@ pub use transaction::{
 };
 pub use tx_options::{IsolationLevel, TxOptions};
 pub use types::Type;
-pub use value::{Array, BitString, Inet, Interval, Numeric, ParseNumericError, Value};
+pub use value::{
+    Array, BitString, Inet, Infinite, Interval, IntervalError, Numeric, ParseNumericError, Value,
+};
 
 /// The start of the `COMMENT ON TABLE` text by which a component (the
 /// changefeed: `cocalc-component:changefeed`) declares a table its own.

@@ -12,6 +12,7 @@ use crate::value::Value;
 pub struct Column {
     name: String,
     type_: Type,
+    wire_type: Type,
 }
 
 impl Column {
@@ -20,7 +21,18 @@ impl Column {
         Column {
             name: name.into(),
             type_,
+            wire_type: type_,
         }
+    }
+
+    /// For backends: the same column, whose values are decoded as the
+    /// built-in type `wire_type` because they share its binary form. An enum
+    /// column is sent as its label, in the form of `text`, so a backend that
+    /// learns a column is an enum gives it [`Type::TEXT`] here and its
+    /// values read as [`Value::Text`]; [`Column::type_`] stays the enum.
+    pub fn with_wire_type(mut self, wire_type: Type) -> Self {
+        self.wire_type = wire_type;
+        self
     }
 
     /// The column name as the server reported it.
@@ -31,6 +43,13 @@ impl Column {
     /// The column's SQL type.
     pub fn type_(&self) -> Type {
         self.type_
+    }
+
+    /// The built-in type whose binary form this column's values have, the
+    /// one they are decoded as: [`Column::type_`] unless a backend set
+    /// another with [`Column::with_wire_type`].
+    pub fn wire_type(&self) -> Type {
+        self.wire_type
     }
 }
 

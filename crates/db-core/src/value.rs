@@ -56,6 +56,16 @@ pub enum Value {
     Inet(Inet),
     /// `bit varying(n)` and `bit(n)`.
     Bits(BitString),
+    /// `infinity` or `-infinity` of a `date`, `timestamp` or `timestamptz`,
+    /// which chrono's types cannot hold. Read such a column as
+    /// [`Infinite<T>`]; reading it as a plain chrono type fails with
+    /// [`FromValueError::Infinity`](crate::FromValueError::Infinity).
+    Infinity {
+        /// [`Type::DATE`], [`Type::TIMESTAMP`] or [`Type::TIMESTAMPTZ`].
+        ty: Type,
+        /// `-infinity` rather than `infinity`.
+        negative: bool,
+    },
     /// An array of any of the above, possibly multi-dimensional, with NULL elements.
     Array(Array),
     /// A parameter that could not be converted to SQL: a
@@ -109,6 +119,7 @@ impl Value {
             Value::Json(_) => Type::JSONB,
             Value::Inet(_) => Type::INET,
             Value::Bits(_) => Type::VARBIT,
+            Value::Infinity { ty, .. } => *ty,
             Value::Array(a) => a.element_type.array_type().unwrap_or(Type::UNKNOWN),
             Value::Unencodable { type_oid, .. } | Value::Other { type_oid, .. } => {
                 Type::from_oid(*type_oid)
@@ -139,6 +150,10 @@ impl Value {
             Value::Json(_) => "json",
             Value::Inet(_) => "inet",
             Value::Bits(_) => "bit varying",
+            Value::Infinity {
+                negative: false, ..
+            } => "infinity",
+            Value::Infinity { negative: true, .. } => "-infinity",
             Value::Array(_) => "array",
             Value::Unencodable { .. } => "unencodable",
             Value::Other { .. } => "other",
@@ -221,6 +236,28 @@ impl From<i32> for Numeric {
 }
 
 /// An `interval`: PostgreSQL keeps months, days and microseconds apart.
+///
+/// It converts to and from [`chrono::TimeDelta`] with `TryFrom`, and a
+/// `TimeDelta` is itself usable as an `interval` parameter and column type.
+/// A day counts as exactly 24 hours in that conversion (PostgreSQL's own
+/// `extract(epoch from ...)` does the same); an interval with months has no
+/// fixed length and does not convert ([`IntervalError::Months`]).
+///
+/// ```
+/// use chrono::TimeDelta;
+/// use db_core::{Interval, IntervalError};
+///
+/// let day_and_a_bit = Interval::new(0, 1, 1_500_000);
+/// assert_eq!(
+///     TimeDelta::try_from(day_and_a_bit),
+///     Ok(TimeDelta::hours(24) + TimeDelta::milliseconds(1500))
+/// );
+/// assert_eq!(
+///     TimeDelta::try_from(Interval::new(1, 0, 0)),
+///     Err(IntervalError::Months { months: 1 })
+/// );
+/// assert_eq!(Interval::try_from(TimeDelta::seconds(90)), Ok(Interval::new(0, 0, 90_000_000)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Interval {
     /// Whole months.
@@ -239,6 +276,121 @@ impl Interval {
             days,
             microseconds,
         }
+    }
+}
+
+/// An [`Interval`] and a [`chrono::TimeDelta`] could not be converted into
+/// each other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntervalError {
+    /// The interval has a months part, whose length (28 to 31 days) depends
+    /// on the date it is added to.
+    #[error(
+        "an interval of {months} month(s) has no fixed length and cannot convert to a TimeDelta (keep it as db::Interval, or use days)"
+    )]
+    Months {
+        /// The interval's months.
+        months: i32,
+    },
+    /// The value does not fit in the other type's range.
+    #[error("the duration is out of the range of {target}")]
+    OutOfRange {
+        /// The type it did not fit in.
+        target: &'static str,
+    },
+    /// The `TimeDelta` has nanoseconds, and an interval holds microseconds.
+    #[error(
+        "a TimeDelta of {nanoseconds} nanoseconds (past the whole microseconds) is finer than an interval's microseconds"
+    )]
+    SubMicrosecond {
+        /// The nanoseconds past whole microseconds.
+        nanoseconds: i64,
+    },
+}
+
+impl TryFrom<Interval> for chrono::TimeDelta {
+    type Error = IntervalError;
+
+    /// Days count as 24 hours; an interval with months fails.
+    fn try_from(v: Interval) -> Result<Self, Self::Error> {
+        if v.months != 0 {
+            return Err(IntervalError::Months { months: v.months });
+        }
+        i64::from(v.days)
+            .checked_mul(86_400_000_000)
+            .and_then(|us| us.checked_add(v.microseconds))
+            .map(chrono::TimeDelta::microseconds)
+            .ok_or(IntervalError::OutOfRange {
+                target: "chrono::TimeDelta",
+            })
+    }
+}
+
+impl TryFrom<chrono::TimeDelta> for Interval {
+    type Error = IntervalError;
+
+    /// All of it goes to [`Interval::microseconds`] (months and days zero),
+    /// as sqlx's `PgInterval` does; PostgreSQL prints it as hours.
+    fn try_from(v: chrono::TimeDelta) -> Result<Self, Self::Error> {
+        let us = v
+            .num_microseconds()
+            .ok_or(IntervalError::OutOfRange { target: "interval" })?;
+        let rest = v - chrono::TimeDelta::microseconds(us);
+        if !rest.is_zero() {
+            return Err(IntervalError::SubMicrosecond {
+                nanoseconds: rest.num_nanoseconds().unwrap_or(0),
+            });
+        }
+        Ok(Interval::new(0, 0, us))
+    }
+}
+
+/// A `date`, `timestamp` or `timestamptz` that may be `infinity` or
+/// `-infinity`, which PostgreSQL allows and chrono's (and `time`'s) types
+/// cannot hold; like `postgres_types::Date<T>` and `Timestamp<T>`.
+///
+/// Use it as a parameter and as a column type wherever the plain type would
+/// go, for `T` one of [`chrono::NaiveDate`] (`date`),
+/// [`chrono::NaiveDateTime`] (`timestamp`), [`chrono::DateTime<Utc>`]
+/// (`timestamptz`), and with the `time` feature `time::Date`,
+/// `time::PrimitiveDateTime` and `time::OffsetDateTime`. The variants are
+/// ordered as PostgreSQL orders the values: `NegInfinity < Value(_) <
+/// PosInfinity`.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use db_core::{FromValue, Infinite, Value};
+///
+/// let never = Value::from(Infinite::<NaiveDate>::PosInfinity);
+/// assert_eq!(Infinite::<NaiveDate>::from_value(&never), Ok(Infinite::PosInfinity));
+/// // The plain type names the wrapper when it meets an infinity.
+/// let err = NaiveDate::from_value(&never).unwrap_err();
+/// assert!(err.to_string().contains("Infinite<"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Infinite<T> {
+    /// `-infinity`: earlier than every other value.
+    NegInfinity,
+    /// A finite value.
+    Value(T),
+    /// `infinity`: later than every other value.
+    PosInfinity,
+}
+
+impl<T> Infinite<T> {
+    /// The finite value, or `None` for an infinity.
+    pub fn finite(self) -> Option<T> {
+        match self {
+            Infinite::Value(v) => Some(v),
+            Infinite::NegInfinity | Infinite::PosInfinity => None,
+        }
+    }
+}
+
+impl<T> From<T> for Infinite<T> {
+    fn from(v: T) -> Self {
+        Infinite::Value(v)
     }
 }
 

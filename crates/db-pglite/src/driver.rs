@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
-use db_core::{Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result};
+use db_core::{
+    Array, Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result, Type, Value,
+};
 use pglite_oxide::{ExecProtocolOptions, Pglite};
 use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 
@@ -21,6 +23,15 @@ use crate::handoff::{self, Inbox, Outbox, ReplySender};
 use crate::data_dir::DirLock;
 use crate::metadata;
 use crate::wire::{self, EncodedParams, Messages};
+
+/// PostgreSQL's `FirstNormalObjectId`: OIDs from here on are user-defined
+/// (types made by `CREATE TYPE` or an extension), whose binary form the
+/// codec does not know by OID alone.
+const FIRST_USER_OID: u32 = 16_384;
+
+/// The portal the column-type lookup runs in while a row stream's (the
+/// unnamed one) is open.
+const LOOKUP_PORTAL: &str = "db_type_lookup";
 
 /// Prepared statements kept per backend before the oldest is closed.
 const STATEMENT_CACHE_CAPACITY: usize = 512;
@@ -117,6 +128,9 @@ struct Driver {
     /// The persistent data directory, whose record the driver keeps.
     data_dir: Option<PathBuf>,
     statements: HashMap<String, Vec<Statement>>,
+    /// What user-defined column types are decoded as, by OID, once looked
+    /// up (the OID itself when they stay opaque).
+    wire_types: HashMap<u32, Type>,
     order: VecDeque<(String, String)>,
     next_statement: u64,
     /// The transaction status of the last `ReadyForQuery`: `I`, `T` or `E`.
@@ -194,6 +208,7 @@ fn start(config: &PgliteConfig, setup: SessionSetup, hub: Arc<ListenerHub>) -> R
         hub,
         data_dir,
         statements: HashMap::new(),
+        wire_types: HashMap::new(),
         order: VecDeque::new(),
         next_statement: 0,
         status: b'I',
@@ -421,6 +436,7 @@ impl Driver {
 
     fn forget_statements(&mut self) {
         self.statements.clear();
+        self.wire_types.clear();
         self.order.clear();
     }
 
@@ -723,8 +739,9 @@ impl Driver {
                 }
             }
             Bound::Parsed(name) => {
+                let columns = scan.columns.map(|c| self.resolve_wire_types(c));
                 if scan.parsed {
-                    if let Some(columns) = scan.columns.clone() {
+                    if let Some(columns) = columns.clone() {
                         self.order.push_back((sql.to_owned(), name.clone()));
                         self.statements
                             .entry(sql.to_owned())
@@ -743,7 +760,7 @@ impl Driver {
                 Attempt {
                     response: Response {
                         data,
-                        columns: scan.columns,
+                        columns,
                         status: self.status,
                         suspended,
                     },
@@ -826,6 +843,100 @@ impl Driver {
         {
             self.scan(&data);
         }
+    }
+
+    /// Gives columns of user-defined types the built-in type their values
+    /// are decoded as (`text` for an enum: see `Column::wire_type`), looking
+    /// types not seen before up in `pg_type`.
+    fn resolve_wire_types(&mut self, columns: Arc<[Column]>) -> Arc<[Column]> {
+        let user_type = |c: &Column| c.type_().oid() >= FIRST_USER_OID;
+        if !columns.iter().any(user_type) {
+            return columns;
+        }
+        let mut unseen: Vec<u32> = columns
+            .iter()
+            .filter(|c| user_type(c) && !self.wire_types.contains_key(&c.type_().oid()))
+            .map(|c| c.type_().oid())
+            .collect();
+        unseen.sort_unstable();
+        unseen.dedup();
+        // An aborted transaction refuses the lookup; the values stay opaque.
+        if !unseen.is_empty() && self.status != b'E' {
+            match self.look_up_wire_types(&unseen) {
+                Ok(found) => {
+                    for oid in unseen {
+                        let wire = found.iter().find(|(o, _)| *o == oid).map(|(_, w)| *w);
+                        self.wire_types
+                            .insert(oid, wire.unwrap_or(Type::from_oid(oid)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking up user-defined column types failed");
+                    if self.portal {
+                        // The failed lookup aborted the stream's exchange:
+                        // end it, so that the stream reports an error
+                        // instead of rows that never come.
+                        self.close_portal();
+                    }
+                }
+            }
+        }
+        columns
+            .iter()
+            .map(|c| match self.wire_types.get(&c.type_().oid()) {
+                Some(&wire) if wire != c.type_() => c.clone().with_wire_type(wire),
+                _ => c.clone(),
+            })
+            .collect()
+    }
+
+    /// The wire types of the user-defined types `oids` that have one: `text`
+    /// for enums and types received as text (`citext`), `text[]` for arrays
+    /// of those.
+    fn look_up_wire_types(&mut self, oids: &[u32]) -> Result<Vec<(u32, Type)>> {
+        const SQL: &str = "SELECT t.oid, CASE \
+            WHEN t.typtype = 'e' OR r.prosrc = 'textrecv' THEN 1 \
+            WHEN r.prosrc = 'array_recv' AND (e.typtype = 'e' OR er.prosrc = 'textrecv') THEN 2 \
+            ELSE 0 END \
+            FROM pg_catalog.pg_type t \
+            JOIN pg_catalog.pg_proc r ON r.oid = t.typreceive \
+            LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
+            LEFT JOIN pg_catalog.pg_proc er ON er.oid = e.typreceive \
+            WHERE t.oid = ANY($1)";
+        let list = Value::Array(Array::new(
+            Type::OID,
+            oids.iter().map(|&o| Value::Oid(o)).collect(),
+        ));
+        let params = wire::encode_params(&[list])?;
+        let mut buf = Vec::with_capacity(SQL.len() + params.bind.len() + 64);
+        // With a row stream's portal open (the unnamed one, suspended), the
+        // lookup runs in a portal of its own and ends with a `Flush`: a
+        // `Sync` would end the stream's exchange.
+        let portal = if self.portal { LOOKUP_PORTAL } else { "" };
+        wire::parse(&mut buf, "", SQL, &params.oids)?;
+        wire::bind_portal(&mut buf, portal, "", &params)?;
+        wire::describe_named_portal(&mut buf, portal)?;
+        wire::execute_portal(&mut buf, portal, 0)?;
+        if self.portal {
+            wire::close_named_portal(&mut buf, portal)?;
+            wire::flush(&mut buf)?;
+        } else {
+            wire::sync(&mut buf)?;
+        }
+        let data = self.round_trip(&buf)?;
+        self.scan(&data);
+        let result = wire::read_result(&data, None, true)?;
+        let mut found = Vec::with_capacity(result.rows.len());
+        for row in &result.rows {
+            let oid: u32 = row.try_get(0)?;
+            let wire = match row.try_get::<i32, _>(1)? {
+                1 => Type::TEXT,
+                2 => Type::TEXT.array_type().unwrap_or(Type::TEXT),
+                _ => continue,
+            };
+            found.push((oid, wire));
+        }
+        Ok(found)
     }
 
     fn close_statement(&mut self, name: &str) {

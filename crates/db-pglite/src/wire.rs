@@ -95,8 +95,18 @@ pub(crate) fn parse(buf: &mut Vec<u8>, name: &str, sql: &str, oids: &[u32]) -> R
 
 /// `Bind` of the unnamed portal, all results in binary.
 pub(crate) fn bind(buf: &mut Vec<u8>, statement: &str, params: &EncodedParams) -> Result<()> {
+    bind_portal(buf, "", statement, params)
+}
+
+/// `Bind` of portal `portal` (`""`: the unnamed one), all results in binary.
+pub(crate) fn bind_portal(
+    buf: &mut Vec<u8>,
+    portal: &str,
+    statement: &str,
+    params: &EncodedParams,
+) -> Result<()> {
     message(buf, b'B', |b| {
-        b.push(0);
+        cstr(b, portal)?;
         cstr(b, statement)?;
         if params.bind.is_empty() {
             b.extend_from_slice(&[0, 0, 0, 0]);
@@ -111,9 +121,14 @@ pub(crate) fn bind(buf: &mut Vec<u8>, statement: &str, params: &EncodedParams) -
 
 /// `Describe` of the unnamed portal.
 pub(crate) fn describe_portal(buf: &mut Vec<u8>) -> Result<()> {
+    describe_named_portal(buf, "")
+}
+
+/// `Describe` of portal `portal`.
+pub(crate) fn describe_named_portal(buf: &mut Vec<u8>, portal: &str) -> Result<()> {
     message(buf, b'D', |b| {
-        b.extend_from_slice(b"P\0");
-        Ok(())
+        b.push(b'P');
+        cstr(b, portal)
     })
 }
 
@@ -126,9 +141,14 @@ pub(crate) fn execute(buf: &mut Vec<u8>) -> Result<()> {
 /// portal with rows left answers with `PortalSuspended` and runs on at the
 /// next `Execute`, until the `Sync` that ends its exchange.
 pub(crate) fn execute_limited(buf: &mut Vec<u8>, max_rows: u32) -> Result<()> {
+    execute_portal(buf, "", max_rows)
+}
+
+/// `Execute` of portal `portal`, at most `max_rows` rows (0: all).
+pub(crate) fn execute_portal(buf: &mut Vec<u8>, portal: &str, max_rows: u32) -> Result<()> {
     let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
     message(buf, b'E', |b| {
-        b.push(0);
+        cstr(b, portal)?;
         b.extend_from_slice(&max_rows.to_be_bytes());
         Ok(())
     })
@@ -142,10 +162,14 @@ pub(crate) fn flush(buf: &mut Vec<u8>) -> Result<()> {
 
 /// `Close` of the unnamed portal.
 pub(crate) fn close_portal(buf: &mut Vec<u8>) -> Result<()> {
+    close_named_portal(buf, "")
+}
+
+/// `Close` of portal `portal`.
+pub(crate) fn close_named_portal(buf: &mut Vec<u8>, portal: &str) -> Result<()> {
     message(buf, b'C', |b| {
         b.push(b'P');
-        b.push(0);
-        Ok(())
+        cstr(b, portal)
     })
 }
 
@@ -339,7 +363,7 @@ fn data_row(body: &[u8], columns: &Arc<[Column]>) -> Result<Row> {
             continue;
         }
         let raw = b.bytes(usize::try_from(len).unwrap_or(0))?;
-        let value = db_core::decode(column.type_(), raw).map_err(|source| Error::Decode {
+        let value = db_core::decode(column.wire_type(), raw).map_err(|source| Error::Decode {
             column: column.name().to_owned(),
             source,
         })?;
@@ -368,7 +392,9 @@ pub(crate) fn read_result(
     for msg in Messages::new(data) {
         let (tag, body) = msg?;
         match tag {
-            b'T' => columns = Some(row_description(body)?),
+            // A statement's own columns (resolved by the driver) win over
+            // the description in the data.
+            b'T' if columns.is_none() => columns = Some(row_description(body)?),
             b'D' if keep_rows && error.is_none() => {
                 let cols = columns
                     .as_ref()
@@ -414,7 +440,8 @@ pub(crate) fn read_batch(data: &[u8], columns: Option<&Arc<[Column]>>) -> Result
     for msg in Messages::new(data) {
         let (tag, body) = msg?;
         match tag {
-            b'T' => columns = Some(row_description(body)?),
+            // The driver's resolved columns win, as in `read_result`.
+            b'T' if columns.is_none() => columns = Some(row_description(body)?),
             b'D' if batch.error.is_none() => {
                 let cols = columns
                     .as_ref()

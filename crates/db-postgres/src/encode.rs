@@ -10,9 +10,10 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgArguments, PgColumn, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres,
+    PgArgumentBuffer, PgArguments, PgColumn, PgRow, PgTypeInfo, PgTypeKind, PgValueFormat,
+    PgValueRef, Postgres,
 };
-use sqlx::{Arguments as _, Column as _, Row as _, ValueRef as _};
+use sqlx::{Arguments as _, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
 /// One bound parameter: sent with the type of its value and encoded by
 /// [`db_core::encode`]. `NULL` is sent untyped (OID 0), so the server infers
@@ -102,9 +103,35 @@ pub(crate) fn statement_columns(columns: &[PgColumn]) -> Result<Arc<[Column]>> {
                 .type_info()
                 .oid()
                 .ok_or_else(|| Error::Protocol(format!("column {:?} has no type OID", c.name())))?;
-            Ok(Column::new(c.name(), Type::from_oid(oid.0)))
+            let column = Column::new(c.name(), Type::from_oid(oid.0));
+            Ok(match wire_type(c.type_info()) {
+                Some(wire) => column.with_wire_type(wire),
+                None => column,
+            })
         })
         .collect()
+}
+
+/// The built-in type a user-defined column type's values are decoded as:
+/// `text` for an enum (sent as its label) and for a type whose binary form
+/// is text's (`citext`), `text[]` for an array of those. sqlx has already
+/// looked the type up in `pg_type` when it prepared the statement.
+fn wire_type(info: &PgTypeInfo) -> Option<Type> {
+    fn text_like(info: &PgTypeInfo) -> bool {
+        matches!(info.kind(), PgTypeKind::Enum(_))
+            || (matches!(info.kind(), PgTypeKind::Simple) && info.name() == "citext")
+    }
+    if info
+        .oid()
+        .is_some_and(|oid| Type::from_oid(oid.0).name().is_some())
+    {
+        return None;
+    }
+    match info.kind() {
+        _ if text_like(info) => Some(Type::TEXT),
+        PgTypeKind::Array(element) if text_like(element) => Type::TEXT.array_type(),
+        _ => None,
+    }
 }
 
 /// Decodes every value of `row`, described by `columns`.
@@ -126,7 +153,7 @@ fn decode_value(raw: &PgValueRef<'_>, column: &Column) -> Result<Value> {
     let bytes = raw
         .as_bytes()
         .map_err(|e| Error::Protocol(format!("reading column {:?}: {e}", column.name())))?;
-    let ty = column.type_();
+    let ty = column.wire_type();
     match raw.format() {
         PgValueFormat::Binary => db_core::decode(ty, bytes).map_err(|source| Error::Decode {
             column: column.name().to_owned(),

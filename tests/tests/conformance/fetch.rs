@@ -332,3 +332,53 @@ async fn a_pool_stream_holds_a_session_of_its_own() {
     });
     assert_eq!(count.await.unwrap(), usize::try_from(MANY).unwrap());
 }
+
+/// A stream over an enum type the session has not read before, inside a
+/// transaction and outside: its values read as text from the first row to
+/// the last, and the transaction goes on as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_read_enums_first_seen_in_the_stream() {
+    let db = TestDb::new().await;
+    db.sql("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
+        .await;
+    db.sql(
+        "CREATE TABLE moods AS SELECT i::int8 AS i, (ARRAY['sad', 'ok', 'happy'])[1 + i % 3]::mood AS m \
+         FROM generate_series(1, 300) AS i",
+    )
+    .await;
+    let expected: Vec<(i64, String)> = (1..=300_i64)
+        .map(|i| (i, ["sad", "ok", "happy"][(i % 3) as usize].to_owned()))
+        .collect();
+    let mut client = db.pool.acquire().await.unwrap();
+    let mut tx = client.begin().await.unwrap();
+    tx.execute("INSERT INTO moods VALUES (301, 'ok')", &[])
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String)> = tx
+        .fetch_as::<(i64, String)>("SELECT i, m FROM moods WHERE i <= 300 ORDER BY i", &[])
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(rows, expected);
+    tx.commit().await.unwrap();
+    drop(client);
+    let n: i64 = db
+        .pool
+        .query_one_scalar("SELECT count(*) FROM moods", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 301, "the transaction around the stream committed");
+    // A fresh enum, first read by a pool-level stream outside a transaction.
+    db.sql("CREATE TYPE size AS ENUM ('s', 'm', 'l')").await;
+    let sizes: Vec<String> = db
+        .pool
+        .fetch_as::<(String,)>(
+            "SELECT (ARRAY['s', 'm', 'l'])[1 + i % 3]::size FROM generate_series(1, 300) AS i",
+            &[],
+        )
+        .map(|r| r.unwrap().0)
+        .collect()
+        .await;
+    assert_eq!(sizes.len(), 300);
+    assert_eq!(sizes[..3], ["m", "l", "s"]);
+}

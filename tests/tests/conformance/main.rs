@@ -35,6 +35,7 @@ mod stack_depth;
 mod testing;
 mod transactions;
 mod types;
+mod types_extra;
 
 pub use conformance::TestDb;
 
