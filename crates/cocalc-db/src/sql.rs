@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use db::{AnyPool, Column, Error, Pool, QueryResult, SqlState, Value};
+use db::{AnyPool, Error, Pool, QueryResult, SqlState, Value};
 
 use crate::config::{self, DbArgs};
 use crate::csv;
@@ -162,7 +162,7 @@ fn is_several_statements(error: &Error) -> bool {
 
 /// `result` in the format `args` asks for.
 fn render(result: &QueryResult, args: &SqlArgs) -> String {
-    let columns = result_columns(result);
+    let columns = &result.columns;
     if args.json {
         json::rows_to_json(columns, &result.rows)
     } else if args.csv {
@@ -172,22 +172,13 @@ fn render(result: &QueryResult, args: &SqlArgs) -> String {
     }
 }
 
-/// The columns of `result`, for every output format.
-///
-/// Taken from its first row today, so a result without rows has none (and
-/// prints as `OK, N rows affected`, `[]`, or nothing in CSV); the one place
-/// to change once results carry their column descriptions.
-pub(crate) fn result_columns(result: &QueryResult) -> &[Column] {
-    result.rows.first().map_or(&[], |row| row.columns())
-}
-
 /// The result as an aligned table with a `(N rows)` footer, or
 /// `OK, N rows affected` for a statement that returned no rows.
 ///
-/// A query that matched no rows also reads `OK, 0 rows affected`: results
-/// carry their column names only on rows, so an empty result has none.
+/// A query that matched no rows prints its header and `(0 rows)`, as psql
+/// does.
 pub(crate) fn render_table(result: &QueryResult) -> String {
-    let columns = result_columns(result);
+    let columns = &result.columns;
     if columns.is_empty() {
         return format!(
             "OK, {}\n",

@@ -182,9 +182,27 @@ fn csv_quotes_as_rfc_4180_and_keeps_null_apart_from_empty() {
          1,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",,\"\",\"\\.\",\"{x,\"\"y z\"\"}\",2.50\n\
          ,plain,\"\",\"cr\r\",NULL, ,x,,\n"
     );
-    // A statement without rows prints nothing, not even a header (its
-    // columns are not known without a row).
-    assert_eq!(sql_ok(home.path(), &["--csv", "select 1 where false"]), "");
+    // A query that matched no rows still has its header, as in psql.
+    assert_eq!(
+        sql_ok(
+            home.path(),
+            &["--csv", "select 1 as id, 'x' as name where false"]
+        ),
+        "id,name\n"
+    );
+}
+
+#[test]
+fn empty_results_print_their_header() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = sql_ok(home.path(), &["select 1 as id, 'x' as name where false"]);
+    assert_eq!(out, " id | name\n----+------\n(0 rows)\n");
+    // A statement that returns no rows at all keeps its row count.
+    let t = table("empty_header");
+    sql_ok(home.path(), &[&format!("create table {t} (id int)")]);
+    let out = sql_ok(home.path(), &[&format!("insert into {t} values (1), (2)")]);
+    assert_eq!(out, "OK, 2 rows affected\n");
+    sql_ok(home.path(), &[&format!("drop table {t}")]);
 }
 
 #[test]

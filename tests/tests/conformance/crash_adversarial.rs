@@ -339,16 +339,24 @@ async fn repeated_crashes_in_a_row_keep_serving_with_bounded_memory() {
         // The descriptors and memory counted are the whole process's, and
         // the embedded backends of the tests running beside this one live
         // here too: measured in a process of its own.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
+        let alone = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
                 "crash_adversarial::repeated_crashes_in_a_row_keep_serving_with_bounded_memory",
                 "--test-threads=1",
             ])
             .env(ALONE, "1")
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "the crash loop failed alone: {status}");
+        // Its report stays out of this process's output, whose `test
+        // result` lines the matrix counts.
+        assert!(
+            alone.status.success(),
+            "the crash loop failed alone: {}\n{}{}",
+            alone.status,
+            String::from_utf8_lossy(&alone.stdout),
+            String::from_utf8_lossy(&alone.stderr)
+        );
         return;
     }
     let db = TestDb::new().await;
