@@ -9,6 +9,7 @@ mod crash_adversarial;
 mod derive;
 mod embedded_data;
 mod errors;
+mod hub_slice;
 mod json;
 mod lifecycle;
 mod locks;
