@@ -35,6 +35,9 @@ pub enum Error {
         /// The state asked for.
         to: RunState,
     },
+    /// The hub was made without a change feed ([`Hub::without_feed`](crate::Hub::without_feed)).
+    #[error("this hub has no change feed, so it keeps no live lists")]
+    NoFeed,
     /// The fixture schema lacks a table the slice needs.
     #[error("the schema spec has no table {0:?}, which the hub slice needs")]
     MissingTable(&'static str),

@@ -23,7 +23,8 @@ pub(crate) const PROJECTS: &str = "projects";
 /// of projects follow.
 pub struct Hub<P: Pool> {
     pool: P,
-    feed: Arc<Feed<P>>,
+    /// `None` for a hub that serves no live lists ([`Hub::without_feed`]).
+    feed: Option<Arc<Feed<P>>>,
 }
 
 impl<P: Pool> std::fmt::Debug for Hub<P> {
@@ -47,8 +48,16 @@ impl<P: Pool> Hub<P> {
         feed.enable(PROJECTS).await?;
         Ok(Hub {
             pool,
-            feed: Arc::new(feed),
+            feed: Some(Arc::new(feed)),
         })
+    }
+
+    /// The slice on `pool` without a change feed of its own, for a process
+    /// that serves no live lists ([`Hub::live_projects`] then fails with
+    /// [`Error::NoFeed`]). Whether `projects` has a feed (its trigger) is
+    /// left as it is.
+    pub fn without_feed(pool: P) -> Hub<P> {
+        Hub { pool, feed: None }
     }
 
     /// The pool.
@@ -58,7 +67,9 @@ impl<P: Pool> Hub<P> {
 
     /// Stops the feed: every live list stops following.
     pub fn close(&self) {
-        self.feed.close();
+        if let Some(feed) = &self.feed {
+            feed.close();
+        }
     }
 
     /// Creates an account. [`Error::EmailTaken`] if another account has the
@@ -319,7 +330,8 @@ impl<P: Pool> Hub<P> {
     /// A live list of the projects `account` owns or collaborates on, kept
     /// current by the change feed ([`LiveProjects`]).
     pub async fn live_projects(&self, account: Uuid) -> Result<LiveProjects> {
-        LiveProjects::start(Arc::clone(&self.feed), account).await
+        let feed = self.feed.as_ref().ok_or(Error::NoFeed)?;
+        LiveProjects::start(Arc::clone(feed), account).await
     }
 }
 

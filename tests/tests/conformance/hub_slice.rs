@@ -334,6 +334,13 @@ async fn hosts_record_heartbeats() {
         .await
         .unwrap();
     assert_eq!(rows, 3, "one row per host, however many heartbeats");
+
+    // A hub without a feed records heartbeats too, and keeps no live lists.
+    let plain = Hub::without_feed(db.pool.clone());
+    let third = plain.heartbeat(&beat(a, "host-a", 8)).await.unwrap();
+    assert!(third > second);
+    let refused = plain.live_projects(Uuid::new_v4()).await;
+    assert!(matches!(refused, Err(Error::NoFeed)), "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
