@@ -33,7 +33,9 @@ commands:
       their spread.
       --only runs just these workload groups: core, changefeed, schema-sync,
       migrate (which runs the release `cocalc-db` binary's export, import and
-      migrate as child processes and reports their time and peak RSS).
+      migrate as child processes and reports their time and peak RSS), hub
+      (the hub slice's request mix at 1, 8 and 64 users with live project
+      lists, N runs, default 3).
   codegen [--check]
       Regenerate crates/db-core/src/sqlstate.rs from PostgreSQL's errcodes.txt;
       with --check, fail if the committed file is out of date.

@@ -5,6 +5,7 @@
 
 mod changefeed;
 mod contender;
+mod hub;
 mod machine;
 mod migrate;
 mod node;
@@ -39,7 +40,7 @@ struct Options {
 }
 
 /// The workload groups `--only` selects from.
-const GROUPS: &[&str] = &["core", "changefeed", "schema-sync", "migrate"];
+const GROUPS: &[&str] = &["core", "changefeed", "schema-sync", "migrate", "hub"];
 
 impl Options {
     /// Whether the workload group `group` is to run.
@@ -137,6 +138,9 @@ struct Report {
     figures: Vec<(String, String)>,
     /// Steps of the migrate workload.
     steps: Vec<Step>,
+    /// The hub workload: requests/s and latency per backend and level.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hub: Vec<hub::HubRow>,
 }
 
 impl Report {
@@ -186,6 +190,15 @@ impl Report {
                     (None, Some(note)) => println!("{:<36} {note}", e.contender),
                     (None, None) => println!("{:<36} -", e.contender),
                 }
+            }
+        }
+        if !self.hub.is_empty() {
+            println!(
+                "\n## hub request mix (requests/s: median of runs; p50/p99: medians of the runs')"
+            );
+            hub::HubRow::print_header();
+            for row in &self.hub {
+                row.print();
             }
         }
         if !self.figures.is_empty() {
@@ -293,6 +306,9 @@ async fn run(o: &Options) -> contender::BenchResult<Report> {
         }
         if o.wants("migrate") {
             migrate::run(&mut report, o).await?;
+        }
+        if o.wants("hub") {
+            hub::run(&mut report, o).await?;
         }
     }
     Ok(report)

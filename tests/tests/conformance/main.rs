@@ -10,6 +10,7 @@ mod derive;
 mod embedded_data;
 mod errors;
 mod fetch;
+mod hub_slice;
 mod json;
 mod lifecycle;
 mod locks;
