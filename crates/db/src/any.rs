@@ -7,9 +7,10 @@ use std::time::Duration;
 
 #[cfg(not(all(feature = "pglite", feature = "postgres")))]
 use db_core::ConfigError;
+use db_core::backend::{Session, SessionState, TxStatus};
 use db_core::{
     AdvisoryLock, BackendKind, Client, Config, Executor, NotificationStream, Pool, QueryResult,
-    Result, Row, RowStream, SessionState, TxStatus, Value,
+    Result, Row, RowStream, Value,
 };
 #[cfg(feature = "pglite")]
 use db_pglite::{PgliteClient, PgliteLock, PglitePool};
@@ -385,7 +386,7 @@ impl Executor for AnyClient {
     }
 }
 
-impl Client for AnyClient {
+impl Session for AnyClient {
     fn session_state(&mut self) -> &mut SessionState {
         each!(self, c => c.session_state())
     }
@@ -397,7 +398,9 @@ impl Client for AnyClient {
     fn probe_status(&mut self) -> impl Future<Output = Result<TxStatus>> + Send {
         both!(self, c => c.probe_status())
     }
+}
 
+impl Client for AnyClient {
     fn lock(&mut self, key: i64, timeout: Duration) -> impl Future<Output = Result<()>> + Send {
         both!(self, c => c.lock(key, timeout))
     }
