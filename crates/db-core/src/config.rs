@@ -62,6 +62,19 @@ pub enum ConfigError {
         /// What was expected.
         reason: &'static str,
     },
+    /// The configuration selects a backend this build left out: `krate`
+    /// (the `db` facade, or `db-testing`) was built without that backend's
+    /// cargo feature (`postgres` or `pglite`, as `backend` displays).
+    #[error(
+        "this build has no {name} backend: enable the `{backend}` feature of `{krate}`",
+        name = match backend { BackendKind::Postgres => "PostgreSQL", BackendKind::Pglite => "embedded" }
+    )]
+    BackendNotBuilt {
+        /// The backend the configuration selects.
+        backend: BackendKind,
+        /// The crate whose feature adds it.
+        krate: &'static str,
+    },
 }
 
 /// Where the embedded cluster lives.

@@ -75,7 +75,7 @@ pub fn check_copy_statement(statement: &str, direction: CopyDirection) -> Result
 /// command tag's count gets the rows copied as messages minus this.
 ///
 /// ```
-/// use db_core::copy_out_extra_messages;
+/// use db_core::backend::copy_out_extra_messages;
 /// assert_eq!(copy_out_extra_messages("COPY t TO STDOUT (FORMAT csv, HEADER)")?, 1);
 /// assert_eq!(copy_out_extra_messages("COPY t TO STDOUT (FORMAT binary)")?, 1);
 /// assert_eq!(copy_out_extra_messages("COPY t TO STDOUT (HEADER false)")?, 0);

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
 
+use crate::backend::Session;
 use crate::config::BackendKind;
 use crate::convert::FromValue;
 use crate::error::{Error, Result};
 use crate::notify::NotificationStream;
 use crate::row::{FromRow, QueryResult, Row};
 use crate::stream::RowStream;
-use crate::transaction::{SessionState, Transaction, TxStatus};
+use crate::transaction::Transaction;
 use crate::tx_options::{TxOptions, retry_pause};
 use crate::value::Value;
 
@@ -336,22 +337,10 @@ pub fn single(mut rows: Vec<Row>) -> Result<Option<Row>> {
 
 /// A session held exclusively by its owner until dropped, when it goes back
 /// to the pool (rolled back and with its advisory locks released).
-pub trait Client: Executor + Sized {
-    /// The transaction bookkeeping of this session; used by [`Transaction`].
-    #[doc(hidden)]
-    fn session_state(&mut self) -> &mut SessionState;
-
-    /// Runs transaction-control SQL without first flushing pending rollbacks.
-    /// A backend that sees the server's transaction status records it with
-    /// [`SessionState::observe`]; otherwise it leaves the status as it is.
-    #[doc(hidden)]
-    fn simple_raw<'a>(&'a mut self, sql: &'a str) -> impl Future<Output = Result<()>> + Send + 'a;
-
-    /// Asks the server whether the session is in a transaction block (and
-    /// whether it failed), for when [`SessionState::status`] is unknown.
-    #[doc(hidden)]
-    fn probe_status(&mut self) -> impl Future<Output = Result<TxStatus>> + Send;
-
+///
+/// Backends also implement [`backend::Session`](crate::backend::Session),
+/// the driver-side hooks transactions run on.
+pub trait Client: Executor + Session + Sized {
     /// Starts a transaction. It rolls back when dropped without
     /// [`Transaction::commit`].
     fn begin(&mut self) -> impl Future<Output = Result<Transaction<'_, Self>>> + Send {

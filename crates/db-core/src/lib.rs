@@ -4,7 +4,9 @@
 //!
 //! This crate holds no backend code. `db-postgres` implements the traits on a
 //! PostgreSQL server, `db-pglite` on embedded PGlite, and the `db` facade
-//! picks one from [`Config`].
+//! picks one from [`Config`]. What only those backend crates need (the
+//! [`backend::Session`] hooks of a client, the session bookkeeping, span
+//! helpers) is in [`backend`], not at the crate root.
 //!
 //! # Features
 //!
@@ -16,6 +18,7 @@
 //! Without features, `chrono` covers dates and times, [`Infinite`] their
 //! infinities, and `chrono::TimeDelta` converts to and from [`Interval`].
 
+pub mod backend;
 mod codec;
 mod config;
 mod convert;
@@ -40,14 +43,14 @@ mod tx_options;
 mod types;
 mod value;
 
-pub use codec::{AddressFamilies, CodecError, decode, encode, encode_with};
+pub use codec::{CodecError, decode, encode};
 pub use config::{
     BackendKind, Config, ConfigError, DataDir, InvalidDuration, PgliteConfig, PostgresConfig,
     SessionTimeouts, connect_timeout_secs, parse_connect_timeout, parse_duration, redact_url,
     split_connect_timeout,
 };
 pub use convert::{FromValue, FromValueError, SqlType};
-pub use copy::{CopyDirection, check_copy_statement, copy_out_extra_messages};
+pub use copy::{CopyDirection, check_copy_statement};
 pub use db_macros::FromRow;
 pub use error::{
     BoxDynError, DbError, Error, Result, StorageProblem, TimeoutPhase, TransactionLoss,
@@ -55,15 +58,12 @@ pub use error::{
 pub use executor::{AdvisoryLock, BoxFuture, Client, Executor, Pool, single};
 pub use ident::quote_ident;
 pub use json::Json;
-pub use notify::{ListenCommand, ListenEvent, ListenerHub, Notification, NotificationStream};
+pub use notify::{ListenEvent, Notification, NotificationStream};
 pub use row::{Column, ColumnIndex, FromRow, QueryResult, Row};
 pub use sqlstate::SqlState;
 pub use stats::{AcquireStats, PoolStats};
-pub use stream::{RowSender, RowStream};
-pub use trace::{finish as finish_query_span, query_span, rows_from_command_tag};
-pub use transaction::{
-    RESET_SESSION_SQL, SessionState, StatementKind, Transaction, TxStatus, flush_pending,
-};
+pub use stream::RowStream;
+pub use transaction::Transaction;
 pub use tx_options::{IsolationLevel, TxOptions};
 pub use types::Type;
 pub use value::{

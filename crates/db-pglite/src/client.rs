@@ -4,10 +4,8 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use db_core::{
-    Client, CopyDirection, Error, Executor, QueryResult, Result, RowSender, RowStream,
-    SessionState, StatementKind, TxStatus, Value,
-};
+use db_core::backend::{RowSender, Session, SessionState, StatementKind, TxStatus};
+use db_core::{Client, CopyDirection, Error, Executor, QueryResult, Result, RowStream, Value};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -130,7 +128,7 @@ impl PgliteClient {
     }
 
     async fn simple(&mut self, sql: &str, kind: StatementKind, limit: Limit) -> Result<()> {
-        let span = db_core::query_span("pglite", sql);
+        let span = db_core::backend::query_span("pglite", sql);
         let started = Instant::now();
         let response = self
             .call(kind, limit, |reply| Request::Simple {
@@ -141,7 +139,13 @@ impl PgliteClient {
             .await;
         let result = response.and_then(|r| wire::read_result(&r.data, None, false));
         let outcome = result.as_ref().map(|r| (0, r.rows_affected));
-        db_core::finish_query_span(&span, sql, started, self.shared.slow_statement, outcome);
+        db_core::backend::finish_query_span(
+            &span,
+            sql,
+            started,
+            self.shared.slow_statement,
+            outcome,
+        );
         result.map(drop)
     }
 }
@@ -157,8 +161,8 @@ impl PgliteClient {
         read: impl FnOnce(&[u8]) -> Result<u64>,
     ) -> Result<u64> {
         db_core::check_copy_statement(statement, direction)?;
-        db_core::flush_pending(self).await?;
-        let span = db_core::query_span("pglite", statement);
+        db_core::backend::flush_pending(self).await?;
+        let span = db_core::backend::query_span("pglite", statement);
         let started = Instant::now();
         let result = async {
             let message = message()?;
@@ -172,7 +176,7 @@ impl PgliteClient {
         .instrument(span.clone())
         .await;
         let outcome = result.as_ref().map(|rows| (0, *rows));
-        db_core::finish_query_span(
+        db_core::backend::finish_query_span(
             &span,
             statement,
             started,
@@ -190,7 +194,7 @@ impl PgliteClient {
     /// The session must be outside a transaction: the dump sees committed
     /// data only, in a snapshot of its own.
     pub async fn pg_dump(&mut self, args: &[&str]) -> Result<String> {
-        db_core::flush_pending(self).await?;
+        db_core::backend::flush_pending(self).await?;
         let args = args.iter().map(|a| (*a).to_owned()).collect();
         let (reply, response) = handoff::reply(&self.shared.reply_spin);
         self.shared.send(Request::Dump { args, reply })?;
@@ -202,7 +206,7 @@ impl PgliteClient {
     /// checkpointed, stopped while the files are read, and restarted; the
     /// session must be outside a transaction.
     pub async fn archive_data_dir(&mut self) -> Result<Vec<u8>> {
-        db_core::flush_pending(self).await?;
+        db_core::backend::flush_pending(self).await?;
         let (reply, response) = handoff::reply(&self.shared.reply_spin);
         self.shared.send(Request::Archive { reply })?;
         response.await.map_err(|_| Error::Closed)?
@@ -223,8 +227,8 @@ impl PgliteClient {
     /// `tx` before the next is asked for. Returns the error that ends the
     /// statement, if any.
     async fn stream_rows(&mut self, sql: &str, params: &[Value], tx: &RowSender) -> Result<()> {
-        db_core::flush_pending(self).await?;
-        let span = db_core::query_span("pglite", sql);
+        db_core::backend::flush_pending(self).await?;
+        let span = db_core::backend::query_span("pglite", sql);
         let started = Instant::now();
         let mut count = 0usize;
         let mut affected = 0u64;
@@ -273,7 +277,13 @@ impl PgliteClient {
         .instrument(span.clone())
         .await;
         let outcome = result.as_ref().map(|()| (count, affected));
-        db_core::finish_query_span(&span, sql, started, self.shared.slow_statement, outcome);
+        db_core::backend::finish_query_span(
+            &span,
+            sql,
+            started,
+            self.shared.slow_statement,
+            outcome,
+        );
         result
     }
 }
@@ -306,8 +316,8 @@ impl Drop for PgliteClient {
 
 impl Executor for PgliteClient {
     async fn run(&mut self, sql: &str, params: &[Value]) -> Result<QueryResult> {
-        db_core::flush_pending(self).await?;
-        let span = db_core::query_span("pglite", sql);
+        db_core::backend::flush_pending(self).await?;
+        let span = db_core::backend::query_span("pglite", sql);
         let started = Instant::now();
         let encoded = wire::encode_params(params);
         let result = async {
@@ -328,12 +338,18 @@ impl Executor for PgliteClient {
         .instrument(span.clone())
         .await;
         let outcome = result.as_ref().map(|r| (r.rows.len(), r.rows_affected));
-        db_core::finish_query_span(&span, sql, started, self.shared.slow_statement, outcome);
+        db_core::backend::finish_query_span(
+            &span,
+            sql,
+            started,
+            self.shared.slow_statement,
+            outcome,
+        );
         result
     }
 
     async fn batch_execute(&mut self, sql: &str) -> Result<()> {
-        db_core::flush_pending(self).await?;
+        db_core::backend::flush_pending(self).await?;
         // A script may do anything to the session.
         self.simple(sql, StatementKind::Control, Limit::StatementTimeout)
             .await
@@ -378,7 +394,7 @@ impl Executor for PgliteClient {
     }
 }
 
-impl Client for PgliteClient {
+impl Session for PgliteClient {
     fn session_state(&mut self) -> &mut SessionState {
         &mut self.state
     }
@@ -399,7 +415,9 @@ impl Client for PgliteClient {
         let status = status.await.map_err(|_| Error::Closed)?;
         Ok(TxStatus::from_ready_byte(status))
     }
+}
 
+impl Client for PgliteClient {
     /// Takes the in-process advisory lock `key`, waiting up to `timeout`.
     ///
     /// A session with nothing open (no transaction, nothing to reset) gives

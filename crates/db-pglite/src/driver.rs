@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
-use db_core::{
-    Array, Column, DataDir, DbError, Error, ListenerHub, PgliteConfig, Result, Type, Value,
-};
+use db_core::backend::ListenerHub;
+use db_core::{Array, Column, DataDir, DbError, Error, PgliteConfig, Result, Type, Value};
 use pglite_oxide::{ExecProtocolOptions, Pglite};
 use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 
@@ -609,7 +608,7 @@ impl Driver {
         }
         if reset
             && let Err(e) = self
-                .simple(db_core::RESET_SESSION_SQL)
+                .simple(db_core::backend::RESET_SESSION_SQL)
                 .and_then(|data| wire::read_result(&data, None, false).map(drop))
                 .and_then(|()| self.initialize_session())
         {

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use db_core::backend::{ListenCommand, ListenerHub};
 use db_core::{
-    BackendKind, Config, DataDir, Error, Executor, ListenCommand, ListenerHub, NotificationStream,
-    Pool, QueryResult, Result, Row, RowStream, TimeoutPhase, Value,
+    BackendKind, Config, DataDir, Error, Executor, NotificationStream, Pool, QueryResult, Result,
+    Row, RowStream, TimeoutPhase, Value,
 };
 use futures::StreamExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};

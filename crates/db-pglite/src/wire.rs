@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use db_core::backend::AddressFamilies;
 use db_core::{
-    AddressFamilies, Column, CopyDirection, DbError, Error, Notification, QueryResult, Result, Row,
-    Type, Value,
+    Column, CopyDirection, DbError, Error, Notification, QueryResult, Result, Row, Type, Value,
 };
 
 /// Appends a message with a type byte and a length-prefixed body.
@@ -65,7 +65,7 @@ pub(crate) fn encode_params(params: &[Value]) -> Result<EncodedParams> {
         }
         let start = bind.len();
         bind.extend_from_slice(&[0; 4]);
-        db_core::encode_with(p, &mut bind, AddressFamilies::Wasi).map_err(|source| {
+        db_core::backend::encode_with(p, &mut bind, AddressFamilies::Wasi).map_err(|source| {
             Error::Encode {
                 position: i + 1,
                 source,
@@ -406,7 +406,7 @@ pub(crate) fn read_result(
             }
             b'C' => {
                 let tag = Body(body).cstr()?;
-                result.rows_affected = db_core::rows_from_command_tag(tag);
+                result.rows_affected = db_core::backend::rows_from_command_tag(tag);
             }
             b'E' if error.is_none() => error = Some(Error::from(error_response(body)?)),
             b'N' => log_notice(body)?,
@@ -452,7 +452,9 @@ pub(crate) fn read_batch(data: &[u8], columns: Option<&Arc<[Column]>>) -> Result
                 }
             }
             b's' => batch.suspended = true,
-            b'C' => batch.rows_affected = db_core::rows_from_command_tag(Body(body).cstr()?),
+            b'C' => {
+                batch.rows_affected = db_core::backend::rows_from_command_tag(Body(body).cstr()?)
+            }
             b'E' if batch.error.is_none() => {
                 batch.error = Some(Error::from(error_response(body)?));
             }
@@ -537,7 +539,7 @@ fn read_copy(
             b'd' if outcome.started && !outcome.reversed => on_data(body)?,
             b'C' => {
                 let tag = Body(body).cstr()?;
-                outcome.rows = db_core::rows_from_command_tag(tag);
+                outcome.rows = db_core::backend::rows_from_command_tag(tag);
             }
             b'E' if outcome.error.is_none() => {
                 outcome.error = Some(Error::from(error_response(body)?));

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use db_core::{
-    Client, Column, CopyDirection, Error, Executor, QueryResult, RESET_SESSION_SQL, Result,
-    RowSender, RowStream, SessionState, StatementKind, TxStatus, Value, check_copy_statement,
+use db_core::backend::{
+    RESET_SESSION_SQL, RowSender, Session, SessionState, StatementKind, TxStatus,
     copy_out_extra_messages, finish_query_span, flush_pending, query_span,
+};
+use db_core::{
+    Client, Column, CopyDirection, Error, Executor, QueryResult, Result, RowStream, Value,
+    check_copy_statement,
 };
 use futures::TryStreamExt as _;
 use sqlx::pool::PoolConnection;
@@ -587,7 +590,7 @@ impl Executor for PgClient {
     }
 }
 
-impl Client for PgClient {
+impl Session for PgClient {
     fn session_state(&mut self) -> &mut SessionState {
         &mut self.state
     }
@@ -605,7 +608,9 @@ impl Client for PgClient {
             Err(e) => Err(self.fail(e, "probing the transaction status")),
         }
     }
+}
 
+impl Client for PgClient {
     /// Takes the session-level advisory lock `key`, polling
     /// `pg_try_advisory_lock` with a backoff from 2 ms to 50 ms until
     /// `timeout`, then failing with [`Error::LockTimeout`].

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use db_core::{ListenCommand, ListenerHub, Notification, Result};
+use db_core::backend::{ListenCommand, ListenerHub};
+use db_core::{Notification, Result};
 use sqlx::postgres::{PgListener, PgNotification, Postgres};
 use tokio::sync::{mpsc, watch};
 

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use db_core::backend::ListenerHub;
 use db_core::{
-    BackendKind, Client, Config, Error, Executor, ListenerHub, NotificationStream, Pool,
-    PostgresConfig, QueryResult, Result, Value, redact_url,
+    BackendKind, Client, Config, Error, Executor, NotificationStream, Pool, PostgresConfig,
+    QueryResult, Result, Value, redact_url,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode, Postgres};
 use sqlx::{ConnectOptions as _, Connection as _};

@@ -68,6 +68,7 @@
 //! }
 //! ```
 
+#[cfg(feature = "pglite")]
 mod pglite;
 mod postgres;
 pub use postgres::with_database;
@@ -110,7 +111,11 @@ pub struct TestDatabases {
 
 #[derive(Debug)]
 enum Inner {
+    #[cfg(feature = "pglite")]
     Pglite(Box<pglite::Shared>),
+    /// PGlite selected in a build without the `pglite` feature.
+    #[cfg(not(feature = "pglite"))]
+    NoPglite,
     Postgres(Box<postgres::Template>),
 }
 
@@ -120,7 +125,10 @@ impl TestDatabases {
     pub fn new(config: Config, setup: impl Into<Setup>) -> TestDatabases {
         let setup: Setup = setup.into();
         let inner = match config.backend {
+            #[cfg(feature = "pglite")]
             BackendKind::Pglite => Inner::Pglite(Box::new(pglite::Shared::new(config, setup))),
+            #[cfg(not(feature = "pglite"))]
+            BackendKind::Pglite => Inner::NoPglite,
             _ => Inner::Postgres(Box::new(postgres::Template::new(config, setup))),
         };
         TestDatabases { inner }
@@ -129,7 +137,14 @@ impl TestDatabases {
     /// A database for one test, as the setup left it.
     pub async fn database(&self) -> Result<TestDatabase> {
         match &self.inner {
+            #[cfg(feature = "pglite")]
             Inner::Pglite(shared) => shared.database().await,
+            #[cfg(not(feature = "pglite"))]
+            Inner::NoPglite => Err(db::ConfigError::BackendNotBuilt {
+                backend: BackendKind::Pglite,
+                krate: "db-testing",
+            }
+            .into()),
             Inner::Postgres(template) => template.database().await,
         }
     }
@@ -145,8 +160,13 @@ pub struct TestDatabase {
 
 #[derive(Debug)]
 enum Hold {
-    Pglite { _turn: pglite::Turn },
-    Postgres { _database: postgres::Lease },
+    #[cfg(feature = "pglite")]
+    Pglite {
+        _turn: pglite::Turn,
+    },
+    Postgres {
+        _database: postgres::Lease,
+    },
 }
 
 impl TestDatabase {

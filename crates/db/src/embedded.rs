@@ -2,8 +2,10 @@
 //! boot-time checks, its record, and the guardrail that warns a server on
 //! PostgreSQL about embedded data that was never exported.
 
+#[cfg(feature = "postgres")]
 use std::collections::HashSet;
 use std::path::PathBuf;
+#[cfg(feature = "postgres")]
 use std::sync::{Mutex, PoisonError};
 
 use db_core::{Config, DataDir};
@@ -45,6 +47,7 @@ pub fn unexported_data_warning(config: &Config) -> Option<String> {
 /// Logs [`unexported_data_warning`] the first time a process connects to
 /// PostgreSQL with this embedded directory configured: a hub opens many
 /// pools (and test suites many more), and one warning says it all.
+#[cfg(feature = "postgres")]
 pub(crate) fn warn_once(config: &Config) {
     static WARNED: Mutex<Option<HashSet<Option<PathBuf>>>> = Mutex::new(None);
     let first = WARNED
