@@ -491,10 +491,7 @@ pub trait Pool: Clone + Send + Sync + 'static {
     /// # Ok(()) }
     /// ```
     #[track_caller]
-    fn transaction<'a, T, E, F>(
-        &'a self,
-        f: F,
-    ) -> impl Future<Output = std::result::Result<T, E>> + Send + 'a
+    fn transaction<'a, T, E, F>(&'a self, f: F) -> BoxFuture<'a, std::result::Result<T, E>>
     where
         F: for<'t> FnMut(
                 &'t mut Transaction<'a, Self::Client>,
@@ -551,7 +548,7 @@ pub trait Pool: Clone + Send + Sync + 'static {
         &'a self,
         options: TxOptions,
         mut f: F,
-    ) -> impl Future<Output = std::result::Result<T, E>> + Send + 'a
+    ) -> BoxFuture<'a, std::result::Result<T, E>>
     where
         F: for<'t> FnMut(
                 &'t mut Transaction<'a, Self::Client>,
@@ -564,7 +561,11 @@ pub trait Pool: Clone + Send + Sync + 'static {
         // The first begin is made here, where the caller's location is
         // known (PGlite names it when the backend is held too long).
         let mut first = Some(self.begin_with(options));
-        async move {
+        // Boxed: an unboxed future of a trait method, generic over a
+        // closure with higher-ranked lifetimes, cannot be proven `Send`
+        // where a caller spawns it from generic code (a rustc limitation);
+        // one allocation per transaction, not per statement.
+        Box::pin(async move {
             let mut attempt = 1;
             loop {
                 let started = match first.take() {
@@ -606,7 +607,7 @@ pub trait Pool: Clone + Send + Sync + 'static {
                 );
                 tokio::time::sleep(retry_pause(attempt)).await;
             }
-        }
+        })
     }
 
     /// Runs one statement on a session of its own (autocommit).
