@@ -43,3 +43,103 @@ pub trait Session {
     /// whether it failed), for when [`SessionState::status`] is unknown.
     fn probe_status(&mut self) -> impl Future<Output = Result<TxStatus>> + Send;
 }
+
+/// Implements [`Executor`](crate::Executor) for a [`Pool`](crate::Pool)
+/// type: each call forwards to the pool's own (each statement, and each
+/// row stream, on a session of its own), so a function taking
+/// `&mut impl Executor` accepts a pool as well as a client or transaction.
+/// One definition for every backend's pool and the facade's enum.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __executor_for_pool {
+    ($pool:ty) => {
+        impl $crate::Executor for $pool {
+            #[track_caller]
+            fn execute<'a>(
+                &'a mut self,
+                sql: &'a str,
+                params: &'a [$crate::Value],
+            ) -> impl ::std::future::Future<Output = $crate::Result<u64>> + Send + 'a {
+                $crate::Pool::execute(&*self, sql, params)
+            }
+
+            #[track_caller]
+            fn query<'a>(
+                &'a mut self,
+                sql: &'a str,
+                params: &'a [$crate::Value],
+            ) -> impl ::std::future::Future<Output = $crate::Result<Vec<$crate::Row>>> + Send + 'a
+            {
+                $crate::Pool::query(&*self, sql, params)
+            }
+
+            #[track_caller]
+            fn query_one<'a>(
+                &'a mut self,
+                sql: &'a str,
+                params: &'a [$crate::Value],
+            ) -> impl ::std::future::Future<Output = $crate::Result<$crate::Row>> + Send + 'a {
+                $crate::Pool::query_one(&*self, sql, params)
+            }
+
+            #[track_caller]
+            fn query_opt<'a>(
+                &'a mut self,
+                sql: &'a str,
+                params: &'a [$crate::Value],
+            ) -> impl ::std::future::Future<Output = $crate::Result<Option<$crate::Row>>> + Send + 'a
+            {
+                $crate::Pool::query_opt(&*self, sql, params)
+            }
+
+            #[track_caller]
+            fn run<'a>(
+                &'a mut self,
+                sql: &'a str,
+                params: &'a [$crate::Value],
+            ) -> impl ::std::future::Future<Output = $crate::Result<$crate::QueryResult>> + Send + 'a
+            {
+                $crate::Pool::run(&*self, sql, params)
+            }
+
+            #[track_caller]
+            fn batch_execute<'a>(
+                &'a mut self,
+                sql: &'a str,
+            ) -> impl ::std::future::Future<Output = $crate::Result<()>> + Send + 'a {
+                $crate::Pool::batch_execute(&*self, sql)
+            }
+
+            #[track_caller]
+            fn copy_in<'a>(
+                &'a mut self,
+                statement: &'a str,
+                data: &'a [u8],
+            ) -> impl ::std::future::Future<Output = $crate::Result<u64>> + Send + 'a {
+                $crate::Pool::copy_in(&*self, statement, data)
+            }
+
+            #[track_caller]
+            fn copy_out<'a, F>(
+                &'a mut self,
+                statement: &'a str,
+                sink: F,
+            ) -> impl ::std::future::Future<Output = $crate::Result<u64>> + Send + 'a
+            where
+                F: FnMut(&[u8]) -> $crate::Result<()> + Send + 'a,
+            {
+                $crate::Pool::copy_out(&*self, statement, sink)
+            }
+
+            fn fetch<'a>(
+                &'a mut self,
+                sql: &'a str,
+                params: &'a [$crate::Value],
+            ) -> $crate::RowStream<'a> {
+                $crate::Pool::fetch(&*self, sql, params)
+            }
+        }
+    };
+}
+
+pub use crate::__executor_for_pool as executor_for_pool;

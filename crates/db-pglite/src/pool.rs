@@ -395,86 +395,12 @@ impl PglitePool {
     }
 }
 
-/// Each statement on a session of its own, as [`Pool::run`] (through a
-/// clone of the pool: `&mut pool.clone()`), so a function taking
-/// `&mut impl Executor` accepts a pool as well as a client or transaction.
-/// As with the pool's own calls, a task holding the backend gets
-/// [`Error::WouldDeadlock`].
-impl Executor for PglitePool {
-    #[track_caller]
-    fn execute<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
-        Pool::execute(&*self, sql, params)
-    }
-
-    #[track_caller]
-    fn query<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
-        Pool::query(&*self, sql, params)
-    }
-
-    #[track_caller]
-    fn query_one<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> impl Future<Output = Result<Row>> + Send + 'a {
-        Pool::query_one(&*self, sql, params)
-    }
-
-    #[track_caller]
-    fn query_opt<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
-        Pool::query_opt(&*self, sql, params)
-    }
-
-    #[track_caller]
-    fn run<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> impl Future<Output = Result<QueryResult>> + Send + 'a {
-        Pool::run(&*self, sql, params)
-    }
-
-    #[track_caller]
-    fn batch_execute<'a>(
-        &'a mut self,
-        sql: &'a str,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        Pool::batch_execute(&*self, sql)
-    }
-
-    #[track_caller]
-    fn copy_in<'a>(
-        &'a mut self,
-        statement: &'a str,
-        data: &'a [u8],
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
-        Pool::copy_in(&*self, statement, data)
-    }
-
-    #[track_caller]
-    fn copy_out<'a, F>(
-        &'a mut self,
-        statement: &'a str,
-        sink: F,
-    ) -> impl Future<Output = Result<u64>> + Send + 'a
-    where
-        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
-    {
-        Pool::copy_out(&*self, statement, sink)
-    }
-}
+// Each statement on a session of its own, as [`Pool::run`] (through a
+// clone of the pool: `&mut pool.clone()`), so a function taking
+// `&mut impl Executor` accepts a pool as well as a client or transaction.
+// As with the pool's own calls, a task holding the backend gets
+// [`Error::WouldDeadlock`].
+db_core::backend::executor_for_pool!(PglitePool);
 
 /// Runs [`listen_commands`] on a small thread of its own rather than on the
 /// caller's runtime, so the pool keeps working when it outlives the runtime

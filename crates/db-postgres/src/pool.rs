@@ -469,44 +469,10 @@ impl Pool for PgPool {
     }
 }
 
-/// Each statement on a session of its own, as [`Pool::run`] (through a
-/// clone of the pool: `&mut pool.clone()`), so a function taking
-/// `&mut impl Executor` accepts a pool as well as a client or transaction.
-impl Executor for PgPool {
-    fn run<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> impl Future<Output = Result<QueryResult>> + Send + 'a {
-        Pool::run(&*self, sql, params)
-    }
-
-    fn batch_execute<'a>(
-        &'a mut self,
-        sql: &'a str,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        Pool::batch_execute(&*self, sql)
-    }
-
-    fn copy_in<'a>(
-        &'a mut self,
-        statement: &'a str,
-        data: &'a [u8],
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
-        Pool::copy_in(&*self, statement, data)
-    }
-
-    fn copy_out<'a, F>(
-        &'a mut self,
-        statement: &'a str,
-        sink: F,
-    ) -> impl Future<Output = Result<u64>> + Send + 'a
-    where
-        F: FnMut(&[u8]) -> Result<()> + Send + 'a,
-    {
-        Pool::copy_out(&*self, statement, sink)
-    }
-}
+// Each statement on a session of its own, as [`Pool::run`] (through a
+// clone of the pool: `&mut pool.clone()`), so a function taking
+// `&mut impl Executor` accepts a pool as well as a client or transaction.
+db_core::backend::executor_for_pool!(PgPool);
 
 #[cfg(test)]
 mod tests {
