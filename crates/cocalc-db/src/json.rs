@@ -87,30 +87,50 @@ fn nest(dims: &[usize], elements: &[Value]) -> Json {
     }
 }
 
-/// Writes `row` as a JSON object (the name of each of `columns` → its
-/// value), keeping column order (a `serde_json::Map` would sort the keys).
-fn write_row(columns: &[Column], row: &Row, out: &mut String) {
+/// The JSON keys of `columns`: their names, a repeated name suffixed
+/// `_2`, `_3`, ... (`SELECT 1 AS a, 2 AS a` gives `a` and `a_2`), so that no
+/// value is lost to a parser that keeps one value per key.
+fn keys(columns: &[Column]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::with_capacity(columns.len());
+    for column in columns {
+        let name = column.name();
+        let mut key = name.to_owned();
+        let mut n = 1;
+        while keys.contains(&key) {
+            n += 1;
+            key = format!("{name}_{n}");
+        }
+        keys.push(key);
+    }
+    keys
+}
+
+/// Writes `row` as a JSON object (each of `keys` → its column's value),
+/// keeping column order (a `serde_json::Map` would sort the keys).
+fn write_row(keys: &[String], row: &Row, out: &mut String) {
     out.push('{');
-    for (k, (column, value)) in columns.iter().zip(row.values()).enumerate() {
+    for (k, (key, value)) in keys.iter().zip(row.values()).enumerate() {
         if k > 0 {
             out.push(',');
         }
-        out.push_str(&Json::String(column.name().to_owned()).to_string());
+        out.push_str(&Json::String(key.clone()).to_string());
         out.push(':');
         out.push_str(&value_to_json(value).to_string());
     }
     out.push('}');
 }
 
-/// `rows` as one JSON array of objects keyed by the names of `columns`,
-/// with a trailing newline; `[]` without rows.
+/// `rows` as one JSON array of objects keyed by the names of `columns`
+/// (see [`keys`] for repeated names), with a trailing newline; `[]`
+/// without rows.
 pub(crate) fn rows_to_json(columns: &[Column], rows: &[Row]) -> String {
+    let keys = keys(columns);
     let mut out = String::from("[");
     for (k, row) in rows.iter().enumerate() {
         if k > 0 {
             out.push(',');
         }
-        write_row(columns, row, &mut out);
+        write_row(&keys, row, &mut out);
     }
     out.push_str("]\n");
     out

@@ -29,8 +29,10 @@ use crate::text::value_text;
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SqlArgs {
     /// The SQL to run, without parameters; `-`, or none and no -f, reads
-    /// it from standard input. One statement prints its rows; a script of
-    /// several runs in one transaction and prints OK.
+    /// it from standard input. SQL that starts with `-` (a `--` comment)
+    /// goes after `--`: `cocalc-db sql -- "-- note\nSELECT 1"`. One
+    /// statement prints its rows; a script of several runs in one
+    /// transaction and prints OK.
     #[arg(value_name = "SQL", conflicts_with = "file")]
     pub(crate) statement: Option<String>,
 
@@ -38,8 +40,8 @@ pub(crate) struct SqlArgs {
     #[arg(short = 'f', long, value_name = "FILE")]
     pub(crate) file: Option<PathBuf>,
 
-    /// Print the rows as one JSON array of objects (column name → value),
-    /// `[]` when there are none.
+    /// Print the rows as one JSON array of objects (column name → value;
+    /// a repeated name gets `_2`, `_3`, ...), `[]` when there are none.
     #[arg(long, conflicts_with = "csv")]
     pub(crate) json: bool,
 

@@ -305,3 +305,20 @@ fn no_color_turns_colour_off() {
         );
     }
 }
+
+#[test]
+fn json_keeps_every_column_of_repeated_names() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = sql_ok(home.path(), &["--json", "select 1 as a, 2 as a, 3 as a_2"]);
+    assert_eq!(out, "[{\"a\":1,\"a_2\":2,\"a_2_2\":3}]\n");
+}
+
+#[test]
+fn sql_that_starts_with_a_comment_goes_after_a_double_dash() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = sql_ok(
+        home.path(),
+        &["--csv", "--", "-- the answer\nselect -1 as n"],
+    );
+    assert_eq!(out, "n\n-1\n");
+}

@@ -126,10 +126,14 @@ pub fn decode(ty: Type, bytes: &[u8]) -> Result<Value, CodecError> {
         }
         Type::BYTEA => return Ok(Value::Bytea(bytes.to_vec())),
         Type::UUID => Value::Uuid(Uuid::from_bytes(r.array()?)),
+        // PostgreSQL's dates and timestamps reach past chrono's (to year
+        // 5874897 and 294276): such a value stays in its binary form, so
+        // the row is still read and only reading that value as a chrono
+        // type fails.
         Type::DATE => match r.i32()? {
             i32::MAX => infinity(ty, false),
             i32::MIN => infinity(ty, true),
-            days => Value::Date(decode_date(ty, days)?),
+            days => decode_date(ty, days).map_or_else(|_| other(ty, bytes), Value::Date),
         },
         Type::TIME => {
             let us = r.i64()?;
@@ -148,8 +152,11 @@ pub fn decode(ty: Type, bytes: &[u8]) -> Result<Value, CodecError> {
         Type::TIMESTAMP | Type::TIMESTAMPTZ => match r.i64()? {
             i64::MAX => infinity(ty, false),
             i64::MIN => infinity(ty, true),
-            us if ty == Type::TIMESTAMP => Value::Timestamp(decode_timestamp(ty, us)?),
-            us => Value::Timestamptz(decode_timestamp(ty, us)?.and_utc()),
+            us => match decode_timestamp(ty, us) {
+                Ok(t) if ty == Type::TIMESTAMP => Value::Timestamp(t),
+                Ok(t) => Value::Timestamptz(t.and_utc()),
+                Err(_) => other(ty, bytes),
+            },
         },
         Type::INTERVAL => {
             let microseconds = r.i64()?;
@@ -207,6 +214,14 @@ fn json(ty: Type, bytes: &[u8]) -> Result<Value, CodecError> {
 /// smallest value of the type's integer.
 fn infinity(ty: Type, negative: bool) -> Value {
     Value::Infinity { ty, negative }
+}
+
+/// A value kept in its binary form.
+fn other(ty: Type, bytes: &[u8]) -> Value {
+    Value::Other {
+        type_oid: ty.oid(),
+        bytes: bytes.to_vec(),
+    }
 }
 
 fn decode_date(ty: Type, days: i32) -> Result<NaiveDate, CodecError> {

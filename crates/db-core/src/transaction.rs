@@ -176,8 +176,10 @@ pub struct SessionState {
     /// from the guards' own.
     serial: u64,
     /// A statement of the guarded transaction (or its commit) failed with
-    /// a serialization failure or a deadlock since it began.
-    conflict: bool,
+    /// a serialization failure or a deadlock since it began: at which guard
+    /// depth (the lowest, if several). Rolling back the savepoint it
+    /// happened in undoes it: the work went on without it.
+    conflict: Option<u32>,
 }
 
 /// The transaction-local setting a guarded transaction carries its serial
@@ -285,6 +287,12 @@ impl SessionState {
         self.loss = Some(loss);
     }
 
+    /// Records a conflict met at the current guard depth.
+    fn note_conflict(&mut self) {
+        let depth = self.depth;
+        self.conflict = Some(self.conflict.map_or(depth, |d| d.min(depth)));
+    }
+
     fn schedule_rollback_to(&mut self, target: u32) {
         self.pending_rollback_to = Some(self.pending_rollback_to.map_or(target, |t| t.min(target)));
     }
@@ -362,6 +370,9 @@ pub async fn flush_pending<C: Client>(client: &mut C) -> Result<()> {
             Ok(()) => {
                 let state = client.session_state();
                 state.pending_rollback_to = None;
+                if state.conflict.is_some_and(|depth| depth > target) {
+                    state.conflict = None;
+                }
                 if state.depth > target {
                     // Only dropped guards normally sat above `target`; a
                     // live one there was given up (a cancelled or timed-out
@@ -483,7 +494,7 @@ impl<'c, C: Client> Transaction<'c, C> {
         let sql = if depth == 1 {
             state.serial += 1;
             state.unverified = false;
-            state.conflict = false;
+            state.conflict = None;
             format!(
                 "{}; SET LOCAL {GUARD_MARK} = '{}'",
                 options.begin_statement(),
@@ -554,7 +565,7 @@ impl<'c, C: Client> Transaction<'c, C> {
     pub fn saw_conflict(&mut self) -> bool {
         let epoch = self.epoch;
         let state = self.client.session_state();
-        state.epoch == epoch && state.conflict
+        state.epoch == epoch && state.conflict.is_some()
     }
 
     /// Notes a statement's result: a retryable failure marks the guarded
@@ -563,7 +574,7 @@ impl<'c, C: Client> Transaction<'c, C> {
         if let Err(e) = result
             && e.is_retryable()
         {
-            self.client.session_state().conflict = true;
+            self.client.session_state().note_conflict();
         }
     }
 
@@ -699,7 +710,7 @@ impl<C: Client> Executor for Transaction<'_, C> {
             }
             drop(rows);
             if conflict {
-                self.client.session_state().conflict = true;
+                self.client.session_state().note_conflict();
             }
             if let Err(e) = self.after_statement().await {
                 tx.send(Err(e)).await;

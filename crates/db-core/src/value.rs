@@ -317,10 +317,11 @@ impl TryFrom<Interval> for chrono::TimeDelta {
         if v.months != 0 {
             return Err(IntervalError::Months { months: v.months });
         }
-        i64::from(v.days)
-            .checked_mul(86_400_000_000)
-            .and_then(|us| us.checked_add(v.microseconds))
-            .map(chrono::TimeDelta::microseconds)
+        // Through TimeDelta's own range (about 1e11 days), not an i64 of
+        // microseconds: an interval of 200,000,000 days fits the one and
+        // not the other.
+        chrono::TimeDelta::try_days(i64::from(v.days))
+            .and_then(|days| days.checked_add(&chrono::TimeDelta::microseconds(v.microseconds)))
             .ok_or(IntervalError::OutOfRange {
                 target: "chrono::TimeDelta",
             })
@@ -331,18 +332,35 @@ impl TryFrom<chrono::TimeDelta> for Interval {
     type Error = IntervalError;
 
     /// All of it goes to [`Interval::microseconds`] (months and days zero),
-    /// as sqlx's `PgInterval` does; PostgreSQL prints it as hours.
+    /// as sqlx's `PgInterval` does, and PostgreSQL prints it as hours; a
+    /// duration beyond an `i64` of microseconds (about 292,000 years) goes
+    /// to whole days plus the rest.
     fn try_from(v: chrono::TimeDelta) -> Result<Self, Self::Error> {
-        let us = v
-            .num_microseconds()
-            .ok_or(IntervalError::OutOfRange { target: "interval" })?;
-        let rest = v - chrono::TimeDelta::microseconds(us);
-        if !rest.is_zero() {
+        let nanos = i64::from(v.subsec_nanos());
+        if nanos % 1_000 != 0 {
             return Err(IntervalError::SubMicrosecond {
-                nanoseconds: rest.num_nanoseconds().unwrap_or(0),
+                nanoseconds: nanos % 1_000,
             });
         }
-        Ok(Interval::new(0, 0, us))
+        if let Some(us) = v.num_microseconds() {
+            return Ok(Interval::new(0, 0, us));
+        }
+        // As few whole days as leave the rest within the microseconds.
+        const MAX_SECONDS: i64 = i64::MAX / 1_000_000;
+        let out_of_range = IntervalError::OutOfRange { target: "interval" };
+        let seconds = v.num_seconds();
+        let excess = seconds
+            .unsigned_abs()
+            .saturating_sub(MAX_SECONDS.unsigned_abs());
+        let days = i64::try_from(excess.div_ceil(86_400)).unwrap_or(i64::MAX) * seconds.signum();
+        let microseconds = days
+            .checked_mul(86_400)
+            .and_then(|d| seconds.checked_sub(d))
+            .and_then(|rest| rest.checked_mul(1_000_000))
+            .and_then(|rest| rest.checked_add(nanos / 1_000))
+            .ok_or(out_of_range.clone())?;
+        let days = i32::try_from(days).map_err(|_| out_of_range)?;
+        Ok(Interval::new(0, days, microseconds))
     }
 }
 

@@ -39,11 +39,25 @@ fn fingerprint_sql() -> String {
            UNION ALL SELECT format('def %s %s %s', adrelid, adnum, pg_catalog.pg_get_expr(adbin, adrelid))
              FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_class c ON c.oid = d.adrelid
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}
-           UNION ALL SELECT format('rel %s %s %s', c.oid, c.relname, c.relkind)
+           UNION ALL SELECT format('rel %s %s %s %s %s %s %s', c.oid, c.relname, c.relkind,
+               c.relrowsecurity, c.relforcerowsecurity, c.relacl,
+               CASE WHEN c.relkind IN ('v', 'm') THEN md5(pg_catalog.pg_get_viewdef(c.oid)) END)
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}
-           UNION ALL SELECT format('trg %s %s', tgname, tgrelid) FROM pg_catalog.pg_trigger WHERE NOT tgisinternal
-           UNION ALL SELECT format('fn %s', p.oid::regprocedure)
+           UNION ALL SELECT format('trg %s %s %s', tgname, tgrelid, tgenabled)
+             FROM pg_catalog.pg_trigger WHERE NOT tgisinternal
+           UNION ALL SELECT format('fn %s %s %s %s %s', p.oid::regprocedure, md5(p.prosrc),
+               p.provolatile, p.prosecdef, p.proconfig)
              FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS}
+           UNION ALL SELECT format('enum %s %s %s', e.enumtypid, e.enumsortorder, e.enumlabel)
+             FROM pg_catalog.pg_enum e JOIN pg_catalog.pg_type t ON t.oid = e.enumtypid
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE {USER_SCHEMAS}
+           UNION ALL SELECT format('seq %s %s %s %s %s %s %s', q.seqrelid, q.seqtypid, q.seqincrement,
+               q.seqmin, q.seqmax, q.seqstart, q.seqcycle)
+             FROM pg_catalog.pg_sequence q JOIN pg_catalog.pg_class c ON c.oid = q.seqrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}
+           UNION ALL SELECT format('pol %s %s %s %s %s', p.polrelid, p.polname, p.polcmd,
+               pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
+             FROM pg_catalog.pg_policy p
          ) s"
     )
 }

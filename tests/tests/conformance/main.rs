@@ -2,7 +2,7 @@
 //! matrix selects (`COCALC_DB`), and must behave identically on all of them.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod adv17;
+mod api_adversarial;
 mod changefeed;
 mod changefeed_lifecycle;
 mod copy;

@@ -1,5 +1,5 @@
-//! Adversarial probes (adv17): row streams with SQL-text transaction
-//! control and DML, pool transactions, db-testing resets, type edges.
+//! Adversarial tests of the hub-facing API: row streams with SQL-text
+//! transaction control and DML, pool transactions, db-testing resets, type edges.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,7 +28,7 @@ async fn count(pool: &db::AnyPool) -> i64 {
 /// dropped after its first row: on a server the statement has run whole and
 /// committed; the embedded backend must keep the same rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_dml_stream_dropped_early_keeps_what_a_server_keeps() {
+async fn dml_stream_dropped_early_keeps_what_a_server_keeps() {
     let db = one_session().await;
     {
         let mut rows = db.pool.fetch(
@@ -61,7 +61,7 @@ async fn adv17_dml_stream_dropped_early_keeps_what_a_server_keeps() {
 
 /// SQL-text transaction control through `fetch`: the guard must notice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_fetch_of_rollback_inside_a_guard_is_noticed() {
+async fn fetch_of_rollback_inside_a_guard_is_noticed() {
     let db = one_session().await;
     let mut tx = db.pool.begin().await.unwrap();
     tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
@@ -81,7 +81,7 @@ async fn adv17_fetch_of_rollback_inside_a_guard_is_noticed() {
 /// `BEGIN` or `SET` through a pool-level stream must not leak to the next
 /// user of the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_fetch_begin_or_set_does_not_leak() {
+async fn fetch_begin_or_set_does_not_leak() {
     let db = one_session().await;
     let begun: Vec<_> = db.pool.fetch("BEGIN", &[]).collect().await;
     assert!(begun.iter().all(|r| r.is_ok()), "{begun:?}");
@@ -128,7 +128,7 @@ async fn adv17_fetch_begin_or_set_does_not_leak() {
 /// An error in the middle of a stream inside a transaction: commit keeps
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_error_mid_stream_then_commit_is_aborted() {
+async fn error_mid_stream_then_commit_is_aborted() {
     let db = one_session().await;
     let mut tx = db.pool.begin().await.unwrap();
     tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
@@ -150,7 +150,7 @@ async fn adv17_error_mid_stream_then_commit_is_aborted() {
 /// Session characteristics changed by SQL text inside pool.transaction do
 /// not reach the next user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_session_characteristics_do_not_leak() {
+async fn session_characteristics_do_not_leak() {
     let db = one_session().await;
     db.pool
         .transaction(|tx| {
@@ -193,7 +193,7 @@ async fn adv17_session_characteristics_do_not_leak() {
 /// is committed, so pool.transaction must not report a plain failure that
 /// invites the caller to run it again; and it must never run it twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_closure_commits_by_sql_text() {
+async fn closure_commits_by_sql_text() {
     let db = one_session().await;
     let attempts = AtomicU32::new(0);
     let r = db
@@ -216,7 +216,7 @@ async fn adv17_closure_commits_by_sql_text() {
 /// A conflict recovered from inside a savepoint followed by an ordinary
 /// application error: the README says other errors return at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_recovered_deadlock_then_app_error_is_not_retried() {
+async fn recovered_deadlock_then_app_error_is_not_retried() {
     let db = one_session().await;
     let attempts = AtomicU32::new(0);
     let r: Result<(), Error> = db
@@ -252,7 +252,7 @@ async fn adv17_recovered_deadlock_then_app_error_is_not_retried() {
 
 /// A transaction moved into a task that panics: rolled back, session clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_transaction_in_panicking_task() {
+async fn transaction_in_panicking_task() {
     let db = one_session().await;
     let mut tx = db.pool.begin().await.unwrap();
     let h = tokio::spawn(async move {
@@ -271,7 +271,7 @@ async fn adv17_transaction_in_panicking_task() {
 /// Many tasks, many cancelled statements on one pool; then the pool still
 /// serves and no transaction leaked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_many_tasks_with_cancellations() {
+async fn many_tasks_with_cancellations() {
     let db = TestDb::new().await;
     db.sql("CREATE TABLE t (id int PRIMARY KEY, note text)")
         .await;
@@ -372,7 +372,7 @@ static TRICKY: LazyLock<TestDatabases> = LazyLock::new(|| {
 /// What a test does to the setup's own objects that is not a table column
 /// change must not reach the next test either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_db_testing_resets_changed_setup_objects() {
+async fn db_testing_resets_changed_setup_objects() {
     let mut problems = Vec::new();
     for round in 0..2 {
         let db = TRICKY.database().await.unwrap();
@@ -455,7 +455,7 @@ async fn adv17_db_testing_resets_changed_setup_objects() {
 
 /// Edge values of the new conversions, against what the server prints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv17_type_edges() {
+async fn type_edges() {
     use chrono::TimeDelta;
     let db = TestDb::new().await;
     let mut problems = Vec::new();
