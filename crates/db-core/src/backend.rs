@@ -24,6 +24,17 @@ pub use crate::transaction::{
     RESET_SESSION_SQL, SessionState, StatementKind, TxStatus, flush_pending,
 };
 
+/// Whether process `pid` of this host still runs. Where that cannot be
+/// told (not Linux), it is assumed to run, so that nothing of a live
+/// process is ever removed.
+pub fn process_running(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
 /// The driver side of a session, which [`Client`](crate::Client) requires:
 /// [`Transaction`](crate::Transaction) runs on these. Calling them from the
 /// hub bypasses the transaction guards (`simple_raw` runs SQL without first

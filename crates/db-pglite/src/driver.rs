@@ -192,9 +192,7 @@ fn start(config: &PgliteConfig, setup: SessionSetup, hub: Arc<ListenerHub>) -> R
     let memory_dir = match &config.data_dir {
         DataDir::Path(_) => None,
         _ => Some(
-            tempfile::Builder::new()
-                .prefix("cocalc-db-memory-")
-                .tempdir()
+            crate::memory_dir::create()
                 .map_err(|e| Error::backend("creating the in-memory database's directory", e))?,
         ),
     };

@@ -17,6 +17,7 @@ mod driver;
 mod handoff;
 pub mod health;
 mod lock;
+mod memory_dir;
 pub mod metadata;
 mod pool;
 mod restore;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use db::backend::process_running;
 use db::{AnyPool, Config, Error, Pool, Result, quote_ident};
 use tokio::sync::OnceCell;
 
@@ -315,16 +316,6 @@ fn host_tag() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
     setup_hash(host.trim())
-}
-
-/// Whether process `pid` of this host still runs. Where that cannot be told,
-/// it is assumed to run, so nothing of a live process is ever removed.
-fn process_running(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        std::path::Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
-    }
 }
 
 /// Drops test database `name`; a failure is logged, not returned: it leaves
