@@ -460,7 +460,12 @@ async fn type_edges() {
     let db = TestDb::new().await;
     let mut problems = Vec::new();
     for (sql, expect_ok) in [
-        ("'2147483647 days 2562047788:00:54.775807'::interval", true),
+        // Past an i64 of microseconds in all (written as a sum: PostgreSQL
+        // 13 and 14 refuse the literal of an interval this large).
+        (
+            "('2147483647 days'::interval + '2000000000 hours'::interval)",
+            true,
+        ),
         ("'-200000000 days'::interval", true),
         ("'-1 day +00:00:01'::interval", true),
         ("'-1 mon +30 days'::interval", false),

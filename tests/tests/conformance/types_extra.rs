@@ -272,14 +272,27 @@ async fn numeric_as_rust_decimal() {
     ] {
         roundtrip_as(&db, "numeric", Decimal::from_str_exact(s).unwrap()).await;
     }
-    // Scale is kept as PostgreSQL gives it.
+    // Scale is kept as PostgreSQL gives it. Numeric infinities exist from
+    // PostgreSQL 14 on (PGlite is 17).
+    let version: i32 = db
+        .pool
+        .query_one_scalar("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .unwrap();
+    let infinity = if version >= 140_000 {
+        "'-Infinity'::numeric"
+    } else {
+        "'NaN'::numeric"
+    };
     let row = db
         .pool
         .query_one(
-            "SELECT 1.50::numeric(10,2) AS scaled, 'NaN'::numeric AS nan,
-                    '79228162514264337593543950336'::numeric AS big,
-                    '0.00000000000000000000000000001'::numeric AS tiny,
-                    '-Infinity'::numeric AS inf",
+            &format!(
+                "SELECT 1.50::numeric(10,2) AS scaled, 'NaN'::numeric AS nan,
+                        '79228162514264337593543950336'::numeric AS big,
+                        '0.00000000000000000000000000001'::numeric AS tiny,
+                        {infinity} AS inf"
+            ),
             &[],
         )
         .await
